@@ -1,0 +1,29 @@
+# -*- test-case-name: tests.test_service -*-
+"""
+The configuration in force, shared by every listener: the router, and the
+pools with their backends' run-time state.
+
+A reload builds a new L{Config} and applies it here in one step; a client
+connection reads C{runtime.router} per operation, so new operations follow
+the new rules while sessions and their upstream connections carry on.
+"""
+
+from __future__ import annotations
+
+from ldaproute.config import Config
+from ldaproute.pool import Backends
+from ldaproute.routing import Router
+
+
+class Runtime:
+    """The configuration in force and what is derived from it."""
+
+    def __init__(self, config: Config) -> None:
+        self.backends = Backends()
+        self.apply(config)
+
+    def apply(self, config: Config) -> None:
+        """Make C{config} the one in force for new operations."""
+        self.backends.configure(config.backends, config.pools)
+        self.router = Router(config.routes)
+        self.config = config

@@ -1,0 +1,117 @@
+# -*- test-case-name: tests.test_service -*-
+"""
+The twistd plugin's options and service: wires a validated configuration
+into listening services.
+
+Configuration is read and validated in L{Options.postOptions}, so a mistake
+in routes.ini is a usage error before twistd daemonizes or opens a port.
+L{makeService} only wires objects together; ports open when the returned
+service starts.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from typing import Any
+from urllib.parse import quote
+
+from twisted.application import strports
+from twisted.application.service import IService, MultiService
+from twisted.logger import ILogObserver, jsonFileLogObserver
+from twisted.python import usage
+from twisted.python.filepath import FilePath
+
+from ldaproute import __version__, config
+from ldaproute.frontend import FrontendFactory
+from ldaproute.runtime import Runtime
+
+#: Where the demo proxy listens: an unprivileged port on loopback.
+DEMO_LISTEN = "tcp:10389:interface=127.0.0.1"
+
+
+def demoConfigText(socketPath: str, listen: str = DEMO_LISTEN) -> str:
+    """routes.ini for the demo: one route to the embedded directory."""
+    return (
+        "[ldaproute]\n"
+        f"listen = {listen}\n"
+        "[backend:demo]\n"
+        f"url = ldapi://{quote(socketPath, safe='')}\n"
+        "[pool:demo]\n"
+        "backends = demo\n"
+        "[route:all]\n"
+        "pool = demo\n"
+    )
+
+
+class Options(usage.Options):
+    """C{twistd ldaproute} options."""
+
+    synopsis = "[-c routes.ini | --demo]"
+    longdesc = (
+        "Run the ldaproute LDAP proxy. With -c, serve the listeners, pools and "
+        "routes of that file. With --demo, serve a proxy on 127.0.0.1:10389 in "
+        "front of a small built-in directory (dc=example,dc=com)."
+    )
+    optFlags = [
+        ["demo", None, "Serve the built-in demo directory through the proxy."],
+        ["version", None, "Print the version and exit."],
+    ]
+    optParameters = [
+        ["config", "c", None, "Path to routes.ini."],
+        ["demo-listen", None, DEMO_LISTEN, "Endpoint the demo proxy listens on."],
+    ]
+
+    def opt_version(self) -> None:
+        sys.stdout.write(f"ldaproute {__version__}\n")
+        sys.exit(0)
+
+    def postOptions(self) -> None:
+        self.demoSocket: str | None = None
+        if self["demo"]:
+            if self["config"]:
+                raise usage.UsageError("give either --demo or -c routes.ini, not both")
+            self.demoSocket = os.path.join(tempfile.mkdtemp(prefix="ldaproute-demo-"), "directory.sock")
+            text = demoConfigText(self.demoSocket, self["demo-listen"])
+            try:
+                self.routes = config.Config.fromString(text, "<demo>")
+            except config.ConfigError as e:
+                raise usage.UsageError(str(e)) from None
+            return
+        path = self["config"] or "routes.ini"
+        if not self["config"] and not os.path.exists(path):
+            raise usage.UsageError(
+                "no configuration: give -c routes.ini (see deploy/routes.example.ini), or --demo"
+            )
+        try:
+            self.routes = config.Config.fromFile(FilePath(path))
+        except config.ConfigError as e:
+            raise usage.UsageError(str(e)) from None
+
+
+def makeService(options: Options, reactor: Any = None) -> IService:
+    """Listening services for every listener of the configuration."""
+    if reactor is None:
+        from twisted.internet import reactor as globalReactor
+
+        reactor = globalReactor
+    top = MultiService()
+    if options.demoSocket is not None:
+        from ldaproute.demo import DemoDirectoryService, demoLDIFPath
+
+        DemoDirectoryService(f"unix:{options.demoSocket}", demoLDIFPath(), reactor).setServiceParent(top)
+    runtime = Runtime(options.routes)
+    for listener in options.routes.listeners:
+        factory = FrontendFactory(listener, runtime, reactor)
+        for description in listener.endpoints:
+            service = strports.service(description, factory, reactor=reactor)
+            service.setName(f"listener:{listener.name}:{description}")
+            service.setServiceParent(top)
+    top.runtime = runtime  # type: ignore[attr-defined]
+    return top
+
+
+def jsonLogObserver() -> ILogObserver:
+    """For C{twistd --logger=ldaproute.service.jsonLogObserver}: JSON lines on stdout."""
+    return jsonFileLogObserver(sys.stdout, recordSeparator="")
