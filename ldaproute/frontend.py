@@ -195,7 +195,7 @@ class FrontendProtocol(Protocol):
         runtime = self._runtime
         pool = runtime.backends.pools[poolName]
         link = UpstreamLink(
-            self, pool, self._reactor, pool.pool.connectTimeout, replay, self._peerText
+            self, pool, self._reactor, pool.pool.connectTimeout, replay, self._peerText, runtime.endpointFactory
         )
         link.boundVersion = session.identityVersion
         self._links[poolName] = link

@@ -12,7 +12,8 @@ in whole-PDU chunks, exactly as the backend sent them.
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 from typing import Protocol as TypingProtocol
 
 from twisted.internet import error
@@ -111,7 +112,9 @@ class UpstreamLink:
         connectTimeout: float,
         replayBind: tuple[bytes, bytes] | None,
         peer: str,
+        endpointFactory: Callable[[Any, BackendState, float], IStreamClientEndpoint] | None = None,
     ) -> None:
+        self._endpointFactory = endpointFactory or endpointFor
         self._owner = owner
         self.pool = pool
         self._reactor = reactor
@@ -136,7 +139,7 @@ class UpstreamLink:
             return
         self.backend = state
         self._tried.append(state.name)
-        endpoint = endpointFor(self._reactor, state, self._connectTimeout)
+        endpoint = self._endpointFactory(self._reactor, state, self._connectTimeout)
         protocol = UpstreamProtocol(self)
         d: Deferred[UpstreamProtocol] = connectProtocol(endpoint, protocol)
         d.addCallbacks(self._connected, self._connectFailed, errbackArgs=(state,))
