@@ -38,7 +38,7 @@ import socket
 import subprocess
 import time
 import urllib.parse
-from typing import IO, Any, Mapping
+from typing import IO, Any, Callable, Mapping
 
 from tests.certs import ServerCert, makeCA, makeCert
 
@@ -49,6 +49,7 @@ __all__ = [
     "freePort",
     "ssha",
     "REFERRAL_URL_TEMPLATE",
+    "SlapdFactory",
 ]
 
 #: The C{ref} value of the referral entry; C{%s} is the instance's suffix.
@@ -634,3 +635,8 @@ class Slapd:
 
     def __repr__(self) -> str:
         return f"<Slapd {self.suffix} {self.url} pid={self.pid}>"
+
+
+#: The type of the C{slapdFactory} fixture: keyword arguments of L{Slapd}
+#: (except C{directory}) in, a started instance out.
+SlapdFactory = Callable[..., Slapd]

@@ -14,8 +14,7 @@ import uuid
 import pytest
 
 from tests.certs import CA, makeCert
-from tests.integration.conftest import SlapdFactory
-from tests.slapd import Slapd, SlapdNotFound
+from tests.slapd import Slapd, SlapdFactory, SlapdNotFound
 
 
 def run(
