@@ -199,7 +199,7 @@ class DemoDirectoryService(Service):
         self.endpointDescription = endpointDescription
         self.ldifPath = ldifPath
         self._reactor = reactor
-        self._listening: Deferred[IListeningPort] | None = None
+        self._listening: Deferred[Any] | None = None
         self._port: IListeningPort | None = None
         self._waiting: list[Deferred[IListeningPort]] = []
 
@@ -260,4 +260,5 @@ class DemoDirectoryService(Service):
         port, self._port = self._port, None
         if port is None:
             return None
-        return defer.maybeDeferred(port.stopListening)
+        stopped = port.stopListening()
+        return stopped if isinstance(stopped, Deferred) else defer.succeed(None)
