@@ -54,6 +54,15 @@ class LoadDirectoryTests(SynchronousTestCase):
     L{demo.loadDirectory} and the packaged demo LDIF.
     """
 
+    def tempPath(self) -> str:
+        """
+        A path in a fresh temporary directory (C{mktemp} would write under
+        the current directory when pytest runs these tests).
+        """
+        directory = tempfile.mkdtemp(prefix="ldaproute-test-")
+        self.addCleanup(shutil.rmtree, directory, True)
+        return os.path.join(directory, "test.ldif")
+
     def test_demoLDIFPath(self) -> None:
         path = demo.demoLDIFPath()
         self.assertTrue(os.path.isfile(path))
@@ -86,7 +95,7 @@ class LoadDirectoryTests(SynchronousTestCase):
         """
         An LDIF whose last entry is not followed by a blank line still loads.
         """
-        path = self.mktemp()
+        path = self.tempPath()
         with open(path, "wb") as f:
             f.write(b"dn: dc=test\nobjectClass: dcObject\ndc: test")
         root = self.successResultOf(demo.loadDirectory(path))
@@ -96,13 +105,13 @@ class LoadDirectoryTests(SynchronousTestCase):
         """
         A malformed file fails the Deferred instead of raising.
         """
-        path = self.mktemp()
+        path = self.tempPath()
         with open(path, "wb") as f:
             f.write(b"objectClass: top\n\n")
         self.failureResultOf(demo.loadDirectory(path))
 
     def test_missingFile(self) -> None:
-        self.failureResultOf(demo.loadDirectory(self.mktemp()), FileNotFoundError)
+        self.failureResultOf(demo.loadDirectory(self.tempPath()), FileNotFoundError)
 
 
 class DemoLDAPServerTests(SynchronousTestCase):
