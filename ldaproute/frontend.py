@@ -63,6 +63,33 @@ class _LinksProducer:
         pass
 
 
+@implementer(IPushProducer)
+class _ClientReading:
+    """
+    The client's transport as the producer for one upstream connection: a
+    backend that cannot keep up pauses the client's reading.  Unlike the
+    transport itself, it ignores C{stopProducing}, which Twisted calls when
+    the upstream connection closes: losing a backend must not cut the
+    client off.
+    """
+
+    def __init__(self, transport: Any) -> None:
+        self._transport = transport
+        self._paused = False
+
+    def pauseProducing(self) -> None:
+        self._paused = True
+        self._transport.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        self._paused = False
+        self._transport.resumeProducing()
+
+    def stopProducing(self) -> None:
+        if self._paused:  # the backend that paused us is gone
+            self.resumeProducing()
+
+
 class FrontendProtocol(Protocol):
     """One client connection on a listener."""
 
@@ -218,7 +245,7 @@ class FrontendProtocol(Protocol):
         """Back-pressure from the backend's side: its full buffer pauses us."""
         transport: Any = link.transport
         if transport is not None and self.transport is not None:
-            transport.registerProducer(self.transport, True)
+            transport.registerProducer(_ClientReading(self.transport), True)
 
     def linkReceived(self, link: UpstreamLink, data: bytes, finals: list[tuple[int, int, int]]) -> None:
         self.transport.write(data)  # type: ignore[union-attr]
@@ -303,6 +330,8 @@ class FrontendProtocol(Protocol):
 
 class FrontendFactory(ServerFactory):
     """Makes a L{FrontendProtocol} for each client of one listener."""
+
+    noisy = False
 
     def __init__(self, listener: Listener, runtime: Runtime, reactor: IReactorTime) -> None:
         self.listener = listener

@@ -18,9 +18,9 @@ from typing import Protocol as TypingProtocol
 
 from twisted.internet import error
 from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import HostnameEndpoint, UNIXClientEndpoint, connectProtocol
+from twisted.internet.endpoints import HostnameEndpoint, UNIXClientEndpoint
 from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
-from twisted.internet.protocol import Protocol
+from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -94,6 +94,18 @@ class UpstreamProtocol(Protocol):
         self._link.connectionLost(reason)
 
 
+class _UpstreamFactory(Factory):
+    """One connection attempt's factory; quiet, as there is one per session."""
+
+    noisy = False
+
+    def __init__(self, link: UpstreamLink) -> None:
+        self._link = link
+
+    def buildProtocol(self, addr: object) -> UpstreamProtocol:
+        return UpstreamProtocol(self._link)
+
+
 class UpstreamLink:
     """
     One session's upstream connection to one pool.
@@ -140,8 +152,7 @@ class UpstreamLink:
         self.backend = state
         self._tried.append(state.name)
         endpoint = self._endpointFactory(self._reactor, state, self._connectTimeout)
-        protocol = UpstreamProtocol(self)
-        d: Deferred[UpstreamProtocol] = connectProtocol(endpoint, protocol)
+        d: Deferred[UpstreamProtocol] = endpoint.connect(_UpstreamFactory(self))
         d.addCallbacks(self._connected, self._connectFailed, errbackArgs=(state,))
 
     def _connected(self, protocol: UpstreamProtocol) -> None:
