@@ -27,6 +27,7 @@ from ldaproute import ber
 from ldaproute.config import Listener
 from ldaproute.routing import noRouteResult
 from ldaproute.runtime import Runtime
+from ldaproute.sasllayer import SecurityLayerWatch
 from ldaproute.session import Outstanding, Session
 from ldaproute.upstream import UpstreamLink
 
@@ -103,6 +104,8 @@ class FrontendProtocol(Protocol):
         self._links: dict[str, UpstreamLink] = {}
         self._closing = False
         self.session: Session
+        self._layerWatch = SecurityLayerWatch()
+        self._opaqueLink: UpstreamLink | None = None
 
     # --- connection events ------------------------------------------------
 
@@ -118,6 +121,9 @@ class FrontendProtocol(Protocol):
     def dataReceived(self, data: bytes) -> None:
         if self._closing:
             return
+        if self._opaqueLink is not None or self._layerWatch.armed is not None:
+            if self._relayOpaque(data):
+                return
         try:
             for pdu in self._framer.feed(data):
                 self._request(pdu)
@@ -197,6 +203,9 @@ class FrontendProtocol(Protocol):
         session.outstanding[messageID] = Outstanding(
             messageID, tag, link, self._reactor.seconds(), route.name, pending
         )
+        if isBind:
+            choice, mechanism = envelope.bindAuthentication(pdu)
+            self._layerWatch.bindSent(messageID, mechanism if choice == ber.SASL_AUTH_TAG else None, link)
         link.send(pdu)
 
     def _linkFor(self, poolName: str, isBind: bool) -> UpstreamLink | None:
@@ -255,10 +264,45 @@ class FrontendProtocol(Protocol):
             if operation is None:
                 continue
             if tag == ber.BIND_RESPONSE:
+                self._layerWatch.bindAnswered(messageID, code)
                 if self.session.bindCompleted(operation.pending, code):
                     link.boundVersion = self.session.identityVersion
 
+    def _relayOpaque(self, data: bytes) -> bool:
+        """
+        Relay C{data} untouched if this session is (or now becomes) an
+        opaque SASL-layer session; see L{ldaproute.sasllayer}.
+        """
+        link = self._opaqueLink
+        if link is None:
+            link = self._layerWatch.check(data, self._framer.buffered == 0)
+            if link is None:
+                return False
+            self._opaqueLink = link
+            for name, other in list(self._links.items()):
+                if other is not link:
+                    del self._links[name]
+                    other.close(unbind=True)
+            link.goOpaque()
+            self._log.info(
+                "{peer} negotiated a SASL security layer ({mechanism}); relaying its bytes opaquely to {backend}",
+                peer=self._peerText,
+                listener=self._listener.name,
+                mechanism=(self._layerWatch.mechanism or b"?").decode("ascii", "replace"),
+                backend=link.backend.name if link.backend else None,
+            )
+        link.writeRaw(data)
+        return True
+
+    def linkReceivedRaw(self, link: UpstreamLink, data: bytes) -> None:
+        """Backend bytes of an opaque session."""
+        self.transport.write(data)  # type: ignore[union-attr]
+
     def linkLost(self, link: UpstreamLink, reason: str) -> None:
+        if self._opaqueLink is link:
+            self._closing = True
+            self.transport.loseConnection()  # type: ignore[union-attr]
+            return
         if self._links.get(link.pool.name) is link:
             del self._links[link.pool.name]
         self._failOperations(link, ber.UNAVAILABLE, reason)

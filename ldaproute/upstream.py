@@ -73,6 +73,7 @@ class UpstreamProtocol(Protocol):
     def __init__(self, link: UpstreamLink) -> None:
         self._link = link
         self._scanner = ber.ResponseScanner(MAX_BACKEND_PDU_BYTES)
+        self.opaque = False  # after a SASL security layer: bytes, not PDUs
 
     def connectionMade(self) -> None:
         try:
@@ -81,6 +82,9 @@ class UpstreamProtocol(Protocol):
             pass  # UNIX sockets have no Nagle
 
     def dataReceived(self, data: bytes) -> None:
+        if self.opaque:
+            self._link.rawReceived(data)
+            return
         try:
             complete, finals = self._scanner.feed(data)
         except ber.FramingError as e:
@@ -208,6 +212,23 @@ class UpstreamLink:
             if self.state == "new":
                 self.state = "connecting"
                 self._connectNext()
+
+    def goOpaque(self) -> None:
+        """
+        The session negotiated a SASL security layer (see
+        L{ldaproute.sasllayer}): from now on, bytes in both directions are
+        relayed untouched.
+        """
+        if self._protocol is not None:
+            self._protocol.opaque = True
+
+    def writeRaw(self, data: bytes) -> None:
+        """Client bytes of an opaque session, as they are."""
+        if self._protocol is not None and self._protocol.transport is not None:
+            self._protocol.transport.write(data)
+
+    def rawReceived(self, data: bytes) -> None:
+        self._owner.linkReceivedRaw(self, data)  # type: ignore[attr-defined]
 
     def rebind(self, credentials: tuple[bytes, bytes]) -> None:
         """
