@@ -6,8 +6,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages the tests drive: a real OpenLDAP server and its clients,
-# and the SASL mechanisms (DIGEST-MD5, SCRAM) the SASL tests bind with.
-packages="slapd ldap-utils libsasl2-modules"
+# the SASL mechanisms (DIGEST-MD5, SCRAM) the SASL tests bind with, and a
+# Samba AD DC for the Active Directory tests (CLDAP, GC, sealed SASL).
+packages="slapd ldap-utils libsasl2-modules openssl
+samba samba-ad-dc samba-ad-provision samba-dsdb-modules samba-vfs-modules winbind smbclient krb5-user ldb-tools"
 missing=""
 for package in $packages; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing="$missing $package"
