@@ -176,3 +176,101 @@ def exact_search_requests(base, n_users, count=2000, seed=1):
 
 def big_search_request(base, attr, value):
     return [search_request(7, base, attr, value, scope=2)]
+
+
+def _pdus_done(buf, done_tags):
+    """Consume complete PDUs from buf; return (#done PDUs seen, #non-zero resultCodes)."""
+    done = bad = 0
+    pos = 0
+    n = len(buf)
+    while n - pos >= 2:
+        lb = buf[pos + 1]
+        if lb < 0x80:
+            hdr, length = 2, lb
+        else:
+            nb = lb & 0x7F
+            if n - pos < 2 + nb:
+                break
+            hdr, length = 2 + nb, int.from_bytes(buf[pos + 2:pos + 2 + nb], "big")
+        end = pos + hdr + length
+        if end > n:
+            break
+        p = pos + hdr
+        op = p + 2 + buf[p + 1]
+        if buf[op] in done_tags:
+            done += 1
+            ol = buf[op + 1]
+            if buf[op + 2 + ((ol & 0x7F) if ol >= 0x80 else 0) + 2] != 0:
+                bad += 1
+        pos = end
+    del buf[:pos]
+    return done, bad
+
+
+def run_concurrent(host, port, make_requests, clients, done_tags, duration, max_ops):
+    """`clients` persistent connections, one operation outstanding on each
+    (closed loop), driven from one thread with selectors.
+
+    make_requests(k) returns the list of pre-encoded requests of connection k.
+    Bounded by duration and max_ops.  Returns a result dict."""
+    import selectors
+    sel = selectors.DefaultSelector()
+    conns = []
+    try:
+        for k in range(clients):
+            c = Conn(host, port)
+            c.reqs = make_requests(k)
+            c.i = 0
+            conns.append(c)
+        clock = time.perf_counter
+        ops = errors = 0
+        lat = []
+        t_start = clock()
+        deadline = t_start + duration
+        for c in conns:
+            c.sock.setblocking(False)
+            sel.register(c.sock, selectors.EVENT_READ, c)
+            c.t0 = clock()
+            c.sock.send(c.reqs[0])
+        sent = clients
+        active = clients
+        while active:
+            for key, _ in sel.select(5.0):
+                c = key.data
+                data = c.sock.recv(65536)
+                if not data:
+                    raise ConnectionError("connection closed by peer")
+                c.buf += data
+                done, bad = _pdus_done(c.buf, done_tags)
+                if not done:
+                    continue
+                t1 = clock()
+                ops += done
+                errors += bad
+                lat.append(t1 - c.t0)
+                if t1 < deadline and sent < max_ops:
+                    c.i += 1
+                    c.t0 = t1
+                    c.sock.send(c.reqs[c.i % len(c.reqs)])
+                    sent += 1
+                else:
+                    sel.unregister(c.sock)
+                    active -= 1
+        elapsed = clock() - t_start
+    finally:
+        sel.close()
+        for c in conns:
+            c.close()
+    lat.sort()
+    return {"ops": ops, "seconds": elapsed, "errors": errors,
+            "p50_us": percentile(lat, 0.50) * 1e6 if lat else None,
+            "p99_us": percentile(lat, 0.99) * 1e6 if lat else None}
+
+
+def bind_requests(people, n_users, count=500, seed=2):
+    rnd = random.Random(seed)
+    out = []
+    for k in range(count):
+        i = rnd.randrange(n_users)
+        out.append(bind_request(1 + k, "uid=user%d,%s" % (i, people), "pass%d" % i))
+    return out

@@ -21,6 +21,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 
@@ -160,6 +161,7 @@ if __name__ == "__main__":
     p.add_argument("--entries", type=int, default=10000)
     p.add_argument("--port", type=int, default=0)
     a = p.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     with Slapd(a.entries, a.port) as s:
         print(s.url, "pid", s.pid, "dir", s.dir, flush=True)
         try:
