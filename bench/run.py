@@ -460,7 +460,7 @@ def plot(rows, targets, workloads, path):
                 if r and r[key]:
                     xs.append(j + (i - (len(targets) - 1) / 2) * width)
                     ys.append(r[key])
-            ax.bar(xs, ys, width, label=t)
+            ax.bar(xs, ys, width, label=t, color="C%d" % i)
         ax.set_xticks(range(len(workloads)))
         ax.set_xticklabels(workloads)
         ax.set_title(title)
@@ -587,7 +587,17 @@ def main(argv=None):
     p.add_argument("--no-install", action="store_true",
                    help="do not install missing tools (ldclt, haproxy, matplotlib)")
     p.add_argument("--out", help="output directory (default bench/results)")
+    p.add_argument("--replot", metavar="JSON",
+                   help="only redraw the PNG (next to JSON) from an earlier run's JSON")
     a = p.parse_args(argv)
+    if a.replot:
+        with open(a.replot) as f:
+            res = json.load(f)
+        names = list(dict.fromkeys(r["target"] for r in res["rows"]))
+        png = os.path.splitext(a.replot)[0] + ".png"
+        plot(res["rows"], names, res["meta"]["workloads"], png)
+        log("wrote", png)
+        return
     reps = a.reps or (1 if a.quick else 3)
     duration = a.duration or (1.0 if a.quick else 4.0)
     targets = a.targets.split(",") if a.targets else None
