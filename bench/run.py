@@ -613,6 +613,9 @@ def main(argv=None):
         raise SystemExit(128 + signum)
 
     signal.signal(signal.SIGTERM, on_term)
+    # Ctrl-C raises KeyboardInterrupt even when started from a shell that
+    # ignores SIGINT for background jobs
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGHUP, on_term)
     random.seed(1)
     run(targets, workloads, reps, duration, a.entries, tuple(a.ldaproute_mode or ["session"]),
