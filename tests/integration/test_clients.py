@@ -215,6 +215,9 @@ def test_backendKilledWithOperationOutstanding(slapdFactory: SlapdFactory, tmp_p
             _search(sock, 4, backend.suffix)
             done = _readMessages(sock, 2)[-1]
             assert (done.id, done.value.resultCode) == (4, 0)
+    except BaseException:
+        print(process.log())  # shown by pytest on failure
+        raise
     finally:
         assert process.stop() == 0
 
