@@ -216,7 +216,7 @@ class Target:
                     f.write("mode = %s\n" % self.mode)
                 f.write("\n[backend:slapd]\nurl = ldap://127.0.0.1:%s\n\n"
                         "[pool:main]\nbackends = slapd\n\n[route:all]\npool = main\n" % sp)
-            return [sys.executable, "-m", "twisted", "ldaproute", "-c", cfg]
+            return [sys.executable, "-m", "ldaproute", "-c", cfg]
         raise ValueError(self.name)
 
     def start(self):
@@ -250,7 +250,7 @@ class Target:
             self.skip = "did not start or does not answer (%s)%s" % (
                 e, ("; its output: " + tail[-600:]) if tail else "")
             if self.name.startswith("ldaproute"):
-                self.skip = ("`python -m twisted ldaproute` is not available or not working yet "
+                self.skip = ("`python -m ldaproute` is not available or not working yet "
                              "in this checkout: " + self.skip)
             self.stop()
             return False
