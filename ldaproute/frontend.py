@@ -170,6 +170,8 @@ class FrontendProtocol(Protocol):
         session.outstanding[messageID] = Outstanding(
             messageID, tag, link, self._reactor.seconds(), route.name, pending
         )
+        timeout = getattr(route, "operationTimeout", None) or link.pool.pool.operationTimeout
+        link.operationStarted(messageID, timeout)
         link.send(pdu)
 
     def _linkFor(self, poolName: str, isBind: bool) -> UpstreamLink | None:
@@ -204,6 +206,7 @@ class FrontendProtocol(Protocol):
     def _abandon(self, messageID: int, pdu: bytes) -> None:
         operation = self.session.outstanding.pop(messageID, None)
         if operation is not None:
+            operation.link.operationEnded(messageID)
             operation.link.send(pdu)
 
     def _unbind(self) -> None:
@@ -227,14 +230,38 @@ class FrontendProtocol(Protocol):
             operation = outstanding.pop(messageID, None)
             if operation is None:
                 continue
+            link.operationEnded(messageID)
             if tag == ber.BIND_RESPONSE:
                 if self.session.bindCompleted(operation.pending, code):
                     link.boundVersion = self.session.identityVersion
 
-    def linkLost(self, link: UpstreamLink, reason: str) -> None:
+    def linkLost(self, link: UpstreamLink, reason: str, resultCode: int = ber.UNAVAILABLE) -> None:
         if self._links.get(link.pool.name) is link:
             del self._links[link.pool.name]
-        self._failOperations(link, ber.UNAVAILABLE, reason)
+        self._failOperations(link, resultCode, reason)
+
+    def linkOperationTimedOut(self, link: UpstreamLink, messageID: int, reason: str) -> None:
+        """Answer an operation the link abandoned after its operation_timeout."""
+        operation = self.session.outstanding.pop(messageID, None)
+        if operation is None or self._closing:
+            return
+        if operation.opTag == ber.BIND_REQUEST:
+            self.session.bindCompleted(None, ber.TIME_LIMIT_EXCEEDED)
+        self._log.warn(
+            "Operation {messageID} of {peer} timed out: {reason}",
+            messageID=messageID,
+            peer=self._peerText,
+            listener=self._listener.name,
+            route=operation.route,
+            pool=link.pool.name,
+            backend=link.backend.name if link.backend else None,
+            op=ber.OPERATION_NAMES.get(operation.opTag, hex(operation.opTag)),
+            resultCode=ber.TIME_LIMIT_EXCEEDED,
+            durationMs=round((self._reactor.seconds() - operation.startedAt) * 1000),
+        )
+        self.transport.write(  # type: ignore[union-attr]
+            ber.result(messageID, ber.RESPONSE_FOR[operation.opTag], ber.TIME_LIMIT_EXCEEDED, reason)
+        )
 
     def linkReplayFailed(self, link: UpstreamLink, resultCode: int) -> None:
         self.session.identityLost()
