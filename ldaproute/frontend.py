@@ -63,6 +63,23 @@ class _LinksProducer:
         pass
 
 
+@implementer(IPushProducer)
+class _ClientReading:
+    """Pauses and resumes reading from the client; never closes it."""
+
+    def __init__(self, transport: Any) -> None:
+        self._transport = transport
+
+    def pauseProducing(self) -> None:
+        self._transport.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        self._transport.resumeProducing()
+
+    def stopProducing(self) -> None:
+        pass
+
+
 class FrontendProtocol(Protocol):
     """One client connection on a listener."""
 
@@ -221,7 +238,10 @@ class FrontendProtocol(Protocol):
         """Back-pressure from the backend's side: its full buffer pauses us."""
         transport: Any = link.transport
         if transport is not None and self.transport is not None:
-            transport.registerProducer(self.transport, True)
+            # not the client transport itself: when the upstream connection
+            # is lost Twisted calls stopProducing on its producer, which
+            # would close the client (a backend death must not end sessions)
+            transport.registerProducer(_ClientReading(self.transport), True)
 
     def linkReceived(self, link: UpstreamLink, data: bytes, finals: list[tuple[int, int, int]]) -> None:
         self.transport.write(data)  # type: ignore[union-attr]

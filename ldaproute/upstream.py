@@ -189,8 +189,8 @@ class UpstreamLink:
         self._connectNext()
 
     def _giveUp(self) -> None:
-        if self._skippedFull and not self._tried:
-            full = ", ".join(self._skippedFull)
+        if not self._tried and (self._skippedFull or self.pool.allAtCapacity()):
+            full = ", ".join(self._skippedFull or [state.name for state in self.pool.backends])
             self._fail(
                 f"every backend of pool {self.pool.name!r} is at its max_connections ({full}): try again later",
                 ber.BUSY,
