@@ -28,6 +28,8 @@ from ldaproute.pool import BackendState, PoolState
 MIN_REFRESH = 1.0
 MAX_REFRESH = 3600.0
 RETRY_AFTER = 5.0
+#: per-attempt timeouts of one lookup (the resolver's default waits a minute)
+LOOKUP_TIMEOUTS = (1.0, 2.0)
 
 
 def resolverFor(server: tuple[str, int] | None, reactor: Any) -> Any:
@@ -92,7 +94,7 @@ class SRVDiscovery:
     def refresh(self) -> Any:
         name = self.pool.pool.srv
         assert name is not None
-        d = self._resolver.lookupService(name)
+        d = self._resolver.lookupService(name, timeout=LOOKUP_TIMEOUTS)
         d.addCallbacks(self._resolved, self._failed)
         return d
 
