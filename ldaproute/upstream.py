@@ -286,7 +286,8 @@ class UpstreamLink:
             transport.loseConnection()  # type: ignore[union-attr]
 
     def _nextInternalID(self) -> int:
-        return _INTERNAL_ID_BASE - 2 - (len(self._dropIDs) % 64)
+        # an AbandonRequest gets no response, so one fixed ID serves
+        return _INTERNAL_ID_BASE - 2
 
     def _uncount(self) -> None:
         for timer in self._operations.values():
