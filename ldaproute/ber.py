@@ -497,3 +497,8 @@ def simpleBindRequest(messageID: int, name: bytes, password: bytes) -> bytes:
 def unbindRequest(messageID: int) -> bytes:
     """An UnbindRequest PDU."""
     return message(messageID, bytes((UNBIND_REQUEST, 0)))
+
+
+def abandonRequest(messageID: int, abandonedID: int) -> bytes:
+    """An AbandonRequest PDU for the operation C{abandonedID}."""
+    return message(messageID, tlv(ABANDON_REQUEST, encodeInteger(abandonedID)))

@@ -76,6 +76,36 @@ def _positiveInt(value: str) -> int:
     return number
 
 
+def _nonNegativeInt(value: str) -> int:
+    try:
+        number = int(value.strip().replace("_", ""))
+    except ValueError:
+        raise _Invalid(f"expected a whole number, not {value!r}") from None
+    if number < 0:
+        raise _Invalid(f"expected a number of zero or more, not {number}")
+    return number
+
+
+def _srvName(value: str) -> str:
+    name = value.strip().rstrip(".")
+    if not re.fullmatch(r"_[A-Za-z0-9-]+\._(tcp|udp)(\.[A-Za-z0-9_-]+)+", name):
+        raise _Invalid(f"expected an SRV name such as _ldap._tcp.example.com, not {value!r}")
+    return name
+
+
+def _hostPort(value: str) -> tuple[str, int]:
+    host, colon, port = value.strip().rpartition(":")
+    if not colon or not host:
+        raise _Invalid(f"expected HOST:PORT such as 127.0.0.1:53, not {value!r}")
+    try:
+        number = int(port)
+    except ValueError:
+        raise _Invalid(f"expected HOST:PORT such as 127.0.0.1:53, not {value!r}") from None
+    if not 0 < number < 65536:
+        raise _Invalid(f"port {number} is out of range")
+    return (host.strip("[]"), number)
+
+
 def _seconds(value: str) -> float:
     text = value.strip().lower()
     scale = 1.0
@@ -236,6 +266,10 @@ class Backend:
     #: UDP port of the backend's CLDAP service; L{None} (C{cldap_port = none})
     #: for servers without CLDAP, whose rootDSE the proxy answers itself.
     cldapPort: int | None = 389
+    #: failover order: the lowest priority that is up serves (as in SRV).
+    priority: int = 0
+    #: upstream connections allowed at once; L{None} for no cap.
+    maxConnections: int | None = None
 
 
 @attrs.frozen
@@ -246,6 +280,20 @@ class Pool:
     backends: tuple[Backend, ...]
     strategy: str = "round-robin"
     connectTimeout: float = 5.0
+    #: an operation unanswered after this long is abandoned upstream and
+    #: answered timeLimitExceeded (3); L{None} for no limit.
+    operationTimeout: float | None = None
+    healthCheck: bool = True
+    healthInterval: float = 5.0
+    healthTimeout: float = 2.0
+    healthRise: int = 2
+    healthFall: int = 3
+    healthBindDN: str | None = None
+    healthBindPassword: str | None = attrs.field(default=None, repr=False)
+    #: DNS SRV name the backends come from, instead of C{backends}.
+    srv: str | None = None
+    #: C{(host, port)} of the DNS server for C{srv}; L{None} for the system's.
+    srvResolver: tuple[str, int] | None = None
 
 
 @attrs.frozen
@@ -344,6 +392,7 @@ class Route:
     bindAnonymous: bool = False
     clientNetworks: tuple[Any, ...] = ()
     listener: str | None = None
+    operationTimeout: float | None = None
 
 
 @attrs.frozen
@@ -412,11 +461,23 @@ _BACKEND_KEYS: _KeyTable = {
     "url": ("url", BackendURL.fromString),
     "weight": ("weight", _positiveInt),
     "cldap_port": ("cldapPort", lambda value: _cldapPort(value)),
+    "priority": ("priority", _nonNegativeInt),
+    "max_connections": ("maxConnections", _positiveInt),
 }
 _POOL_KEYS: _KeyTable = {
     "backends": ("backends", _list),
-    "strategy": ("strategy", _choice("round-robin")),
+    "strategy": ("strategy", _choice("round-robin", "weighted", "least-outstanding", "failover")),
     "connect_timeout": ("connectTimeout", _seconds),
+    "operation_timeout": ("operationTimeout", _seconds),
+    "health_check": ("healthCheck", _bool),
+    "health_interval": ("healthInterval", _seconds),
+    "health_timeout": ("healthTimeout", _seconds),
+    "health_rise": ("healthRise", _positiveInt),
+    "health_fall": ("healthFall", _positiveInt),
+    "health_bind_dn": ("healthBindDN", str.strip),
+    "health_bind_password": ("healthBindPassword", str.strip),
+    "srv": ("srv", _srvName),
+    "srv_resolver": ("srvResolver", _hostPort),
 }
 _ROUTE_KEYS: _KeyTable = {
     "pool": ("pool", str.strip),
@@ -426,6 +487,7 @@ _ROUTE_KEYS: _KeyTable = {
     "bind_dn": ("bindDN", str.strip),
     "client_network": ("clientNetworks", _networks),
     "listener": ("listener", str.strip),
+    "operation_timeout": ("operationTimeout", _seconds),
 }
 
 _SECTION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
@@ -520,8 +582,24 @@ class _Loader:
             section = f"pool:{name}"
             values = self.values(section, items, _POOL_KEYS)
             names = values.pop("backends", None)
+            if names is not None and values.get("srv") is not None:
+                raise self.error(section, "srv", "a pool takes either backends or srv, not both")
+            if values.get("srvResolver") is not None and values.get("srv") is None:
+                raise self.error(section, "srv_resolver", "only a pool with srv = NAME uses a resolver")
+            if (values.get("healthBindDN") is None) != (values.get("healthBindPassword") is None):
+                raise self.error(
+                    section, "health_bind_dn", "give health_bind_dn and health_bind_password together"
+                )
+            if values.get("healthBindDN"):
+                try:
+                    _dn(values["healthBindDN"])
+                except _Invalid as e:
+                    raise self.error(section, "health_bind_dn", str(e)) from None
+            if values.get("srv") is not None:
+                pools[name] = Pool(name, (), **values)
+                continue
             if not names:
-                raise self.error(section, "backends", "missing: a pool needs at least one backend")
+                raise self.error(section, "backends", "missing: a pool needs at least one backend (or srv = NAME)")
             members = []
             for backendName in names:
                 if backendName not in backends:

@@ -206,6 +206,8 @@ class FrontendProtocol(Protocol):
         if isBind:
             choice, mechanism = envelope.bindAuthentication(pdu)
             self._layerWatch.bindSent(messageID, mechanism if choice == ber.SASL_AUTH_TAG else None, link)
+        timeout = getattr(route, "operationTimeout", None) or link.pool.pool.operationTimeout
+        link.operationStarted(messageID, timeout)
         link.send(pdu)
 
     def _linkFor(self, poolName: str, isBind: bool) -> UpstreamLink | None:
@@ -240,6 +242,7 @@ class FrontendProtocol(Protocol):
     def _abandon(self, messageID: int, pdu: bytes) -> None:
         operation = self.session.outstanding.pop(messageID, None)
         if operation is not None:
+            operation.link.operationEnded(messageID)
             operation.link.send(pdu)
 
     def _unbind(self) -> None:
@@ -254,6 +257,9 @@ class FrontendProtocol(Protocol):
         """Back-pressure from the backend's side: its full buffer pauses us."""
         transport: Any = link.transport
         if transport is not None and self.transport is not None:
+            # not the client transport itself: when the upstream connection
+            # is lost Twisted calls stopProducing on its producer, which
+            # would close the client (a backend death must not end sessions)
             transport.registerProducer(_ClientReading(self.transport), True)
 
     def linkReceived(self, link: UpstreamLink, data: bytes, finals: list[tuple[int, int, int]]) -> None:
@@ -263,6 +269,7 @@ class FrontendProtocol(Protocol):
             operation = outstanding.pop(messageID, None)
             if operation is None:
                 continue
+            link.operationEnded(messageID)
             if tag == ber.BIND_RESPONSE:
                 self._layerWatch.bindAnswered(messageID, code)
                 if self.session.bindCompleted(operation.pending, code):
@@ -298,14 +305,37 @@ class FrontendProtocol(Protocol):
         """Backend bytes of an opaque session."""
         self.transport.write(data)  # type: ignore[union-attr]
 
-    def linkLost(self, link: UpstreamLink, reason: str) -> None:
+    def linkLost(self, link: UpstreamLink, reason: str, resultCode: int = ber.UNAVAILABLE) -> None:
         if self._opaqueLink is link:
             self._closing = True
             self.transport.loseConnection()  # type: ignore[union-attr]
             return
         if self._links.get(link.pool.name) is link:
             del self._links[link.pool.name]
-        self._failOperations(link, ber.UNAVAILABLE, reason)
+        self._failOperations(link, resultCode, reason)
+
+    def linkOperationTimedOut(self, link: UpstreamLink, messageID: int, reason: str) -> None:
+        """Answer an operation the link abandoned after its operation_timeout."""
+        operation = self.session.outstanding.pop(messageID, None)
+        if operation is None or self._closing:
+            return
+        if operation.opTag == ber.BIND_REQUEST:
+            self.session.bindCompleted(None, ber.TIME_LIMIT_EXCEEDED)
+        self._log.warn(
+            "Operation {messageID} of {peer} timed out: {reason}",
+            messageID=messageID,
+            peer=self._peerText,
+            listener=self._listener.name,
+            route=operation.route,
+            pool=link.pool.name,
+            backend=link.backend.name if link.backend else None,
+            op=ber.OPERATION_NAMES.get(operation.opTag, hex(operation.opTag)),
+            resultCode=ber.TIME_LIMIT_EXCEEDED,
+            durationMs=round((self._reactor.seconds() - operation.startedAt) * 1000),
+        )
+        self.transport.write(  # type: ignore[union-attr]
+            ber.result(messageID, ber.RESPONSE_FOR[operation.opTag], ber.TIME_LIMIT_EXCEEDED, reason)
+        )
 
     def linkReplayFailed(self, link: UpstreamLink, resultCode: int) -> None:
         self.session.identityLost()

@@ -6,46 +6,112 @@ goes to, and what the proxy knows of each backend's state.
 A L{BackendState} lives as long as its backend's name in the configuration
 (a reload keeps the state of backends it keeps), so counters and health
 survive reloads.  Choosing is cheap and synchronous; connecting is
-upstream.py's business.
+upstream.py's business, probing is health.py's, and finding backends in DNS
+is discovery.py's.
+
+Strategies (C{strategy} in a C{[pool:NAME]} section) only order the
+backends that are up; backends marked down always come last, so a pool
+whose every member was marked down by a blip still gets a chance to
+reconnect instead of refusing service.  Backends at their
+C{max_connections} cap are left out entirely.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+
+from twisted.logger import Logger
 
 from ldaproute.config import Backend, Pool
+
+_log = Logger()
 
 
 class BackendState:
     """
     What the proxy knows about one backend right now.
 
-    @ivar up: whether new sessions may use it (connection failures mark it
-        down until it answers again).
+    @ivar up: whether new sessions may use it.
+    @ivar checked: whether a health checker decides C{up} (then only
+        C{rise} good probes bring a backend back; without checks a
+        successful connection does).
     @ivar connections: upstream connections open to it.
-    @ivar inFlight: operations sent to it and not yet answered.
+    @ivar connecting: upstream connections being opened to it (count
+        against C{max_connections} too).
+    @ivar inFlight: client operations sent to it and not yet answered.
     """
 
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
         self.up = True
+        self.checked = False
         self.connections = 0
+        self.connecting = 0
         self.inFlight = 0
         self.consecutiveFailures = 0
+        self.consecutiveSuccesses = 0
+        self.lastReason = ""
 
     @property
     def name(self) -> str:
         return self.backend.name
 
-    def connectFailed(self) -> None:
-        """Passive health: a refused or timed-out connection."""
+    def atCapacity(self) -> bool:
+        """Whether another upstream connection would exceed C{max_connections}."""
+        cap = self.backend.maxConnections
+        return cap is not None and self.connections + self.connecting >= cap
+
+    def connectFailed(self, reason: str = "connection failed", pool: str | None = None) -> None:
+        """
+        Passive health: a refused, reset or timed-out connection, or an
+        operation timeout.  Marks the backend down at once: a new session
+        must not wait for C{fall} probes to learn what a refusal said.
+        """
+        self.consecutiveSuccesses = 0
         self.consecutiveFailures += 1
-        self.up = False
+        self._setUp(False, reason, pool, "passive")
 
     def connectSucceeded(self) -> None:
         self.consecutiveFailures = 0
-        self.up = True
+        if not self.checked:
+            self._setUp(True, "connected", None, "passive")
+
+    def probed(self, ok: bool, reason: str, rise: int, fall: int, pool: str | None = None) -> bool:
+        """
+        One health probe's outcome; returns whether C{up} changed.  C{fall}
+        failures in a row mark the backend down, C{rise} successes in a row
+        mark it up.
+        """
+        self.checked = True
+        if ok:
+            self.consecutiveFailures = 0
+            self.consecutiveSuccesses += 1
+            if not self.up and self.consecutiveSuccesses >= rise:
+                return self._setUp(True, reason, pool, "probe")
+        else:
+            self.consecutiveSuccesses = 0
+            self.consecutiveFailures += 1
+            if self.up and self.consecutiveFailures >= fall:
+                return self._setUp(False, reason, pool, "probe")
+        return False
+
+    def _setUp(self, up: bool, reason: str, pool: str | None, source: str) -> bool:
+        self.lastReason = reason
+        if up == self.up:
+            return False
+        self.up = up
+        _log.info(
+            "Backend {backend} is now {health} ({source}: {reason})",
+            backend=self.name,
+            pool=pool,
+            health="up" if up else "down",
+            source=source,
+            reason=reason,
+            failures=self.consecutiveFailures,
+            successes=self.consecutiveSuccesses,
+        )
+        return True
 
 
 class PoolState:
@@ -53,33 +119,80 @@ class PoolState:
     One pool at run time: its backends' states and the strategy's cursor.
 
     L{candidates} yields backends in the order a new upstream connection
-    should try them: backends that are up first (in strategy order), then
-    the ones marked down, so a pool whose every member was marked down by a
-    blip still gets a chance to reconnect instead of refusing service.
+    should try them.  For a pool discovered in DNS (C{srv}), the backend
+    list is replaced by L{setBackends} as records change.
     """
 
     def __init__(self, pool: Pool, states: dict[str, BackendState]) -> None:
         self.pool = pool
-        self.backends = [states[backend.name] for backend in pool.backends]
+        self.backends: list[BackendState] = [states[backend.name] for backend in pool.backends]
         self._turn = itertools.count()
+        self._currentWeight: dict[str, int] = {}
 
     @property
     def name(self) -> str:
         return self.pool.name
 
+    def setBackends(self, backends: Sequence[BackendState]) -> None:
+        """Replace the members (DNS discovery); new sessions see them at once."""
+        self.backends = list(backends)
+
     def candidates(self) -> Iterator[BackendState]:
         """Backends to try for a new upstream connection, best first."""
+        backends = [state for state in self.backends if not state.atCapacity()]
         n = len(self.backends)
-        start = next(self._turn) % n
-        ordered = self.backends[start:] + self.backends[:start]
+        if not backends:
+            return
         # decided up front: trying a backend changes its state
-        up = [state for state in ordered if state.up]
-        down = [state for state in ordered if not state.up]
+        up = [state for state in backends if state.up]
+        down = [state for state in backends if not state.up]
+        strategy = self.pool.strategy
+        if strategy == "failover":
+            # stable: configuration order among equal priorities
+            up.sort(key=lambda state: state.backend.priority)
+            down.sort(key=lambda state: state.backend.priority)
+        elif strategy == "weighted":
+            up = self._weighted(up)
+        elif strategy == "least-outstanding":
+            start = next(self._turn) % n
+            rotated = {id(state): (i - start) % n for i, state in enumerate(self.backends)}
+            up.sort(key=lambda state: (state.inFlight, state.connections, rotated[id(state)]))
+        else:
+            start = next(self._turn) % n
+            rotated = {id(state): (i - start) % n for i, state in enumerate(self.backends)}
+            up.sort(key=lambda state: rotated[id(state)])
+            down.sort(key=lambda state: rotated[id(state)])
         yield from up
         yield from down
 
+    def _weighted(self, up: list[BackendState]) -> list[BackendState]:
+        """
+        Smooth weighted round-robin (as nginx): over any run of sessions
+        each backend's share is its weight over the total, without bursts.
+        The winner comes first, the rest follow by weight.
+        """
+        if not up:
+            return up
+        total = 0
+        best: BackendState | None = None
+        for state in up:
+            weight = state.backend.weight
+            total += weight
+            current = self._currentWeight.get(state.name, 0) + weight
+            self._currentWeight[state.name] = current
+            if best is None or current > self._currentWeight[best.name]:
+                best = state
+        assert best is not None
+        self._currentWeight[best.name] -= total
+        rest = sorted((state for state in up if state is not best), key=lambda state: -state.backend.weight)
+        return [best, *rest]
+
     def anyUp(self) -> bool:
         return any(state.up for state in self.backends)
+
+    def allAtCapacity(self) -> bool:
+        """Whether every backend is at its connection cap (answer busy)."""
+        return bool(self.backends) and all(state.atCapacity() for state in self.backends)
 
 
 class Backends:
@@ -99,5 +212,11 @@ class Backends:
             if state is None or state.backend != backend:
                 state = BackendState(backend)
             states[name] = state
+        old = self.pools
         self.states = states
         self.pools = {name: PoolState(pool, states) for name, pool in pools.items()}
+        for name, poolState in self.pools.items():
+            previous = old.get(name)
+            if poolState.pool.srv is not None and previous is not None and previous.pool.srv == poolState.pool.srv:
+                # keep what DNS said until discovery says otherwise
+                poolState.setBackends(previous.backends)

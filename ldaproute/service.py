@@ -112,6 +112,15 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         from ldaproute.cldap import CLDAPService
 
         CLDAPService(runtime, reactor).setServiceParent(top)
+    from ldaproute.discovery import DiscoveryService
+    from ldaproute.health import HealthService
+
+    health = HealthService(runtime, reactor)
+    health.setName("health")
+    health.setServiceParent(top)
+    discovery = DiscoveryService(runtime, reactor, changed=health.reconcile)
+    discovery.setName("discovery")
+    discovery.setServiceParent(top)
     top.runtime = runtime  # type: ignore[attr-defined]
     return top
 

@@ -19,7 +19,7 @@ from typing import Protocol as TypingProtocol
 from twisted.internet import error
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import HostnameEndpoint, UNIXClientEndpoint
-from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
+from twisted.internet.interfaces import IDelayedCall, IReactorTime, IStreamClientEndpoint
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -43,8 +43,11 @@ class LinkOwner(TypingProtocol):
     def linkReceived(self, link: UpstreamLink, data: bytes, finals: list[tuple[int, int, int]]) -> None:
         """Complete response PDUs for the client, and the operations they end."""
 
-    def linkLost(self, link: UpstreamLink, reason: str) -> None:
+    def linkLost(self, link: UpstreamLink, reason: str, resultCode: int = ber.UNAVAILABLE) -> None:
         """The link cannot carry operations any more."""
+
+    def linkOperationTimedOut(self, link: UpstreamLink, messageID: int, reason: str) -> None:
+        """An operation exceeded its time limit and was abandoned upstream."""
 
     def linkReplayFailed(self, link: UpstreamLink, resultCode: int) -> None:
         """The bind replayed for the client was refused by the backend."""
@@ -145,6 +148,13 @@ class UpstreamLink:
         self._internalIDs: set[int] = set()
         self._candidates: Iterator[BackendState] = pool.candidates()
         self._tried: list[str] = []
+        self._skippedFull: list[str] = []
+        #: client operations on this link not yet answered, with their
+        #: operation-timeout timers (L{None}: no limit)
+        self._operations: dict[int, IDelayedCall | None] = {}
+        #: abandoned after a timeout: their late responses are dropped
+        self._dropIDs: set[int] = set()
+        self._counted = False
 
     # --- connecting -----------------------------------------------------
 
@@ -153,16 +163,24 @@ class UpstreamLink:
         if state is None:
             self._giveUp()
             return
+        if state.atCapacity():
+            self._skippedFull.append(state.name)
+            self._connectNext()
+            return
         self.backend = state
         self._tried.append(state.name)
+        state.connecting += 1
         endpoint = self._endpointFactory(self._reactor, state, self._connectTimeout)
         d: Deferred[UpstreamProtocol] = endpoint.connect(_UpstreamFactory(self))
         d.addCallbacks(self._connected, self._connectFailed, errbackArgs=(state,))
 
     def _connected(self, protocol: UpstreamProtocol) -> None:
         assert self.backend is not None
+        self.backend.connecting -= 1
         self.backend.connectSucceeded()
         self.backend.connections += 1
+        self.backend.inFlight += len(self._operations)
+        self._counted = True
         if self.state == "closed":
             protocol.transport.loseConnection()  # type: ignore[union-attr]
             return
@@ -175,7 +193,8 @@ class UpstreamLink:
             self._ready()
 
     def _connectFailed(self, reason: Failure, state: BackendState) -> None:
-        state.connectFailed()
+        state.connecting -= 1
+        state.connectFailed(f"cannot connect: {reason.getErrorMessage()}", self.pool.name)
         self._log.warn(
             "Cannot connect to backend {backend} of pool {pool}: {error}",
             backend=state.name,
@@ -188,7 +207,17 @@ class UpstreamLink:
         self._connectNext()
 
     def _giveUp(self) -> None:
-        tried = ", ".join(self._tried) or "none"
+        if not self._tried and (self._skippedFull or self.pool.allAtCapacity()):
+            full = ", ".join(self._skippedFull or [state.name for state in self.pool.backends])
+            self._fail(
+                f"every backend of pool {self.pool.name!r} is at its max_connections ({full}): try again later",
+                ber.BUSY,
+            )
+            return
+        if not self._tried:
+            self._fail(f"pool {self.pool.name!r} has no backends (none configured or discovered yet)")
+            return
+        tried = ", ".join(self._tried)
         self._fail(f"no backend of pool {self.pool.name!r} is reachable (tried: {tried})")
 
     def _ready(self) -> None:
@@ -229,6 +258,79 @@ class UpstreamLink:
 
     def rawReceived(self, data: bytes) -> None:
         self._owner.linkReceivedRaw(self, data)  # type: ignore[attr-defined]
+    # --- operations in flight (least-outstanding, operation timeouts) -------
+
+    def operationStarted(self, messageID: int, timeout: float | None = None) -> None:
+        """
+        A client operation is being sent on this link: count it against
+        the backend, and abandon it after C{timeout} seconds.
+        """
+        self._dropIDs.discard(messageID)
+        timer = None
+        if timeout is not None:
+            timer = self._reactor.callLater(timeout, self._timedOut, messageID, timeout)  # type: ignore[attr-defined]
+        old = self._operations.pop(messageID, None)
+        if old is not None and old.active():
+            old.cancel()
+        elif old is None and self._counted and self.backend is not None:
+            self.backend.inFlight += 1
+        self._operations[messageID] = timer
+
+    def operationEnded(self, messageID: int) -> None:
+        """A client operation got its final result (or was abandoned)."""
+        timer = self._operations.pop(messageID, -1)
+        if timer == -1:
+            return
+        if timer is not None and timer.active():  # type: ignore[union-attr]
+            timer.cancel()  # type: ignore[union-attr]
+        if self._counted and self.backend is not None:
+            self.backend.inFlight -= 1
+
+    def _timedOut(self, messageID: int, timeout: float) -> None:
+        if messageID not in self._operations or self.state == "closed":
+            return
+        self._operations[messageID] = None
+        self.operationEnded(messageID)
+        backendName = self.backend.name if self.backend else "?"
+        reason = (
+            f"no answer from backend {backendName} of pool {self.pool.name!r} within the "
+            f"operation_timeout of {timeout:g}s; the operation was abandoned"
+        )
+        if self.backend is not None:
+            self.backend.connectFailed("operation timed out", self.pool.name)
+        if self._protocol is None:
+            # still connecting: take the PDU out of the queue, keep connecting
+            self._queue = [pdu for pdu in self._queue if _messageID(pdu) != messageID]
+            self._owner.linkOperationTimedOut(self, messageID, reason)
+            return
+        # Abandon it upstream, answer it, and leave this backend: the next
+        # operation of the session reconnects (to a backend that is up).
+        self._dropIDs.add(messageID)
+        transport = self._protocol.transport
+        transport.write(ber.abandonRequest(self._nextInternalID(), messageID))  # type: ignore[union-attr]
+        self._owner.linkOperationTimedOut(self, messageID, reason)
+        if self.state != "closed":
+            self.state = "closed"
+            self._queue = []
+            self._uncount()
+            self._owner.linkLost(
+                self, f"backend {backendName} of pool {self.pool.name!r} stopped answering (operation timeout)"
+            )
+            transport.write(ber.unbindRequest(_INTERNAL_ID_BASE - 1))  # type: ignore[union-attr]
+            transport.loseConnection()  # type: ignore[union-attr]
+
+    def _nextInternalID(self) -> int:
+        # an AbandonRequest gets no response, so one fixed ID serves
+        return _INTERNAL_ID_BASE - 2
+
+    def _uncount(self) -> None:
+        for timer in self._operations.values():
+            if timer is not None and timer.active():
+                timer.cancel()
+        if self._counted and self.backend is not None:
+            self.backend.inFlight -= len(self._operations)
+        self._operations.clear()
+        self._dropIDs.clear()
 
     def rebind(self, credentials: tuple[bytes, bytes]) -> None:
         """
@@ -263,7 +365,7 @@ class UpstreamLink:
     # --- receiving ------------------------------------------------------
 
     def responsesReceived(self, data: bytes, finals: list[tuple[int, int, int]]) -> None:
-        if self._internalIDs or any(messageID == 0 for messageID, _, _ in finals):
+        if self._internalIDs or self._dropIDs or any(messageID == 0 for messageID, _, _ in finals):
             data, finals = self._filterOwn(data, finals)
             if not data:
                 return
@@ -285,6 +387,10 @@ class UpstreamLink:
                     self._internalIDs.discard(envelopeID)
                     _, code = finalCodes[envelopeID]
                     self._replayAnswered(code)
+                continue
+            if envelopeID in self._dropIDs:
+                if envelopeID in finalCodes:
+                    self._dropIDs.discard(envelopeID)
                 continue
             if envelopeID == 0:
                 self._log.info(
@@ -332,14 +438,19 @@ class UpstreamLink:
             self.backend.connections -= 1
         self._protocol = None
         if self.state != "closed":
-            self._fail(f"connection to backend {self.backend.name if self.backend else '?'} lost")
+            if self.backend is not None and self._operations:
+                # dropped with work in flight: a failure, not an idle close
+                self.backend.connectFailed(f"connection lost: {reason.getErrorMessage()}", self.pool.name)
+            self._fail(f"connection to backend {self.backend.name if self.backend else '?'} of pool {self.pool.name!r} lost")
+        self._uncount()
 
-    def _fail(self, reason: str) -> None:
+    def _fail(self, reason: str, resultCode: int = ber.UNAVAILABLE) -> None:
         if self.state == "closed":
             return
         self.state = "closed"
         self._queue = []
-        self._owner.linkLost(self, reason)
+        self._uncount()
+        self._owner.linkLost(self, reason, resultCode)
         if self._protocol is not None:
             self._protocol.transport.abortConnection()  # type: ignore[union-attr]
 
@@ -350,6 +461,7 @@ class UpstreamLink:
         wasReady = self.state in ("ready", "replaying")
         self.state = "closed"
         self._queue = []
+        self._uncount()
         if self._protocol is None or self._protocol.transport is None:
             return
         transport = self._protocol.transport

@@ -9,12 +9,15 @@ an older installed copy.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+
+from typing import Any
 
 from tests.slapd import freePort
 
@@ -104,3 +107,41 @@ def singleBackendConfig(backendURL: str, extra: str = "") -> str:
         "[route:all]\n"
         "pool = main\n"
     )
+
+
+class Proxy(ProxyProcess):
+    """
+    An ldaproute process whose log is JSON lines (``twist --log-format=json``),
+    for tests that read structured events; C{configText} gets the
+    C{[ldaproute] listen} line added.
+    """
+
+    def __init__(self, directory: str, configText: str) -> None:
+        super().__init__(
+            directory,
+            "[ldaproute]\nlisten = tcp:{port}:interface=127.0.0.1\n" + configText,
+            command=[sys.executable, "-m", "twisted", "--log-format=json", "--log-file=-", "ldaproute"],
+        )
+
+    def start(self) -> ProxyProcess:  # type: ignore[override]
+        return super().start()
+
+    def events(self) -> list[dict[str, Any]]:
+        """The JSON log events written so far."""
+        out = []
+        for line in self.log().splitlines():
+            line = line.strip()
+            if line.startswith("{"):
+                try:
+                    out.append(json.loads(line))
+                except ValueError:
+                    pass
+        return out
+
+    def healthEvents(self, backend: str) -> list[tuple[float, str]]:
+        """C{(time, "up"|"down")} of each state change of C{backend}."""
+        return [
+            (e["log_time"], e["health"])
+            for e in self.events()
+            if e.get("health") is not None and e.get("backend") == backend
+        ]

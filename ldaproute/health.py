@@ -1,0 +1,229 @@
+# -*- test-case-name: tests.test_health -*-
+"""
+Active health checks: an LDAP-level probe of every backend of every pool,
+every C{health_interval}, deciding L{BackendState.up} with C{health_rise}
+and C{health_fall} thresholds.
+
+A probe opens a short-lived connection, optionally binds as the pool's
+monitor identity (C{health_bind_dn}/C{health_bind_password}), reads the
+rootDSE with a base search, and unbinds.  It succeeds only when every
+answer is success (0) within C{health_timeout}.  A backend that accepts TCP
+and never answers fails by timeout.  The PDUs are built with L{ber}'s
+helpers and answers read at the byte level: no ldaptor on this path.
+
+Probes run on the injected reactor (tests pass a
+L{twisted.internet.task.Clock} or a memory reactor); L{HealthService} is the
+C{twisted.application} service that runs them while the proxy runs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from ldaproute import ber
+from ldaproute.pool import BackendState, PoolState
+
+_BIND_ID = 1
+_SEARCH_ID = 2
+
+
+def rootDSESearchRequest(messageID: int) -> bytes:
+    """A base search of the rootDSE for C{(objectClass=*)}, asking for C{1.1} (no attributes)."""
+    content = (
+        ber.tlv(0x04, b"")  # baseObject: the rootDSE
+        + ber.tlv(0x0A, b"\x00")  # scope: baseObject
+        + ber.tlv(0x0A, b"\x00")  # derefAliases: never
+        + ber.tlv(0x02, b"\x00")  # sizeLimit
+        + ber.tlv(0x02, b"\x00")  # timeLimit
+        + ber.tlv(0x01, b"\x00")  # typesOnly: false
+        + ber.tlv(0x87, b"objectClass")  # filter: present
+        + ber.tlv(0x30, ber.tlv(0x04, b"1.1"))
+    )
+    return ber.message(messageID, ber.tlv(ber.SEARCH_REQUEST, content))
+
+
+def readResult(pdu: bytes) -> tuple[int, int, int]:
+    """
+    C{(messageID, protocolOp tag, resultCode)} of one response PDU;
+    C{resultCode} is -1 for PDUs that carry none (search entries).
+
+    @raise ValueError: not a response the probe understands.
+    """
+    pos = 1
+    first = pdu[pos]
+    pos += 1 + (first & 0x7F if first & 0x80 else 0)
+    if pdu[pos] != 0x02:
+        raise ValueError("no messageID")
+    n = pdu[pos + 1]
+    messageID = int.from_bytes(pdu[pos + 2 : pos + 2 + n], "big")
+    pos += 2 + n
+    tag = pdu[pos]
+    if tag not in ber.FINAL_RESPONSES:
+        return messageID, tag, -1
+    first = pdu[pos + 1]
+    pos += 2 + (first & 0x7F if first & 0x80 else 0)
+    if pdu[pos] != 0x0A:
+        raise ValueError("no resultCode")
+    n = pdu[pos + 1]
+    return messageID, tag, int.from_bytes(pdu[pos + 2 : pos + 2 + n], "big")
+
+
+class _ProbeProtocol(Protocol):
+    """Sends the probe's requests and fires C{done} with C{None} or a reason."""
+
+    def __init__(self, bind: tuple[bytes, bytes] | None) -> None:
+        self._bind = bind
+        self._framer = ber.Framer(1024 * 1024)
+        self.done: Deferred[str | None] = Deferred()
+
+    def connectionMade(self) -> None:
+        if self._bind is not None:
+            self.transport.write(ber.simpleBindRequest(_BIND_ID, *self._bind))  # type: ignore[union-attr]
+        self.transport.write(rootDSESearchRequest(_SEARCH_ID))  # type: ignore[union-attr]
+
+    def dataReceived(self, data: bytes) -> None:
+        try:
+            for pdu in self._framer.feed(data):
+                messageID, tag, code = readResult(pdu)
+                if code == -1:
+                    continue
+                if code != ber.SUCCESS:
+                    what = "bind" if messageID == _BIND_ID else "rootDSE search"
+                    self._finish(f"{what} answered resultCode {code}")
+                    return
+                if messageID == _SEARCH_ID:
+                    self._finish(None)
+                    return
+        except (ber.FramingError, ValueError, IndexError) as e:
+            self._finish(f"malformed answer: {e}")
+
+    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+        self._finish(f"connection closed before the answer: {reason.getErrorMessage() if reason else ''}")
+
+    def _finish(self, outcome: str | None) -> None:
+        if self.done.called:
+            return
+        self.done.callback(outcome)
+        if self.transport is not None and self.transport.connected:  # type: ignore[attr-defined]
+            if outcome is None:
+                self.transport.write(ber.unbindRequest(3))  # type: ignore[union-attr]
+                self.transport.loseConnection()  # type: ignore[union-attr]
+            else:
+                self.transport.abortConnection()  # type: ignore[attr-defined]
+
+
+def probe(reactor: Any, state: BackendState, pool: PoolState) -> Deferred[str | None]:
+    """
+    Probe one backend; fires with L{None} when healthy, else with a
+    sentence saying why not.  Never fails.
+    """
+    from ldaproute.upstream import endpointFor
+
+    config = pool.pool
+    bind = None
+    if config.healthBindDN is not None and config.healthBindPassword is not None:
+        bind = (config.healthBindDN.encode("utf-8"), config.healthBindPassword.encode("utf-8"))
+    protocol = _ProbeProtocol(bind)
+    result: Deferred[str | None] = Deferred()
+
+    def timedOut() -> None:
+        if not result.called:
+            result.callback(f"no answer within health_timeout {config.healthTimeout:g}s")
+        if protocol.transport is not None:
+            protocol.transport.abortConnection()  # type: ignore[attr-defined]
+        connecting.cancel()
+
+    timer = reactor.callLater(config.healthTimeout, timedOut)
+
+    def finished(outcome: str | None) -> None:
+        if timer.active():
+            timer.cancel()
+        if not result.called:
+            result.callback(outcome)
+
+    def failed(reason: Failure) -> None:
+        finished(f"cannot connect: {reason.getErrorMessage()}")
+
+    endpoint = endpointFor(reactor, state, config.healthTimeout)
+    factory = Factory.forProtocol(lambda: protocol)
+    factory.noisy = False  # no "Starting factory" line every interval
+    connecting = endpoint.connect(factory)
+    connecting.addCallbacks(lambda _: protocol.done.addCallback(finished), failed)
+    return result
+
+
+class HealthService(Service):
+    """
+    Runs the probes of every health-checked pool of the runtime's
+    configuration.  L{reconcile} starts and stops per-backend loops to match
+    the pools now configured (call it after a reload).
+    """
+
+    _log = Logger()
+
+    def __init__(self, runtime: Any, reactor: Any) -> None:
+        self._runtime = runtime
+        self._reactor = reactor
+        self._loops: dict[tuple[str, str], LoopingCall] = {}
+        self._probing: set[tuple[str, str]] = set()
+
+    def startService(self) -> None:
+        super().startService()
+        self.reconcile()
+
+    def stopService(self) -> None:
+        super().stopService()
+        for loop in self._loops.values():
+            if loop.running:
+                loop.stop()
+        self._loops.clear()
+
+    def reconcile(self) -> None:
+        """Match the running loops to the pools and backends in force."""
+        if not self.running:
+            return
+        wanted: dict[tuple[str, str], tuple[PoolState, BackendState]] = {}
+        for pool in self._runtime.backends.pools.values():
+            if not pool.pool.healthCheck:
+                continue
+            for state in pool.backends:
+                wanted[(pool.name, state.name)] = (pool, state)
+        for key in list(self._loops):
+            if key not in wanted:
+                loop = self._loops.pop(key)
+                if loop.running:
+                    loop.stop()
+        for key, (pool, state) in wanted.items():
+            if key in self._loops:
+                continue
+            state.checked = True
+            loop = LoopingCall(self._probeOnce, key)
+            loop.clock = self._reactor
+            self._loops[key] = loop
+            loop.start(pool.pool.healthInterval, now=True)
+
+    def _probeOnce(self, key: tuple[str, str]) -> None:
+        if key in self._probing:
+            return  # the previous probe is still running (timeout > interval)
+        poolName, backendName = key
+        pool = self._runtime.backends.pools.get(poolName)
+        state = None
+        if pool is not None:
+            state = next((s for s in pool.backends if s.name == backendName), None)
+        if pool is None or state is None:
+            return
+        self._probing.add(key)
+
+        def done(reason: str | None) -> None:
+            self._probing.discard(key)
+            config = pool.pool
+            state.probed(reason is None, reason or "probe succeeded", config.healthRise, config.healthFall, poolName)
+
+        probe(self._reactor, state, pool).addCallback(done)

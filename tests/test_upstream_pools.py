@@ -1,0 +1,119 @@
+"""
+UpstreamLink's pool hooks on in-memory transports: in-flight counting,
+operation timeouts (Abandon upstream, timeLimitExceeded to the client, the
+link given up), busy when every backend is at its cap.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.defer import succeed
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+
+from ldaproute import ber, upstream
+from ldaproute.config import Backend, BackendURL, Pool
+from ldaproute.pool import Backends
+from ldaproute.upstream import UpstreamLink
+
+
+class Owner:
+    def __init__(self) -> None:
+        self.events: list[tuple[Any, ...]] = []
+
+    def linkReceived(self, link: Any, data: bytes, finals: Any) -> None:
+        self.events.append(("received", data))
+
+    def linkLost(self, link: Any, reason: str, resultCode: int = ber.UNAVAILABLE) -> None:
+        self.events.append(("lost", resultCode, reason))
+
+    def linkReplayFailed(self, link: Any, resultCode: int) -> None:
+        self.events.append(("replayFailed", resultCode))
+
+    def linkConnected(self, link: Any) -> None:
+        self.events.append(("connected",))
+
+    def linkOperationTimedOut(self, link: Any, messageID: int, reason: str) -> None:
+        self.events.append(("timedOut", messageID, reason))
+
+
+class FakeEndpoint:
+    def __init__(self, transports: list[StringTransport]) -> None:
+        self.transports = transports
+
+    def connect(self, factory: Any) -> Any:
+        protocol = factory.buildProtocol(None)
+        transport = StringTransport()
+        protocol.makeConnection(transport)
+        self.transports.append(transport)
+        return succeed(protocol)
+
+
+def makeLink(monkeypatch: Any, **backendKeys: Any) -> tuple[UpstreamLink, Owner, list[StringTransport], Any]:
+    transports: list[StringTransport] = []
+    monkeypatch.setattr(upstream, "endpointFor", lambda reactor, state, timeout: FakeEndpoint(transports))
+    backend = Backend("a", BackendURL("ldap", "127.0.0.1", 1), **backendKeys)
+    registry = Backends()
+    registry.configure({"a": backend}, {"p": Pool("p", (backend,))})
+    owner = Owner()
+    clock = Clock()
+    link = UpstreamLink(owner, registry.pools["p"], clock, 5.0, None, "peer")
+    return link, owner, transports, (registry.states["a"], clock)
+
+
+def search(messageID: int) -> bytes:
+    return ber.message(messageID, ber.tlv(ber.SEARCH_REQUEST, b""))
+
+
+def test_inFlightCounted(monkeypatch: Any) -> None:
+    link, owner, transports, (state, clock) = makeLink(monkeypatch)
+    link.operationStarted(1)
+    link.send(search(1))
+    link.operationStarted(2)
+    link.send(search(2))
+    assert state.inFlight == 2 and state.connections == 1
+    link.operationEnded(1)
+    assert state.inFlight == 1
+    link.close()
+    assert state.inFlight == 0
+
+
+def test_operationTimeout(monkeypatch: Any) -> None:
+    link, owner, transports, (state, clock) = makeLink(monkeypatch)
+    link.operationStarted(1, 2.0)
+    link.send(search(1))
+    link.operationStarted(2)
+    link.send(search(2))
+    clock.advance(1.9)
+    assert owner.events == [("connected",)]
+    clock.advance(0.1)
+    written = transports[0].value()
+    assert ber.abandonRequest(upstream._INTERNAL_ID_BASE - 2, 1) in written
+    assert written.endswith(ber.unbindRequest(upstream._INTERNAL_ID_BASE - 1))
+    kinds = [event[0] for event in owner.events]
+    assert kinds == ["connected", "timedOut", "lost"]
+    assert "operation_timeout of 2s" in owner.events[1][2]
+    assert owner.events[2][1] == ber.UNAVAILABLE
+    assert not state.up and state.inFlight == 0
+    assert transports[0].disconnecting
+
+
+def test_answeredOperationDoesNotTimeOut(monkeypatch: Any) -> None:
+    link, owner, transports, (state, clock) = makeLink(monkeypatch)
+    link.operationStarted(1, 2.0)
+    link.send(search(1))
+    link.operationEnded(1)
+    clock.advance(5)
+    assert owner.events == [("connected",)]
+    assert not clock.getDelayedCalls()
+
+
+def test_busyWhenAtCap(monkeypatch: Any) -> None:
+    link, owner, transports, (state, clock) = makeLink(monkeypatch, maxConnections=1)
+    state.connections = 1
+    link.operationStarted(1)
+    link.send(search(1))
+    assert owner.events[0][:2] == ("lost", ber.BUSY)
+    assert "max_connections" in owner.events[0][2]
+    assert state.inFlight == 0
