@@ -108,8 +108,8 @@ def test_backendDropsMidOperation() -> None:
     answers = results(client.received())
     assert answers[0][:2] == (2, "LDAPSearchResultEntry")
     assert sorted(answers[1:]) == [
-        (2, "LDAPSearchResultDone", 52, b"connection to backend a lost"),
-        (3, "LDAPSearchResultDone", 52, b"connection to backend a lost"),
+        (2, "LDAPSearchResultDone", 52, b"connection to backend a of pool 'main' lost"),
+        (3, "LDAPSearchResultDone", 52, b"connection to backend a of pool 'main' lost"),
     ]
     # the next operation reconnects and replays the simple bind first
     client.send(pdus.search(messageID=4))
