@@ -29,8 +29,6 @@ from typing import Any, Final
 from urllib.parse import quote, unquote
 
 from ldaptor.protocols import pureber, pureldap
-from twisted.logger import Logger
-
 from ldaproute import ber
 from ldaproute.config import Route
 from ldaproute.dn import DN, _split, parseDN
@@ -59,9 +57,6 @@ DEFAULT_DN_ATTRIBUTES: Final = frozenset(
         "namingContexts",
     )
 )
-
-_log = Logger()
-
 
 class Refused(Exception):
     """A request the route's rules refuse; answered by the proxy."""
@@ -470,3 +465,16 @@ def responseTransformer(rewriter: Rewriter) -> Any:
         return b"".join(rewriter.response(pdu) for pdu in ber.Framer(1 << 31).feed(data))
 
     return transform
+
+
+_rewriters: dict[Route, Rewriter] = {}
+
+
+def rewriterFor(route: Route) -> Rewriter:
+    """The (cached) rewriter of a route with rewrite rules."""
+    rewriter = _rewriters.get(route)
+    if rewriter is None:
+        if len(_rewriters) > 1024:
+            _rewriters.clear()  # old configurations after many reloads
+        rewriter = _rewriters[route] = Rewriter(route)
+    return rewriter

@@ -12,7 +12,7 @@ in whole-PDU chunks, exactly as the backend sent them.
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Protocol as TypingProtocol
 
 from twisted.internet import error
@@ -126,6 +126,9 @@ class UpstreamLink:
         self._internalIDs: set[int] = set()
         self._candidates: Iterator[BackendState] = pool.candidates()
         self._tried: list[str] = []
+        #: slow-path hook: whole response PDUs in, rewritten PDUs out
+        #: (set by the owner for links that carry rewritten operations)
+        self.responseTransformer: Callable[[bytes], bytes] | None = None
 
     # --- connecting -----------------------------------------------------
 
@@ -232,6 +235,8 @@ class UpstreamLink:
             data, finals = self._filterOwn(data, finals)
             if not data:
                 return
+        if self.responseTransformer is not None:
+            data = self.responseTransformer(data)
         self._owner.linkReceived(self, data, finals)
 
     def _filterOwn(self, data: bytes, finals: list[tuple[int, int, int]]) -> tuple[bytes, list[tuple[int, int, int]]]:
