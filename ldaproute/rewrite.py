@@ -31,7 +31,7 @@ from urllib.parse import quote, unquote
 from ldaptor.protocols import pureber, pureldap
 from ldaproute import ber
 from ldaproute.config import Route
-from ldaproute.dn import DN, _split, parseDN
+from ldaproute.dn import DN, _isEscaped, _split, parseDN
 
 #: Attributes whose values are DNs in the standard schemas (RFC 4519,
 #: RFC 2798, RFC 2307bis) and in Active Directory; their values are
@@ -166,7 +166,7 @@ def _rdnTexts(text: str) -> list[str]:
     out = []
     for raw in _split(text, ",;"):
         raw = raw.lstrip(" ")
-        while raw.endswith(" ") and not raw.endswith("\\ "):
+        while raw.endswith(" ") and not _isEscaped(raw, len(raw) - 1):
             raw = raw[:-1]
         out.append(raw)
     return out
