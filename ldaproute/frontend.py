@@ -290,16 +290,14 @@ class FrontendProtocol(Protocol):
     def linkLost(self, link: UpstreamLink, reason: str) -> None:
         if self._links.get(link.pool.name) is link:
             del self._links[link.pool.name]
-        if self._fanoutSubs:
-            for subID, (search, sub) in list(self._fanoutSubs.items()):
-                if sub.link is link:
-                    del self._fanoutSubs[subID]
-                    search.subFailed(sub, ber.UNAVAILABLE, reason)
-                    self._fanoutProgress(search, [])
+        self._failSubSearches(link, ber.UNAVAILABLE, reason)
         self._failOperations(link, ber.UNAVAILABLE, reason)
 
     def linkReplayFailed(self, link: UpstreamLink, resultCode: int) -> None:
         self.session.identityLost()
+        self._failSubSearches(
+            link, ber.OPERATIONS_ERROR, f"the backend refused to restore this session's bind (resultCode {resultCode})"
+        )
         self._failOperations(
             link,
             ber.OPERATIONS_ERROR,
@@ -448,6 +446,16 @@ class FrontendProtocol(Protocol):
                 subs.pop(sub.subID, None)
             self._fanoutProgress(search, abandon)
         return b"".join(keep)
+
+    def _failSubSearches(self, link: UpstreamLink, resultCode: int, reason: str) -> None:
+        """Sub-searches on a link that lost them count as failed."""
+        if not self._fanoutSubs:
+            return
+        for subID, (search, sub) in list(self._fanoutSubs.items()):
+            if sub.link is link:
+                del self._fanoutSubs[subID]
+                search.subFailed(sub, resultCode, reason)
+                self._fanoutProgress(search, [])
 
     def _fanoutProgress(self, search: fanout.FanOut, abandon: list[fanout.SubSearch]) -> None:
         if abandon:

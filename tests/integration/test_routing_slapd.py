@@ -329,3 +329,17 @@ def test_cliSubtreeSearchFromDcCom(env: Env) -> None:
     assert dns == [f"cn=group2,ou=groups,{CORP}", f"cn=group2,ou=groups,{EXAMPLE}"]
     assert f"member: uid=user2,ou=people,{CORP}" in out.stdout
     assert AD not in out.stdout
+
+
+def test_fanOutWhereTheIdentityExistsInOneDirectoryOnly(env: Env) -> None:
+    """The corp administrator does not exist on the replica: the replayed
+    bind fails there, and the merged search says so instead of hanging."""
+    conn = connect(env.url, f"cn=admin,{CORP}", "secret")
+    conn.search("dc=com", "(uid=user1)", attributes=["1.1"])
+    assert conn.result["result"] == 1
+    assert conn.result["message"].startswith("route example-reads: the backend refused to restore this session's bind")
+    conn.search(CORP, "(uid=user1)", attributes=["1.1"])
+    assert conn.result["result"] == 1  # the client must bind again
+    conn.rebind(f"cn=admin,{CORP}", "secret")
+    found = search(conn, CORP, filter="(uid=user1)", attributes=["1.1"])
+    assert list(found) == [f"uid=user1,ou=people,{CORP}"]
