@@ -89,11 +89,12 @@ pool = replica
 """
 
 
-def _waitForPort(port: int, proxy: subprocess.Popen[bytes]) -> None:
+def _waitForPort(port: int, proxy: subprocess.Popen[bytes], logFile: Any) -> None:
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         if proxy.poll() is not None:
-            raise RuntimeError(f"the proxy exited: {proxy.stdout.read().decode(errors='replace')[-3000:]}")  # type: ignore[union-attr]
+            logFile.seek(0)
+            raise RuntimeError(f"the proxy exited: {logFile.read().decode(errors='replace')[-3000:]}")
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
             return
@@ -114,19 +115,21 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
         port = freePort()
         path = tmp_path_factory.mktemp("proxy") / "routes.ini"
         path.write_text(configText({"port": port, "primary": primary, "replica": replica, "corp": corp}))
+        logFile = open(path.with_name("proxy.log"), "w+b")  # not a pipe: a full pipe would stall the proxy
         proxy = subprocess.Popen(
             [sys.executable, "-m", "twisted", "ldaproute", "-c", str(path)],
             cwd=ROOT,
             env={**os.environ, "PYTHONPATH": ROOT},
-            stdout=subprocess.PIPE,
+            stdout=logFile,
             stderr=subprocess.STDOUT,
         )
         try:
-            _waitForPort(port, proxy)
+            _waitForPort(port, proxy, logFile)
             yield Env(primary, replica, corp, port, proxy)
         finally:
             proxy.terminate()
             proxy.wait(10)
+            logFile.close()
     finally:
         for instance in reversed(started):
             instance.stop()
