@@ -374,6 +374,56 @@ class Reject:
         return cls(number, text.strip() or "rejected by the proxy's rules")
 
 
+_ATTRIBUTE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9-]*|\d+(\.\d+)+")
+
+
+def _attributeName(item: str) -> str:
+    name = item.strip()
+    if not _ATTRIBUTE_NAME.fullmatch(name):
+        raise _Invalid(f"bad attribute name {name!r}")
+    return name
+
+
+def _attributeNames(value: str) -> tuple[str, ...]:
+    names = tuple(_attributeName(item) for item in _list(value))
+    if not names:
+        raise _Invalid("expected a comma list of attribute names")
+    return names
+
+
+@attrs.frozen
+class SuffixRewrite:
+    """C{rewrite_suffix = CLIENT-SUFFIX => BACKEND-SUFFIX}."""
+
+    client: DN
+    backend: DN
+
+    @classmethod
+    def fromString(cls, value: str) -> SuffixRewrite:
+        left, arrow, right = value.partition("=>")
+        if not arrow or not left.strip() or not right.strip():
+            raise _Invalid(f"expected CLIENT-SUFFIX => BACKEND-SUFFIX, not {value.strip()!r}")
+        return cls(_dn(left), _dn(right))
+
+
+def _attributeMap(value: str) -> tuple[tuple[str, str], ...]:
+    pairs = []
+    for item in _list(value):
+        left, arrow, right = item.partition("=>")
+        if not arrow:
+            raise _Invalid(f"expected client-name => backend-name, not {item!r}")
+        pairs.append((_attributeName(left), _attributeName(right)))
+    if not pairs:
+        raise _Invalid("expected client-name => backend-name, comma separated")
+    lowered = [client.lower() for client, _ in pairs]
+    if len(set(lowered)) != len(lowered):
+        raise _Invalid("an attribute is mapped twice")
+    lowered = [backend.lower() for _, backend in pairs]
+    if len(set(lowered)) != len(lowered):
+        raise _Invalid("two attributes map to the same backend attribute")
+    return tuple(pairs)
+
+
 @attrs.frozen
 class Route:
     """
@@ -393,6 +443,15 @@ class Route:
     clientNetworks: tuple[Any, ...] = ()
     listener: str | None = None
     operationTimeout: float | None = None
+    rewriteSuffix: SuffixRewrite | None = None
+    mapAttributes: tuple[tuple[str, str], ...] = ()
+    hideAttributes: tuple[str, ...] = ()
+    dnAttributes: tuple[str, ...] = ()
+
+    @property
+    def rewrites(self) -> bool:
+        """Whether this route's traffic takes the slow (decoding) path."""
+        return bool(self.rewriteSuffix is not None or self.mapAttributes or self.hideAttributes)
 
 
 @attrs.frozen
@@ -488,7 +547,18 @@ _ROUTE_KEYS: _KeyTable = {
     "client_network": ("clientNetworks", _networks),
     "listener": ("listener", str.strip),
     "operation_timeout": ("operationTimeout", _seconds),
+    "rewrite_suffix": ("rewriteSuffix", SuffixRewrite.fromString),
+    "map_attributes": ("mapAttributes", _attributeMap),
+    "hide_attributes": ("hideAttributes", _attributeNames),
+    "dn_attributes": ("dnAttributes", _attributeNames),
 }
+
+_REWRITE_KEYS = (
+    ("rewrite_suffix", "rewriteSuffix"),
+    ("map_attributes", "mapAttributes"),
+    ("hide_attributes", "hideAttributes"),
+    ("dn_attributes", "dnAttributes"),
+)
 
 _SECTION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
@@ -625,6 +695,10 @@ class _Loader:
                 raise self.error(section, "pool", f"unknown pool {pool!r}")
             if values.get("listener") is not None and values["listener"] not in listenerNames:
                 raise self.error(section, "listener", f"unknown listener {values['listener']!r}")
+            if reject is not None:
+                for key, attribute in _REWRITE_KEYS:
+                    if attribute in values:
+                        raise self.error(section, key, "a reject route reaches no backend, so it has nothing to rewrite")
             bindDN = values.pop("bindDN", None)
             if bindDN is not None:
                 if bindDN.lower() == "anonymous":

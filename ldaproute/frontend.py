@@ -23,13 +23,18 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from ldaproute import ber
+from ldaproute import ber, fanout
 from ldaproute.config import Listener
 from ldaproute.routing import noRouteResult
 from ldaproute.runtime import Runtime
 from ldaproute.sasllayer import SecurityLayerWatch
 from ldaproute.session import Outstanding, Session
+from ldaproute.rewrite import Refused, Rewriter, messageIDOf, rewriterFor, withMessageID
 from ldaproute.upstream import UpstreamLink
+
+#: messageIDs of the proxy's fan-out sub-searches on upstream links (below
+#: the links' own internal IDs).
+_FANOUT_ID_BASE = 0x70000000
 
 
 def describePeer(address: IAddress) -> tuple[str, str | None]:
@@ -106,6 +111,12 @@ class FrontendProtocol(Protocol):
         self.session: Session
         self._layerWatch = SecurityLayerWatch()
         self._opaqueLink: UpstreamLink | None = None
+        # slow path state: rewritten operations by messageID, fan-outs by
+        # client messageID, their sub-searches by sub-search messageID
+        self._rewritingOps: dict[int, Rewriter] = {}
+        self._fanouts: dict[int, fanout.FanOut] = {}
+        self._fanoutSubs: dict[int, tuple[fanout.FanOut, fanout.SubSearch]] = {}
+        self._nextSubID = _FANOUT_ID_BASE
 
     # --- connection events ------------------------------------------------
 
@@ -136,6 +147,8 @@ class FrontendProtocol(Protocol):
         self._closing = True
         self._closeLinks(unbind=True)
         self.session.outstanding.clear()
+        self._fanouts.clear()
+        self._fanoutSubs.clear()
 
     # --- requests ---------------------------------------------------------
 
@@ -152,7 +165,7 @@ class FrontendProtocol(Protocol):
         if tag == ber.ABANDON_REQUEST:
             self._abandon(envelope.abandonedID(pdu), pdu)
             return
-        if messageID in session.outstanding:
+        if messageID in session.outstanding or messageID in self._fanouts:
             raise ber.FramingError("malformed", f"messageID {messageID} is already in use by an outstanding operation")
         extendedOID = None
         if tag == ber.EXTENDED_REQUEST:
@@ -171,6 +184,8 @@ class FrontendProtocol(Protocol):
         runtime = self._runtime
         router = runtime.router
         targetDN = envelope.targetDN(pdu) if router.needsTargetDN else None
+        if tag == ber.SEARCH_REQUEST and router.needsTargetDN and self._searchAcrossRoutes(envelope, pdu, targetDN):
+            return
         route = router.routeFor(
             self._listener.name,
             tag,
@@ -179,6 +194,21 @@ class FrontendProtocol(Protocol):
             self._peerAddress,
             extendedOID,
         )
+        self._log.debug(
+            "Operation {messageID} ({op}) routed by {route} to {pool}",
+            messageID=messageID,
+            op=ber.OPERATION_NAMES.get(tag, hex(tag)),
+            route=route.name if route is not None else None,
+            pool=route.pool if route is not None else None,
+            peer=self._peerText,
+            listener=self._listener.name,
+        )
+        if route is None and tag == ber.BIND_REQUEST and session.bindStarted(pdu, envelope).kind == "anonymous":
+            # an anonymous simple bind that no route claims: the proxy can
+            # say yes itself, since the links it opens later are anonymous
+            session.bindCompleted(None, ber.SUCCESS)
+            self._answer(envelope, ber.SUCCESS, "")
+            return
         if route is None:
             code, text = noRouteResult(tag)
             self._answer(envelope, code, text)
@@ -200,6 +230,14 @@ class FrontendProtocol(Protocol):
                 "this operation needs a new upstream connection and a SASL bind cannot be replayed: bind again",
             )
             return
+        if route.rewrites:
+            try:
+                pdu = self._rewriteRequest(route, link, messageID, pdu)
+            except Refused as e:
+                if isBind:
+                    session.bindCompleted(None, e.resultCode)
+                self._answer(envelope, e.resultCode, e.message)
+                return
         session.outstanding[messageID] = Outstanding(
             messageID, tag, link, self._reactor.seconds(), route.name, pending
         )
@@ -223,7 +261,7 @@ class FrontendProtocol(Protocol):
         if not isBind and not identity.replayable:
             session.identityLost()
             return None
-        replay = None if isBind else (identity.name, identity.password)
+        replay = None if isBind else (self._replayName(poolName, identity.name), identity.password)
         if link is not None:
             link.rebind(replay)  # type: ignore[arg-type]
             link.boundVersion = session.identityVersion
@@ -239,7 +277,20 @@ class FrontendProtocol(Protocol):
         self._links[poolName] = link
         return link
 
+    def _replayName(self, poolName: str, name: bytes) -> bytes:
+        """The bind DN to replay on a pool, through the suffix rewrite of
+        the first route to that pool that has one."""
+        for route in self._runtime.router.routes:
+            if route.pool == poolName and route.rewriteSuffix is not None:
+                return rewriterFor(route).dnToBackend(name)
+        return name
+
     def _abandon(self, messageID: int, pdu: bytes) -> None:
+        search = self._fanouts.pop(messageID, None)
+        if search is not None:
+            search.finished = True
+            self._abandonSubs(search.pending())
+            return
         operation = self.session.outstanding.pop(messageID, None)
         if operation is not None:
             operation.link.operationEnded(messageID)
@@ -263,9 +314,14 @@ class FrontendProtocol(Protocol):
             transport.registerProducer(_ClientReading(self.transport), True)
 
     def linkReceived(self, link: UpstreamLink, data: bytes, finals: list[tuple[int, int, int]]) -> None:
-        self.transport.write(data)  # type: ignore[union-attr]
+        if self._fanoutSubs:
+            data = self._fanoutResponses(data)
+        if data:
+            self.transport.write(data)  # type: ignore[union-attr]
         outstanding = self.session.outstanding
         for messageID, tag, code in finals:
+            if self._rewritingOps:
+                self._rewritingOps.pop(messageID, None)
             operation = outstanding.pop(messageID, None)
             if operation is None:
                 continue
@@ -312,6 +368,7 @@ class FrontendProtocol(Protocol):
             return
         if self._links.get(link.pool.name) is link:
             del self._links[link.pool.name]
+        self._failSubSearches(link, resultCode, reason)
         self._failOperations(link, resultCode, reason)
 
     def linkOperationTimedOut(self, link: UpstreamLink, messageID: int, reason: str) -> None:
@@ -339,6 +396,9 @@ class FrontendProtocol(Protocol):
 
     def linkReplayFailed(self, link: UpstreamLink, resultCode: int) -> None:
         self.session.identityLost()
+        self._failSubSearches(
+            link, ber.OPERATIONS_ERROR, f"the backend refused to restore this session's bind (resultCode {resultCode})"
+        )
         self._failOperations(
             link,
             ber.OPERATIONS_ERROR,
@@ -370,6 +430,146 @@ class FrontendProtocol(Protocol):
         )
         self.transport.writeSequence(answers)  # type: ignore[union-attr]
 
+    # --- the slow path: rewriting and searches across routes -------------
+
+    def _rewriteRequest(self, route: Any, link: UpstreamLink, messageID: int, pdu: bytes) -> bytes:
+        """The request through the route's rewriter; responses to it will
+        come back through the same rewriter (the link's transformer)."""
+        rewriter = rewriterFor(route)
+        rewritten = rewriter.request(pdu)
+        self._rewritingOps[messageID] = rewriter
+        if link.responseTransformer is None:
+            link.responseTransformer = self._rewriteResponses
+        self._log.debug(
+            "Operation {messageID} rewritten by route {route} for pool {pool}: target {rewrittenDN}",
+            messageID=messageID,
+            route=route.name,
+            pool=route.pool,
+            rewrittenDN=_targetText(rewritten),
+            peer=self._peerText,
+        )
+        return rewritten
+
+    def _rewriteResponses(self, data: bytes) -> bytes:
+        ops = self._rewritingOps
+        if not ops:
+            return data
+        out = []
+        for pdu in ber.Framer(1 << 62).feed(data):
+            rewriter = ops.get(messageIDOf(pdu))
+            out.append(rewriter.response(pdu) if rewriter is not None else pdu)
+        return b"".join(out)
+
+    def _searchAcrossRoutes(self, envelope: ber.Envelope, pdu: bytes, base: bytes | None) -> bool:
+        """
+        Serve a root DSE read or a search spanning routes with a
+        L{fanout.FanOut}; False when one route serves the search as usual.
+        """
+        session = self.session
+        boundDN = session.identity.dn
+        plan = fanout.planSearch(self._runtime.router, self._listener.name, pdu, base, boundDN, self._peerAddress)
+        if plan is None:
+            return False
+        messageID = envelope.messageID
+        if len(plan.targets) > 1 and fanout.PAGED_RESULTS_OID in fanout.controlOIDs(fanout.splitMessage(pdu)[3]):
+            self._answer(
+                envelope,
+                ber.UNWILLING_TO_PERFORM,
+                "paged results cannot span routes: search below one naming context at a time",
+            )
+            return True
+        subs = []
+        for target in plan.targets:
+            route = target.route
+            subID = self._nextSubID
+            self._nextSubID = _FANOUT_ID_BASE + (self._nextSubID + 1 - _FANOUT_ID_BASE) % 0x0FFFFF00
+            subPDU = fanout.searchWith(withMessageID(pdu, subID), target.base, target.scope)
+            rewriter = None
+            if route.rewrites:
+                rewriter = rewriterFor(route)
+                try:
+                    subPDU = rewriter.request(subPDU)
+                except Refused as e:
+                    self._answer(envelope, e.resultCode, e.message)
+                    return True
+            subs.append(fanout.SubSearch(route.name, route.pool, subID, subPDU, rewriter))
+        links = []
+        for sub in subs:
+            link = self._linkFor(sub.pool, False)
+            if link is None:
+                self._answer(
+                    envelope,
+                    ber.OPERATIONS_ERROR,
+                    "this operation needs a new upstream connection and a SASL bind cannot be replayed: bind again",
+                )
+                return True
+            links.append(link)
+        search = fanout.FanOut(
+            messageID,
+            fanout.searchSizeLimit(pdu),
+            subs,
+            self.transport.write,  # type: ignore[union-attr]
+            plan.entryHook if plan.rootDSE and subs else None,
+        )
+        self._log.debug(
+            "Search {messageID} spans routes {routes}",
+            messageID=messageID,
+            routes=[f"{sub.route}->{sub.pool}" for sub in subs],
+            peer=self._peerText,
+            listener=self._listener.name,
+        )
+        if plan.rootDSE and not subs:
+            search.writeEntry(fanout.rootDSEEntry(plan.namingContexts))
+            search.start()
+            return True
+        self._fanouts[messageID] = search
+        for sub, link in zip(subs, links):
+            sub.link = link
+            self._fanoutSubs[sub.subID] = (search, sub)
+        for sub, link in zip(subs, links):
+            if search.finished:
+                break
+            link.send(sub.pdu)
+        return True
+
+    def _fanoutResponses(self, data: bytes) -> bytes:
+        """Take the fan-out sub-searches' PDUs out of a chunk."""
+        keep = []
+        subs = self._fanoutSubs
+        for pdu in ber.Framer(1 << 62).feed(data):
+            found = subs.get(messageIDOf(pdu))
+            if found is None:
+                keep.append(pdu)
+                continue
+            search, sub = found
+            abandon = search.pduReceived(sub, pdu)
+            if sub.resultCode is not None:
+                subs.pop(sub.subID, None)
+            self._fanoutProgress(search, abandon)
+        return b"".join(keep)
+
+    def _failSubSearches(self, link: UpstreamLink, resultCode: int, reason: str) -> None:
+        """Sub-searches on a link that lost them count as failed."""
+        if not self._fanoutSubs:
+            return
+        for subID, (search, sub) in list(self._fanoutSubs.items()):
+            if sub.link is link:
+                del self._fanoutSubs[subID]
+                search.subFailed(sub, resultCode, reason)
+                self._fanoutProgress(search, [])
+
+    def _fanoutProgress(self, search: fanout.FanOut, abandon: list[fanout.SubSearch]) -> None:
+        if abandon:
+            self._abandonSubs(abandon)
+        if search.finished and self._fanouts.get(search.messageID) is search:
+            del self._fanouts[search.messageID]
+
+    def _abandonSubs(self, subs: list[fanout.SubSearch]) -> None:
+        for sub in subs:
+            if sub.link is not None:
+                sub.link.send(ber.message(self._nextSubID, ber.tlv(ber.ABANDON_REQUEST, ber.encodeInteger(sub.subID))))
+                self._nextSubID += 1
+
     # --- the proxy's own answers ------------------------------------------
 
     def _answer(self, envelope: ber.Envelope, resultCode: int, diagnosticMessage: str) -> None:
@@ -400,6 +600,15 @@ class FrontendProtocol(Protocol):
         self._links.clear()
         for link in links:
             link.close(unbind=unbind)
+
+
+def _targetText(pdu: bytes) -> str | None:
+    try:
+        envelope = ber.Envelope.fromBytes(pdu)
+        target = envelope.targetDN(pdu)
+    except Exception:
+        return None
+    return target.decode("utf-8", "replace") if target is not None else None
 
 
 class FrontendFactory(ServerFactory):

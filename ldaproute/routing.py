@@ -15,6 +15,8 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Sequence
 
+import attrs
+
 from ldaproute import ber
 from ldaproute.config import Route
 from ldaproute.dn import DN, parseDNBytes
@@ -33,6 +35,7 @@ class Router:
         self.routes = tuple(routes)
         self.needsTargetDN = any(route.suffix is not None for route in self.routes)
         self.needsBoundDN = any(route.bindDN is not None or route.bindAnonymous for route in self.routes)
+        self._suffixes = tuple({route.suffix for route in self.routes if route.suffix is not None})
 
     def routeFor(
         self,
@@ -80,6 +83,108 @@ class Router:
                     continue
             return route
         return None
+
+
+    def routesForSearch(
+        self,
+        listener: str,
+        base: bytes,
+        scope: int,
+        boundDN: DN | None,
+        peerAddress: str | None,
+    ) -> list[SearchTarget] | None:
+        """
+        The sub-searches of a search that spans routes, or L{None} when one
+        route serves it (then use L{routeFor}).
+
+        A search spans routes when its base lies above the suffix of some
+        route that would serve a search there (same listener, bind DN,
+        network and operation conditions) and its scope reaches that suffix.
+        The search then goes to the route that serves the base itself
+        (unchanged; skipped for the root DSE, whose subtree no backend
+        holds), then, in file order, to the first route of each other
+        suffix in scope, with
+        the base moved down to that suffix: a one-level search becomes a
+        base search of the suffix entry, a subtree or subordinate search a
+        subtree search of the suffix.  Reject routes are left out, which
+        keeps their subtrees invisible.
+        """
+        if not self.needsTargetDN or scope not in (1, 2, 3):
+            return None
+        parsedBase = _parseOrNone(base)
+        if parsedBase is None:
+            return None
+        depth = len(parsedBase.rdns)
+        if not any(len(s.rdns) > depth and s.isWithin(parsedBase) for s in self._suffixes):
+            return None
+        baseRoute = self.routeFor(listener, ber.SEARCH_REQUEST, base, boundDN, peerAddress)
+        targets: list[SearchTarget] = []
+        seen: set[DN] = set()
+        if baseRoute is not None and baseRoute.suffix is not None:
+            seen.add(baseRoute.suffix)
+        peer = _address(peerAddress)
+        for route in self.routes:
+            suffix = route.suffix
+            if suffix is None or suffix in seen:
+                continue
+            if len(suffix.rdns) <= depth or not suffix.isWithin(parsedBase):
+                continue
+            if scope == 1 and len(suffix.rdns) != depth + 1:
+                continue
+            if not _holdsForSearch(route, listener, boundDN, peer):
+                continue
+            seen.add(suffix)
+            if route.reject is None:
+                targets.append(SearchTarget(route, suffix.text.encode("utf-8"), 0 if scope == 1 else 2))
+        if not targets:
+            return None
+        if baseRoute is not None and baseRoute.reject is None and not parsedBase.isRoot():
+            targets.insert(0, SearchTarget(baseRoute, base, scope))
+        return targets
+
+    def namingContexts(self, listener: str, boundDN: DN | None, peerAddress: str | None) -> list[str]:
+        """
+        The suffixes a client of this listener can search, in file order:
+        what the proxy's root DSE lists as namingContexts.
+        """
+        contexts: list[str] = []
+        seen: set[DN] = set()
+        peer = _address(peerAddress)
+        for route in self.routes:
+            suffix = route.suffix
+            if suffix is None or suffix in seen or suffix.isRoot():
+                continue
+            if not _holdsForSearch(route, listener, boundDN, peer):
+                continue
+            seen.add(suffix)
+            if route.reject is None:
+                contexts.append(suffix.text)
+        return contexts
+
+
+@attrs.frozen
+class SearchTarget:
+    """One sub-search of a search that spans routes: the route, and the
+    client-side base and scope it gets."""
+
+    route: Route
+    base: bytes
+    scope: int
+
+
+def _holdsForSearch(route: Route, listener: str, boundDN: DN | None, peer: object) -> bool:
+    """Every condition of C{route} except C{suffix}, for a search."""
+    if route.listener is not None and route.listener != listener:
+        return False
+    if route.operations is not None and ber.SEARCH_REQUEST not in route.operations.tags:
+        return False
+    if route.bindAnonymous and boundDN is not None:
+        return False
+    if route.bindDN is not None and (boundDN is None or not boundDN.isWithin(route.bindDN)):
+        return False
+    if route.clientNetworks and (peer is False or not any(peer in network for network in route.clientNetworks)):  # type: ignore[operator]
+        return False
+    return True
 
 
 def _parseOrNone(raw: bytes | None) -> DN | None:

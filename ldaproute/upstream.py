@@ -155,6 +155,9 @@ class UpstreamLink:
         #: abandoned after a timeout: their late responses are dropped
         self._dropIDs: set[int] = set()
         self._counted = False
+        #: slow-path hook: whole response PDUs in, rewritten PDUs out
+        #: (set by the owner for links that carry rewritten operations)
+        self.responseTransformer: Callable[[bytes], bytes] | None = None
 
     # --- connecting -----------------------------------------------------
 
@@ -369,6 +372,8 @@ class UpstreamLink:
             data, finals = self._filterOwn(data, finals)
             if not data:
                 return
+        if self.responseTransformer is not None:
+            data = self.responseTransformer(data)
         self._owner.linkReceived(self, data, finals)
 
     def _filterOwn(self, data: bytes, finals: list[tuple[int, int, int]]) -> tuple[bytes, list[tuple[int, int, int]]]:

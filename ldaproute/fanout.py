@@ -1,0 +1,304 @@
+# -*- test-case-name: tests.test_fanout -*-
+"""
+A search the proxy answers from several routes: the fan-out operation.
+
+When the router says a search spans routes (L{Router.routesForSearch}), or
+the client reads the root DSE while routes have suffixes, the frontend makes
+one L{FanOut}.  It owns the client's messageID until its single
+SearchResultDone: it builds one sub-search per route (own messageIDs, so two
+routes on one pool can run side by side on one upstream connection),
+streams their entries to the client under the client's messageID (through
+the route's rewriter when it has one), counts them against the client's size
+limit, and ends with one SearchResultDone.
+
+Result rule (documented in docs/routing.rst):
+
+  - the merged size limit is reached: sizeLimitExceeded (4), the other
+    sub-searches are abandoned;
+  - otherwise the first sub-search, in route order, that ended with a code
+    other than success (0) and noSuchObject (32) gives the code, with
+    C{"route NAME: "} before its message;
+  - otherwise success when any sub-search succeeded, else noSuchObject.
+
+A sub-search answered with a referral (10) adds its URLs to the stream as a
+SearchResultReference (a continuation reference) and counts as success.
+With a single sub-search (the root DSE through a catch-all route) its own
+SearchResultDone is passed on, response controls and all.
+
+Paged results (RFC 2696) cannot span routes (one cookie cannot stand for
+several servers' positions): a fan-out of two or more sub-searches carrying
+the paged-results control is refused with unwillingToPerform (53) before
+anything is sent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Final
+
+from twisted.logger import Logger
+
+from ldaproute import ber
+from ldaproute.rewrite import Rewriter, _elements, joinMessage, readTLV, splitMessage, withMessageID
+
+PAGED_RESULTS_OID: Final = b"1.2.840.113556.1.4.319"
+NO_SUCH_OBJECT: Final = 32
+REFERRAL: Final = 10
+
+_log = Logger()
+
+
+def controlOIDs(rest: bytes) -> list[bytes]:
+    """The OIDs of the controls in the bytes after a message's protocolOp."""
+    oids = []
+    if rest[:1] != bytes((ber.CONTROLS_TAG,)):
+        return oids
+    _, start, end = readTLV(rest, 0)
+    for _, _, cstart, cend in _elements(rest, start, end):
+        inner = _elements(rest, cstart, cend)
+        if inner and inner[0][0] == 0x04:
+            oids.append(rest[inner[0][2] : inner[0][3]])
+    return oids
+
+
+def searchWith(pdu: bytes, base: bytes, scope: int) -> bytes:
+    """A search request PDU with another base and scope, all else as sent."""
+    messageID, opTag, op, rest = splitMessage(pdu)
+    _, start, end = readTLV(op, 0)
+    elements = _elements(op, start, end)
+    body = ber.tlv(0x04, base) + ber.tlv(0x0A, bytes((scope,))) + b"".join(e[1] for e in elements[2:])
+    return joinMessage(messageID, ber.tlv(opTag, body), rest)
+
+
+def searchSizeLimit(pdu: bytes) -> int:
+    _, _, op, _ = splitMessage(pdu)
+    _, start, end = readTLV(op, 0)
+    elements = _elements(op, start, end)
+    return int.from_bytes(op[elements[3][2] : elements[3][3]], "big")
+
+
+class SubSearch:
+    """One sub-search: where it goes and how it stands."""
+
+    def __init__(self, route: str, pool: str, subID: int, pdu: bytes, rewriter: Rewriter | None) -> None:
+        self.route = route
+        self.pool = pool
+        self.subID = subID
+        self.pdu = pdu
+        self.rewriter = rewriter
+        self.link: Any = None
+        self.resultCode: int | None = None
+        self.message = ""
+        self.done: bytes | None = None
+
+
+class FanOut:
+    """
+    One client search served by zero or more sub-searches.
+
+    @param write: writes bytes to the client.
+    @param entryHook: for the root DSE: turns each entry's attributes
+        (C{[(name, [values])]}) into what the client sees.
+    @param synthesized: entries (bytes of SearchResultEntry protocolOps)
+        the proxy itself adds before any sub-search result.
+    """
+
+    def __init__(
+        self,
+        messageID: int,
+        sizeLimit: int,
+        subs: list[SubSearch],
+        write: Callable[[bytes], None],
+        entryHook: Callable[[list[tuple[bytes, list[bytes]]]], list[tuple[bytes, list[bytes]]]] | None = None,
+    ) -> None:
+        self.messageID = messageID
+        self.sizeLimit = sizeLimit
+        self.subs = subs
+        self._write = write
+        self._entryHook = entryHook
+        self.entries = 0
+        self.finished = False
+
+    def pending(self) -> list[SubSearch]:
+        return [sub for sub in self.subs if sub.resultCode is None]
+
+    def writeEntry(self, op: bytes) -> bool:
+        """Count and write one entry; False once the size limit is reached."""
+        if self.sizeLimit and self.entries >= self.sizeLimit:
+            return False
+        self.entries += 1
+        self._write(ber.message(self.messageID, op))
+        return True
+
+    def pduReceived(self, sub: SubSearch, pdu: bytes) -> list[SubSearch]:
+        """
+        A response PDU of C{sub}; returns the sub-searches to abandon (when
+        the size limit ends the search early).
+        """
+        if self.finished:
+            return []
+        if sub.rewriter is not None:
+            pdu = sub.rewriter.response(pdu)
+        try:
+            _, opTag, op, rest = splitMessage(pdu)
+        except Exception:
+            return []
+        if opTag == ber.SEARCH_RESULT_ENTRY:
+            if self._entryHook is not None:
+                op = self._hookEntry(op)
+            if not self.writeEntry(op):
+                return self._finish(ber.SIZE_LIMIT_EXCEEDED, "size limit reached across routes")
+            return []
+        if opTag == ber.SEARCH_RESULT_DONE:
+            self._subDone(sub, op, pdu)
+            if not self.pending():
+                return self._finish()
+            return []
+        # references, intermediate responses: passed on under the client's ID
+        self._write(withMessageID(pdu, self.messageID))
+        return []
+
+    def subFailed(self, sub: SubSearch, resultCode: int, message: str) -> None:
+        """The sub-search's upstream connection is gone."""
+        if self.finished or sub.resultCode is not None:
+            return
+        sub.resultCode, sub.message = resultCode, message
+        if not self.pending():
+            self._finish()
+
+    def start(self) -> None:
+        """Finish at once when there is nothing to wait for (root DSE alone)."""
+        if not self.pending():
+            self._finish()
+
+    def _subDone(self, sub: SubSearch, op: bytes, pdu: bytes) -> None:
+        _, start, end = readTLV(op, 0)
+        elements = _elements(op, start, end)
+        code = int.from_bytes(op[elements[0][2] : elements[0][3]], "big")
+        sub.message = op[elements[2][2] : elements[2][3]].decode("utf-8", "replace")
+        sub.done = pdu
+        if code == REFERRAL and len(self.subs) > 1:
+            for tag, _, cstart, cend in elements[3:]:
+                if tag == 0xA3:
+                    self._write(ber.message(self.messageID, ber.tlv(ber.SEARCH_RESULT_REFERENCE, op[cstart:cend])))
+            code = ber.SUCCESS
+        sub.resultCode = code
+
+    def _hookEntry(self, op: bytes) -> bytes:
+        from ldaproute.rewrite import _decode
+        from ldaptor.protocols import pureldap
+
+        entry = _decode(op)
+        return pureldap.LDAPSearchResultEntry(
+            objectName=entry.objectName, attributes=self._entryHook(list(entry.attributes))  # type: ignore[misc]
+        ).toWire()
+
+    def _finish(self, code: int | None = None, message: str = "") -> list[SubSearch]:
+        self.finished = True
+        abandon = self.pending()
+        if code is None:
+            single = self.subs[0] if len(self.subs) == 1 else None
+            if single is not None and single.done is not None:
+                self._write(withMessageID(single.done, self.messageID))
+                return abandon
+            code, message = self.mergedResult()
+        self._write(ber.result(self.messageID, ber.SEARCH_RESULT_DONE, code, message))
+        _log.debug(
+            "Search {messageID} across {count} route(s) done: {entries} entries, resultCode {resultCode}",
+            messageID=self.messageID,
+            count=len(self.subs),
+            entries=self.entries,
+            resultCode=code,
+            routes=[sub.route for sub in self.subs],
+        )
+        return abandon
+
+    def mergedResult(self) -> tuple[int, str]:
+        """The documented rule (module docstring)."""
+        for sub in self.subs:
+            if sub.resultCode not in (ber.SUCCESS, NO_SUCH_OBJECT, None):
+                return sub.resultCode, f"route {sub.route}: {sub.message}"  # type: ignore[return-value]
+        if not self.subs or any(sub.resultCode == ber.SUCCESS for sub in self.subs):
+            return ber.SUCCESS, ""
+        return NO_SUCH_OBJECT, "no route holds this base"
+
+
+class Plan:
+    """
+    How the proxy serves a search that is not a plain relay.
+
+    @ivar targets: the sub-searches, in route order.
+    @ivar rootDSE: whether this is a read of the root DSE.
+    @ivar namingContexts: for the root DSE, the contexts to present.
+    """
+
+    def __init__(self, targets: list[Any], rootDSE: bool = False, namingContexts: list[str] | None = None) -> None:
+        self.targets = targets
+        self.rootDSE = rootDSE
+        self.namingContexts = namingContexts or []
+
+    def entryHook(self, attributes: list[tuple[bytes, list[bytes]]]) -> list[tuple[bytes, list[bytes]]]:
+        """The root DSE as presented: the routes' suffixes first, then the
+        backend's own contexts that no route suffix already names."""
+        from ldaproute.dn import parseDN
+
+        listed = [context.encode("utf-8") for context in self.namingContexts]
+        parsed = []
+        for context in self.namingContexts:
+            parsed.append(parseDN(context))
+        out = []
+        found = False
+        for name, values in attributes:
+            if name.lower() == b"namingcontexts":
+                found = True
+                extra = []
+                for value in values:
+                    try:
+                        dn = parseDN(value.decode("utf-8"))
+                    except ValueError:
+                        continue
+                    if dn not in parsed:
+                        extra.append(value)
+                values = listed + extra
+            out.append((name, values))
+        if not found and listed:
+            out.append((b"namingContexts", listed))
+        return out
+
+
+def rootDSEEntry(namingContexts: list[str]) -> bytes:
+    """The root DSE the proxy presents when no route serves the empty DN."""
+    from ldaptor.protocols import pureldap
+
+    attributes: list[tuple[bytes, list[bytes]]] = [
+        (b"objectClass", [b"top"]),
+        (b"supportedLDAPVersion", [b"3"]),
+    ]
+    if namingContexts:
+        attributes.append((b"namingContexts", [context.encode("utf-8") for context in namingContexts]))
+    return pureldap.LDAPSearchResultEntry(objectName=b"", attributes=attributes).toWire()
+
+
+def planSearch(router: Any, listener: str, pdu: bytes, base: bytes | None, boundDN: Any, peerAddress: str | None) -> Plan | None:
+    """
+    L{None} for a search one route serves as is; otherwise the L{Plan}:
+    a read of the root DSE (base "" scope base), or a search spanning routes.
+    """
+    if base is None:
+        return None
+    _, _, op, _ = splitMessage(pdu)
+    _, start, end = readTLV(op, 0)
+    elements = _elements(op, start, end)
+    scope = int.from_bytes(op[elements[1][2] : elements[1][3]], "big")
+    if scope == 0:
+        if base.strip(b" "):
+            return None
+        route = router.routeFor(listener, ber.SEARCH_REQUEST, base, boundDN, peerAddress)
+        from ldaproute.routing import SearchTarget
+
+        targets = [SearchTarget(route, base, 0)] if route is not None and route.reject is None else []
+        return Plan(targets, rootDSE=True, namingContexts=router.namingContexts(listener, boundDN, peerAddress))
+    targets = router.routesForSearch(listener, base, scope, boundDN, peerAddress)
+    if targets is None:
+        return None
+    return Plan(targets)
