@@ -17,7 +17,7 @@ import socket
 from typing import Any
 
 from twisted.internet import error
-from twisted.internet.interfaces import IAddress, IPushProducer, IReactorTime
+from twisted.internet.interfaces import IAddress, IDelayedCall, IHandshakeListener, IPushProducer, IReactorTime, ISSLTransport
 from twisted.internet.protocol import Protocol, ServerFactory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -25,9 +25,11 @@ from zope.interface import implementer
 
 from ldaproute import ber
 from ldaproute.config import Listener
+from ldaproute.policy import ListenerPolicy
 from ldaproute.routing import noRouteResult
 from ldaproute.runtime import Runtime
 from ldaproute.session import Outstanding, Session
+from ldaproute.tls import ServerTLS, startTLSResponse
 from ldaproute.upstream import UpstreamLink
 
 
@@ -63,15 +65,32 @@ class _LinksProducer:
         pass
 
 
+@implementer(IHandshakeListener)
 class FrontendProtocol(Protocol):
     """One client connection on a listener."""
 
     _log = Logger()
 
-    def __init__(self, listener: Listener, runtime: Runtime, reactor: IReactorTime) -> None:
+    def __init__(
+        self,
+        listener: Listener,
+        runtime: Runtime,
+        reactor: IReactorTime,
+        policy: ListenerPolicy | None = None,
+        serverTLS: ServerTLS | None = None,
+    ) -> None:
         self._listener = listener
         self._runtime = runtime
         self._reactor = reactor
+        self._policy = policy if policy is not None else ListenerPolicy.fromListener(listener)
+        self._serverTLS = serverTLS
+        self._admitted = False
+        self._secure = False  # TLS: ldaps listener or after StartTLS
+        self._tlsState = "none"  # "none", "handshaking" (terminate), "done"
+        self._passthroughID: int | None = None  # StartTLS forwarded, not answered
+        self._relayLink: UpstreamLink | None = None  # passthrough established
+        self._idleTimer: IDelayedCall | None = None
+        self._pduTimer: IDelayedCall | None = None
         self._framer = ber.Framer(runtime.config.maxPDUBytes)
         self._links: dict[str, UpstreamLink] = {}
         self._closing = False
@@ -82,6 +101,16 @@ class FrontendProtocol(Protocol):
     def connectionMade(self) -> None:
         self._peerText, self._peerAddress = describePeer(self.transport.getPeer())  # type: ignore[union-attr]
         self.session = Session(self._peerText, self._listener.name)
+        self._secure = ISSLTransport.providedBy(self.transport)
+        refusal = self._policy.limits.admit(self._peerAddress)
+        if refusal is not None:
+            self._log.warn(
+                "Connection from {peer} refused: {reason}", peer=self._peerText, listener=self._listener.name, reason=refusal
+            )
+            self._disconnect(ber.BUSY, refusal)
+            return
+        self._admitted = True
+        self._armIdleTimer()
         try:
             self.transport.setTcpNoDelay(True)  # type: ignore[union-attr]
         except (AttributeError, OSError, socket.error):
@@ -91,8 +120,15 @@ class FrontendProtocol(Protocol):
     def dataReceived(self, data: bytes) -> None:
         if self._closing:
             return
+        if self._idleTimer is not None:
+            self._idleTimer.reset(self._listener.idleTimeout)  # type: ignore[arg-type]
+        if self._relayLink is not None:
+            self._relayLink.writeRaw(data)
+            return
         try:
-            for pdu in self._framer.feed(data):
+            pdus = self._framer.feed(data)
+            self._pduTimerAfter(bool(pdus))
+            for pdu in pdus:
                 self._request(pdu)
                 if self._closing:
                     return
@@ -101,6 +137,7 @@ class FrontendProtocol(Protocol):
 
     def connectionLost(self, reason: Failure = error.ConnectionDone) -> None:  # type: ignore[assignment]
         self._closing = True
+        self._securityConnectionLost(reason)
         self._closeLinks(unbind=True)
         self.session.outstanding.clear()
 
@@ -121,11 +158,12 @@ class FrontendProtocol(Protocol):
             return
         if messageID in session.outstanding:
             raise ber.FramingError("malformed", f"messageID {messageID} is already in use by an outstanding operation")
+        if self._refusedByPolicy(envelope, pdu):
+            return
         extendedOID = None
         if tag == ber.EXTENDED_REQUEST:
             extendedOID = envelope.extendedName(pdu)
-            if extendedOID == ber.STARTTLS_OID:
-                self._answer(envelope, ber.PROTOCOL_ERROR, "StartTLS is not offered on this listener")
+            if extendedOID == ber.STARTTLS_OID and self._startTLS(envelope):
                 return
         if session.mustRebind and tag != ber.BIND_REQUEST:
             self._answer(
@@ -170,6 +208,8 @@ class FrontendProtocol(Protocol):
         session.outstanding[messageID] = Outstanding(
             messageID, tag, link, self._reactor.seconds(), route.name, pending
         )
+        if extendedOID == ber.STARTTLS_OID:
+            self._passthroughID = messageID
         link.send(pdu)
 
     def _linkFor(self, poolName: str, isBind: bool) -> UpstreamLink | None:
@@ -228,10 +268,22 @@ class FrontendProtocol(Protocol):
             if operation is None:
                 continue
             if tag == ber.BIND_RESPONSE:
+                if code == ber.INVALID_CREDENTIALS:
+                    self._bindFailed(operation.pending)
                 if self.session.bindCompleted(operation.pending, code):
                     link.boundVersion = self.session.identityVersion
+            elif messageID == self._passthroughID:
+                self._passthroughAnswered(link, code)
 
     def linkLost(self, link: UpstreamLink, reason: str) -> None:
+        if link is self._relayLink:
+            self._relayLink = None
+            self._closing = True
+            self.transport.loseConnection()  # type: ignore[union-attr]
+            return
+        if self._passthroughID is not None and self.session.outstanding.get(self._passthroughID, None) is not None:
+            if self.session.outstanding[self._passthroughID].link is link:
+                self._passthroughID = None
         if self._links.get(link.pool.name) is link:
             del self._links[link.pool.name]
         self._failOperations(link, ber.UNAVAILABLE, reason)
@@ -286,6 +338,193 @@ class FrontendProtocol(Protocol):
         )
         self._disconnect(ber.PROTOCOL_ERROR, reason.detail)
 
+    # --- security policy (see policy.py and tls.py) ------------------------
+
+    def _refusedByPolicy(self, envelope: ber.Envelope, pdu: bytes) -> bool:
+        """
+        Answer a request that the listener's policy refuses; C{True} when
+        answered (nothing goes upstream).
+        """
+        listener = self._listener
+        session = self.session
+        tag = envelope.opTag
+        if self._passthroughID is not None:
+            self._answer(envelope, ber.OPERATIONS_ERROR, "StartTLS is in progress: wait for its response")
+            return True
+        if listener.maxOutstanding is not None and len(session.outstanding) >= listener.maxOutstanding:
+            self._answer(
+                envelope,
+                ber.BUSY,
+                f"too many operations outstanding on this connection (limit {listener.maxOutstanding})",
+            )
+            return True
+        if tag == ber.BIND_REQUEST:
+            choice, credential = envelope.bindAuthentication(pdu)
+            name = envelope.targetDN(pdu) or b""
+            refusal = None
+            if listener.requireTLSForSimpleBind and not self._secure and choice == ber.SIMPLE_AUTH_TAG and credential:
+                refusal = (
+                    ber.CONFIDENTIALITY_REQUIRED,
+                    "a simple bind with a password needs TLS here: use StartTLS or ldaps",
+                    "cleartext simple bind refused",
+                )
+            elif self._policy.throttle is not None:
+                reason = self._policy.throttle.refusal(self._peerAddress, name, self._reactor.seconds())
+                if reason is not None:
+                    refusal = (ber.UNWILLING_TO_PERFORM, reason, "bind throttled")
+            if refusal is not None:
+                code, message, event = refusal
+                self._log.warn(
+                    "{event} for {peer} (bindDN {bindDN}): {reason}",
+                    event=event,
+                    peer=self._peerText,
+                    listener=listener.name,
+                    bindDN=name.decode("utf-8", "replace"),
+                    op="bind",
+                    messageID=envelope.messageID,
+                    resultCode=code,
+                    reason=message,
+                )
+                self._answer(envelope, code, message)
+                # RFC 4511 4.2.1: a failed bind leaves the connection anonymous
+                session.bindCompleted(None, code)
+                return True
+            return False
+        if not listener.allowAnonymous and session.identity.kind == "anonymous":
+            if tag == ber.EXTENDED_REQUEST and envelope.extendedName(pdu) == ber.STARTTLS_OID:
+                return False
+            self._answer(
+                envelope,
+                ber.INSUFFICIENT_ACCESS_RIGHTS,
+                "anonymous access is not allowed on this listener: bind first",
+            )
+            return True
+        return False
+
+    def _startTLS(self, envelope: ber.Envelope) -> bool:
+        """
+        The StartTLS extended request (RFC 4511 4.14, RFC 4513 3); C{True}
+        when answered here, C{False} to forward it (passthrough).
+        """
+        mode = self._listener.starttls
+        if mode == "off":
+            self._answer(envelope, ber.PROTOCOL_ERROR, "StartTLS is not offered on this listener")
+            return True
+        if self._secure or self._tlsState != "none":
+            self._answer(envelope, ber.OPERATIONS_ERROR, "TLS is already established on this connection")
+            return True
+        if self.session.outstanding:
+            self._answer(envelope, ber.OPERATIONS_ERROR, "StartTLS is refused while operations are outstanding")
+            return True
+        if mode == "passthrough":
+            return False
+        if self._serverTLS is None:
+            self._answer(envelope, ber.UNAVAILABLE, "StartTLS is not available: no certificate loaded")
+            return True
+        self.transport.write(startTLSResponse(envelope.messageID))  # type: ignore[union-attr]
+        self.transport.startTLS(self._serverTLS)  # type: ignore[union-attr]
+        self._secure = True  # every byte from now on is inside TLS
+        self._tlsState = "handshaking"
+        return True
+
+    def handshakeCompleted(self) -> None:
+        """IHandshakeListener: the client finished a TLS handshake."""
+        if self._tlsState == "handshaking":
+            self._tlsState = "done"
+            self._log.info("TLS established with {peer}", peer=self._peerText, listener=self._listener.name)
+
+    def _passthroughAnswered(self, link: UpstreamLink, resultCode: int) -> None:
+        self._passthroughID = None
+        if resultCode != ber.SUCCESS:
+            return  # the session stays cleartext and usable
+        self._log.info(
+            "StartTLS passed through for {peer}: relaying to backend {backend} untouched",
+            peer=self._peerText,
+            listener=self._listener.name,
+            pool=link.pool.name,
+            backend=link.backend.name if link.backend else None,
+        )
+        for other in [other for other in self._links.values() if other is not link]:
+            del self._links[other.pool.name]
+            other.close(unbind=True)
+        self._relayLink = link
+        self._secure = True
+        self._cancelTimer("_pduTimer")
+        link.startRelay()
+
+    def linkRawReceived(self, link: UpstreamLink, data: bytes) -> None:
+        if link is self._relayLink and not self._closing:
+            self.transport.write(data)  # type: ignore[union-attr]
+
+    def _bindFailed(self, pending: Any) -> None:
+        throttle = self._policy.throttle
+        if throttle is not None:
+            name = pending.name if pending is not None else b""
+            throttle.failed(self._peerAddress, name, self._reactor.seconds())
+
+    def _armIdleTimer(self) -> None:
+        timeout = self._listener.idleTimeout
+        if timeout is not None:
+            self._idleTimer = self._reactor.callLater(timeout, self._idleTimedOut)  # type: ignore[attr-defined]
+
+    def _idleTimedOut(self) -> None:
+        self._idleTimer = None
+        if self._closing:
+            return
+        if self.session.outstanding:
+            self._armIdleTimer()
+            return
+        self._log.info("Closing idle connection from {peer}", peer=self._peerText, listener=self._listener.name)
+        self._disconnect(ber.UNAVAILABLE, f"idle for {self._listener.idleTimeout:g}s")
+
+    def _pduTimerAfter(self, completed: bool) -> None:
+        """Slow-loris defence: a started PDU must complete within pdu_timeout."""
+        timeout = self._listener.pduTimeout
+        if timeout is None:
+            return
+        if self._framer.buffered == 0:
+            self._cancelTimer("_pduTimer")
+        elif self._pduTimer is None:
+            self._pduTimer = self._reactor.callLater(timeout, self._pduTimedOut)  # type: ignore[attr-defined]
+        elif completed:
+            self._pduTimer.reset(timeout)
+
+    def _pduTimedOut(self) -> None:
+        self._pduTimer = None
+        if self._closing:
+            return
+        self._log.warn(
+            "Protocol error from {peer}: a PDU was not completed within {timeout}s; sent Notice of Disconnection",
+            peer=self._peerText,
+            listener=self._listener.name,
+            timeout=self._listener.pduTimeout,
+        )
+        self._disconnect(ber.PROTOCOL_ERROR, f"a PDU was not completed within {self._listener.pduTimeout:g}s")
+
+    def _cancelTimer(self, name: str) -> None:
+        timer = getattr(self, name)
+        if timer is not None:
+            setattr(self, name, None)
+            if timer.active():
+                timer.cancel()
+
+    def _securityConnectionLost(self, reason: Failure) -> None:
+        self._cancelTimer("_idleTimer")
+        self._cancelTimer("_pduTimer")
+        if self._admitted:
+            self._admitted = False
+            self._policy.limits.release(self._peerAddress)
+        if self._tlsState == "handshaking":
+            self._log.warn(
+                "TLS handshake with {peer} failed: {reason}",
+                peer=self._peerText,
+                listener=self._listener.name,
+                reason=reason.getErrorMessage(),
+            )
+        if self._relayLink is not None:
+            link, self._relayLink = self._relayLink, None
+            link.close(abort=True)
+
     def _disconnect(self, resultCode: int, diagnosticMessage: str) -> None:
         """Notice of Disconnection, then close: the stream cannot go on."""
         self._closing = True
@@ -304,12 +543,29 @@ class FrontendProtocol(Protocol):
 class FrontendFactory(ServerFactory):
     """Makes a L{FrontendProtocol} for each client of one listener."""
 
-    def __init__(self, listener: Listener, runtime: Runtime, reactor: IReactorTime) -> None:
+    _log = Logger()
+
+    def __init__(
+        self,
+        listener: Listener,
+        runtime: Runtime,
+        reactor: IReactorTime,
+        serverTLS: ServerTLS | None = None,
+    ) -> None:
         self.listener = listener
         self.runtime = runtime
         self.reactor = reactor
+        self.serverTLS = serverTLS
+        self.policy = ListenerPolicy.fromListener(listener)
 
-    def buildProtocol(self, addr: IAddress) -> FrontendProtocol:
-        protocol = FrontendProtocol(self.listener, self.runtime, self.reactor)
+    def buildProtocol(self, addr: IAddress) -> FrontendProtocol | None:  # type: ignore[override]
+        peerText, address = describePeer(addr)
+        if not self.policy.limits.allowed(address):
+            # closed at accept: returning None makes Twisted drop the socket
+            self._log.warn(
+                "Connection from {peer} refused: not in client_network", peer=peerText, listener=self.listener.name
+            )
+            return None
+        protocol = FrontendProtocol(self.listener, self.runtime, self.reactor, self.policy, self.serverTLS)
         protocol.factory = self
         return protocol
