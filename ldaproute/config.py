@@ -479,6 +479,10 @@ class _Loader:
             values["tls"] = "ldaps"
         elif url.scheme == "ldapi" and tls not in (None, "none"):
             raise self.error(section, "tls", "an ldapi:// backend is a local socket: TLS is not used")
+        if values.get("tls", "none") == "none":
+            for attribute, key in (("caFile", "ca_file"), ("clientCert", "client_cert"), ("serverName", "server_name")):
+                if attribute in values:
+                    raise self.error(section, key, "only used with tls = ldaps or starttls")
         if (values.get("clientCert") is None) != (values.get("clientKey") is None):
             missing = "client_key" if values.get("clientKey") is None else "client_cert"
             raise self.error(section, missing, "missing: client_cert and client_key go together")

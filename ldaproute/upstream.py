@@ -62,7 +62,7 @@ def endpointFor(reactor: object, state: BackendState, timeout: float) -> IStream
     if url.scheme == "ldapi":
         return UNIXClientEndpoint(reactor, url.host, timeout=timeout)
     endpoint: IStreamClientEndpoint = HostnameEndpoint(reactor, url.host, url.port, timeout=timeout)
-    if state.backend.tls == "ldaps":
+    if state.backend.tls == "ldaps" or url.scheme == "ldaps":
         from twisted.internet.endpoints import wrapClientTLS
 
         from ldaproute.tls import clientOptionsFor
