@@ -281,9 +281,10 @@ class FrontendProtocol(Protocol):
             self._closing = True
             self.transport.loseConnection()  # type: ignore[union-attr]
             return
-        if self._passthroughID is not None and self.session.outstanding.get(self._passthroughID, None) is not None:
-            if self.session.outstanding[self._passthroughID].link is link:
-                self._passthroughID = None
+        if self._passthroughID is not None:
+            pending = self.session.outstanding.get(self._passthroughID)
+            if pending is None or pending.link is link:
+                self._passthroughID = None  # answered 52 below; still cleartext
         if self._links.get(link.pool.name) is link:
             del self._links[link.pool.name]
         self._failOperations(link, ber.UNAVAILABLE, reason)

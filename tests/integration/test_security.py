@@ -243,6 +243,27 @@ def test_passthrough(slapd: Slapd, proxyCert: ServerCert, startProxy: Any) -> No
     conn.unbind()
 
 
+def test_passthroughRefusedStaysCleartext(slapdFactory: Any, startProxy: Any) -> None:
+    """passthrough to a backend without TLS: its refusal reaches the client, who carries on in clear."""
+    plain = slapdFactory(tls=False)
+    port = freePort()
+    startProxy(
+        "[ldaproute]\n"
+        f"listen = tcp:{port}:interface=127.0.0.1\nstarttls = passthrough\n" + backendSection(plain),
+        [port],
+    )
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(startTLSRequest(1))
+        assert resultCodeOf(readPDU(sock)) != 0
+    server = ldap3.Server("127.0.0.1", port=port, get_info=ldap3.NONE)
+    conn = ldap3.Connection(server)
+    conn.open()
+    with pytest.raises(ldap3.core.exceptions.LDAPStartTLSError):
+        conn.start_tls(read_server_info=False)
+    assert conn.search(plain.peopleDN, "(uid=user3)", attributes=["uid"])
+    assert len(conn.entries) == 1
+
+
 def test_starttlsOff(slapd: Slapd, startProxy: Any) -> None:
     """starttls = off: protocolError, and the connection stays usable."""
     port = freePort()
