@@ -1,11 +1,15 @@
-"""``python -m ldaproute ARGS`` is ``twistd -n ldaproute ARGS``."""
+"""
+``python -m ldaproute ARGS`` runs ``twistd --nodaemon --pidfile= ldaproute ARGS``:
+the proxy in the foreground, without a pid file (what containers and test
+harnesses want).
+"""
 import sys
 
 from twisted.scripts.twistd import run
 
 
 def main() -> None:
-    sys.argv[1:1] = ["-n", "ldaproute"] if sys.argv[1:2] != ["--help"] else ["ldaproute"]
+    sys.argv[1:1] = ["--nodaemon", "--pidfile=", "ldaproute"]
     sys.argv[0] = "twistd"
     run()
 

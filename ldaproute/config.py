@@ -156,6 +156,59 @@ def _networks(value: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network
     return tuple(networks)
 
 
+def _udpEndpoints(value: str) -> tuple[str, ...]:
+    endpoints = tuple(_list(value))
+    if not endpoints:
+        raise _Invalid("expected at least one UDP endpoint such as udp:389")
+    for description in endpoints:
+        try:
+            parseUDPEndpoint(description)
+        except ValueError as e:
+            raise _Invalid(f"bad endpoint {description!r}: {e}") from None
+    return endpoints
+
+
+def parseUDPEndpoint(description: str) -> tuple[int, str]:
+    """C{udp:PORT[:interface=ADDRESS]} -> C{(port, interface)}."""
+    kind, _, rest = description.strip().partition(":")
+    if kind != "udp":
+        raise ValueError("a CLDAP endpoint is udp:PORT or udp:PORT:interface=ADDRESS")
+    portText, _, options = rest.partition(":")
+    try:
+        port = int(portText)
+    except ValueError:
+        raise ValueError(f"port {portText!r} is not a number") from None
+    if not 0 <= port <= 65535:
+        raise ValueError(f"port {port} is out of range")
+    interface = ""
+    if options:
+        name, equals, address = options.partition("=")
+        if name != "interface" or not equals:
+            raise ValueError(f"unknown option {options!r}: only interface=ADDRESS")
+        try:
+            ipaddress.ip_address(address)
+        except ValueError:
+            raise ValueError(f"interface {address!r} is not an IP address") from None
+        interface = address
+    return port, interface
+
+
+def _datagramSize(value: str) -> int:
+    size = _positiveInt(value)
+    if not 512 <= size <= 65507:
+        raise _Invalid(f"expected a UDP payload size from 512 to 65507 bytes, not {size}")
+    return size
+
+
+def _cldapPort(value: str) -> int | None:
+    if value.strip().lower() in ("none", "no", "off"):
+        return None
+    port = _positiveInt(value)
+    if port > 65535:
+        raise _Invalid(f"expected a UDP port up to 65535 or none, not {port}")
+    return port
+
+
 # --- values -----------------------------------------------------------------
 
 
@@ -204,6 +257,9 @@ class Backend:
     name: str
     url: BackendURL
     weight: int = 1
+    #: UDP port of the backend's CLDAP service; L{None} (C{cldap_port = none})
+    #: for servers without CLDAP, whose rootDSE the proxy answers itself.
+    cldapPort: int | None = 389
     tls: str = "none"  # "none", "starttls" or "ldaps"
     caFile: str | None = None
     clientCert: str | None = None
@@ -348,6 +404,13 @@ class Config:
     pools: dict[str, Pool]
     routes: tuple[Route, ...]
     maxPDUBytes: int = ber.DEFAULT_MAX_PDU_BYTES
+    # CLDAP (UDP), off unless [ldaproute] cldap is given; see ldaproute.cldap
+    cldapEndpoints: tuple[str, ...] = ()
+    cldapTimeout: float = 2.0
+    cldapMaxDatagram: int = 1400
+    cldapRateLimit: int = 20
+    cldapAmplification: int = 8
+    cldapRootDSETTL: float = 60.0
 
     @classmethod
     def fromFile(cls, path: FilePath[str] | str) -> Config:
@@ -383,6 +446,12 @@ _KeyTable = dict[str, tuple[str, Callable[[str], Any]]]
 _GLOBAL_KEYS: _KeyTable = {
     "listen": ("endpoints", _endpoints),
     "max_pdu_bytes": ("maxPDUBytes", _positiveInt),
+    "cldap": ("cldapEndpoints", lambda value: _udpEndpoints(value)),
+    "cldap_timeout": ("cldapTimeout", _seconds),
+    "cldap_max_datagram": ("cldapMaxDatagram", lambda value: _datagramSize(value)),
+    "cldap_rate_limit": ("cldapRateLimit", _positiveInt),
+    "cldap_amplification": ("cldapAmplification", _positiveInt),
+    "cldap_rootdse_ttl": ("cldapRootDSETTL", _seconds),
 }
 _LISTENER_KEYS: _KeyTable = {
     "listen": ("endpoints", _endpoints),
@@ -406,6 +475,7 @@ _GLOBAL_KEYS.update({key: value for key, value in _LISTENER_KEYS.items() if key 
 _BACKEND_KEYS: _KeyTable = {
     "url": ("url", BackendURL.fromString),
     "weight": ("weight", _positiveInt),
+    "cldap_port": ("cldapPort", lambda value: _cldapPort(value)),
     "tls": ("tls", _choice("none", "starttls", "ldaps")),
     "ca_file": ("caFile", _file),
     "client_cert": ("clientCert", _file),
@@ -581,6 +651,8 @@ class _Loader:
             pools[name] = Pool(name, tuple(members), **values)
 
         listenerNames = {listener.name for listener in listeners}
+        if globalValues.get("cldapEndpoints"):
+            listenerNames.add("cldap")  # CLDAP datagrams route as listener "cldap"
         routes = []
         for name in order:
             section = f"route:{name}"

@@ -28,6 +28,7 @@ from ldaproute.config import Listener
 from ldaproute.policy import ListenerPolicy
 from ldaproute.routing import noRouteResult
 from ldaproute.runtime import Runtime
+from ldaproute.sasllayer import SecurityLayerWatch
 from ldaproute.session import Outstanding, Session
 from ldaproute.tls import ServerTLS, startTLSResponse
 from ldaproute.upstream import UpstreamLink
@@ -65,6 +66,33 @@ class _LinksProducer:
         pass
 
 
+@implementer(IPushProducer)
+class _ClientReading:
+    """
+    The client's transport as the producer for one upstream connection: a
+    backend that cannot keep up pauses the client's reading.  Unlike the
+    transport itself, it ignores C{stopProducing}, which Twisted calls when
+    the upstream connection closes: losing a backend must not cut the
+    client off.
+    """
+
+    def __init__(self, transport: Any) -> None:
+        self._transport = transport
+        self._paused = False
+
+    def pauseProducing(self) -> None:
+        self._paused = True
+        self._transport.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        self._paused = False
+        self._transport.resumeProducing()
+
+    def stopProducing(self) -> None:
+        if self._paused:  # the backend that paused us is gone
+            self.resumeProducing()
+
+
 @implementer(IHandshakeListener)
 class FrontendProtocol(Protocol):
     """One client connection on a listener."""
@@ -88,13 +116,14 @@ class FrontendProtocol(Protocol):
         self._secure = False  # TLS: ldaps listener or after StartTLS
         self._tlsState = "none"  # "none", "handshaking" (terminate), "done"
         self._passthroughID: int | None = None  # StartTLS forwarded, not answered
-        self._relayLink: UpstreamLink | None = None  # passthrough established
         self._idleTimer: IDelayedCall | None = None
         self._pduTimer: IDelayedCall | None = None
         self._framer = ber.Framer(runtime.config.maxPDUBytes)
         self._links: dict[str, UpstreamLink] = {}
         self._closing = False
         self.session: Session
+        self._layerWatch = SecurityLayerWatch()
+        self._opaqueLink: UpstreamLink | None = None
 
     # --- connection events ------------------------------------------------
 
@@ -122,9 +151,9 @@ class FrontendProtocol(Protocol):
             return
         if self._idleTimer is not None:
             self._idleTimer.reset(self._listener.idleTimeout)  # type: ignore[arg-type]
-        if self._relayLink is not None:
-            self._relayLink.writeRaw(data)
-            return
+        if self._opaqueLink is not None or self._layerWatch.armed is not None:
+            if self._relayOpaque(data):
+                return
         try:
             pdus = self._framer.feed(data)
             self._pduTimerAfter(bool(pdus))
@@ -208,7 +237,10 @@ class FrontendProtocol(Protocol):
         session.outstanding[messageID] = Outstanding(
             messageID, tag, link, self._reactor.seconds(), route.name, pending
         )
-        if extendedOID == ber.STARTTLS_OID:
+        if isBind:
+            choice, mechanism = envelope.bindAuthentication(pdu)
+            self._layerWatch.bindSent(messageID, mechanism if choice == ber.SASL_AUTH_TAG else None, link)
+        elif extendedOID == ber.STARTTLS_OID:
             self._passthroughID = messageID
         link.send(pdu)
 
@@ -235,7 +267,7 @@ class FrontendProtocol(Protocol):
         runtime = self._runtime
         pool = runtime.backends.pools[poolName]
         link = UpstreamLink(
-            self, pool, self._reactor, pool.pool.connectTimeout, replay, self._peerText
+            self, pool, self._reactor, pool.pool.connectTimeout, replay, self._peerText, runtime.endpointFactory
         )
         link.boundVersion = session.identityVersion
         self._links[poolName] = link
@@ -258,7 +290,7 @@ class FrontendProtocol(Protocol):
         """Back-pressure from the backend's side: its full buffer pauses us."""
         transport: Any = link.transport
         if transport is not None and self.transport is not None:
-            transport.registerProducer(self.transport, True)
+            transport.registerProducer(_ClientReading(self.transport), True)
 
     def linkReceived(self, link: UpstreamLink, data: bytes, finals: list[tuple[int, int, int]]) -> None:
         self.transport.write(data)  # type: ignore[union-attr]
@@ -268,6 +300,7 @@ class FrontendProtocol(Protocol):
             if operation is None:
                 continue
             if tag == ber.BIND_RESPONSE:
+                self._layerWatch.bindAnswered(messageID, code)
                 if code == ber.INVALID_CREDENTIALS:
                     self._bindFailed(operation.pending)
                 if self.session.bindCompleted(operation.pending, code):
@@ -275,9 +308,38 @@ class FrontendProtocol(Protocol):
             elif messageID == self._passthroughID:
                 self._passthroughAnswered(link, code)
 
+    def _relayOpaque(self, data: bytes) -> bool:
+        """
+        Relay C{data} untouched if this session is (or now becomes) an
+        opaque SASL-layer session; see L{ldaproute.sasllayer}.
+        """
+        link = self._opaqueLink
+        if link is None:
+            link = self._layerWatch.check(data, self._framer.buffered == 0)
+            if link is None:
+                return False
+            self._opaqueLink = link
+            for name, other in list(self._links.items()):
+                if other is not link:
+                    del self._links[name]
+                    other.close(unbind=True)
+            link.goOpaque()
+            self._log.info(
+                "{peer} negotiated a SASL security layer ({mechanism}); relaying its bytes opaquely to {backend}",
+                peer=self._peerText,
+                listener=self._listener.name,
+                mechanism=(self._layerWatch.mechanism or b"?").decode("ascii", "replace"),
+                backend=link.backend.name if link.backend else None,
+            )
+        link.writeRaw(data)
+        return True
+
+    def linkReceivedRaw(self, link: UpstreamLink, data: bytes) -> None:
+        """Backend bytes of an opaque session."""
+        self.transport.write(data)  # type: ignore[union-attr]
+
     def linkLost(self, link: UpstreamLink, reason: str) -> None:
-        if link is self._relayLink:
-            self._relayLink = None
+        if self._opaqueLink is link:
             self._closing = True
             self.transport.loseConnection()  # type: ignore[union-attr]
             return
@@ -448,14 +510,10 @@ class FrontendProtocol(Protocol):
         for other in [other for other in self._links.values() if other is not link]:
             del self._links[other.pool.name]
             other.close(unbind=True)
-        self._relayLink = link
+        self._opaqueLink = link
         self._secure = True
         self._cancelTimer("_pduTimer")
-        link.startRelay()
-
-    def linkRawReceived(self, link: UpstreamLink, data: bytes) -> None:
-        if link is self._relayLink and not self._closing:
-            self.transport.write(data)  # type: ignore[union-attr]
+        link.goOpaque()
 
     def _bindFailed(self, pending: Any) -> None:
         throttle = self._policy.throttle
@@ -522,9 +580,6 @@ class FrontendProtocol(Protocol):
                 listener=self._listener.name,
                 reason=reason.getErrorMessage(),
             )
-        if self._relayLink is not None:
-            link, self._relayLink = self._relayLink, None
-            link.close(abort=True)
 
     def _disconnect(self, resultCode: int, diagnosticMessage: str) -> None:
         """Notice of Disconnection, then close: the stream cannot go on."""
@@ -545,6 +600,7 @@ class FrontendFactory(ServerFactory):
     """Makes a L{FrontendProtocol} for each client of one listener."""
 
     _log = Logger()
+    noisy = False
 
     def __init__(
         self,

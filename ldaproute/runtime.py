@@ -10,16 +10,30 @@ the new rules while sessions and their upstream connections carry on.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from ldaproute.config import Config
-from ldaproute.pool import Backends
+from ldaproute.pool import Backends, BackendState
 from ldaproute.routing import Router
+from ldaproute.upstream import endpointFor
 
 
 class Runtime:
-    """The configuration in force and what is derived from it."""
+    """
+    The configuration in force and what is derived from it.
 
-    def __init__(self, config: Config) -> None:
+    @ivar endpointFactory: C{(reactor, backendState, timeout) -> endpoint},
+        how upstream connections reach a backend (tests give a fake).
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        endpointFactory: Callable[[Any, BackendState, float], Any] = endpointFor,
+    ) -> None:
         self.backends = Backends()
+        self.endpointFactory = endpointFactory
         self.apply(config)
 
     def apply(self, config: Config) -> None:

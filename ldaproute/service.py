@@ -115,6 +115,10 @@ def makeService(options: Options, reactor: Any = None) -> IService:
             service = strports.service(description, factory, reactor=reactor)
             service.setName(f"listener:{listener.name}:{description}")
             service.setServiceParent(top)
+    if options.routes.cldapEndpoints:
+        from ldaproute.cldap import CLDAPService
+
+        CLDAPService(runtime, reactor).setServiceParent(top)
     top.runtime = runtime  # type: ignore[attr-defined]
     #: listener name -> ServerTLS; SIGHUP calls .reload() on each
     top.serverTLS = serverTLS  # type: ignore[attr-defined]

@@ -12,14 +12,15 @@ in whole-PDU chunks, exactly as the backend sent them.
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 from typing import Protocol as TypingProtocol
 
 from twisted.internet import error
 from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import HostnameEndpoint, UNIXClientEndpoint, connectProtocol
+from twisted.internet.endpoints import HostnameEndpoint, UNIXClientEndpoint
 from twisted.internet.interfaces import IHandshakeListener, IReactorTime, IStreamClientEndpoint
-from twisted.internet.protocol import Protocol
+from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -52,9 +53,6 @@ class LinkOwner(TypingProtocol):
     def linkConnected(self, link: UpstreamLink) -> None:
         """The link's transport exists now (for flow control)."""
 
-    def linkRawReceived(self, link: UpstreamLink, data: bytes) -> None:
-        """Bytes from a link relaying untouched (StartTLS passthrough)."""
-
 
 def endpointFor(reactor: object, state: BackendState, timeout: float) -> IStreamClientEndpoint:
     """The Twisted endpoint that reaches a backend."""
@@ -75,14 +73,14 @@ def endpointFor(reactor: object, state: BackendState, timeout: float) -> IStream
 class UpstreamProtocol(Protocol):
     """
     Bytes from one backend connection to its link, whole PDUs at a time
-    (or untouched once C{raw}: StartTLS passthrough).
+    (or untouched once C{opaque}: SASL layer or StartTLS passthrough).
     """
 
     def __init__(self, link: UpstreamLink) -> None:
         self._link = link
         self._scanner = ber.ResponseScanner(MAX_BACKEND_PDU_BYTES)
-        self.raw = False
-        self.detached = False
+        self.opaque = False  # after a SASL security layer: bytes, not PDUs
+        self.detached = False  # after a failed TLS set-up: ignored
 
     def handshakeCompleted(self) -> None:
         if not self.detached:
@@ -97,7 +95,7 @@ class UpstreamProtocol(Protocol):
     def dataReceived(self, data: bytes) -> None:
         if self.detached:
             return
-        if self.raw:
+        if self.opaque:
             self._link.rawReceived(data)
             return
         try:
@@ -112,6 +110,18 @@ class UpstreamProtocol(Protocol):
     def connectionLost(self, reason: Failure = error.ConnectionDone) -> None:  # type: ignore[assignment]
         if not self.detached:
             self._link.connectionLost(reason)
+
+
+class _UpstreamFactory(Factory):
+    """One connection attempt's factory; quiet, as there is one per session."""
+
+    noisy = False
+
+    def __init__(self, link: UpstreamLink) -> None:
+        self._link = link
+
+    def buildProtocol(self, addr: object) -> UpstreamProtocol:
+        return UpstreamProtocol(self._link)
 
 
 class UpstreamLink:
@@ -132,7 +142,9 @@ class UpstreamLink:
         connectTimeout: float,
         replayBind: tuple[bytes, bytes] | None,
         peer: str,
+        endpointFactory: Callable[[Any, BackendState, float], IStreamClientEndpoint] | None = None,
     ) -> None:
+        self._endpointFactory = endpointFactory or endpointFor
         self._owner = owner
         self.pool = pool
         self._reactor = reactor
@@ -158,12 +170,11 @@ class UpstreamLink:
         self.backend = state
         self._tried.append(state.name)
         try:
-            endpoint = endpointFor(self._reactor, state, self._connectTimeout)
-        except ValueError as e:
+            endpoint = self._endpointFactory(self._reactor, state, self._connectTimeout)
+        except ValueError as e:  # unreadable TLS files
             self._connectFailed(Failure(e), state)
             return
-        protocol = UpstreamProtocol(self)
-        d: Deferred[UpstreamProtocol] = connectProtocol(endpoint, protocol)
+        d: Deferred[UpstreamProtocol] = endpoint.connect(_UpstreamFactory(self))
         d.addCallbacks(self._connected, self._connectFailed, errbackArgs=(state,))
 
     def _connected(self, protocol: UpstreamProtocol) -> None:
@@ -259,22 +270,6 @@ class UpstreamLink:
         self.state = "connecting"
         self._connectNext()
 
-    def startRelay(self) -> None:
-        """
-        StartTLS passthrough succeeded: from now on bytes go both ways
-        untouched, without framing.
-        """
-        self.state = "relay"
-        if self._protocol is not None:
-            self._protocol.raw = True
-
-    def writeRaw(self, data: bytes) -> None:
-        if self.state == "relay" and self._protocol is not None and self._protocol.transport is not None:
-            self._protocol.transport.write(data)
-
-    def rawReceived(self, data: bytes) -> None:
-        self._owner.linkRawReceived(self, data)
-
     def _ready(self) -> None:
         self.state = "ready"
         queued, self._queue = self._queue, []
@@ -296,6 +291,23 @@ class UpstreamLink:
             if self.state == "new":
                 self.state = "connecting"
                 self._connectNext()
+
+    def goOpaque(self) -> None:
+        """
+        The session negotiated a SASL security layer (see
+        L{ldaproute.sasllayer}): from now on, bytes in both directions are
+        relayed untouched.
+        """
+        if self._protocol is not None:
+            self._protocol.opaque = True
+
+    def writeRaw(self, data: bytes) -> None:
+        """Client bytes of an opaque session, as they are."""
+        if self._protocol is not None and self._protocol.transport is not None:
+            self._protocol.transport.write(data)
+
+    def rawReceived(self, data: bytes) -> None:
+        self._owner.linkReceivedRaw(self, data)  # type: ignore[attr-defined]
 
     def rebind(self, credentials: tuple[bytes, bytes]) -> None:
         """

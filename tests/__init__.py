@@ -1,0 +1,1 @@
+"""ldaproute's tests: unit tests on in-memory transports, integration tests against real slapd."""

@@ -38,7 +38,7 @@ import socket
 import subprocess
 import time
 import urllib.parse
-from typing import IO, Any, Mapping
+from typing import IO, Any, Callable, Mapping
 
 from tests.certs import ServerCert, makeCA, makeCert
 
@@ -49,6 +49,7 @@ __all__ = [
     "freePort",
     "ssha",
     "REFERRAL_URL_TEMPLATE",
+    "SlapdFactory",
 ]
 
 #: The C{ref} value of the referral entry; C{%s} is the instance's suffix.
@@ -222,8 +223,8 @@ class Slapd:
 
     @property
     def url(self) -> str:
-        """C{ldap://127.0.0.1:PORT/}; StartTLS is available here with TLS."""
-        return f"ldap://127.0.0.1:{self._port}/"
+        """C{ldap://127.0.0.1:PORT} (no trailing slash: ldap3 refuses one); StartTLS is available here with TLS."""
+        return f"ldap://127.0.0.1:{self._port}"
 
     @property
     def ldapsPort(self) -> int | None:
@@ -232,10 +233,10 @@ class Slapd:
 
     @property
     def ldapsURL(self) -> str | None:
-        """C{ldaps://127.0.0.1:PORT/}, or L{None} without TLS."""
+        """C{ldaps://127.0.0.1:PORT}, or L{None} without TLS."""
         if self._ldapsPort is None:
             return None
-        return f"ldaps://127.0.0.1:{self._ldapsPort}/"
+        return f"ldaps://127.0.0.1:{self._ldapsPort}"
 
     @property
     def ldapiPath(self) -> str | None:
@@ -634,3 +635,54 @@ class Slapd:
 
     def __repr__(self) -> str:
         return f"<Slapd {self.suffix} {self.url} pid={self.pid}>"
+
+
+#: The type of the C{slapdFactory} fixture: keyword arguments of L{Slapd}
+#: (except C{directory}) in, a started instance out.
+SlapdFactory = Callable[..., Slapd]
+
+
+def main(argv: list[str] | None = None) -> None:
+    """
+    Run one instance in the foreground until interrupted, for manual use:
+    C{python -m tests.slapd --entries 10000 --tls}.
+    """
+    import argparse
+    import sys
+    import tempfile
+
+    parser = argparse.ArgumentParser(prog="python -m tests.slapd", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dir", help="instance directory (default: a new temp dir)")
+    parser.add_argument("--port", type=int, default=None)
+    parser.add_argument("--suffix", default="dc=example,dc=com")
+    parser.add_argument("--entries", type=int, default=2000)
+    parser.add_argument("--tls", action="store_true")
+    parser.add_argument("--access-log", action="store_true")
+    args = parser.parse_args(argv)
+    directory = args.dir or tempfile.mkdtemp(prefix="ldaproute-slapd-")
+    os.makedirs(directory, exist_ok=True)
+    instance = Slapd(directory, port=args.port, suffix=args.suffix, entries=args.entries,
+                     tls=args.tls, accessLog=args.access_log)
+    instance.start()
+    sys.stdout.write(f"{instance.url}\n")
+    sys.stderr.write(f"dir={directory} pid={instance.pid} ldaps={instance.ldapsURL} "
+                     f"ca={instance.caFile} rootDN={instance.rootDN} rootPW={instance.rootPW}\n")
+    sys.stdout.flush()
+
+    def interrupted(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    # a handler, not a blocked signal mask: slapd would inherit the mask
+    signal.signal(signal.SIGTERM, interrupted)
+    try:
+        while instance.running:
+            signal.pause()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        instance.stop()
+
+
+if __name__ == "__main__":
+    main()

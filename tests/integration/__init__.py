@@ -1,0 +1,3 @@
+"""
+Integration tests: real slapd on loopback (see tests.slapd), real clients.
+"""

@@ -22,9 +22,7 @@ from typing import Any, Callable, Iterator
 import pytest
 
 from tests.certs import CA, makeCA
-from tests.slapd import Slapd, freePort as _freePort
-
-SlapdFactory = Callable[..., Slapd]
+from tests.slapd import Slapd, SlapdFactory, freePort as _freePort
 
 
 @pytest.fixture(scope="session")

@@ -14,8 +14,7 @@ import uuid
 import pytest
 
 from tests.certs import CA, makeCert
-from tests.integration.conftest import SlapdFactory
-from tests.slapd import Slapd, SlapdNotFound
+from tests.slapd import Slapd, SlapdFactory, SlapdNotFound
 
 
 def run(
@@ -251,3 +250,34 @@ def test_missingSlapdFails(monkeypatch: pytest.MonkeyPatch, tmp_path: os.PathLik
     monkeypatch.setattr("shutil.which", lambda *a, **kw: None)
     with pytest.raises(SlapdNotFound, match="install the Debian packages slapd ldap-utils"):
         Slapd(str(tmp_path))
+
+
+def test_ldap3Clients(slapd: Slapd) -> None:
+    """
+    ldap3 (a second, independent client) accepts slapd.url as given, binds
+    with DIGEST-MD5 (possible because slapd offers no SASL security layer),
+    and verifies the StartTLS certificate against slapd.caFile.
+    """
+    import ssl
+
+    import ldap3
+
+    connection = ldap3.Connection(
+        ldap3.Server(slapd.url),
+        authentication=ldap3.SASL,
+        sasl_mechanism=ldap3.DIGEST_MD5,
+        sasl_credentials=(None, slapd.saslUser, slapd.saslPassword, None),
+    )
+    assert connection.bind(), connection.result
+    assert connection.extend.standard.who_am_i() == "dn:" + slapd.saslUserDN
+    connection.unbind()
+
+    tls = ldap3.Tls(ca_certs_file=slapd.caFile, validate=ssl.CERT_REQUIRED)
+    connection = ldap3.Connection(
+        ldap3.Server(slapd.url, tls=tls), slapd.userDN(3), slapd.userPassword(3)
+    )
+    connection.open()
+    assert connection.start_tls()
+    assert connection.bind(), connection.result
+    assert connection.extend.standard.who_am_i() == "dn:" + slapd.userDN(3)
+    connection.unbind()

@@ -1,0 +1,626 @@
+# -*- test-case-name: tests.test_cldap -*-
+"""
+Connectionless LDAP (CLDAP, RFC 1798) on UDP: the "LDAP ping" Windows and
+SSSD clients send to find a domain controller (MS-ADTS 6.3.3).
+
+Owns the UDP side only: reading a datagram (the same L{ber.Framer} and
+L{ber.Envelope} as TCP), routing it as listener C{"cldap"}, and answering it
+in one of two ways per backend:
+
+  - forward mode (the backend has a C{cldap_port}, 389 by default): the
+    request goes to the backend's CLDAP port under a proxy-chosen messageID
+    (so clients that all use the same ID cannot be confused), every reply
+    datagram comes back with the client's messageID put back, byte for byte
+    otherwise.  No reply within C{cldap_timeout}: the next backend of the
+    pool is tried, then the client gets unavailable (52).
+  - answer mode (C{cldap_port = none}, e.g. OpenLDAP): a base search of the
+    rootDSE is answered from a rootDSE fetched over TCP from a backend of
+    the pool and cached for C{cldap_rootdse_ttl}; only the attributes asked
+    for are returned.  Anything else (other bases or scopes, an AD Netlogon
+    ping) gets unwillingToPerform (53) saying why.
+
+Abuse: a datagram that is not whole, well-formed LDAP requests is dropped
+and counted (C{dropped["malformed"]}), as are datagrams over the per-source
+rate limit (C{cldap_rate_limit} per second, C{dropped["rate-limited"]}).
+The proxy never sends a spoofable source more than C{cldap_amplification}
+times the bytes it sent, except a backend's reply to a well-formed Netlogon
+ping; a reply over the limit is replaced by a short result, or dropped
+(C{dropped["amplification"]}) if even that is too big.
+
+Replies over C{cldap_max_datagram}: never sent as one oversized datagram
+(which IP would fragment) nor split.  The client gets instead a
+SearchResultDone with sizeLimitExceeded (4) and "use LDAP over TCP", which
+is what RFC 1798 clients and SSSD treat as "ask over TCP".  (AD's own
+behaviour is to keep Netlogon replies small; it has no documented answer
+for an oversized one.)  Counted in C{oversized}.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.protocol import DatagramProtocol, Protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from ldaproute import ber
+from ldaproute.config import parseUDPEndpoint
+from ldaproute.pool import BackendState, PoolState
+from ldaproute.routing import noRouteResult
+
+#: The listener name CLDAP datagrams are routed under (C{listener = cldap}).
+LISTENER = "cldap"
+
+_SEQUENCE = 0x30
+_INTEGER = 0x02
+_OCTET_STRING = 0x04
+_ENUMERATED = 0x0A
+
+#: Sources remembered by the rate limiter before stale ones are forgotten.
+_MAX_SOURCES = 65536
+
+
+# --- byte-level reading of a search request ----------------------------------
+
+
+@attrs.frozen
+class SearchRequest:
+    """What CLDAP needs of a search request: base, scope, attributes."""
+
+    base: bytes
+    scope: int
+    attributes: tuple[bytes, ...]
+
+    @property
+    def isPing(self) -> bool:
+        """A well-formed AD LDAP ping: rootDSE, base scope, Netlogon."""
+        return (
+            self.base == b""
+            and self.scope == 0
+            and len(self.attributes) == 1
+            and self.attributes[0].lower() == b"netlogon"
+        )
+
+
+def _element(pdu: bytes, pos: int, end: int) -> tuple[int, int, int]:
+    """C{(tag, contentStart, contentEnd)} of the BER element at C{pos}."""
+    if pos + 2 > end:
+        raise ber.FramingError("malformed", "truncated search request")
+    header = ber._readLength(pdu, pos + 1, end)
+    if header is None:
+        raise ber.FramingError("malformed", "truncated search request")
+    length, start = header
+    if start + length > end:
+        raise ber.FramingError("malformed", "search request field overruns its operation")
+    return pdu[pos], start, start + length
+
+
+def readSearchRequest(pdu: bytes, envelope: ber.Envelope) -> SearchRequest:
+    """
+    Read base, scope and attribute list of a search request without ldaptor.
+
+    @raise ber.FramingError: not a well-formed SearchRequest.
+    """
+    end = envelope.contentEnd
+    fields = []
+    pos = envelope.contentStart
+    for _ in range(7):  # base, scope, deref, sizeLimit, timeLimit, typesOnly, filter
+        tag, start, stop = _element(pdu, pos, end)
+        fields.append((tag, start, stop))
+        pos = stop
+    tag, start, stop = _element(pdu, pos, end)
+    if tag != _SEQUENCE or stop != end:
+        raise ber.FramingError("malformed", "search request without an attribute list")
+    attributes = []
+    pos = start
+    while pos < stop:
+        tag, aStart, aStop = _element(pdu, pos, stop)
+        if tag != _OCTET_STRING:
+            raise ber.FramingError("malformed", "attribute list item is not a string")
+        attributes.append(pdu[aStart:aStop])
+        pos = aStop
+    (baseTag, bStart, bStop), (scopeTag, sStart, sStop) = fields[0], fields[1]
+    if baseTag != _OCTET_STRING or scopeTag != _ENUMERATED or sStop - sStart != 1:
+        raise ber.FramingError("malformed", "search request with a bad base or scope")
+    return SearchRequest(pdu[bStart:bStop], pdu[sStart], tuple(attributes))
+
+
+def withMessageID(pdu: bytes, messageID: int) -> bytes:
+    """The same LDAPMessage with another messageID, every other byte kept."""
+    header = ber._readLength(pdu, 1, len(pdu))
+    if header is None or pdu[header[1]] != _INTEGER:
+        raise ber.FramingError("malformed", "LDAPMessage without a messageID")
+    _, pos = header
+    rest = pdu[pos + 2 + pdu[pos + 1] :]
+    return ber.tlv(_SEQUENCE, ber.tlv(_INTEGER, ber.encodeInteger(messageID)) + rest)
+
+
+def _messageIDOf(pdu: bytes) -> int:
+    header = ber._readLength(pdu, 1, len(pdu))
+    if header is None or header[1] + 2 > len(pdu) or pdu[header[1]] != _INTEGER:
+        raise ber.FramingError("malformed", "LDAPMessage without a messageID")
+    _, pos = header
+    n = pdu[pos + 1]
+    if not 1 <= n <= 4:
+        raise ber.FramingError("malformed", "bad messageID")
+    return int.from_bytes(pdu[pos + 2 : pos + 2 + n], "big")
+
+
+def _tagOf(pdu: bytes) -> int:
+    header = ber._readLength(pdu, 1, len(pdu))
+    assert header is not None
+    _, pos = header
+    return pdu[pos + 2 + pdu[pos + 1]]
+
+
+# --- counters ----------------------------------------------------------------
+
+
+@attrs.define
+class CLDAPCounters:
+    """What the CLDAP side has seen; read by tests and (later) metrics."""
+
+    received: int = 0
+    forwarded: int = 0
+    answered: int = 0
+    relayed: int = 0
+    timeouts: int = 0
+    oversized: int = 0
+    dropped: dict[str, int] = attrs.field(factory=dict)
+
+    def drop(self, reason: str) -> None:
+        self.dropped[reason] = self.dropped.get(reason, 0) + 1
+
+    @property
+    def droppedTotal(self) -> int:
+        return sum(self.dropped.values())
+
+
+class RateLimiter:
+    """A token bucket per source address: C{rate} datagrams a second, burst C{rate}."""
+
+    def __init__(self, rate: int, clock: IReactorTime) -> None:
+        self.rate = rate
+        self._clock = clock
+        self._buckets: dict[str, tuple[float, float]] = {}
+
+    def allow(self, source: str) -> bool:
+        now = self._clock.seconds()
+        tokens, last = self._buckets.get(source, (float(self.rate), now))
+        tokens = min(float(self.rate), tokens + (now - last) * self.rate)
+        if len(self._buckets) >= _MAX_SOURCES and source not in self._buckets:
+            self._forgetStale(now)
+        if tokens < 1.0:
+            self._buckets[source] = (tokens, now)
+            return False
+        self._buckets[source] = (tokens - 1.0, now)
+        return True
+
+    def _forgetStale(self, now: float) -> None:
+        full = 1.0  # a bucket idle for a second is full again: forget it
+        self._buckets = {k: v for k, v in self._buckets.items() if now - v[1] < full}
+        if len(self._buckets) >= _MAX_SOURCES:
+            self._buckets.clear()
+
+
+# --- the rootDSE cache (answer mode) --------------------------------------------
+
+
+class _RootDSEFetch(Protocol):
+    """One TCP connection that reads a backend's rootDSE, then closes."""
+
+    def __init__(self, done: Deferred[bytes]) -> None:
+        self._done = done
+        self._scanner = ber.Framer(16 * 1024 * 1024)
+        self._entry = b""
+
+    def connectionMade(self) -> None:
+        from ldaptor.protocols import pureldap
+
+        request = pureldap.LDAPSearchRequest(
+            baseObject=b"", scope=pureldap.LDAP_SCOPE_baseObject, derefAliases=0, sizeLimit=0,
+            timeLimit=10, typesOnly=0, filterText=b"(objectClass=*)", attributes=[b"*", b"+"],
+        )
+        self.transport.write(pureldap.LDAPMessage(request, id=1).toWire())  # type: ignore[union-attr]
+
+    def dataReceived(self, data: bytes) -> None:
+        try:
+            pdus = self._scanner.feed(data)
+        except ber.FramingError as e:
+            self._finish(Failure(e))
+            return
+        for pdu in pdus:
+            tag = _tagOf(pdu)
+            if tag == ber.SEARCH_RESULT_ENTRY:
+                self._entry = pdu
+            elif tag == ber.SEARCH_RESULT_DONE:
+                self._finish(self._entry)
+
+    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+        self._finish(Failure(ConnectionError("connection closed before the rootDSE arrived")))
+
+    def _finish(self, result: Any) -> None:
+        if self._done is None:
+            return
+        done, self._done = self._done, None  # type: ignore[assignment]
+        if self.transport is not None:
+            self.transport.loseConnection()
+        if isinstance(result, Failure):
+            done.errback(result)
+        elif not result:
+            done.errback(Failure(ConnectionError("the backend returned no rootDSE entry")))
+        else:
+            done.callback(result)
+
+
+def _rootDSEAttributes(entryPDU: bytes) -> list[tuple[bytes, list[bytes]]]:
+    from ldaptor.protocols import pureber, pureldap
+
+    decoder = pureldap.LDAPBERDecoderContext_TopLevel(
+        inherit=pureldap.LDAPBERDecoderContext_LDAPMessage(
+            fallback=pureldap.LDAPBERDecoderContext(fallback=pureber.BERDecoderContext()),
+            inherit=pureldap.LDAPBERDecoderContext(fallback=pureber.BERDecoderContext()),
+        )
+    )
+    message, _ = pureber.berDecodeObject(decoder, entryPDU)
+    attributes = []
+    for name, values in message.value.attributes:
+        attributes.append((_asBytes(name), [_asBytes(v) for v in values]))
+    return attributes
+
+
+def _asBytes(value: Any) -> bytes:
+    return value if isinstance(value, bytes) else str(value).encode("utf-8")
+
+
+class RootDSECache:
+    """
+    A pool's rootDSE, fetched over TCP from one of its backends and kept
+    for C{ttl} seconds; concurrent requests share one fetch.
+    """
+
+    _log = Logger()
+
+    def __init__(self, reactor: Any, ttl: float, timeout: float, connect: Callable[..., Deferred[Any]] | None = None) -> None:
+        self._reactor = reactor
+        self.ttl = ttl
+        self.timeout = timeout
+        self._connect = connect or self._connectTCP
+        self._cached: dict[str, tuple[float, list[tuple[bytes, list[bytes]]]]] = {}
+        self._waiting: dict[str, list[Deferred[Any]]] = {}
+        self.fetches = 0
+
+    def get(self, pool: PoolState) -> Deferred[list[tuple[bytes, list[bytes]]]]:
+        now = self._reactor.seconds()
+        cached = self._cached.get(pool.name)
+        d: Deferred[Any] = Deferred()
+        if cached is not None and now - cached[0] < self.ttl:
+            d.callback(cached[1])
+            return d
+        waiting = self._waiting.get(pool.name)
+        if waiting is not None:
+            waiting.append(d)
+            return d
+        self._waiting[pool.name] = [d]
+        self._fetch(pool, [s for s in pool.candidates() if s.backend.cldapPort is None])
+        return d
+
+    def _fetch(self, pool: PoolState, candidates: list[BackendState]) -> None:
+        if not candidates:
+            self._deliver(pool.name, Failure(ConnectionError(f"no backend of pool {pool.name!r} gave its rootDSE")))
+            return
+        state, rest = candidates[0], candidates[1:]
+        self.fetches += 1
+        done: Deferred[bytes] = Deferred()
+        done.addTimeout(self.timeout, self._reactor)
+        self._connect(state, _RootDSEFetch(done)).addErrback(lambda f: done.called or done.errback(f))
+
+        def ok(entry: bytes) -> None:
+            attributes = _rootDSEAttributes(entry)
+            self._cached[pool.name] = (self._reactor.seconds(), attributes)
+            self._deliver(pool.name, attributes)
+
+        def failed(reason: Failure) -> None:
+            self._log.warn(
+                "Cannot read the rootDSE of backend {backend} for CLDAP: {error}",
+                backend=state.name, pool=pool.name, error=reason.getErrorMessage(),
+            )
+            self._fetch(pool, rest)
+
+        done.addCallbacks(ok, failed)
+
+    def _deliver(self, poolName: str, result: Any) -> None:
+        for d in self._waiting.pop(poolName, []):
+            if isinstance(result, Failure):
+                d.errback(result)
+            else:
+                d.callback(result)
+
+    def _connectTCP(self, state: BackendState, protocol: Protocol) -> Deferred[Any]:
+        from twisted.internet.endpoints import connectProtocol
+
+        from ldaproute.upstream import endpointFor
+
+        return connectProtocol(endpointFor(self._reactor, state, self.timeout), protocol)
+
+
+# --- the datagram protocols ------------------------------------------------------
+
+
+@attrs.define
+class _Pending:
+    """A forwarded request waiting for its backend's reply."""
+
+    clientID: int
+    client: tuple[str, int]
+    downstream: CLDAPProtocol
+    requestSize: int
+    isPing: bool
+    candidates: list[BackendState]
+    backend: BackendState | None = None
+    timer: IDelayedCall | None = None
+    startedAt: float = 0.0
+
+
+class _UpstreamDatagrams(DatagramProtocol):
+    """The proxy's own UDP port towards backends' CLDAP services."""
+
+    def __init__(self, relay: CLDAPRelay) -> None:
+        self._relay = relay
+
+    def datagramReceived(self, datagram: bytes, addr: Any) -> None:
+        self._relay.backendReplied(datagram, (addr[0], addr[1]))
+
+
+class CLDAPRelay:
+    """
+    The CLDAP logic shared by every UDP listener: routing, forwarding with
+    timeouts and failover, answer mode, the abuse guards and the counters.
+    """
+
+    _log = Logger()
+
+    def __init__(self, runtime: Any, reactor: Any, send: Callable[[bytes, tuple[str, int]], None] | None = None) -> None:
+        self._runtime = runtime
+        self._reactor = reactor
+        config = runtime.config
+        self.counters = CLDAPCounters()
+        self.limiter = RateLimiter(config.cldapRateLimit, reactor)
+        self.rootDSE = RootDSECache(reactor, config.cldapRootDSETTL, config.cldapTimeout)
+        self._pending: dict[int, _Pending] = {}
+        self._sendUpstream = send
+        #: round-trip times (seconds) of forwarded requests, latest last
+        self.roundTrips: list[float] = []
+
+    def upstreamProtocol(self) -> DatagramProtocol:
+        protocol = _UpstreamDatagrams(self)
+
+        def send(datagram: bytes, addr: tuple[str, int]) -> None:
+            protocol.transport.write(datagram, addr)  # type: ignore[union-attr]
+
+        self._sendUpstream = send
+        return protocol
+
+    @property
+    def config(self) -> Any:
+        return self._runtime.config
+
+    # --- requests ---------------------------------------------------------
+
+    def datagramReceived(self, downstream: CLDAPProtocol, datagram: bytes, addr: tuple[str, int]) -> None:
+        counters = self.counters
+        counters.received += 1
+        if not self.limiter.allow(addr[0]):
+            counters.drop("rate-limited")
+            return
+        try:
+            framer = ber.Framer(self.config.cldapMaxDatagram)
+            pdus = framer.feed(datagram)
+            if not pdus or framer.buffered:
+                raise ber.FramingError("malformed", "datagram is not whole LDAPMessages")
+            requests = []
+            for pdu in pdus:
+                envelope = ber.Envelope.fromBytes(pdu)
+                search = readSearchRequest(pdu, envelope) if envelope.opTag == ber.SEARCH_REQUEST else None
+                requests.append((pdu, envelope, search))
+        except ber.FramingError as e:
+            counters.drop("malformed")
+            self._log.debug("Dropped a malformed CLDAP datagram from {peer}: {reason}", peer=f"{addr[0]}:{addr[1]}",
+                            reason=e.detail, listener=LISTENER)
+            return
+        for pdu, envelope, search in requests:
+            self._request(downstream, addr, pdu, envelope, search, len(datagram))
+
+    def _request(
+        self, downstream: CLDAPProtocol, addr: tuple[str, int], pdu: bytes, envelope: ber.Envelope,
+        search: SearchRequest | None, requestSize: int,
+    ) -> None:
+        if search is None:
+            if envelope.opTag in (ber.ABANDON_REQUEST, ber.UNBIND_REQUEST):
+                return  # nothing to answer (RFC 1798 allows abandon; unbind has no answer)
+            self._answer(downstream, addr, requestSize, ber.resultFor(
+                envelope, ber.UNWILLING_TO_PERFORM, "CLDAP serves search requests only"))
+            return
+        route = self._runtime.router.routeFor(LISTENER, ber.SEARCH_REQUEST, search.base, None, addr[0])
+        if route is None or route.reject is not None:
+            code, text = noRouteResult(ber.SEARCH_REQUEST) if route is None else (route.reject.resultCode, route.reject.message)  # type: ignore[union-attr]
+            self._answer(downstream, addr, requestSize, ber.resultFor(envelope, code, text))
+            return
+        pool = self._runtime.backends.pools[route.pool]
+        candidates = list(pool.candidates())
+        forwarding = [state for state in candidates if state.backend.cldapPort is not None]
+        if forwarding:
+            pending = _Pending(envelope.messageID, addr, downstream, requestSize, search.isPing, forwarding,
+                               startedAt=self._reactor.seconds())
+            self._forward(pending, pdu)
+            return
+        self._answerFromRootDSE(downstream, addr, pdu, envelope, search, requestSize, pool)
+
+    # --- forward mode -------------------------------------------------------
+
+    def _forward(self, pending: _Pending, pdu: bytes) -> None:
+        if not pending.candidates:
+            self.counters.timeouts += 1
+            self._answer(pending.downstream, pending.client, pending.requestSize, ber.result(
+                pending.clientID, ber.SEARCH_RESULT_DONE, ber.UNAVAILABLE,
+                "no CLDAP backend answered in time"))
+            return
+        state = pending.candidates.pop(0)
+        pending.backend = state
+        proxyID = secrets.randbelow(0x7FFFFFFE) + 1
+        while proxyID in self._pending:
+            proxyID = secrets.randbelow(0x7FFFFFFE) + 1
+        self._pending[proxyID] = pending
+        pending.timer = self._reactor.callLater(self.config.cldapTimeout, self._timedOut, proxyID, pdu)
+        self.counters.forwarded += 1
+        assert self._sendUpstream is not None and state.backend.cldapPort is not None
+        self._sendUpstream(withMessageID(pdu, proxyID), (state.backend.url.host, state.backend.cldapPort))
+
+    def _timedOut(self, proxyID: int, pdu: bytes) -> None:
+        pending = self._pending.pop(proxyID, None)
+        if pending is None:
+            return
+        self._log.warn("CLDAP backend {backend} did not answer within {timeout} s",
+                       backend=pending.backend.name if pending.backend else None,
+                       timeout=self.config.cldapTimeout, peer=f"{pending.client[0]}:{pending.client[1]}",
+                       listener=LISTENER)
+        self._forward(pending, pdu)
+
+    def backendReplied(self, datagram: bytes, addr: tuple[str, int]) -> None:
+        try:
+            pdus = ber.Framer(65536).feed(datagram)
+            if not pdus:
+                raise ber.FramingError("malformed", "empty reply")
+            proxyID = _messageIDOf(pdus[0])
+        except ber.FramingError:
+            self.counters.drop("backend-malformed")
+            return
+        pending = self._pending.get(proxyID)
+        backend = pending.backend.backend if pending is not None and pending.backend is not None else None
+        if pending is None or backend is None or addr != (backend.url.host, backend.cldapPort):
+            self.counters.drop("unexpected-reply")
+            return
+        try:
+            ids = {_messageIDOf(pdu) for pdu in pdus}
+            if ids != {proxyID}:
+                raise ber.FramingError("malformed", "reply mixes messageIDs")
+            finished = any(_tagOf(pdu) == ber.SEARCH_RESULT_DONE for pdu in pdus)
+            reply = b"".join(withMessageID(pdu, pending.clientID) for pdu in pdus)
+        except ber.FramingError:
+            self.counters.drop("backend-malformed")
+            return
+        if finished:
+            del self._pending[proxyID]
+            if pending.timer is not None and pending.timer.active():
+                pending.timer.cancel()
+            self.roundTrips.append(self._reactor.seconds() - pending.startedAt)
+            del self.roundTrips[:-1000]
+        self.counters.relayed += 1
+        self._answer(pending.downstream, pending.client, pending.requestSize, reply,
+                     fromBackendPing=pending.isPing, messageID=pending.clientID)
+
+    # --- answer mode -----------------------------------------------------------
+
+    def _answerFromRootDSE(
+        self, downstream: CLDAPProtocol, addr: tuple[str, int], pdu: bytes, envelope: ber.Envelope,
+        search: SearchRequest, requestSize: int, pool: PoolState,
+    ) -> None:
+        def refuse(text: str) -> None:
+            self._answer(downstream, addr, requestSize, ber.resultFor(envelope, ber.UNWILLING_TO_PERFORM, text))
+
+        if search.base != b"" or search.scope != 0:
+            refuse(f"pool {pool.name!r} has no CLDAP service: only base searches of the rootDSE are answered over UDP")
+            return
+        if any(a.lower() == b"netlogon" for a in search.attributes):
+            refuse(f"pool {pool.name!r} has no CLDAP service: no Netlogon (AD LDAP ping) answers")
+            return
+
+        def answer(attributes: list[tuple[bytes, list[bytes]]]) -> None:
+            from ldaptor.protocols import pureldap
+
+            wanted = {a.lower() for a in search.attributes}
+            everything = not wanted or b"*" in wanted or b"+" in wanted
+            chosen = [(n, v) for n, v in attributes if everything or n.lower() in wanted]
+            entry = pureldap.LDAPMessage(pureldap.LDAPSearchResultEntry(b"", chosen), id=envelope.messageID).toWire()
+            done = ber.result(envelope.messageID, ber.SEARCH_RESULT_DONE, ber.SUCCESS)
+            self.counters.answered += 1
+            self._answer(downstream, addr, requestSize, entry + done, messageID=envelope.messageID)
+
+        def failed(reason: Failure) -> None:
+            self._answer(downstream, addr, requestSize, ber.resultFor(
+                envelope, ber.UNAVAILABLE, f"no backend of pool {pool.name!r} gave its rootDSE"))
+
+        self.rootDSE.get(pool).addCallbacks(answer, failed)
+
+    # --- replies and guards -------------------------------------------------------
+
+    def _answer(
+        self, downstream: CLDAPProtocol, addr: tuple[str, int], requestSize: int, reply: bytes | None,
+        fromBackendPing: bool = False, messageID: int | None = None,
+    ) -> None:
+        if reply is None:
+            return
+        config = self.config
+        if len(reply) > config.cldapMaxDatagram:
+            self.counters.oversized += 1
+            if messageID is None:
+                messageID = _messageIDOf(reply)
+            reply = ber.result(messageID, ber.SEARCH_RESULT_DONE, ber.SIZE_LIMIT_EXCEEDED,
+                               f"reply of {len(reply)} bytes exceeds the CLDAP datagram limit: use LDAP over TCP")
+            fromBackendPing = False
+        if not fromBackendPing and len(reply) > config.cldapAmplification * requestSize:
+            self.counters.drop("amplification")
+            return
+        downstream.transport.write(reply, addr)  # type: ignore[union-attr]
+
+    def stop(self) -> None:
+        for pending in self._pending.values():
+            if pending.timer is not None and pending.timer.active():
+                pending.timer.cancel()
+        self._pending.clear()
+
+
+class CLDAPProtocol(DatagramProtocol):
+    """One UDP listener: datagrams in, to the shared L{CLDAPRelay}."""
+
+    def __init__(self, relay: CLDAPRelay) -> None:
+        self._relay = relay
+
+    def datagramReceived(self, datagram: bytes, addr: Any) -> None:
+        self._relay.datagramReceived(self, datagram, (addr[0], addr[1]))
+
+
+class CLDAPService(Service):
+    """
+    The C{cldap} endpoints of [ldaproute] and the proxy's UDP port towards
+    backends, opened when the service starts.
+    """
+
+    name = "cldap"
+
+    def __init__(self, runtime: Any, reactor: Any) -> None:
+        self.runtime = runtime
+        self.reactor = reactor
+        self.relay = CLDAPRelay(runtime, reactor)
+        self.ports: list[Any] = []
+
+    def startService(self) -> None:
+        super().startService()
+        self.ports.append(self.reactor.listenUDP(0, self.relay.upstreamProtocol()))
+        for description in self.runtime.config.cldapEndpoints:
+            port, interface = parseUDPEndpoint(description)
+            self.ports.append(self.reactor.listenUDP(port, CLDAPProtocol(self.relay), interface=interface))
+
+    def stopService(self) -> Deferred[Any] | None:  # type: ignore[override]
+        super().stopService()
+        self.relay.stop()
+        ports, self.ports = self.ports, []
+        for port in ports:
+            port.stopListening()
+        return None

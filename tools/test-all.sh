@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Install everything the test suite needs (Debian packages when missing, the
+# package itself with its test extra) and run the whole suite.
+# Usage: bash tools/test-all.sh [pytest arguments]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Debian packages the tests drive: a real OpenLDAP server and its clients,
+# the SASL mechanisms (DIGEST-MD5, SCRAM) the SASL tests bind with, and a
+# Samba AD DC for the Active Directory tests (CLDAP, GC, sealed SASL).
+packages="slapd ldap-utils libsasl2-modules openssl
+samba samba-ad-dc samba-ad-provision samba-dsdb-modules samba-vfs-modules winbind smbclient krb5-user ldb-tools"
+missing=""
+for package in $packages; do
+    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing="$missing $package"
+done
+if [ -n "$missing" ]; then
+    echo "installing Debian packages:$missing"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    # shellcheck disable=SC2086
+    apt-get install -y -qq --no-install-recommends $missing
+fi
+
+python3 -m pip install --quiet --disable-pip-version-check '.[test]'
+exec python3 -m pytest "$@"
