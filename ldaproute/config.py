@@ -529,6 +529,7 @@ class _Loader:
         if cert is not None:
             from ldaproute.tls import checkKeyPair
 
+            assert key is not None
             try:
                 checkKeyPair(cert, key)
             except ValueError as e:

@@ -131,6 +131,14 @@ class FrontendProtocol(Protocol):
         self._peerText, self._peerAddress = describePeer(self.transport.getPeer())  # type: ignore[union-attr]
         self.session = Session(self._peerText, self._listener.name)
         self._secure = ISSLTransport.providedBy(self.transport)
+        if not self._policy.limits.allowed(self._peerAddress):
+            # behind haproxy: endpoints, the real client address is only known now
+            self._log.warn(
+                "Connection from {peer} refused: not in client_network", peer=self._peerText, listener=self._listener.name
+            )
+            self._closing = True
+            self.transport.abortConnection()  # type: ignore[union-attr]
+            return
         refusal = self._policy.limits.admit(self._peerAddress)
         if refusal is not None:
             self._log.warn(

@@ -218,3 +218,17 @@ def test_allowlistClosesAtAccept() -> None:
     factory = FrontendFactory(config.listeners[0], Runtime(config), MemoryReactorClock())
     assert factory.buildProtocol(IPv4Address("TCP", "10.0.0.1", 1)) is None
     assert factory.buildProtocol(IPv4Address("TCP", "192.168.3.4", 1)) is not None
+
+
+def test_allowlistCheckedAgainstRealPeer() -> None:
+    """Behind haproxy: the accept address is the balancer's; the peer known at connectionMade decides."""
+    config = Config.fromString("[ldaproute]\nlisten = tcp:389\nclient_network = 192.168.0.0/16\n" + BASE)
+    factory = FrontendFactory(config.listeners[0], Runtime(config), MemoryReactorClock())
+    protocol = factory.buildProtocol(IPv4Address("TCP", "192.168.0.1", 1))
+    assert protocol is not None
+    transport = StringTransport(peerAddress=IPv4Address("TCP", "10.9.9.9", 2))
+    protocol.makeConnection(transport)
+    assert transport.value() == b""
+    assert transport.disconnecting
+    protocol.connectionLost()
+    assert factory.policy.limits.total == 0
