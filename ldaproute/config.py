@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import configparser
 import ipaddress
+import os
 import re
 from collections.abc import Callable
 from typing import Any
@@ -130,6 +131,29 @@ def _choice(*choices: str) -> Callable[[str], str]:
         return cleaned
 
     return parse
+
+
+def _optionalPositiveInt(value: str) -> int | None:
+    if value.strip().lower() in ("off", "none", "unlimited"):
+        return None
+    return _positiveInt(value)
+
+
+def _optionalSeconds(value: str) -> float | None:
+    if value.strip().lower() in ("off", "none"):
+        return None
+    return _seconds(value)
+
+
+def _file(value: str) -> str:
+    path = value.strip()
+    if not path:
+        raise _Invalid("expected a file path")
+    if not os.path.isfile(path):
+        raise _Invalid(f"no such file {path!r}")
+    if not os.access(path, os.R_OK):
+        raise _Invalid(f"cannot read {path!r}")
+    return path
 
 
 def _endpoints(value: str) -> tuple[str, ...]:
@@ -270,6 +294,16 @@ class Backend:
     priority: int = 0
     #: upstream connections allowed at once; L{None} for no cap.
     maxConnections: int | None = None
+    tls: str = "none"  # "none", "starttls" or "ldaps"
+    caFile: str | None = None
+    clientCert: str | None = None
+    clientKey: str | None = None
+    serverName: str | None = None  # the name to verify; default url.host
+
+    @property
+    def verifyName(self) -> str:
+        """The name the backend's certificate must carry."""
+        return self.serverName or self.url.host
 
 
 @attrs.frozen
@@ -302,6 +336,20 @@ class Listener:
 
     name: str
     endpoints: tuple[str, ...]
+    starttls: str = "off"  # "terminate", "passthrough" or "off"
+    tlsCert: str | None = None
+    tlsKey: str | None = None
+    tlsMinVersion: str = "1.2"
+    requireTLSForSimpleBind: bool = True
+    allowAnonymous: bool = True
+    clientNetworks: tuple[Any, ...] = ()  # empty: every address
+    maxConnections: int | None = 10000
+    maxConnectionsPerAddress: int | None = 1000
+    idleTimeout: float | None = None
+    maxOutstanding: int | None = 1000
+    pduTimeout: float | None = 30.0
+    bindThrottleFailures: int | None = 5
+    bindThrottleWindow: float = 60.0
 
 
 #: The operation names a route's C{operations} key accepts, and the
@@ -515,13 +563,34 @@ _GLOBAL_KEYS: _KeyTable = {
 }
 _LISTENER_KEYS: _KeyTable = {
     "listen": ("endpoints", _endpoints),
+    "starttls": ("starttls", _choice("terminate", "passthrough", "off")),
+    "tls_cert": ("tlsCert", _file),
+    "tls_key": ("tlsKey", _file),
+    "tls_min_version": ("tlsMinVersion", _choice("1.2", "1.3")),
+    "require_tls_for_simple_bind": ("requireTLSForSimpleBind", _bool),
+    "allow_anonymous": ("allowAnonymous", _bool),
+    "client_network": ("clientNetworks", _networks),
+    "max_connections": ("maxConnections", _optionalPositiveInt),
+    "max_connections_per_address": ("maxConnectionsPerAddress", _optionalPositiveInt),
+    "idle_timeout": ("idleTimeout", _optionalSeconds),
+    "max_outstanding": ("maxOutstanding", _optionalPositiveInt),
+    "pdu_timeout": ("pduTimeout", _optionalSeconds),
+    "bind_throttle_failures": ("bindThrottleFailures", _optionalPositiveInt),
+    "bind_throttle_window": ("bindThrottleWindow", _seconds),
 }
+#: [ldaproute] also takes the default listener's policy keys.
+_GLOBAL_KEYS.update({key: value for key, value in _LISTENER_KEYS.items() if key != "listen"})
 _BACKEND_KEYS: _KeyTable = {
     "url": ("url", BackendURL.fromString),
     "weight": ("weight", _positiveInt),
     "cldap_port": ("cldapPort", lambda value: _cldapPort(value)),
     "priority": ("priority", _nonNegativeInt),
     "max_connections": ("maxConnections", _positiveInt),
+    "tls": ("tls", _choice("none", "starttls", "ldaps")),
+    "ca_file": ("caFile", _file),
+    "client_cert": ("clientCert", _file),
+    "client_key": ("clientKey", _file),
+    "server_name": ("serverName", str.strip),
 }
 _POOL_KEYS: _KeyTable = {
     "backends": ("backends", _list),
@@ -583,6 +652,52 @@ class _Loader:
                 raise self.error(section, key, str(e)) from None
         return parsed
 
+    def listener(self, section: str, name: str, values: dict[str, Any]) -> Listener:
+        """Check the TLS keys of a listener together and settle C{starttls}."""
+        cert, key = values.get("tlsCert"), values.get("tlsKey")
+        if (cert is None) != (key is None):
+            missing = "tls_key" if key is None else "tls_cert"
+            raise self.error(section, missing, "missing: tls_cert and tls_key go together")
+        if cert is not None:
+            from ldaproute.tls import checkKeyPair
+
+            assert key is not None
+            try:
+                checkKeyPair(cert, key)
+            except ValueError as e:
+                raise self.error(section, "tls_cert", str(e)) from None
+        if "starttls" not in values:
+            values["starttls"] = "terminate" if cert is not None else "off"
+        elif values["starttls"] == "terminate" and cert is None:
+            raise self.error(section, "starttls", "terminate needs tls_cert and tls_key")
+        return Listener(name, **values)
+
+    def backend(self, section: str, name: str, values: dict[str, Any]) -> Backend:
+        """Settle a backend's C{tls} against its URL and check its TLS files."""
+        url: BackendURL = values["url"]
+        tls = values.get("tls")
+        if url.scheme == "ldaps":
+            if tls not in (None, "ldaps"):
+                raise self.error(section, "tls", f"{tls} contradicts the ldaps:// url")
+            values["tls"] = "ldaps"
+        elif url.scheme == "ldapi" and tls not in (None, "none"):
+            raise self.error(section, "tls", "an ldapi:// backend is a local socket: TLS is not used")
+        if values.get("tls", "none") == "none":
+            for attribute, key in (("caFile", "ca_file"), ("clientCert", "client_cert"), ("serverName", "server_name")):
+                if attribute in values:
+                    raise self.error(section, key, "only used with tls = ldaps or starttls")
+        if (values.get("clientCert") is None) != (values.get("clientKey") is None):
+            missing = "client_key" if values.get("clientKey") is None else "client_cert"
+            raise self.error(section, missing, "missing: client_cert and client_key go together")
+        if values.get("clientCert") is not None:
+            from ldaproute.tls import checkKeyPair
+
+            try:
+                checkKeyPair(values["clientCert"], values["clientKey"])
+            except ValueError as e:
+                raise self.error(section, "client_cert", str(e)) from None
+        return Backend(name, **values)
+
     def load(self, text: str) -> Config:
         parser = configparser.ConfigParser(
             interpolation=None, inline_comment_prefixes=(";", "#"), empty_lines_in_values=False
@@ -626,8 +741,13 @@ class _Loader:
 
         globalValues = self.values("ldaproute", sections["ldaproute"].get("", {}), _GLOBAL_KEYS)
         listeners = []
+        policyKeys = {attribute for attribute, _ in _LISTENER_KEYS.values()} - {"endpoints"}
+        defaultPolicy = {key: globalValues.pop(key) for key in list(globalValues) if key in policyKeys}
         if "endpoints" in globalValues:
-            listeners.append(Listener("default", globalValues.pop("endpoints")))
+            defaultPolicy["endpoints"] = globalValues.pop("endpoints")
+            listeners.append(self.listener("ldaproute", "default", defaultPolicy))
+        elif defaultPolicy:
+            raise self.error("ldaproute", "listen", "missing: listener policy keys here apply to the listen endpoints")
         for name, items in sections["listener"].items():
             section = f"listener:{name}"
             values = self.values(section, items, _LISTENER_KEYS)
@@ -635,7 +755,7 @@ class _Loader:
                 raise self.error(section, "listen", "missing: a listener needs at least one endpoint")
             if name == "default" and listeners and listeners[0].name == "default":
                 raise self.error(section, None, "the name 'default' is taken by [ldaproute] listen")
-            listeners.append(Listener(name, **values))
+            listeners.append(self.listener(section, name, values))
         if not listeners:
             raise self.error("ldaproute", "listen", "missing: give at least one endpoint, such as tcp:389")
 
@@ -645,7 +765,7 @@ class _Loader:
             values = self.values(section, items, _BACKEND_KEYS)
             if "url" not in values:
                 raise self.error(section, "url", "missing: give the server's address as ldap://host:port")
-            backends[name] = Backend(name, **values)
+            backends[name] = self.backend(section, name, values)
 
         pools = {}
         for name, items in sections["pool"].items():

@@ -17,7 +17,7 @@ import socket
 from typing import Any
 
 from twisted.internet import error
-from twisted.internet.interfaces import IAddress, IPushProducer, IReactorTime
+from twisted.internet.interfaces import IAddress, IDelayedCall, IHandshakeListener, IPushProducer, IReactorTime, ISSLTransport
 from twisted.internet.protocol import Protocol, ServerFactory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -25,11 +25,13 @@ from zope.interface import implementer
 
 from ldaproute import ber, fanout
 from ldaproute.config import Listener
+from ldaproute.policy import ListenerPolicy
 from ldaproute.routing import noRouteResult
 from ldaproute.runtime import Runtime
 from ldaproute.sasllayer import SecurityLayerWatch
 from ldaproute.session import Outstanding, Session
 from ldaproute.rewrite import Refused, Rewriter, messageIDOf, rewriterFor, withMessageID
+from ldaproute.tls import ServerTLS, startTLSResponse
 from ldaproute.upstream import UpstreamLink
 
 #: messageIDs of the proxy's fan-out sub-searches on upstream links (below
@@ -96,15 +98,31 @@ class _ClientReading:
             self.resumeProducing()
 
 
+@implementer(IHandshakeListener)
 class FrontendProtocol(Protocol):
     """One client connection on a listener."""
 
     _log = Logger()
 
-    def __init__(self, listener: Listener, runtime: Runtime, reactor: IReactorTime) -> None:
+    def __init__(
+        self,
+        listener: Listener,
+        runtime: Runtime,
+        reactor: IReactorTime,
+        policy: ListenerPolicy | None = None,
+        serverTLS: ServerTLS | None = None,
+    ) -> None:
         self._listener = listener
         self._runtime = runtime
         self._reactor = reactor
+        self._policy = policy if policy is not None else ListenerPolicy.fromListener(listener)
+        self._serverTLS = serverTLS
+        self._admitted = False
+        self._secure = False  # TLS: ldaps listener or after StartTLS
+        self._tlsState = "none"  # "none", "handshaking" (terminate), "done"
+        self._passthroughID: int | None = None  # StartTLS forwarded, not answered
+        self._idleTimer: IDelayedCall | None = None
+        self._pduTimer: IDelayedCall | None = None
         self._framer = ber.Framer(runtime.config.maxPDUBytes)
         self._links: dict[str, UpstreamLink] = {}
         self._closing = False
@@ -123,6 +141,24 @@ class FrontendProtocol(Protocol):
     def connectionMade(self) -> None:
         self._peerText, self._peerAddress = describePeer(self.transport.getPeer())  # type: ignore[union-attr]
         self.session = Session(self._peerText, self._listener.name)
+        self._secure = ISSLTransport.providedBy(self.transport)
+        if not self._policy.limits.allowed(self._peerAddress):
+            # behind haproxy: endpoints, the real client address is only known now
+            self._log.warn(
+                "Connection from {peer} refused: not in client_network", peer=self._peerText, listener=self._listener.name
+            )
+            self._closing = True
+            self.transport.abortConnection()  # type: ignore[union-attr]
+            return
+        refusal = self._policy.limits.admit(self._peerAddress)
+        if refusal is not None:
+            self._log.warn(
+                "Connection from {peer} refused: {reason}", peer=self._peerText, listener=self._listener.name, reason=refusal
+            )
+            self._disconnect(ber.BUSY, refusal)
+            return
+        self._admitted = True
+        self._armIdleTimer()
         try:
             self.transport.setTcpNoDelay(True)  # type: ignore[union-attr]
         except (AttributeError, OSError, socket.error):
@@ -132,11 +168,15 @@ class FrontendProtocol(Protocol):
     def dataReceived(self, data: bytes) -> None:
         if self._closing:
             return
+        if self._idleTimer is not None:
+            self._idleTimer.reset(self._listener.idleTimeout)  # type: ignore[arg-type]
         if self._opaqueLink is not None or self._layerWatch.armed is not None:
             if self._relayOpaque(data):
                 return
         try:
-            for pdu in self._framer.feed(data):
+            pdus = self._framer.feed(data)
+            self._pduTimerAfter(bool(pdus))
+            for pdu in pdus:
                 self._request(pdu)
                 if self._closing:
                     return
@@ -145,6 +185,7 @@ class FrontendProtocol(Protocol):
 
     def connectionLost(self, reason: Failure = error.ConnectionDone) -> None:  # type: ignore[assignment]
         self._closing = True
+        self._securityConnectionLost(reason)
         self._closeLinks(unbind=True)
         self.session.outstanding.clear()
         self._fanouts.clear()
@@ -167,11 +208,12 @@ class FrontendProtocol(Protocol):
             return
         if messageID in session.outstanding or messageID in self._fanouts:
             raise ber.FramingError("malformed", f"messageID {messageID} is already in use by an outstanding operation")
+        if self._refusedByPolicy(envelope, pdu):
+            return
         extendedOID = None
         if tag == ber.EXTENDED_REQUEST:
             extendedOID = envelope.extendedName(pdu)
-            if extendedOID == ber.STARTTLS_OID:
-                self._answer(envelope, ber.PROTOCOL_ERROR, "StartTLS is not offered on this listener")
+            if extendedOID == ber.STARTTLS_OID and self._startTLS(envelope):
                 return
         if session.mustRebind and tag != ber.BIND_REQUEST:
             self._answer(
@@ -244,6 +286,8 @@ class FrontendProtocol(Protocol):
         if isBind:
             choice, mechanism = envelope.bindAuthentication(pdu)
             self._layerWatch.bindSent(messageID, mechanism if choice == ber.SASL_AUTH_TAG else None, link)
+        elif extendedOID == ber.STARTTLS_OID:
+            self._passthroughID = messageID
         timeout = getattr(route, "operationTimeout", None) or link.pool.pool.operationTimeout
         link.operationStarted(messageID, timeout)
         link.send(pdu)
@@ -328,8 +372,12 @@ class FrontendProtocol(Protocol):
             link.operationEnded(messageID)
             if tag == ber.BIND_RESPONSE:
                 self._layerWatch.bindAnswered(messageID, code)
+                if code == ber.INVALID_CREDENTIALS:
+                    self._bindFailed(operation.pending)
                 if self.session.bindCompleted(operation.pending, code):
                     link.boundVersion = self.session.identityVersion
+            elif messageID == self._passthroughID:
+                self._passthroughAnswered(link, code)
 
     def _relayOpaque(self, data: bytes) -> bool:
         """
@@ -366,6 +414,10 @@ class FrontendProtocol(Protocol):
             self._closing = True
             self.transport.loseConnection()  # type: ignore[union-attr]
             return
+        if self._passthroughID is not None:
+            pending = self.session.outstanding.get(self._passthroughID)
+            if pending is None or pending.link is link:
+                self._passthroughID = None  # answered 52 below; still cleartext
         if self._links.get(link.pool.name) is link:
             del self._links[link.pool.name]
         self._failSubSearches(link, resultCode, reason)
@@ -587,6 +639,186 @@ class FrontendProtocol(Protocol):
         )
         self._disconnect(ber.PROTOCOL_ERROR, reason.detail)
 
+    # --- security policy (see policy.py and tls.py) ------------------------
+
+    def _refusedByPolicy(self, envelope: ber.Envelope, pdu: bytes) -> bool:
+        """
+        Answer a request that the listener's policy refuses; C{True} when
+        answered (nothing goes upstream).
+        """
+        listener = self._listener
+        session = self.session
+        tag = envelope.opTag
+        if self._passthroughID is not None:
+            self._answer(envelope, ber.OPERATIONS_ERROR, "StartTLS is in progress: wait for its response")
+            return True
+        if listener.maxOutstanding is not None and len(session.outstanding) >= listener.maxOutstanding:
+            self._answer(
+                envelope,
+                ber.BUSY,
+                f"too many operations outstanding on this connection (limit {listener.maxOutstanding})",
+            )
+            return True
+        if tag == ber.BIND_REQUEST:
+            choice, credential = envelope.bindAuthentication(pdu)
+            name = envelope.targetDN(pdu) or b""
+            refusal = None
+            if listener.requireTLSForSimpleBind and not self._secure and choice == ber.SIMPLE_AUTH_TAG and credential:
+                refusal = (
+                    ber.CONFIDENTIALITY_REQUIRED,
+                    "a simple bind with a password needs TLS here: use StartTLS or ldaps",
+                    "cleartext simple bind refused",
+                )
+            elif self._policy.throttle is not None:
+                reason = self._policy.throttle.refusal(self._peerAddress, name, self._reactor.seconds())
+                if reason is not None:
+                    refusal = (ber.UNWILLING_TO_PERFORM, reason, "bind throttled")
+            if refusal is not None:
+                code, message, event = refusal
+                self._log.warn(
+                    "{event} for {peer} (bindDN {bindDN}): {reason}",
+                    event=event,
+                    peer=self._peerText,
+                    listener=listener.name,
+                    bindDN=name.decode("utf-8", "replace"),
+                    op="bind",
+                    messageID=envelope.messageID,
+                    resultCode=code,
+                    reason=message,
+                )
+                self._answer(envelope, code, message)
+                # RFC 4511 4.2.1: a failed bind leaves the connection anonymous
+                session.bindCompleted(None, code)
+                return True
+            return False
+        if not listener.allowAnonymous and session.identity.kind == "anonymous":
+            if tag == ber.EXTENDED_REQUEST and envelope.extendedName(pdu) == ber.STARTTLS_OID:
+                return False
+            self._answer(
+                envelope,
+                ber.INSUFFICIENT_ACCESS_RIGHTS,
+                "anonymous access is not allowed on this listener: bind first",
+            )
+            return True
+        return False
+
+    def _startTLS(self, envelope: ber.Envelope) -> bool:
+        """
+        The StartTLS extended request (RFC 4511 4.14, RFC 4513 3); C{True}
+        when answered here, C{False} to forward it (passthrough).
+        """
+        mode = self._listener.starttls
+        if mode == "off":
+            self._answer(envelope, ber.PROTOCOL_ERROR, "StartTLS is not offered on this listener")
+            return True
+        if self._secure or self._tlsState != "none":
+            self._answer(envelope, ber.OPERATIONS_ERROR, "TLS is already established on this connection")
+            return True
+        if self.session.outstanding:
+            self._answer(envelope, ber.OPERATIONS_ERROR, "StartTLS is refused while operations are outstanding")
+            return True
+        if mode == "passthrough":
+            return False
+        if self._serverTLS is None:
+            self._answer(envelope, ber.UNAVAILABLE, "StartTLS is not available: no certificate loaded")
+            return True
+        self.transport.write(startTLSResponse(envelope.messageID))  # type: ignore[union-attr]
+        self.transport.startTLS(self._serverTLS)  # type: ignore[union-attr]
+        self._secure = True  # every byte from now on is inside TLS
+        self._tlsState = "handshaking"
+        return True
+
+    def handshakeCompleted(self) -> None:
+        """IHandshakeListener: the client finished a TLS handshake."""
+        if self._tlsState == "handshaking":
+            self._tlsState = "done"
+            self._log.info("TLS established with {peer}", peer=self._peerText, listener=self._listener.name)
+
+    def _passthroughAnswered(self, link: UpstreamLink, resultCode: int) -> None:
+        self._passthroughID = None
+        if resultCode != ber.SUCCESS:
+            return  # the session stays cleartext and usable
+        self._log.info(
+            "StartTLS passed through for {peer}: relaying to backend {backend} untouched",
+            peer=self._peerText,
+            listener=self._listener.name,
+            pool=link.pool.name,
+            backend=link.backend.name if link.backend else None,
+        )
+        for other in [other for other in self._links.values() if other is not link]:
+            del self._links[other.pool.name]
+            other.close(unbind=True)
+        self._opaqueLink = link
+        self._secure = True
+        self._cancelTimer("_pduTimer")
+        link.goOpaque()
+
+    def _bindFailed(self, pending: Any) -> None:
+        throttle = self._policy.throttle
+        if throttle is not None:
+            name = pending.name if pending is not None else b""
+            throttle.failed(self._peerAddress, name, self._reactor.seconds())
+
+    def _armIdleTimer(self) -> None:
+        timeout = self._listener.idleTimeout
+        if timeout is not None:
+            self._idleTimer = self._reactor.callLater(timeout, self._idleTimedOut)  # type: ignore[attr-defined]
+
+    def _idleTimedOut(self) -> None:
+        self._idleTimer = None
+        if self._closing:
+            return
+        if self.session.outstanding:
+            self._armIdleTimer()
+            return
+        self._log.info("Closing idle connection from {peer}", peer=self._peerText, listener=self._listener.name)
+        self._disconnect(ber.UNAVAILABLE, f"idle for {self._listener.idleTimeout:g}s")
+
+    def _pduTimerAfter(self, completed: bool) -> None:
+        """Slow-loris defence: a started PDU must complete within pdu_timeout."""
+        timeout = self._listener.pduTimeout
+        if timeout is None:
+            return
+        if self._framer.buffered == 0:
+            self._cancelTimer("_pduTimer")
+        elif self._pduTimer is None:
+            self._pduTimer = self._reactor.callLater(timeout, self._pduTimedOut)  # type: ignore[attr-defined]
+        elif completed:
+            self._pduTimer.reset(timeout)
+
+    def _pduTimedOut(self) -> None:
+        self._pduTimer = None
+        if self._closing:
+            return
+        self._log.warn(
+            "Protocol error from {peer}: a PDU was not completed within {timeout}s; sent Notice of Disconnection",
+            peer=self._peerText,
+            listener=self._listener.name,
+            timeout=self._listener.pduTimeout,
+        )
+        self._disconnect(ber.PROTOCOL_ERROR, f"a PDU was not completed within {self._listener.pduTimeout:g}s")
+
+    def _cancelTimer(self, name: str) -> None:
+        timer = getattr(self, name)
+        if timer is not None:
+            setattr(self, name, None)
+            if timer.active():
+                timer.cancel()
+
+    def _securityConnectionLost(self, reason: Failure) -> None:
+        self._cancelTimer("_idleTimer")
+        self._cancelTimer("_pduTimer")
+        if self._admitted:
+            self._admitted = False
+            self._policy.limits.release(self._peerAddress)
+        if self._tlsState == "handshaking":
+            self._log.warn(
+                "TLS handshake with {peer} failed: {reason}",
+                peer=self._peerText,
+                listener=self._listener.name,
+                reason=reason.getErrorMessage(),
+            )
+
     def _disconnect(self, resultCode: int, diagnosticMessage: str) -> None:
         """Notice of Disconnection, then close: the stream cannot go on."""
         self._closing = True
@@ -614,14 +846,30 @@ def _targetText(pdu: bytes) -> str | None:
 class FrontendFactory(ServerFactory):
     """Makes a L{FrontendProtocol} for each client of one listener."""
 
+    _log = Logger()
     noisy = False
 
-    def __init__(self, listener: Listener, runtime: Runtime, reactor: IReactorTime) -> None:
+    def __init__(
+        self,
+        listener: Listener,
+        runtime: Runtime,
+        reactor: IReactorTime,
+        serverTLS: ServerTLS | None = None,
+    ) -> None:
         self.listener = listener
         self.runtime = runtime
         self.reactor = reactor
+        self.serverTLS = serverTLS
+        self.policy = ListenerPolicy.fromListener(listener)
 
-    def buildProtocol(self, addr: IAddress) -> FrontendProtocol:
-        protocol = FrontendProtocol(self.listener, self.runtime, self.reactor)
+    def buildProtocol(self, addr: IAddress) -> FrontendProtocol | None:  # type: ignore[override]
+        peerText, address = describePeer(addr)
+        if not self.policy.limits.allowed(address):
+            # closed at accept: returning None makes Twisted drop the socket
+            self._log.warn(
+                "Connection from {peer} refused: not in client_network", peer=peerText, listener=self.listener.name
+            )
+            return None
+        protocol = FrontendProtocol(self.listener, self.runtime, self.reactor, self.policy, self.serverTLS)
         protocol.factory = self
         return protocol

@@ -23,7 +23,7 @@ from twisted.logger import ILogObserver, jsonFileLogObserver
 from twisted.python import usage
 from twisted.python.filepath import FilePath
 
-from ldaproute import __version__, config
+from ldaproute import __version__, config, tls
 from ldaproute.frontend import FrontendFactory
 from ldaproute.runtime import Runtime
 
@@ -36,6 +36,9 @@ def demoConfigText(socketPath: str, listen: str = DEMO_LISTEN) -> str:
     return (
         "[ldaproute]\n"
         f"listen = {listen}\n"
+        "# the demo listens on loopback only and has no certificate: allow\n"
+        "# cleartext simple binds there (never do this on a real network)\n"
+        "require_tls_for_simple_bind = off\n"
         "[backend:demo]\n"
         f"url = ldapi://{quote(socketPath, safe='')}\n"
         "[pool:demo]\n"
@@ -102,8 +105,12 @@ def makeService(options: Options, reactor: Any = None) -> IService:
 
         DemoDirectoryService(f"unix:{options.demoSocket}", demoLDIFPath(), reactor).setServiceParent(top)
     runtime = Runtime(options.routes)
+    serverTLS = {}
     for listener in options.routes.listeners:
-        factory = FrontendFactory(listener, runtime, reactor)
+        context = tls.serverTLSFor(listener)
+        if context is not None:
+            serverTLS[listener.name] = context
+        factory = FrontendFactory(listener, runtime, reactor, context)
         for description in listener.endpoints:
             service = strports.service(description, factory, reactor=reactor)
             service.setName(f"listener:{listener.name}:{description}")
@@ -122,6 +129,8 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     discovery.setName("discovery")
     discovery.setServiceParent(top)
     top.runtime = runtime  # type: ignore[attr-defined]
+    #: listener name -> ServerTLS; SIGHUP calls .reload() on each
+    top.serverTLS = serverTLS  # type: ignore[attr-defined]
     return top
 
 

@@ -19,10 +19,11 @@ from typing import Protocol as TypingProtocol
 from twisted.internet import error
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import HostnameEndpoint, UNIXClientEndpoint
-from twisted.internet.interfaces import IDelayedCall, IReactorTime, IStreamClientEndpoint
+from twisted.internet.interfaces import IDelayedCall, IHandshakeListener, IReactorTime, IStreamClientEndpoint
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from ldaproute import ber
 from ldaproute.pool import BackendState, PoolState
@@ -62,21 +63,31 @@ def endpointFor(reactor: object, state: BackendState, timeout: float) -> IStream
     if url.scheme == "ldapi":
         return UNIXClientEndpoint(reactor, url.host, timeout=timeout)
     endpoint: IStreamClientEndpoint = HostnameEndpoint(reactor, url.host, url.port, timeout=timeout)
-    if url.scheme == "ldaps":
+    if state.backend.tls == "ldaps" or url.scheme == "ldaps":
         from twisted.internet.endpoints import wrapClientTLS
-        from twisted.internet.ssl import optionsForClientTLS
 
-        endpoint = wrapClientTLS(optionsForClientTLS(url.host), endpoint)
+        from ldaproute.tls import clientOptionsFor
+
+        endpoint = wrapClientTLS(clientOptionsFor(state.backend), endpoint)
     return endpoint
 
 
+@implementer(IHandshakeListener)
 class UpstreamProtocol(Protocol):
-    """Bytes from one backend connection to its link, whole PDUs at a time."""
+    """
+    Bytes from one backend connection to its link, whole PDUs at a time
+    (or untouched once C{opaque}: SASL layer or StartTLS passthrough).
+    """
 
     def __init__(self, link: UpstreamLink) -> None:
         self._link = link
         self._scanner = ber.ResponseScanner(MAX_BACKEND_PDU_BYTES)
         self.opaque = False  # after a SASL security layer: bytes, not PDUs
+        self.detached = False  # after a failed TLS set-up: ignored
+
+    def handshakeCompleted(self) -> None:
+        if not self.detached:
+            self._link.tlsHandshakeCompleted()
 
     def connectionMade(self) -> None:
         try:
@@ -85,6 +96,8 @@ class UpstreamProtocol(Protocol):
             pass  # UNIX sockets have no Nagle
 
     def dataReceived(self, data: bytes) -> None:
+        if self.detached:
+            return
         if self.opaque:
             self._link.rawReceived(data)
             return
@@ -98,7 +111,8 @@ class UpstreamProtocol(Protocol):
             self._link.responsesReceived(complete, finals)
 
     def connectionLost(self, reason: Failure = error.ConnectionDone) -> None:  # type: ignore[assignment]
-        self._link.connectionLost(reason)
+        if not self.detached:
+            self._link.connectionLost(reason)
 
 
 class _UpstreamFactory(Factory):
@@ -173,7 +187,11 @@ class UpstreamLink:
         self.backend = state
         self._tried.append(state.name)
         state.connecting += 1
-        endpoint = self._endpointFactory(self._reactor, state, self._connectTimeout)
+        try:
+            endpoint = self._endpointFactory(self._reactor, state, self._connectTimeout)
+        except ValueError as e:  # unreadable TLS files
+            self._connectFailed(Failure(e), state)
+            return
         d: Deferred[UpstreamProtocol] = endpoint.connect(_UpstreamFactory(self))
         d.addCallbacks(self._connected, self._connectFailed, errbackArgs=(state,))
 
@@ -189,6 +207,19 @@ class UpstreamLink:
             return
         self._protocol = protocol
         self._owner.linkConnected(self)
+        tls = self.backend.backend.tls
+        if tls == "ldaps":
+            self.state = "handshaking"
+        elif tls == "starttls":
+            self.state = "starttls"
+            from ldaproute.tls import startTLSRequest
+
+            self._sendInternal(startTLSRequest)
+        else:
+            self._afterSecured()
+
+    def _afterSecured(self) -> None:
+        """The connection is as secure as configured: replay, then ready."""
         if self._replayBind is not None:
             self.state = "replaying"
             self._sendInternal(lambda messageID: ber.simpleBindRequest(messageID, *self._replayBind))  # type: ignore[misc]
@@ -222,6 +253,54 @@ class UpstreamLink:
             return
         tried = ", ".join(self._tried)
         self._fail(f"no backend of pool {self.pool.name!r} is reachable (tried: {tried})")
+
+    def tlsHandshakeCompleted(self) -> None:
+        if self.state == "handshaking":
+            self._afterSecured()
+
+    def _startTLSAnswered(self, resultCode: int) -> None:
+        assert self.backend is not None and self._protocol is not None
+        if resultCode != ber.SUCCESS:
+            self._tlsFailed(f"the backend refused StartTLS (resultCode {resultCode})")
+            return
+        from ldaproute.tls import clientOptionsFor
+
+        self.state = "handshaking"
+        try:
+            options = clientOptionsFor(self.backend.backend)
+        except ValueError as e:
+            self._tlsFailed(str(e))
+            return
+        self._protocol.transport.startTLS(options)  # type: ignore[union-attr]
+
+    def _tlsFailed(self, reason: str) -> None:
+        """
+        TLS to the backend could not be set up (refused, untrusted or
+        misnamed certificate): a failed backend connection, never a
+        cleartext fallback.  The next candidate is tried.
+        """
+        state = self.backend
+        assert state is not None
+        self._log.error(
+            "TLS to backend {backend} of pool {pool} failed: {reason}",
+            backend=state.name,
+            pool=self.pool.name,
+            reason=reason,
+            peer=self._peer,
+            tls=state.backend.tls,
+        )
+        state.connectFailed()
+        state.connections -= 1
+        protocol, self._protocol = self._protocol, None
+        self._internalIDs.clear()
+        if protocol is not None:
+            protocol.detached = True
+            if protocol.transport is not None:
+                protocol.transport.abortConnection()  # type: ignore[attr-defined]
+        if self.state == "closed":
+            return
+        self.state = "connecting"
+        self._connectNext()
 
     def _ready(self) -> None:
         self.state = "ready"
@@ -391,7 +470,10 @@ class UpstreamLink:
                 if envelopeID in finalCodes:
                     self._internalIDs.discard(envelopeID)
                     _, code = finalCodes[envelopeID]
-                    self._replayAnswered(code)
+                    if self.state == "starttls":
+                        self._startTLSAnswered(code)
+                    else:
+                        self._replayAnswered(code)
                 continue
             if envelopeID in self._dropIDs:
                 if envelopeID in finalCodes:
@@ -439,6 +521,9 @@ class UpstreamLink:
         self._fail(reason)
 
     def connectionLost(self, reason: Failure) -> None:
+        if self.state in ("handshaking", "starttls"):
+            self._tlsFailed(reason.getErrorMessage())
+            return
         if self.backend is not None:
             self.backend.connections -= 1
         self._protocol = None
@@ -463,7 +548,7 @@ class UpstreamLink:
         """Close the upstream connection (politely with an Unbind when asked)."""
         if self.state == "closed":
             return
-        wasReady = self.state in ("ready", "replaying")
+        wasReady = self.state in ("ready", "replaying", "starttls")
         self.state = "closed"
         self._queue = []
         self._uncount()

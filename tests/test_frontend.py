@@ -12,6 +12,8 @@ CONFIG = """
 [ldaproute]
 listen = tcp:10389
 max_pdu_bytes = 2000
+; these tests bind with passwords over in-memory cleartext transports
+require_tls_for_simple_bind = off
 [backend:a]
 url = ldap://a.example:389
 [backend:b]

@@ -99,6 +99,8 @@ def singleBackendConfig(backendURL: str, extra: str = "") -> str:
     return (
         "[ldaproute]\n"
         "listen = tcp:{port}:interface=127.0.0.1\n"
+        "; the tests bind with passwords over loopback cleartext\n"
+        "require_tls_for_simple_bind = off\n"
         f"{extra}"
         "[backend:slapd]\n"
         f"url = {backendURL}\n"
@@ -119,7 +121,8 @@ class Proxy(ProxyProcess):
     def __init__(self, directory: str, configText: str) -> None:
         super().__init__(
             directory,
-            "[ldaproute]\nlisten = tcp:{port}:interface=127.0.0.1\n" + configText,
+            "[ldaproute]\nlisten = tcp:{port}:interface=127.0.0.1\n"
+            "require_tls_for_simple_bind = off  ; cleartext test binds on loopback\n" + configText,
             command=[sys.executable, "-m", "twisted", "--log-format=json", "--log-file=-", "ldaproute"],
         )
 

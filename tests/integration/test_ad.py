@@ -68,8 +68,11 @@ listen = tcp:{self.ldapPort}:interface=127.0.0.1
 cldap = udp:{self.cldapPort}:interface=127.0.0.1, udp:389:interface={NET_ADS_ADDRESS}
 cldap_timeout = 1s
 cldap_rate_limit = 200
+; the tests bind with passwords over loopback cleartext
+require_tls_for_simple_bind = off
 [listener:gc]
 listen = tcp:{self.gcPort}:interface=127.0.0.1
+require_tls_for_simple_bind = off
 [backend:dc1]
 url = ldap://{samba.address}:389
 [backend:dc1-gc]

@@ -52,6 +52,7 @@ def configText(env: dict[str, Any]) -> str:
     return f"""
 [ldaproute]
 listen = tcp:{env['port']}:interface=127.0.0.1
+require_tls_for_simple_bind = off
 
 [backend:primary]
 url = {env['primary'].url}
