@@ -1,0 +1,83 @@
+# -*- test-case-name: tests.integration.test_slapd_fixture -*-
+"""
+pytest fixtures for integration tests: real slapd instances on loopback.
+
+Owns fixture scope and clean-up only; everything about running slapd lives in
+L{tests.slapd}.  A missing slapd is an error here, never a skip, so a CI image
+without OpenLDAP fails loudly instead of passing an empty suite.
+
+    slapd          module-scoped, started, 2000 users, TLS (StartTLS + ldaps),
+                   access log on
+    slapdFactory   slapdFactory(**kwargs) -> started Slapd; every instance is
+                   stopped at the end of the test
+    testCA         session-scoped CA, for instances and proxies that must
+                   trust each other
+    freePort       the tests.slapd.freePort function
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterator
+
+import pytest
+
+from tests.certs import CA, makeCA
+from tests.slapd import Slapd, freePort as _freePort
+
+SlapdFactory = Callable[..., Slapd]
+
+
+@pytest.fixture(scope="session")
+def testCA(tmp_path_factory: pytest.TempPathFactory) -> CA:
+    """
+    One CA for the session; sign more certificates with
+    C{tests.certs.makeCert(testCA, directory, names)}.
+    """
+    return makeCA(str(tmp_path_factory.mktemp("ca")))
+
+
+@pytest.fixture(scope="module")
+def slapd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Slapd]:
+    """
+    A started slapd for the whole test module: suffix dc=example,dc=com, 2000
+    users, StartTLS and ldaps (trust C{slapd.caFile}), access log on.  Tests
+    that kill or reconfigure a server should use L{slapdFactory} instead.
+    """
+    instance = Slapd(str(tmp_path_factory.mktemp("slapd")), entries=2000, tls=True, accessLog=True)
+    instance.start()
+    try:
+        yield instance
+    finally:
+        instance.stop()
+
+
+@pytest.fixture
+def slapdFactory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlapdFactory]:
+    """
+    A function that creates and starts more slapd instances, each in its
+    own directory; keyword arguments go to L{Slapd} (C{entries} defaults to
+    100 to keep start-up fast).  All are stopped at teardown.
+    """
+    made: list[Slapd] = []
+
+    def factory(**kwargs: Any) -> Slapd:
+        kwargs.setdefault("entries", 100)
+        instance = Slapd(str(tmp_path_factory.mktemp("slapd")), **kwargs)
+        made.append(instance)
+        instance.start()
+        return instance
+
+    try:
+        yield factory
+    finally:
+        for instance in reversed(made):
+            instance.stop()
+
+
+@pytest.fixture(scope="session")
+def freePort() -> Callable[[], int]:
+    """
+    L{tests.slapd.freePort}: a TCP port on 127.0.0.1 that was free a moment
+    ago.
+    """
+    return _freePort
