@@ -115,6 +115,20 @@ def _endpoints(value: str) -> tuple[str, ...]:
     return endpoints
 
 
+def _oneEndpoint(value: str) -> str:
+    endpoints = _endpoints(value)
+    if len(endpoints) != 1:
+        raise _Invalid(f"expected one endpoint such as tcp:9389:interface=127.0.0.1, not {len(endpoints)}")
+    return endpoints[0]
+
+
+def _workers(value: str) -> int:
+    number = _positiveInt(value)
+    if number > 64:
+        raise _Invalid(f"expected at most 64 worker processes, not {number}")
+    return number
+
+
 def _dn(value: str) -> DN:
     try:
         return parseDN(value.strip())
@@ -300,6 +314,11 @@ class Config:
     pools: dict[str, Pool]
     routes: tuple[Route, ...]
     maxPDUBytes: int = ber.DEFAULT_MAX_PDU_BYTES
+    metrics: str | None = None
+    accessLog: bool = True
+    logFormat: str = "text"
+    drainTimeout: float = 25.0
+    workers: int = 1
 
     @classmethod
     def fromFile(cls, path: FilePath[str] | str) -> Config:
@@ -335,6 +354,11 @@ _KeyTable = dict[str, tuple[str, Callable[[str], Any]]]
 _GLOBAL_KEYS: _KeyTable = {
     "listen": ("endpoints", _endpoints),
     "max_pdu_bytes": ("maxPDUBytes", _positiveInt),
+    "metrics": ("metrics", _oneEndpoint),
+    "access_log": ("accessLog", _bool),
+    "log_format": ("logFormat", _choice("text", "json")),
+    "drain_timeout": ("drainTimeout", _seconds),
+    "workers": ("workers", _workers),
 }
 _LISTENER_KEYS: _KeyTable = {
     "listen": ("endpoints", _endpoints),
@@ -380,6 +404,21 @@ class _Loader:
             except _Invalid as e:
                 raise self.error(section, key, str(e)) from None
         return parsed
+
+    def checkWorkers(self, listeners: list[Listener], metrics: str | None) -> None:
+        """Worker processes share TCP listeners (SO_REUSEPORT) only."""
+        for listener in listeners:
+            for description in listener.endpoints:
+                if not description.startswith(("tcp:", "haproxy:tcp:")):
+                    raise self.error(
+                        "ldaproute",
+                        "workers",
+                        f"worker processes can share tcp: and haproxy:tcp: listeners only, not {description!r}",
+                    )
+        if metrics is not None and not metrics.startswith("tcp:"):
+            raise self.error(
+                "ldaproute", "workers", f"worker processes need a tcp: metrics endpoint (one port each), not {metrics!r}"
+            )
 
     def load(self, text: str) -> Config:
         parser = configparser.ConfigParser(
@@ -436,6 +475,9 @@ class _Loader:
             listeners.append(Listener(name, **values))
         if not listeners:
             raise self.error("ldaproute", "listen", "missing: give at least one endpoint, such as tcp:389")
+
+        if globalValues.get("workers", 1) > 1:
+            self.checkWorkers(listeners, globalValues.get("metrics"))
 
         backends = {}
         for name, items in sections["backend"].items():

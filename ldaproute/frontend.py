@@ -87,8 +87,10 @@ class FrontendProtocol(Protocol):
         except (AttributeError, OSError, socket.error):
             pass
         self.transport.registerProducer(_LinksProducer(self._links), True)  # type: ignore[union-attr]
+        self._received, self._sent = self._runtime.observer.connectionOpened(self, self.transport)
 
     def dataReceived(self, data: bytes) -> None:
+        self._received.inc(len(data))
         if self._closing:
             return
         try:
@@ -103,6 +105,7 @@ class FrontendProtocol(Protocol):
         self._closing = True
         self._closeLinks(unbind=True)
         self.session.outstanding.clear()
+        self._runtime.observer.connectionClosed(self)
 
     # --- requests ---------------------------------------------------------
 
@@ -151,7 +154,7 @@ class FrontendProtocol(Protocol):
             self._answer(envelope, code, text)
             return
         if route.reject is not None:
-            self._answer(envelope, route.reject.resultCode, route.reject.message)
+            self._answer(envelope, route.reject.resultCode, route.reject.message, route.name)
             return
         assert route.pool is not None
 
@@ -168,7 +171,7 @@ class FrontendProtocol(Protocol):
             )
             return
         session.outstanding[messageID] = Outstanding(
-            messageID, tag, link, self._reactor.seconds(), route.name, pending
+            messageID, tag, link, self._reactor.seconds(), route.name, pending, runtime.observer.summarize(pdu, envelope)
         )
         link.send(pdu)
 
@@ -222,11 +225,13 @@ class FrontendProtocol(Protocol):
 
     def linkReceived(self, link: UpstreamLink, data: bytes, finals: list[tuple[int, int, int]]) -> None:
         self.transport.write(data)  # type: ignore[union-attr]
+        self._sent.inc(len(data))
         outstanding = self.session.outstanding
         for messageID, tag, code in finals:
             operation = outstanding.pop(messageID, None)
             if operation is None:
                 continue
+            self._completed(operation, code, link)
             if tag == ber.BIND_RESPONSE:
                 if self.session.bindCompleted(operation.pending, code):
                     link.boundVersion = self.session.identityVersion
@@ -252,6 +257,7 @@ class FrontendProtocol(Protocol):
         answers = []
         for operation in failed:
             del outstanding[operation.messageID]
+            self._completed(operation, resultCode, link)
             answers.append(
                 ber.result(operation.messageID, ber.RESPONSE_FOR[operation.opTag], resultCode, reason)
             )
@@ -269,12 +275,23 @@ class FrontendProtocol(Protocol):
         )
         self.transport.writeSequence(answers)  # type: ignore[union-attr]
 
+    def _completed(self, operation: Outstanding, resultCode: int, link: UpstreamLink | None) -> None:
+        now = self._reactor.seconds()
+        self._runtime.observer.operationCompleted(
+            self, operation.opTag, operation.messageID, operation.route, link, resultCode,
+            operation.startedAt, now, operation.summary,
+        )  # fmt: skip
+
     # --- the proxy's own answers ------------------------------------------
 
-    def _answer(self, envelope: ber.Envelope, resultCode: int, diagnosticMessage: str) -> None:
+    def _answer(self, envelope: ber.Envelope, resultCode: int, diagnosticMessage: str, route: str = "") -> None:
         answer = ber.resultFor(envelope, resultCode, diagnosticMessage)
         if answer is not None:
             self.transport.write(answer)  # type: ignore[union-attr]
+            now = self._reactor.seconds()
+            self._runtime.observer.operationCompleted(
+                self, envelope.opTag, envelope.messageID, route, None, resultCode, now, now
+            )
 
     def _protocolError(self, reason: ber.FramingError) -> None:
         self._log.warn(
@@ -284,7 +301,13 @@ class FrontendProtocol(Protocol):
             reason=reason.detail,
             kind=reason.reason,
         )
+        self._runtime.observer.pduRejected(self, reason.reason)
         self._disconnect(ber.PROTOCOL_ERROR, reason.detail)
+
+    def shutDown(self) -> None:
+        """The proxy is stopping: Notice of Disconnection (unavailable), then close."""
+        if not self._closing:
+            self._disconnect(ber.UNAVAILABLE, "the proxy is shutting down")
 
     def _disconnect(self, resultCode: int, diagnosticMessage: str) -> None:
         """Notice of Disconnection, then close: the stream cannot go on."""

@@ -33,6 +33,8 @@ class BackendState:
         self.connections = 0
         self.inFlight = 0
         self.consecutiveFailures = 0
+        self.connectsOK = 0
+        self.connectsFailed = 0
 
     @property
     def name(self) -> str:
@@ -41,10 +43,12 @@ class BackendState:
     def connectFailed(self) -> None:
         """Passive health: a refused or timed-out connection."""
         self.consecutiveFailures += 1
+        self.connectsFailed += 1
         self.up = False
 
     def connectSucceeded(self) -> None:
         self.consecutiveFailures = 0
+        self.connectsOK += 1
         self.up = True
 
 

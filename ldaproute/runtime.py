@@ -11,6 +11,7 @@ the new rules while sessions and their upstream connections carry on.
 from __future__ import annotations
 
 from ldaproute.config import Config
+from ldaproute.observer import Observer
 from ldaproute.pool import Backends
 from ldaproute.routing import Router
 
@@ -20,6 +21,8 @@ class Runtime:
 
     def __init__(self, config: Config) -> None:
         self.backends = Backends()
+        self.observer = Observer(accessLog=config.accessLog)
+        self.observer.metrics.watchState(lambda: self)
         self.apply(config)
 
     def apply(self, config: Config) -> None:
@@ -27,3 +30,4 @@ class Runtime:
         self.backends.configure(config.backends, config.pools)
         self.router = Router(config.routes)
         self.config = config
+        self.observer.configure(config.accessLog)

@@ -221,6 +221,11 @@ class UpstreamLink:
         if self._protocol is not None and self._protocol.transport is not None:
             self._protocol.transport.resumeProducing()  # type: ignore[attr-defined]
 
+    def entriesReturned(self, messageID: int) -> int:
+        """Search result entries relayed for C{messageID} (counted once)."""
+        protocol = self._protocol
+        return protocol._scanner.entries.pop(messageID, 0) if protocol is not None else 0
+
     @property
     def transport(self) -> object | None:
         return self._protocol.transport if self._protocol is not None else None
