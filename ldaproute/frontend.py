@@ -20,6 +20,7 @@ from twisted.internet import error
 from twisted.internet.interfaces import IAddress, IPushProducer, IReactorTime
 from twisted.internet.protocol import Protocol, ServerFactory
 from twisted.logger import Logger
+from twisted.protocols.haproxy._wrapper import HAProxyProtocolWrapper
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -88,6 +89,18 @@ class FrontendProtocol(Protocol):
             pass
         self.transport.registerProducer(_LinksProducer(self._links), True)  # type: ignore[union-attr]
         self._received, self._sent = self._runtime.observer.connectionOpened(self, self.transport)
+        if isinstance(self.transport, HAProxyProtocolWrapper):
+            self.dataReceived = self._afterProxyHeader  # type: ignore[method-assign]
+
+    def _afterProxyHeader(self, data: bytes) -> None:
+        """
+        Behind C{haproxy:}, the client's address is known once the PROXY
+        header has been read, just before the first bytes reach us.
+        """
+        del self.dataReceived
+        self._peerText, self._peerAddress = describePeer(self.transport.getPeer())  # type: ignore[union-attr]
+        self.session.peer = self._peerText
+        self.dataReceived(data)
 
     def dataReceived(self, data: bytes) -> None:
         self._received.inc(len(data))

@@ -50,6 +50,11 @@ from ldaproute.runtime import Runtime
 DRAIN_POLL = 0.05
 #: How long the drain waits for noticed connections to close, seconds.
 CLOSE_WAIT = 2.0
+#: Restarting a worker that died: the first delay, and the longest one for a
+#: worker that keeps dying within RESTART_QUICK seconds of its start.
+RESTART_DELAY = 0.5
+RESTART_MAX = 30.0
+RESTART_QUICK = 10.0
 
 _RESTART_ONLY = (
     ("listeners", "listeners"),
@@ -316,6 +321,8 @@ class WorkerSupervisor(Service):
         self._count = count
         self._extraArgs = extraArgs or []
         self._processes: dict[int, Any] = {}
+        self._started: dict[int, float] = {}
+        self._delays: dict[int, float] = {}
         self._stopping: Deferred[None] | None = None
 
     def startService(self) -> None:
@@ -327,6 +334,7 @@ class WorkerSupervisor(Service):
         args = [sys.executable, "-m", "twisted", "ldaproute", "-c", self._configPath, "--worker-index", str(index)]
         args += self._extraArgs
         protocol = _WorkerProtocol(self, index)
+        self._started[index] = self._reactor.seconds()
         self._processes[index] = self._reactor.spawnProcess(
             protocol, sys.executable, args, env=os.environ.copy(), childFDs={0: "w", 1: 1, 2: 2}
         )
@@ -339,8 +347,17 @@ class WorkerSupervisor(Service):
                 self._stopping.callback(None)
             return
         code = reason.value.exitCode if isinstance(reason.value, (ProcessDone, ProcessTerminated)) else None
-        self._log.error("Worker {index} ended (exit code {code}); restarting it", index=protocol.index, code=code)
-        self._reactor.callLater(1.0, self._respawn, protocol.index)
+        now = self._reactor.seconds()
+        quick = now - self._started.get(protocol.index, 0.0) < RESTART_QUICK
+        delay = min(self._delays.get(protocol.index, RESTART_DELAY) * 2, RESTART_MAX) if quick else RESTART_DELAY
+        self._delays[protocol.index] = delay
+        self._log.error(
+            "Worker {index} ended (exit code {code}); restarting it in {delay}s",
+            index=protocol.index,
+            code=code,
+            delay=delay,
+        )
+        self._reactor.callLater(delay, self._respawn, protocol.index)
 
     def _respawn(self, index: int) -> None:
         if self.running and index not in self._processes:
