@@ -25,7 +25,7 @@ import pytest
 from ldaptor.protocols import pureldap
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.slapd import Slapd, freePort
+from tests.slapd import Slapd
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -126,20 +126,27 @@ class Proxy:
         return self.process.returncode
 
 
-def freePortPair() -> int:
-    """A port P such that P and P+1 are free, below the ephemeral range (no client socket takes them)."""
+def freePortPair(count: int = 2) -> int:
+    """
+    A port P such that P..P+count-1 are free, below the ephemeral range, so
+    that no client socket takes one between this check and the bind.
+    """
     import random
 
     for _ in range(200):
         port = random.randrange(20000, 30000)
         try:
-            for candidate in (port, port + 1):
+            for candidate in range(port, port + count):
                 with socket.socket() as probe:
                     probe.bind(("127.0.0.1", candidate))
         except OSError:
             continue
         return port
-    raise AssertionError("no free pair of ports")
+    raise AssertionError("no free ports")
+
+
+def quietPort() -> int:
+    return freePortPair(1)
 
 
 def waitFor(predicate: Callable[[], Any], what: str, timeout: float = 15.0) -> Any:
@@ -243,7 +250,7 @@ def readUntilDone(sock: socket.socket, timeout: float = 30.0) -> bytes:
 
 
 def test_metricsMatchTraffic(slapd: Slapd, proxyFactory: Callable[..., Proxy]) -> None:
-    listen, metrics = freePort(), freePort()
+    listen, metrics = quietPort(), quietPort()
     routes = (
         "[route:readonly]\noperations = write\nreject = 53 read-only here\n"
         "[route:people]\nsuffix = ou=people,dc=example,dc=com\npool = main\n"
@@ -299,7 +306,7 @@ def test_metricsMatchTraffic(slapd: Slapd, proxyFactory: Callable[..., Proxy]) -
 
 def test_healthWhenBackendDies(slapdFactory: Callable[..., Slapd], proxyFactory: Callable[..., Proxy]) -> None:
     backend = slapdFactory()
-    listen, metrics = freePort(), freePort()
+    listen, metrics = quietPort(), quietPort()
     proxy = proxyFactory(routesIni(listen, metrics, {"main": backend.url}, "[route:all]\npool = main\n"), metrics)
     proxy.start()
     code, body = proxy.get("/readyz")
@@ -331,7 +338,7 @@ def test_healthWhenBackendDies(slapdFactory: Callable[..., Slapd], proxyFactory:
 
 def test_reload(slapdFactory: Callable[..., Slapd], proxyFactory: Callable[..., Proxy]) -> None:
     big, small = slapdFactory(entries=60), slapdFactory(entries=5)
-    listen, metrics = freePort(), freePort()
+    listen, metrics = quietPort(), quietPort()
     backends = {"big": big.url, "small": small.url}
     proxy = proxyFactory(routesIni(listen, metrics, backends, "[route:all]\npool = big\n"), metrics)
     proxy.start()
@@ -371,7 +378,7 @@ def test_reload(slapdFactory: Callable[..., Slapd], proxyFactory: Callable[..., 
 
 def test_drainLetsASearchFinish(slapdFactory: Callable[..., Slapd], proxyFactory: Callable[..., Proxy]) -> None:
     backend = slapdFactory()
-    listen, metrics = freePort(), freePort()
+    listen, metrics = quietPort(), quietPort()
     routes = routesIni(listen, metrics, {"main": backend.url}, "[route:all]\npool = main\n", "drain_timeout = 20s")
     proxy = proxyFactory(routes, metrics)
     proxy.start()
@@ -406,7 +413,7 @@ def test_drainLetsASearchFinish(slapdFactory: Callable[..., Slapd], proxyFactory
 
 def test_drainTimeout(slapdFactory: Callable[..., Slapd], proxyFactory: Callable[..., Proxy]) -> None:
     backend = slapdFactory()
-    listen, metrics = freePort(), freePort()
+    listen, metrics = quietPort(), quietPort()
     routes = routesIni(listen, metrics, {"main": backend.url}, "[route:all]\npool = main\n", "drain_timeout = 1s")
     proxy = proxyFactory(routes, metrics)
     proxy.start()
@@ -429,7 +436,7 @@ def test_drainTimeout(slapdFactory: Callable[..., Slapd], proxyFactory: Callable
 
 
 def test_twoWorkersBothTakeConnections(slapd: Slapd, proxyFactory: Callable[..., Proxy]) -> None:
-    listen, metrics = freePort(), freePortPair()
+    listen, metrics = quietPort(), freePortPair()
     routes = routesIni(listen, metrics, {"main": slapd.url}, "[route:all]\npool = main\n", "workers = 2")
     proxy = proxyFactory(routes, metrics)
     proxy.start(waitPorts=(metrics + 1,))
@@ -456,7 +463,7 @@ def test_twoWorkersBothTakeConnections(slapd: Slapd, proxyFactory: Callable[...,
 
 def test_haproxySendProxyV2(slapd: Slapd, proxyFactory: Callable[..., Proxy], tmp_path: Any) -> None:
     haproxy = program("haproxy")
-    front, listen, metrics = freePort(), freePort(), freePort()
+    front, listen, metrics = quietPort(), quietPort(), quietPort()
     routes = routesIni(listen, metrics, {"main": slapd.url}, "[route:all]\npool = main\n")
     routes = routes.replace(f"listen = tcp:{listen}", f"listen = haproxy:tcp:{listen}")
     proxy = proxyFactory(routes, metrics)
