@@ -194,6 +194,7 @@ class Backend:
     name: str
     url: BackendURL
     weight: int = 1
+    sendProxy: str = "none"  # PROXY protocol header to send first: none, v1, v2
 
 
 @attrs.frozen
@@ -366,6 +367,7 @@ _LISTENER_KEYS: _KeyTable = {
 _BACKEND_KEYS: _KeyTable = {
     "url": ("url", BackendURL.fromString),
     "weight": ("weight", _positiveInt),
+    "send_proxy": ("sendProxy", _choice("none", "v1", "v2")),
 }
 _POOL_KEYS: _KeyTable = {
     "backends": ("backends", _list),
@@ -485,6 +487,10 @@ class _Loader:
             values = self.values(section, items, _BACKEND_KEYS)
             if "url" not in values:
                 raise self.error(section, "url", "missing: give the server's address as ldap://host:port")
+            if values.get("sendProxy", "none") != "none" and values["url"].scheme != "ldap":
+                raise self.error(
+                    section, "send_proxy", "a PROXY header can only be sent to an ldap:// backend (slapd's pldap://)"
+                )
             backends[name] = Backend(name, **values)
 
         pools = {}

@@ -211,7 +211,8 @@ class FrontendProtocol(Protocol):
         runtime = self._runtime
         pool = runtime.backends.pools[poolName]
         link = UpstreamLink(
-            self, pool, self._reactor, pool.pool.connectTimeout, replay, self._peerText
+            self, pool, self._reactor, pool.pool.connectTimeout, replay, self._peerText,
+            (self.transport.getPeer(), self.transport.getHost()),  # type: ignore[union-attr]
         )
         link.boundVersion = session.identityVersion
         self._links[poolName] = link

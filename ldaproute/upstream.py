@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Iterator
+from typing import Any
 from typing import Protocol as TypingProtocol
 
 from twisted.internet import error
@@ -25,6 +26,7 @@ from twisted.python.failure import Failure
 
 from ldaproute import ber
 from ldaproute.pool import BackendState, PoolState
+from ldaproute.proxyheader import proxyHeader
 
 #: Largest PDU accepted from a backend: a search entry with big binary
 #: values is legitimately large; a corrupt length is not.
@@ -111,6 +113,7 @@ class UpstreamLink:
         connectTimeout: float,
         replayBind: tuple[bytes, bytes] | None,
         peer: str,
+        clientAddresses: tuple[Any, Any] | None = None,
     ) -> None:
         self._owner = owner
         self.pool = pool
@@ -126,6 +129,7 @@ class UpstreamLink:
         self._internalIDs: set[int] = set()
         self._candidates: Iterator[BackendState] = pool.candidates()
         self._tried: list[str] = []
+        self._clientAddresses = clientAddresses  # (peer, host), for send_proxy
 
     # --- connecting -----------------------------------------------------
 
@@ -149,6 +153,8 @@ class UpstreamLink:
             protocol.transport.loseConnection()  # type: ignore[union-attr]
             return
         self._protocol = protocol
+        if self.backend.backend.sendProxy != "none" and self._clientAddresses is not None:
+            protocol.transport.write(proxyHeader(self.backend.backend.sendProxy, *self._clientAddresses))  # type: ignore[union-attr]
         self._owner.linkConnected(self)
         if self._replayBind is not None:
             self.state = "replaying"

@@ -96,3 +96,31 @@ def test_workersNeedTCPMetrics() -> None:
 
 def test_workersWithHAProxyListener() -> None:
     assert load("workers = 2", listen="haproxy:tcp:10389").workers == 2
+
+
+def test_sendProxy() -> None:
+    config = Config.fromString(
+        "[ldaproute]\nlisten = tcp:10389\n[backend:one]\nurl = ldap://h\nsend_proxy = v2\n"
+        "[pool:main]\nbackends = one\n[route:all]\npool = main\n"
+    )
+    assert config.backends["one"].sendProxy == "v2"
+
+
+def test_sendProxyUnknownVersion() -> None:
+    with pytest.raises(ConfigError) as info:
+        Config.fromString(
+            "[ldaproute]\nlisten = tcp:10389\n[backend:one]\nurl = ldap://h\nsend_proxy = v3\n"
+            "[pool:main]\nbackends = one\n[route:all]\npool = main\n", "routes.ini"
+        )
+    assert str(info.value) == "routes.ini [backend:one] send_proxy: expected one of none, v1, v2, not 'v3'"
+
+
+def test_sendProxyNeedsPlainLDAP() -> None:
+    with pytest.raises(ConfigError) as info:
+        Config.fromString(
+            "[ldaproute]\nlisten = tcp:10389\n[backend:one]\nurl = ldaps://h\nsend_proxy = v1\n"
+            "[pool:main]\nbackends = one\n[route:all]\npool = main\n", "routes.ini"
+        )
+    assert str(info.value) == (
+        "routes.ini [backend:one] send_proxy: a PROXY header can only be sent to an ldap:// backend (slapd's pldap://)"
+    )

@@ -461,22 +461,49 @@ def test_twoWorkersBothTakeConnections(slapd: Slapd, proxyFactory: Callable[...,
 # --- PROXY protocol -------------------------------------------------------------
 
 
-def test_haproxySendProxyV2(slapd: Slapd, proxyFactory: Callable[..., Proxy], tmp_path: Any) -> None:
+class ProxiedSlapd(Slapd):
+    """A slapd that also listens on pldap:// (PROXY protocol required there)."""
+
+    def __init__(self, directory: str, **kwargs: Any) -> None:
+        super().__init__(directory, **kwargs)
+        self.pldapPort = quietPort()
+
+    @property
+    def pldapURL(self) -> str:
+        return f"ldap://127.0.0.1:{self.pldapPort}"
+
+    def _listenURLs(self) -> str:
+        return super()._listenURLs() + f" pldap://127.0.0.1:{self.pldapPort}"
+
+
+def test_haproxyInFrontPldapBehind(
+    proxyFactory: Callable[..., Proxy], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """
+    client -> HAProxy (send-proxy-v2) -> ldaproute (haproxy:tcp:) -> slapd
+    pldap:// (send_proxy = v2; slapd reads v2 only, v1 is checked against
+    Twisted's parser in test_proxyheader): ldaproute's access log and
+    slapd's own log both see the client's address.
+    """
     haproxy = program("haproxy")
-    front, listen, metrics = quietPort(), quietPort(), quietPort()
-    routes = routesIni(listen, metrics, {"main": slapd.url}, "[route:all]\npool = main\n")
-    routes = routes.replace(f"listen = tcp:{listen}", f"listen = haproxy:tcp:{listen}")
-    proxy = proxyFactory(routes, metrics)
-    proxy.start()
-    conf = tmp_path / "haproxy.cfg"
-    conf.write_text(
-        "global\n  log stderr format raw local0 err\n"
-        "defaults\n  mode tcp\n  timeout connect 5s\n  timeout client 30s\n  timeout server 30s\n"
-        f"frontend ldap\n  bind 127.0.0.1:{front}\n  default_backend proxy\n"
-        f"backend proxy\n  server ldaproute 127.0.0.1:{listen} send-proxy-v2\n"
-    )
-    process = subprocess.Popen([haproxy, "-db", "-f", str(conf)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    backend = ProxiedSlapd(str(tmp_path_factory.mktemp("pslapd")), entries=20, accessLog=True)
+    backend.start()
+    process = None
     try:
+        front, listen, metrics = quietPort(), quietPort(), quietPort()
+        routes = routesIni(listen, metrics, {"main": backend.pldapURL}, "[route:all]\npool = main\n")
+        routes = routes.replace(f"listen = tcp:{listen}", f"listen = haproxy:tcp:{listen}")
+        routes = routes.replace("[pool:main]", "send_proxy = v2\n[pool:main]")
+        proxy = proxyFactory(routes, metrics)
+        proxy.start()
+        conf = tmp_path_factory.mktemp("haproxy") / "haproxy.cfg"
+        conf.write_text(
+            "defaults\n  mode tcp\n  timeout connect 5s\n  timeout client 30s\n  timeout server 30s\n"
+            f"frontend ldap\n  bind 127.0.0.1:{front}\n  default_backend proxy\n"
+            f"backend proxy\n  server ldaproute 127.0.0.1:{listen} send-proxy-v2\n"
+        )
+        process = subprocess.Popen([haproxy, "-db", "-f", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
         def connect() -> socket.socket | None:
             try:
                 return socket.create_connection(("127.0.0.1", front), timeout=2)
@@ -485,7 +512,7 @@ def test_haproxySendProxyV2(slapd: Slapd, proxyFactory: Callable[..., Proxy], tm
 
         sock = waitFor(connect, "haproxy to listen")
         clientPort = sock.getsockname()[1]
-        sock.sendall(searchPDU(1, slapd.peopleDN.encode(), "(uid=user7)"))
+        sock.sendall(searchPDU(1, backend.peopleDN.encode(), "(uid=user7)"))
         assert b"uid=user7" in readUntilDone(sock)
         sock.close()
 
@@ -495,8 +522,11 @@ def test_haproxySendProxyV2(slapd: Slapd, proxyFactory: Callable[..., Proxy], tm
                     return event
             return None
 
-        event = waitFor(accessEvent, "the access event")
-        assert event["peer"] == f"127.0.0.1:{clientPort}"
+        assert waitFor(accessEvent, "the access event")["peer"] == f"127.0.0.1:{clientPort}"
+        accepted = [line for line in backend.logLines() if "ACCEPT from" in line]
+        assert any(f"IP=127.0.0.1:{clientPort} " in line for line in accepted), accepted
     finally:
-        process.terminate()
-        process.wait(10)
+        if process is not None:
+            process.terminate()
+            process.wait(10)
+        backend.stop()
