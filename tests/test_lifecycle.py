@@ -5,6 +5,8 @@ in-memory reactors.
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from typing import Any
 
 from prometheus_client import generate_latest
@@ -35,7 +37,9 @@ pool = {pool}
 
 class ReloadTests(SynchronousTestCase):
     def setUp(self) -> None:
-        self.path = FilePath(self.mktemp())
+        directory = tempfile.mkdtemp(prefix="ldaproute-reload-")
+        self.addCleanup(shutil.rmtree, directory)
+        self.path = FilePath(directory).child("routes.ini")
         self.path.setContent(CONFIG.format(pool="first").encode())
         options = Options()
         options.parseOptions(["-c", self.path.path])
