@@ -122,12 +122,12 @@ def _filter(pdu: bytes, pos: int, end: int, depth: int) -> tuple[str, int] | Non
     if tag == 0xA9:  # extensibleMatch: [2] type if present
         inner, attrName = start, ""
         while inner < stop:
-            item = _string(pdu, inner, stop)
-            if item is None:
+            field = _string(pdu, inner, stop)
+            if field is None:
                 break
             if pdu[inner] == 0x82:
-                attrName = _attr(item[0])
-            inner = item[1]
+                attrName = _attr(field[0])
+            inner = field[1]
         return f"({attrName}:=?)", stop
     return "(?)", stop
 

@@ -167,7 +167,7 @@ class FrontendProtocol(Protocol):
             self._answer(envelope, code, text)
             return
         if route.reject is not None:
-            self._answer(envelope, route.reject.resultCode, route.reject.message, route.name)
+            self._answer(envelope, route.reject.resultCode, route.reject.message, route.name, pdu)
             return
         assert route.pool is not None
 
@@ -298,14 +298,16 @@ class FrontendProtocol(Protocol):
 
     # --- the proxy's own answers ------------------------------------------
 
-    def _answer(self, envelope: ber.Envelope, resultCode: int, diagnosticMessage: str, route: str = "") -> None:
+    def _answer(
+        self, envelope: ber.Envelope, resultCode: int, diagnosticMessage: str, route: str = "", pdu: bytes | None = None
+    ) -> None:
         answer = ber.resultFor(envelope, resultCode, diagnosticMessage)
         if answer is not None:
             self.transport.write(answer)  # type: ignore[union-attr]
             now = self._reactor.seconds()
-            self._runtime.observer.operationCompleted(
-                self, envelope.opTag, envelope.messageID, route, None, resultCode, now, now
-            )
+            observer = self._runtime.observer
+            summary = observer.summarize(pdu, envelope) if pdu is not None else None
+            observer.operationCompleted(self, envelope.opTag, envelope.messageID, route, None, resultCode, now, now, summary)
 
     def _protocolError(self, reason: ber.FramingError) -> None:
         self._log.warn(

@@ -303,7 +303,7 @@ class MetricsResource(Resource):
 
     def render_GET(self, request: Request) -> bytes:
         accept = request.getHeader("accept")
-        encoder, contentType = choose_encoder(accept)
+        encoder, contentType = choose_encoder(accept or "")
         request.setHeader("Content-Type", contentType)
         return encoder(self._registry)  # type: ignore[no-any-return]
 
@@ -350,7 +350,7 @@ class Readiness:
         if not any(poolsUp.values()):
             reasons.append("no routed pool has a backend up")
         ready = not reasons
-        body = {
+        body: dict[str, Any] = {
             "status": "ready" if ready else "unready",
             "draining": self.draining,
             "listeners": "open" if listenersOpen else "closed",

@@ -53,3 +53,32 @@ class ProxyHeaderTests(SynchronousTestCase):
         metrics = self.runtime.observer.metrics
         self.assertEqual(metrics.pdusRejected.labels("default", "not-ldap")._value.get(), 1)
         self.assertTrue(self.transport.disconnecting)
+
+
+class AccessLogSwitchTests(SynchronousTestCase):
+    def events(self, accessLog: str) -> list[dict[str, object]]:
+        from twisted.logger import globalLogPublisher
+
+        runtime = Runtime(Config.fromString(CONFIG.replace("listen = haproxy:tcp:10389", f"listen = tcp:1\naccess_log = {accessLog}")))
+        factory = FrontendFactory(runtime.config.listeners[0], runtime, MemoryReactorClock())
+        protocol = factory.buildProtocol(None)  # type: ignore[arg-type]
+        transport = StringTransport(peerAddress=IPv4Address("TCP", "192.0.2.8", 4000))
+        protocol.makeConnection(transport)
+        seen: list[dict[str, object]] = []
+        observer = seen.append
+        globalLogPublisher.addObserver(observer)  # type: ignore[arg-type]
+        try:
+            protocol.dataReceived(ber.message(2, ber.tlv(ber.DEL_REQUEST, b"uid=a,dc=example,dc=com")))
+        finally:
+            globalLogPublisher.removeObserver(observer)  # type: ignore[arg-type]
+        return [e for e in seen if e.get("log_namespace") == "ldaproute.access"]
+
+    def test_on(self) -> None:
+        [event] = self.events("on")
+        self.assertEqual(
+            (event["peer"], event["op"], event["baseDN"], event["route"], event["backend"], event["resultCode"]),
+            ("192.0.2.8:4000", "delete", "uid=a,dc=example,dc=com", "ro", None, 53),
+        )
+
+    def test_off(self) -> None:
+        self.assertEqual(self.events("off"), [])
