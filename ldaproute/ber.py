@@ -212,12 +212,14 @@ class ResponseScanner:
     responses the result code.  C{feed} returns the bytes that are complete
     PDUs, ready to be written to the client as they are, and the
     C{(messageID, tag, resultCode)} of each final response among them
-    (C{resultCode} is read for bind and extended responses only, else -1).
+    (C{resultCode} is -1 when unreadable).  C{entries} counts search result
+    entries by messageID, for the access log (pop it when the search ends).
     """
 
     def __init__(self, maxPDUBytes: int) -> None:
         self.maxPDUBytes = maxPDUBytes
         self._buffer = b""
+        self.entries: dict[int, int] = {}
 
     def feed(self, data: bytes) -> tuple[bytes, list[tuple[int, int, int]]]:
         """
@@ -229,6 +231,7 @@ class ResponseScanner:
         pos = 0
         finals = []
         maxBytes = self.maxPDUBytes
+        entries = self.entries
         while end - pos >= 2:
             if buf[pos] != _SEQUENCE:
                 raise FramingError("not-ldap", f"backend sent tag 0x{buf[pos]:02x}, not an LDAPMessage")
@@ -251,10 +254,10 @@ class ResponseScanner:
             tag = buf[tagAt]
             if tag in FINAL_RESPONSES:
                 messageID = int.from_bytes(buf[bodyStart + 2 : tagAt], "big")
-                code = -1
-                if tag == BIND_RESPONSE or tag == EXTENDED_RESPONSE:
-                    code = _resultCodeAt(buf, tagAt, pos + total)
-                finals.append((messageID, tag, code))
+                finals.append((messageID, tag, _resultCodeAt(buf, tagAt, pos + total)))
+            elif tag == SEARCH_RESULT_ENTRY:
+                messageID = int.from_bytes(buf[bodyStart + 2 : tagAt], "big")
+                entries[messageID] = entries.get(messageID, 0) + 1
             pos += total
         if pos == end:
             self._buffer = b""

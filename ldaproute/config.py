@@ -169,6 +169,20 @@ def _endpoints(value: str) -> tuple[str, ...]:
     return endpoints
 
 
+def _oneEndpoint(value: str) -> str:
+    endpoints = _endpoints(value)
+    if len(endpoints) != 1:
+        raise _Invalid(f"expected one endpoint such as tcp:9389:interface=127.0.0.1, not {len(endpoints)}")
+    return endpoints[0]
+
+
+def _workers(value: str) -> int:
+    number = _positiveInt(value)
+    if number > 64:
+        raise _Invalid(f"expected at most 64 worker processes, not {number}")
+    return number
+
+
 def _dn(value: str) -> DN:
     try:
         return parseDN(value.strip())
@@ -304,6 +318,7 @@ class Backend:
     def verifyName(self) -> str:
         """The name the backend's certificate must carry."""
         return self.serverName or self.url.host
+    sendProxy: str = "none"  # PROXY protocol header to send first: none, v1, v2
 
 
 @attrs.frozen
@@ -519,6 +534,11 @@ class Config:
     cldapRateLimit: int = 20
     cldapAmplification: int = 8
     cldapRootDSETTL: float = 60.0
+    metrics: str | None = None
+    accessLog: bool = True
+    logFormat: str = "text"
+    drainTimeout: float = 25.0
+    workers: int = 1
 
     @classmethod
     def fromFile(cls, path: FilePath[str] | str) -> Config:
@@ -560,6 +580,11 @@ _GLOBAL_KEYS: _KeyTable = {
     "cldap_rate_limit": ("cldapRateLimit", _positiveInt),
     "cldap_amplification": ("cldapAmplification", _positiveInt),
     "cldap_rootdse_ttl": ("cldapRootDSETTL", _seconds),
+    "metrics": ("metrics", _oneEndpoint),
+    "access_log": ("accessLog", _bool),
+    "log_format": ("logFormat", _choice("text", "json")),
+    "drain_timeout": ("drainTimeout", _seconds),
+    "workers": ("workers", _workers),
 }
 _LISTENER_KEYS: _KeyTable = {
     "listen": ("endpoints", _endpoints),
@@ -591,6 +616,7 @@ _BACKEND_KEYS: _KeyTable = {
     "client_cert": ("clientCert", _file),
     "client_key": ("clientKey", _file),
     "server_name": ("serverName", str.strip),
+    "send_proxy": ("sendProxy", _choice("none", "v1", "v2")),
 }
 _POOL_KEYS: _KeyTable = {
     "backends": ("backends", _list),
@@ -697,6 +723,20 @@ class _Loader:
             except ValueError as e:
                 raise self.error(section, "client_cert", str(e)) from None
         return Backend(name, **values)
+    def checkWorkers(self, listeners: list[Listener], metrics: str | None) -> None:
+        """Worker processes share TCP listeners (SO_REUSEPORT) only."""
+        for listener in listeners:
+            for description in listener.endpoints:
+                if not description.startswith(("tcp:", "haproxy:tcp:")):
+                    raise self.error(
+                        "ldaproute",
+                        "workers",
+                        f"worker processes can share tcp: and haproxy:tcp: listeners only, not {description!r}",
+                    )
+        if metrics is not None and not metrics.startswith("tcp:"):
+            raise self.error(
+                "ldaproute", "workers", f"worker processes need a tcp: metrics endpoint (one port each), not {metrics!r}"
+            )
 
     def load(self, text: str) -> Config:
         parser = configparser.ConfigParser(
@@ -759,12 +799,19 @@ class _Loader:
         if not listeners:
             raise self.error("ldaproute", "listen", "missing: give at least one endpoint, such as tcp:389")
 
+        if globalValues.get("workers", 1) > 1:
+            self.checkWorkers(listeners, globalValues.get("metrics"))
+
         backends = {}
         for name, items in sections["backend"].items():
             section = f"backend:{name}"
             values = self.values(section, items, _BACKEND_KEYS)
             if "url" not in values:
                 raise self.error(section, "url", "missing: give the server's address as ldap://host:port")
+            if values.get("sendProxy", "none") != "none" and values["url"].scheme != "ldap":
+                raise self.error(
+                    section, "send_proxy", "a PROXY header can only be sent to an ldap:// backend (slapd's pldap://)"
+                )
             backends[name] = self.backend(section, name, values)
 
         pools = {}

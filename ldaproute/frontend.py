@@ -20,6 +20,7 @@ from twisted.internet import error
 from twisted.internet.interfaces import IAddress, IDelayedCall, IHandshakeListener, IPushProducer, IReactorTime, ISSLTransport
 from twisted.internet.protocol import Protocol, ServerFactory
 from twisted.logger import Logger
+from twisted.protocols.haproxy._wrapper import HAProxyProtocolWrapper
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -164,8 +165,22 @@ class FrontendProtocol(Protocol):
         except (AttributeError, OSError, socket.error):
             pass
         self.transport.registerProducer(_LinksProducer(self._links), True)  # type: ignore[union-attr]
+        self._received, self._sent = self._runtime.observer.connectionOpened(self, self.transport)
+        if isinstance(self.transport, HAProxyProtocolWrapper):
+            self.dataReceived = self._afterProxyHeader  # type: ignore[method-assign]
+
+    def _afterProxyHeader(self, data: bytes) -> None:
+        """
+        Behind C{haproxy:}, the client's address is known once the PROXY
+        header has been read, just before the first bytes reach us.
+        """
+        del self.dataReceived
+        self._peerText, self._peerAddress = describePeer(self.transport.getPeer())  # type: ignore[union-attr]
+        self.session.peer = self._peerText
+        self.dataReceived(data)
 
     def dataReceived(self, data: bytes) -> None:
+        self._received.inc(len(data))
         if self._closing:
             return
         if self._idleTimer is not None:
@@ -190,6 +205,7 @@ class FrontendProtocol(Protocol):
         self.session.outstanding.clear()
         self._fanouts.clear()
         self._fanoutSubs.clear()
+        self._runtime.observer.connectionClosed(self)
 
     # --- requests ---------------------------------------------------------
 
@@ -256,7 +272,7 @@ class FrontendProtocol(Protocol):
             self._answer(envelope, code, text)
             return
         if route.reject is not None:
-            self._answer(envelope, route.reject.resultCode, route.reject.message)
+            self._answer(envelope, route.reject.resultCode, route.reject.message, route.name, pdu)
             return
         assert route.pool is not None
 
@@ -281,7 +297,7 @@ class FrontendProtocol(Protocol):
                 self._answer(envelope, e.resultCode, e.message)
                 return
         session.outstanding[messageID] = Outstanding(
-            messageID, tag, link, self._reactor.seconds(), route.name, pending
+            messageID, tag, link, self._reactor.seconds(), route.name, pending, runtime.observer.summarize(pdu, envelope)
         )
         if isBind:
             choice, mechanism = envelope.bindAuthentication(pdu)
@@ -315,7 +331,8 @@ class FrontendProtocol(Protocol):
         runtime = self._runtime
         pool = runtime.backends.pools[poolName]
         link = UpstreamLink(
-            self, pool, self._reactor, pool.pool.connectTimeout, replay, self._peerText, runtime.endpointFactory
+            self, pool, self._reactor, pool.pool.connectTimeout, replay, self._peerText, runtime.endpointFactory,
+            (self.transport.getPeer(), self.transport.getHost()),  # type: ignore[union-attr]
         )
         link.boundVersion = session.identityVersion
         self._links[poolName] = link
@@ -362,6 +379,7 @@ class FrontendProtocol(Protocol):
             data = self._fanoutResponses(data)
         if data:
             self.transport.write(data)  # type: ignore[union-attr]
+            self._sent.inc(len(data))
         outstanding = self.session.outstanding
         for messageID, tag, code in finals:
             if self._rewritingOps:
@@ -370,6 +388,7 @@ class FrontendProtocol(Protocol):
             if operation is None:
                 continue
             link.operationEnded(messageID)
+            self._completed(operation, code, link)
             if tag == ber.BIND_RESPONSE:
                 self._layerWatch.bindAnswered(messageID, code)
                 if code == ber.INVALID_CREDENTIALS:
@@ -465,6 +484,7 @@ class FrontendProtocol(Protocol):
         answers = []
         for operation in failed:
             del outstanding[operation.messageID]
+            self._completed(operation, resultCode, link)
             answers.append(
                 ber.result(operation.messageID, ber.RESPONSE_FOR[operation.opTag], resultCode, reason)
             )
@@ -621,13 +641,25 @@ class FrontendProtocol(Protocol):
             if sub.link is not None:
                 sub.link.send(ber.message(self._nextSubID, ber.tlv(ber.ABANDON_REQUEST, ber.encodeInteger(sub.subID))))
                 self._nextSubID += 1
+    def _completed(self, operation: Outstanding, resultCode: int, link: UpstreamLink | None) -> None:
+        now = self._reactor.seconds()
+        self._runtime.observer.operationCompleted(
+            self, operation.opTag, operation.messageID, operation.route, link, resultCode,
+            operation.startedAt, now, operation.summary,
+        )  # fmt: skip
 
     # --- the proxy's own answers ------------------------------------------
 
-    def _answer(self, envelope: ber.Envelope, resultCode: int, diagnosticMessage: str) -> None:
+    def _answer(
+        self, envelope: ber.Envelope, resultCode: int, diagnosticMessage: str, route: str = "", pdu: bytes | None = None
+    ) -> None:
         answer = ber.resultFor(envelope, resultCode, diagnosticMessage)
         if answer is not None:
             self.transport.write(answer)  # type: ignore[union-attr]
+            now = self._reactor.seconds()
+            observer = self._runtime.observer
+            summary = observer.summarize(pdu, envelope) if pdu is not None else None
+            observer.operationCompleted(self, envelope.opTag, envelope.messageID, route, None, resultCode, now, now, summary)
 
     def _protocolError(self, reason: ber.FramingError) -> None:
         self._log.warn(
@@ -637,6 +669,7 @@ class FrontendProtocol(Protocol):
             reason=reason.detail,
             kind=reason.reason,
         )
+        self._runtime.observer.pduRejected(self, reason.reason)
         self._disconnect(ber.PROTOCOL_ERROR, reason.detail)
 
     # --- security policy (see policy.py and tls.py) ------------------------
@@ -818,6 +851,10 @@ class FrontendProtocol(Protocol):
                 listener=self._listener.name,
                 reason=reason.getErrorMessage(),
             )
+    def shutDown(self) -> None:
+        """The proxy is stopping: Notice of Disconnection (unavailable), then close."""
+        if not self._closing:
+            self._disconnect(ber.UNAVAILABLE, "the proxy is shutting down")
 
     def _disconnect(self, resultCode: int, diagnosticMessage: str) -> None:
         """Notice of Disconnection, then close: the stream cannot go on."""

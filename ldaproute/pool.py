@@ -52,6 +52,8 @@ class BackendState:
         self.consecutiveFailures = 0
         self.consecutiveSuccesses = 0
         self.lastReason = ""
+        self.connectsOK = 0
+        self.connectsFailed = 0
 
     @property
     def name(self) -> str:
@@ -70,10 +72,12 @@ class BackendState:
         """
         self.consecutiveSuccesses = 0
         self.consecutiveFailures += 1
+        self.connectsFailed += 1
         self._setUp(False, reason, pool, "passive")
 
     def connectSucceeded(self) -> None:
         self.consecutiveFailures = 0
+        self.connectsOK += 1
         if not self.checked:
             self._setUp(True, "connected", None, "passive")
 

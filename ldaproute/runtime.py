@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ldaproute.config import Config
+from ldaproute.observer import Observer
 from ldaproute.pool import Backends, BackendState
 from ldaproute.routing import Router
 from ldaproute.upstream import endpointFor
@@ -34,6 +35,8 @@ class Runtime:
     ) -> None:
         self.backends = Backends()
         self.endpointFactory = endpointFactory
+        self.observer = Observer(accessLog=config.accessLog)
+        self.observer.metrics.watchState(lambda: self)
         self.apply(config)
 
     def apply(self, config: Config) -> None:
@@ -41,3 +44,4 @@ class Runtime:
         self.backends.configure(config.backends, config.pools)
         self.router = Router(config.routes)
         self.config = config
+        self.observer.configure(config.accessLog)

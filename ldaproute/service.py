@@ -17,14 +17,18 @@ import tempfile
 from typing import Any
 from urllib.parse import quote
 
+import attrs
 from twisted.application import strports
-from twisted.application.service import IService, MultiService
+from twisted.application.internet import StreamServerEndpointService
+from twisted.application.service import IService
 from twisted.logger import ILogObserver, jsonFileLogObserver
 from twisted.python import usage
 from twisted.python.filepath import FilePath
 
 from ldaproute import __version__, config, tls
 from ldaproute.frontend import FrontendFactory
+from ldaproute.lifecycle import ProxyService, WorkerSupervisor, reusePortEndpoint, workerMetricsEndpoint
+from ldaproute.metrics import healthSite
 from ldaproute.runtime import Runtime
 
 #: Where the demo proxy listens: an unprivileged port on loopback.
@@ -64,6 +68,8 @@ class Options(usage.Options):
     optParameters = [
         ["config", "c", None, "Path to routes.ini."],
         ["demo-listen", None, DEMO_LISTEN, "Endpoint the demo proxy listens on."],
+        ["log-format", None, None, "text or json (one JSON object per line); overrides log_format."],
+        ["worker-index", None, "0", "Internal: which worker process this is (workers = N)."],
     ]
 
     def opt_version(self) -> None:
@@ -72,6 +78,12 @@ class Options(usage.Options):
 
     def postOptions(self) -> None:
         self.demoSocket: str | None = None
+        if self["log-format"] not in (None, "text", "json"):
+            raise usage.UsageError(f"--log-format: expected text or json, not {self['log-format']!r}")
+        try:
+            self.workerIndex = int(self["worker-index"])
+        except ValueError:
+            raise usage.UsageError("--worker-index: expected a number") from None
         if self["demo"]:
             if self["config"]:
                 raise usage.UsageError("give either --demo or -c routes.ini, not both")
@@ -94,25 +106,45 @@ class Options(usage.Options):
 
 
 def makeService(options: Options, reactor: Any = None) -> IService:
-    """Listening services for every listener of the configuration."""
+    """
+    Listening services for every listener of the configuration, the
+    metrics site, and worker processes.  Signal handlers (SIGHUP: reload)
+    are installed only on the global reactor.
+    """
+    installSignals = reactor is None
     if reactor is None:
         from twisted.internet import reactor as globalReactor
 
         reactor = globalReactor
-    top = MultiService()
+    runtime = Runtime(options.routes)
+    routes = options.routes
+    logFormat = options["log-format"] or routes.logFormat
+    if logFormat != routes.logFormat:
+        routes = attrs.evolve(routes, logFormat=logFormat)
+        runtime.apply(routes)
+    top = ProxyService(runtime, reactor, installSignals=installSignals)
     if options.demoSocket is not None:
         from ldaproute.demo import DemoDirectoryService, demoLDIFPath
 
         DemoDirectoryService(f"unix:{options.demoSocket}", demoLDIFPath(), reactor).setServiceParent(top)
-    runtime = Runtime(options.routes)
     serverTLS = {}
+    workerIndex = getattr(options, "workerIndex", 0)
+    if routes.metrics is not None:
+        site = healthSite(runtime.observer.metrics, top.readiness)
+        metricsService = strports.service(workerMetricsEndpoint(routes.metrics, workerIndex), site, reactor=reactor)
+        metricsService.setName("metrics")
+        metricsService.setServiceParent(top)
     for listener in options.routes.listeners:
         context = tls.serverTLSFor(listener)
         if context is not None:
             serverTLS[listener.name] = context
         factory = FrontendFactory(listener, runtime, reactor, context)
         for description in listener.endpoints:
-            service = strports.service(description, factory, reactor=reactor)
+            if routes.workers > 1:
+                service = StreamServerEndpointService(reusePortEndpoint(reactor, description), factory)
+                service._raiseSynchronously = True
+            else:
+                service = strports.service(description, factory, reactor=reactor)
             service.setName(f"listener:{listener.name}:{description}")
             service.setServiceParent(top)
     if options.routes.cldapEndpoints:
@@ -128,9 +160,13 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     discovery = DiscoveryService(runtime, reactor, changed=health.reconcile)
     discovery.setName("discovery")
     discovery.setServiceParent(top)
-    top.runtime = runtime  # type: ignore[attr-defined]
     #: listener name -> ServerTLS; SIGHUP calls .reload() on each
     top.serverTLS = serverTLS  # type: ignore[attr-defined]
+    if routes.workers > 1 and workerIndex == 0:
+        extra = ["--log-format", options["log-format"]] if options["log-format"] else []
+        top.workers = WorkerSupervisor(reactor, routes.path, routes.workers, extra)
+        top.workers.setName("workers")
+        top.workers.setServiceParent(top)
     return top
 
 

@@ -65,6 +65,7 @@ class Outstanding:
     startedAt: float
     route: str
     pending: Identity | None = None  # for binds: the identity on success
+    summary: Any = None  # for the access log: accesslog.RequestSummary
 
 
 class Session:

@@ -27,6 +27,7 @@ from zope.interface import implementer
 
 from ldaproute import ber
 from ldaproute.pool import BackendState, PoolState
+from ldaproute.proxyheader import proxyHeader
 
 #: Largest PDU accepted from a backend: a search entry with big binary
 #: values is legitimately large; a corrupt length is not.
@@ -146,6 +147,7 @@ class UpstreamLink:
         replayBind: tuple[bytes, bytes] | None,
         peer: str,
         endpointFactory: Callable[[Any, BackendState, float], IStreamClientEndpoint] | None = None,
+        clientAddresses: tuple[Any, Any] | None = None,
     ) -> None:
         self._endpointFactory = endpointFactory or endpointFor
         self._owner = owner
@@ -172,6 +174,7 @@ class UpstreamLink:
         #: slow-path hook: whole response PDUs in, rewritten PDUs out
         #: (set by the owner for links that carry rewritten operations)
         self.responseTransformer: Callable[[bytes], bytes] | None = None
+        self._clientAddresses = clientAddresses  # (peer, host), for send_proxy
 
     # --- connecting -----------------------------------------------------
 
@@ -206,6 +209,8 @@ class UpstreamLink:
             protocol.transport.loseConnection()  # type: ignore[union-attr]
             return
         self._protocol = protocol
+        if self.backend.backend.sendProxy != "none" and self._clientAddresses is not None:
+            protocol.transport.write(proxyHeader(self.backend.backend.sendProxy, *self._clientAddresses))  # type: ignore[union-attr]
         self._owner.linkConnected(self)
         tls = self.backend.backend.tls
         if tls == "ldaps":
@@ -439,6 +444,11 @@ class UpstreamLink:
     def resumeReading(self) -> None:
         if self._protocol is not None and self._protocol.transport is not None:
             self._protocol.transport.resumeProducing()  # type: ignore[attr-defined]
+
+    def entriesReturned(self, messageID: int) -> int:
+        """Search result entries relayed for C{messageID} (counted once)."""
+        protocol = self._protocol
+        return protocol._scanner.entries.pop(messageID, 0) if protocol is not None else 0
 
     @property
     def transport(self) -> object | None:

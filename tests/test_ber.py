@@ -161,7 +161,7 @@ class TestResponseScanner:
             first, finals1 = scanner.feed(data[:cut])
             second, finals2 = scanner.feed(data[cut:])
             assert first + second == data
-            assert finals1 + finals2 == [(2, ber.SEARCH_RESULT_DONE, -1), (3, ber.BIND_RESPONSE, 49)]
+            assert finals1 + finals2 == [(2, ber.SEARCH_RESULT_DONE, 0), (3, ber.BIND_RESPONSE, 49)]
 
     def test_garbage(self) -> None:
         with pytest.raises(ber.FramingError):

@@ -1,0 +1,383 @@
+# -*- test-case-name: tests.test_metrics -*-
+"""
+What the proxy tells operators: Prometheus metrics on a private registry,
+and the small twisted.web site that serves them with the health endpoints.
+
+L{Metrics} owns every metric.  The hot path calls a handful of methods
+(L{Metrics.operationCompleted}, L{Metrics.connectionOpened}, ...) that only
+increment pre-bound label children, cached per label tuple, so a completed
+operation costs two dict lookups, one counter increment and one histogram
+observation.  Values that already live in the proxy's state (backend up or
+down, upstream connections, operations in flight) are read at scrape time by
+a collector instead of being kept twice.
+
+Labels are bounded: listener, route, pool and backend names come from
+routes.ini, operation names and result codes from the protocol; never a DN,
+a filter or a client address.
+
+L{HealthSite} serves C{/metrics} (text format, OpenMetrics when the Accept
+header asks for it), C{/healthz} (the process answers) and C{/readyz}
+(listeners open, not draining, and a healthy backend for a route).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+import twisted
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import choose_encoder
+from twisted.web.resource import Resource
+from twisted.web.server import Request, Site
+
+from ldaproute import __version__, ber
+
+#: Operation duration buckets, seconds: sub-millisecond relays to
+#: multi-second searches.
+DURATION_BUCKETS = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+)  # fmt: skip
+
+#: Connect latency buckets, seconds.
+CONNECT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+_OP_NAMES = {tag: name for tag, name in ber.OPERATION_NAMES.items()}
+
+
+def operationName(tag: int) -> str:
+    """The C{op} label of a request tag."""
+    return _OP_NAMES.get(tag, "unknown")
+
+
+class Metrics:
+    """
+    Every metric of one proxy process, on its own L{CollectorRegistry}.
+
+    @ivar registry: what L{HealthSite} exposes.
+    """
+
+    def __init__(self) -> None:
+        self.registry = registry = CollectorRegistry(auto_describe=True)
+        self._stateSource: Callable[[], Any] | None = None
+        self.connectionsOpen = Gauge(
+            "ldaproute_client_connections_open",
+            "Client connections open now.",
+            ["listener", "tls"],
+            registry=registry,
+        )
+        self.connectionsTotal = Counter(
+            "ldaproute_client_connections",
+            "Client connections accepted.",
+            ["listener", "tls"],
+            registry=registry,
+        )
+        self.operations = Counter(
+            "ldaproute_operations",
+            "Operations completed, by operation, route, backend ('' when the proxy answered) and LDAP result code.",
+            ["op", "route", "backend", "code"],
+            registry=registry,
+        )
+        self.duration = Histogram(
+            "ldaproute_operation_duration_seconds",
+            "Time from the request's arrival to its final response being written to the client.",
+            ["op", "route"],
+            buckets=DURATION_BUCKETS,
+            registry=registry,
+        )
+        self.bytesReceived = Counter(
+            "ldaproute_client_received_bytes",
+            "Bytes received from clients.",
+            ["listener"],
+            registry=registry,
+        )
+        self.bytesSent = Counter(
+            "ldaproute_client_sent_bytes",
+            "Bytes relayed from backends to clients.",
+            ["listener"],
+            registry=registry,
+        )
+        self.binds = Counter(
+            "ldaproute_binds",
+            "Bind operations completed, by outcome (success, failure; SASL steps are not counted).",
+            ["listener", "outcome"],
+            registry=registry,
+        )
+        self.bindsThrottled = Counter(
+            "ldaproute_binds_throttled",
+            "Binds refused or delayed by bind throttling.",
+            ["listener"],
+            registry=registry,
+        )
+        self.tlsHandshakes = Counter(
+            "ldaproute_tls_handshakes",
+            "TLS handshakes, by side (client: towards clients, backend: towards backends) and outcome.",
+            ["side", "outcome"],
+            registry=registry,
+        )
+        self.pdusRejected = Counter(
+            "ldaproute_pdus_rejected",
+            "Client PDUs rejected before routing, by reason (each ends the connection).",
+            ["listener", "reason"],
+            registry=registry,
+        )
+        self.healthChecks = Counter(
+            "ldaproute_backend_health_checks",
+            "Active health checks, by backend and result (ok, failed).",
+            ["backend", "result"],
+            registry=registry,
+        )
+        self.healthCheckSeconds = Histogram(
+            "ldaproute_backend_health_check_seconds",
+            "Active health check latency.",
+            ["backend"],
+            buckets=CONNECT_BUCKETS,
+            registry=registry,
+        )
+        self.reloads = Counter(
+            "ldaproute_config_reloads",
+            "Configuration reloads (SIGHUP), by outcome (success, invalid, refused).",
+            ["outcome"],
+            registry=registry,
+        )
+        self.reloadSuccessful = Gauge(
+            "ldaproute_config_last_reload_successful",
+            "1 if the last reload was applied (or none was tried), 0 if it was refused.",
+            registry=registry,
+        )
+        self.reloadSuccessful.set(1)
+        self.configLoaded = Gauge(
+            "ldaproute_config_loaded_timestamp_seconds",
+            "When the configuration in force was loaded (Unix time).",
+            registry=registry,
+        )
+        self.draining = Gauge(
+            "ldaproute_draining",
+            "1 while the process is draining for shutdown.",
+            registry=registry,
+        )
+        info = Info("ldaproute_build", "Version information.", registry=registry)
+        info.info(
+            {
+                "version": __version__,
+                "python": platform.python_version(),
+                "twisted": twisted.__version__,
+            }
+        )
+        registry.register(_StateCollector(self))
+        self._opChildren: dict[tuple[int, str, str, int], Any] = {}
+        self._durationChildren: dict[tuple[int, str], Any] = {}
+        self._listenerChildren: dict[str, tuple[Any, Any]] = {}
+        self._bindChildren: dict[tuple[str, bool], Any] = {}
+
+    def watchState(self, source: Callable[[], Any]) -> None:
+        """
+        Read backend state at scrape time: C{source()} returns the
+        L{ldaproute.runtime.Runtime} (its C{backends}, and its
+        C{observer.connections}, each with C{session.outstanding}).
+        """
+        self._stateSource = source
+
+    # --- hot path ---------------------------------------------------------
+
+    def operationCompleted(self, opTag: int, route: str, backend: str, code: int, seconds: float) -> None:
+        """One operation got its final response."""
+        key = (opTag, route, backend, code)
+        child = self._opChildren.get(key)
+        if child is None:
+            child = self._opChildren[key] = self.operations.labels(operationName(opTag), route, backend, str(code))
+        child.inc()
+        dkey = (opTag, route)
+        hist = self._durationChildren.get(dkey)
+        if hist is None:
+            hist = self._durationChildren[dkey] = self.duration.labels(operationName(opTag), route)
+        hist.observe(seconds)
+
+    def bindCompleted(self, listener: str, success: bool) -> None:
+        key = (listener, success)
+        child = self._bindChildren.get(key)
+        if child is None:
+            child = self._bindChildren[key] = self.binds.labels(listener, "success" if success else "failure")
+        child.inc()
+
+    def byteCounters(self, listener: str) -> tuple[Any, Any]:
+        """Pre-bound C{(received, sent)} children for one listener."""
+        children = self._listenerChildren.get(listener)
+        if children is None:
+            children = self._listenerChildren[listener] = (
+                self.bytesReceived.labels(listener),
+                self.bytesSent.labels(listener),
+            )
+        return children
+
+    def connectionOpened(self, listener: str, tls: str) -> None:
+        self.connectionsTotal.labels(listener, tls).inc()
+        self.connectionsOpen.labels(listener, tls).inc()
+
+    def connectionClosed(self, listener: str, tls: str) -> None:
+        self.connectionsOpen.labels(listener, tls).dec()
+
+    def pduRejected(self, listener: str, reason: str) -> None:
+        self.pdusRejected.labels(listener, reason).inc()
+
+    def healthChecked(self, backend: str, ok: bool, seconds: float) -> None:
+        """For active health checks (pool.py): one result and its latency."""
+        self.healthChecks.labels(backend, "ok" if ok else "failed").inc()
+        self.healthCheckSeconds.labels(backend).observe(seconds)
+
+    def tlsHandshake(self, side: str, outcome: str) -> None:
+        self.tlsHandshakes.labels(side, outcome).inc()
+
+    def bindThrottled(self, listener: str) -> None:
+        self.bindsThrottled.labels(listener).inc()
+
+    def reloaded(self, outcome: str, now: float) -> None:
+        self.reloads.labels(outcome).inc()
+        self.reloadSuccessful.set(1 if outcome == "success" else 0)
+        if outcome == "success":
+            self.configLoaded.set(now)
+
+
+class _StateCollector:
+    """Backend state read at scrape time from the proxy's own objects."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+
+    def describe(self) -> Iterable[Metric]:
+        return list(self._families())
+
+    def collect(self) -> Iterator[Metric]:
+        source = self._metrics._stateSource
+        state = source() if source is not None else None
+        families = self._families()
+        up, connections, inFlight, poolHealthy, connects = families
+        if state is not None:
+            counts: dict[str, int] = {}
+            for protocol in list(state.observer.connections):
+                for operation in protocol.session.outstanding.values():
+                    backend = getattr(operation.link, "backend", None)
+                    if backend is not None:
+                        counts[backend.name] = counts.get(backend.name, 0) + 1
+            for name, backendState in sorted(state.backends.states.items()):
+                up.add_metric([name], 1 if backendState.up else 0)
+                connections.add_metric([name], backendState.connections)
+                inFlight.add_metric([name], counts.get(name, 0))
+                connects.add_metric([name, "ok"], getattr(backendState, "connectsOK", 0))
+                connects.add_metric([name, "failed"], getattr(backendState, "connectsFailed", 0))
+            for name, pool in sorted(state.backends.pools.items()):
+                poolHealthy.add_metric([name], sum(1 for b in pool.backends if b.up))
+        yield from families
+
+    @staticmethod
+    def _families() -> tuple[Any, ...]:
+        return (
+            GaugeMetricFamily("ldaproute_backend_up", "1 if the backend takes new connections, 0 if marked down.", labels=["backend"]),
+            GaugeMetricFamily("ldaproute_upstream_connections_open", "Upstream connections open to the backend.", labels=["backend"]),
+            GaugeMetricFamily("ldaproute_backend_operations_in_flight", "Operations sent to the backend and not yet answered.", labels=["backend"]),
+            GaugeMetricFamily("ldaproute_pool_backends_up", "Backends of the pool that are up.", labels=["pool"]),
+            CounterMetricFamily(
+                "ldaproute_upstream_connects",
+                "Upstream connection attempts, by backend and result (ok, failed).",
+                labels=["backend", "result"],
+            ),
+        )
+
+
+# --- the HTTP site ------------------------------------------------------------
+
+
+class MetricsResource(Resource):
+    """C{/metrics}: the registry, in the format the Accept header asks for."""
+
+    isLeaf = True
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        super().__init__()
+        self._registry = registry
+
+    def render_GET(self, request: Request) -> bytes:
+        accept = request.getHeader("accept")
+        encoder, contentType = choose_encoder(accept or "")
+        request.setHeader("Content-Type", contentType)
+        return encoder(self._registry)  # type: ignore[no-any-return]
+
+
+class JSONStatus(Resource):
+    """A health endpoint: C{check()} returns C{(ok, body)}; 200 or 503."""
+
+    isLeaf = True
+
+    def __init__(self, check: Callable[[], tuple[bool, dict[str, Any]]]) -> None:
+        super().__init__()
+        self._check = check
+
+    def render_GET(self, request: Request) -> bytes:
+        ok, body = self._check()
+        request.setResponseCode(200 if ok else 503)
+        request.setHeader("Content-Type", "application/json")
+        request.setHeader("Cache-Control", "no-store")
+        return json.dumps(body, sort_keys=True).encode("utf-8") + b"\n"
+
+
+class Readiness:
+    """
+    What C{/readyz} decides: ready when every listener is open, the process
+    is not draining, and at least one route's pool has a backend up.
+    """
+
+    def __init__(self, runtime: Any, listenersOpen: Callable[[], bool]) -> None:
+        self._runtime = runtime
+        self._listenersOpen = listenersOpen
+        self.draining = False
+
+    def check(self) -> tuple[bool, dict[str, Any]]:
+        runtime = self._runtime
+        pools = runtime.backends.pools
+        routed = {route.pool for route in runtime.config.routes if route.pool is not None}
+        poolsUp = {name: pools[name].anyUp() for name in sorted(routed) if name in pools}
+        listenersOpen = self._listenersOpen()
+        reasons = []
+        if self.draining:
+            reasons.append("draining for shutdown")
+        if not listenersOpen:
+            reasons.append("listeners are not open")
+        if not any(poolsUp.values()):
+            reasons.append("no routed pool has a backend up")
+        ready = not reasons
+        body: dict[str, Any] = {
+            "status": "ready" if ready else "unready",
+            "draining": self.draining,
+            "listeners": "open" if listenersOpen else "closed",
+            "pools": {name: "up" if up else "down" for name, up in poolsUp.items()},
+        }
+        if reasons:
+            body["reasons"] = reasons
+        return ready, body
+
+
+def alive() -> tuple[bool, dict[str, Any]]:
+    """C{/healthz}: the reactor turned to answer."""
+    return True, {"status": "alive", "version": __version__, "pid": os.getpid()}
+
+
+def healthSite(metrics: Metrics, readiness: Readiness) -> Site:
+    """The site for the C{metrics} endpoint."""
+    root = Resource()
+    root.putChild(b"metrics", MetricsResource(metrics.registry))
+    root.putChild(b"healthz", JSONStatus(alive))
+    root.putChild(b"readyz", JSONStatus(readiness.check))
+    site = Site(root)
+    site.noisy = False
+    site.displayTracebacks = False
+    # no access log for scrapes and probes: Site logs through twisted.logger otherwise
+    site.log = lambda request: None  # type: ignore[method-assign]
+    return site
+
+
+__all__ = ["Metrics", "Readiness", "healthSite", "DURATION_BUCKETS", "operationName"]

@@ -1,0 +1,84 @@
+"""
+The frontend's operational hooks: the real client address behind a PROXY
+protocol header, metrics for completed and rejected operations.
+"""
+
+from __future__ import annotations
+
+from twisted.internet.address import IPv4Address
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.protocols.haproxy._wrapper import HAProxyWrappingFactory
+from twisted.trial.unittest import SynchronousTestCase
+
+from ldaproute import ber
+from ldaproute.config import Config
+from ldaproute.frontend import FrontendFactory
+from ldaproute.runtime import Runtime
+
+CONFIG = """
+[ldaproute]
+listen = haproxy:tcp:10389
+[backend:one]
+url = ldap://127.0.0.1:1389
+[pool:main]
+backends = one
+[route:ro]
+operations = write
+reject = 53 read-only
+[route:all]
+pool = main
+"""
+
+
+class ProxyHeaderTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.runtime = Runtime(Config.fromString(CONFIG))
+        factory = FrontendFactory(self.runtime.config.listeners[0], self.runtime, MemoryReactorClock())
+        wrapper = HAProxyWrappingFactory(factory)
+        self.transport = StringTransport(peerAddress=IPv4Address("TCP", "10.0.0.9", 40000))
+        self.protocol = wrapper.buildProtocol(self.transport.getPeer())
+        self.protocol.makeConnection(self.transport)
+        self.frontend = self.protocol.wrappedProtocol
+
+    def test_peerFromHeader(self) -> None:
+        deleteRequest = ber.message(5, ber.tlv(ber.DEL_REQUEST, b"uid=a,dc=example,dc=com"))
+        self.protocol.dataReceived(b"PROXY TCP4 192.0.2.7 10.0.0.1 51000 389\r\n" + deleteRequest)
+        self.assertEqual(self.frontend.session.peer, "192.0.2.7:51000")
+        self.assertIn(b"read-only", self.transport.value())
+        metrics = self.runtime.observer.metrics
+        self.assertEqual(metrics._opChildren[(ber.DEL_REQUEST, "ro", "", 53)]._value.get(), 1)
+
+    def test_rejectedPDU(self) -> None:
+        self.protocol.dataReceived(b"PROXY TCP4 192.0.2.7 10.0.0.1 51000 389\r\n" + b"GET / HTTP/1.0\r\n")
+        metrics = self.runtime.observer.metrics
+        self.assertEqual(metrics.pdusRejected.labels("default", "not-ldap")._value.get(), 1)
+        self.assertTrue(self.transport.disconnecting)
+
+
+class AccessLogSwitchTests(SynchronousTestCase):
+    def events(self, accessLog: str) -> list[dict[str, object]]:
+        from twisted.logger import globalLogPublisher
+
+        runtime = Runtime(Config.fromString(CONFIG.replace("listen = haproxy:tcp:10389", f"listen = tcp:1\naccess_log = {accessLog}")))
+        factory = FrontendFactory(runtime.config.listeners[0], runtime, MemoryReactorClock())
+        protocol = factory.buildProtocol(None)  # type: ignore[arg-type]
+        transport = StringTransport(peerAddress=IPv4Address("TCP", "192.0.2.8", 4000))
+        protocol.makeConnection(transport)
+        seen: list[dict[str, object]] = []
+        observer = seen.append
+        globalLogPublisher.addObserver(observer)  # type: ignore[arg-type]
+        try:
+            protocol.dataReceived(ber.message(2, ber.tlv(ber.DEL_REQUEST, b"uid=a,dc=example,dc=com")))
+        finally:
+            globalLogPublisher.removeObserver(observer)  # type: ignore[arg-type]
+        return [e for e in seen if e.get("log_namespace") == "ldaproute.access"]
+
+    def test_on(self) -> None:
+        [event] = self.events("on")
+        self.assertEqual(
+            (event["peer"], event["op"], event["baseDN"], event["route"], event["backend"], event["resultCode"]),
+            ("192.0.2.8:4000", "delete", "uid=a,dc=example,dc=com", "ro", None, 53),
+        )
+
+    def test_off(self) -> None:
+        self.assertEqual(self.events("off"), [])
