@@ -7,8 +7,9 @@ cd "$(dirname "$0")/.."
 
 # Debian packages the tests drive: a real OpenLDAP server and its clients,
 # the SASL mechanisms (DIGEST-MD5, SCRAM) the SASL tests bind with, and a
-# Samba AD DC for the Active Directory tests (CLDAP, GC, sealed SASL).
-packages="slapd ldap-utils libsasl2-modules openssl
+# Samba AD DC for the Active Directory tests (CLDAP, GC, sealed SASL), and
+# HAProxy (send-proxy-v2 in front of ldaproute, the PROXY protocol test).
+packages="slapd ldap-utils libsasl2-modules openssl haproxy
 samba samba-ad-dc samba-ad-provision samba-dsdb-modules samba-vfs-modules winbind smbclient krb5-user ldb-tools"
 missing=""
 for package in $packages; do
