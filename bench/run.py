@@ -212,6 +212,11 @@ class Target:
             cfg = os.path.join(self.tmp, self.name + ".ini")
             with open(cfg, "w") as f:
                 f.write("[ldaproute]\nlisten = tcp:%d:interface=127.0.0.1\n" % self.port)
+                # loopback bench: cleartext simple binds, and no per-operation
+                # access log line (a log write per operation is what is measured
+                # otherwise; LDAPROUTE_BENCH_ACCESS_LOG=on measures it)
+                f.write("require_tls_for_simple_bind = off\n")
+                f.write("access_log = %s\n" % os.environ.get("LDAPROUTE_BENCH_ACCESS_LOG", "off"))
                 if self.mode and self.mode != "session":
                     f.write("mode = %s\n" % self.mode)
                 f.write("\n[backend:slapd]\nurl = ldap://127.0.0.1:%s\n\n"

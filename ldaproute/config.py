@@ -537,6 +537,9 @@ class Config:
     metrics: str | None = None
     accessLog: bool = True
     logFormat: str = "text"
+    #: "debug" adds an event per routing decision and rewrite (costly: off
+    #: the hot path unless asked for)
+    logLevel: str = "info"
     drainTimeout: float = 25.0
     workers: int = 1
 
@@ -583,6 +586,7 @@ _GLOBAL_KEYS: _KeyTable = {
     "metrics": ("metrics", _oneEndpoint),
     "access_log": ("accessLog", _bool),
     "log_format": ("logFormat", _choice("text", "json")),
+    "log_level": ("logLevel", _choice("info", "debug")),
     "drain_timeout": ("drainTimeout", _seconds),
     "workers": ("workers", _workers),
 }

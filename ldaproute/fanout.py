@@ -203,14 +203,6 @@ class FanOut:
                 return abandon
             code, message = self.mergedResult()
         self._write(ber.result(self.messageID, ber.SEARCH_RESULT_DONE, code, message))
-        _log.debug(
-            "Search {messageID} across {count} route(s) done: {entries} entries, resultCode {resultCode}",
-            messageID=self.messageID,
-            count=len(self.subs),
-            entries=self.entries,
-            resultCode=code,
-            routes=[sub.route for sub in self.subs],
-        )
         return abandon
 
     def mergedResult(self) -> tuple[int, str]:

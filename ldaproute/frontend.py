@@ -252,15 +252,16 @@ class FrontendProtocol(Protocol):
             self._peerAddress,
             extendedOID,
         )
-        self._log.debug(
-            "Operation {messageID} ({op}) routed by {route} to {pool}",
-            messageID=messageID,
-            op=ber.OPERATION_NAMES.get(tag, hex(tag)),
-            route=route.name if route is not None else None,
-            pool=route.pool if route is not None else None,
-            peer=self._peerText,
-            listener=self._listener.name,
-        )
+        if runtime.debug:
+            self._log.debug(
+                "Operation {messageID} ({op}) routed by {route} to {pool}",
+                messageID=messageID,
+                op=ber.OPERATION_NAMES.get(tag, hex(tag)),
+                route=route.name if route is not None else None,
+                pool=route.pool if route is not None else None,
+                peer=self._peerText,
+                listener=self._listener.name,
+            )
         if route is None and tag == ber.BIND_REQUEST and session.bindStarted(pdu, envelope).kind == "anonymous":
             # an anonymous simple bind that no route claims: the proxy can
             # say yes itself, since the links it opens later are anonymous
@@ -512,14 +513,15 @@ class FrontendProtocol(Protocol):
         self._rewritingOps[messageID] = rewriter
         if link.responseTransformer is None:
             link.responseTransformer = self._rewriteResponses
-        self._log.debug(
-            "Operation {messageID} rewritten by route {route} for pool {pool}: target {rewrittenDN}",
-            messageID=messageID,
-            route=route.name,
-            pool=route.pool,
-            rewrittenDN=_targetText(rewritten),
-            peer=self._peerText,
-        )
+        if self._runtime.debug:
+            self._log.debug(
+                "Operation {messageID} rewritten by route {route} for pool {pool}: target {rewrittenDN}",
+                messageID=messageID,
+                route=route.name,
+                pool=route.pool,
+                rewrittenDN=_targetText(rewritten),
+                peer=self._peerText,
+            )
         return rewritten
 
     def _rewriteResponses(self, data: bytes) -> bytes:
@@ -583,13 +585,14 @@ class FrontendProtocol(Protocol):
             self.transport.write,  # type: ignore[union-attr]
             plan.entryHook if plan.rootDSE and subs else None,
         )
-        self._log.debug(
-            "Search {messageID} spans routes {routes}",
-            messageID=messageID,
-            routes=[f"{sub.route}->{sub.pool}" for sub in subs],
-            peer=self._peerText,
-            listener=self._listener.name,
-        )
+        if self._runtime.debug:
+            self._log.debug(
+                "Search {messageID} spans routes {routes}",
+                messageID=messageID,
+                routes=[f"{sub.route}->{sub.pool}" for sub in subs],
+                peer=self._peerText,
+                listener=self._listener.name,
+            )
         if plan.rootDSE and not subs:
             search.writeEntry(fanout.rootDSEEntry(plan.namingContexts))
             search.start()

@@ -24,13 +24,14 @@ from __future__ import annotations
 
 import json
 import os
+from bisect import bisect_left
 import platform
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import twisted
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
@@ -55,6 +56,88 @@ def operationName(tag: int) -> str:
     return _OP_NAMES.get(tag, "unknown")
 
 
+class ByteCount:
+    """A byte counter the hot path bumps without a lock (one reactor thread)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 0
+
+    def inc(self, amount: int = 1) -> None:
+        self.value += amount
+
+
+class HotPathCounts:
+    """
+    The per-operation metrics as plain numbers, turned into Prometheus
+    families only when scraped.
+
+    prometheus-client's own Counter and Histogram take a lock and, for a
+    histogram, walk the buckets in Python on every observation; per
+    operation that is several microseconds on a relay whose whole budget is
+    a few tens.  The proxy runs on one reactor thread, so a dict increment
+    and a C{bisect} serve, and the scrape does the formatting.
+    """
+
+    def __init__(self) -> None:
+        self.operations: dict[tuple[int, str, str, int], int] = {}
+        self.durations: dict[tuple[int, str], list[Any]] = {}
+        self.bytes: dict[str, tuple[ByteCount, ByteCount]] = {}
+
+    def operationCompleted(self, opTag: int, route: str, backend: str, code: int, seconds: float) -> None:
+        operations = self.operations
+        key = (opTag, route, backend, code)
+        operations[key] = operations.get(key, 0) + 1
+        histogram = self.durations.get((opTag, route))
+        if histogram is None:
+            histogram = self.durations[(opTag, route)] = [[0] * (len(DURATION_BUCKETS) + 1), 0.0]
+        histogram[0][bisect_left(DURATION_BUCKETS, seconds)] += 1
+        histogram[1] += seconds
+
+    def byteCounters(self, listener: str) -> tuple[ByteCount, ByteCount]:
+        counters = self.bytes.get(listener)
+        if counters is None:
+            counters = self.bytes[listener] = (ByteCount(), ByteCount())
+        return counters
+
+    def describe(self) -> Iterable[Metric]:
+        return list(self._families())
+
+    def collect(self) -> Iterable[Metric]:
+        return list(self._families())
+
+    def _families(self) -> Iterator[Metric]:
+        operations = CounterMetricFamily(
+            "ldaproute_operations",
+            "Operations completed, by operation, route, backend ('' when the proxy answered) and LDAP result code.",
+            labels=["op", "route", "backend", "code"],
+        )
+        for (opTag, route, backend, code), count in sorted(self.operations.items()):
+            operations.add_metric([operationName(opTag), route, backend, str(code)], count)
+        yield operations
+        duration = HistogramMetricFamily(
+            "ldaproute_operation_duration_seconds",
+            "Time from the request's arrival to its final response being written to the client.",
+            labels=["op", "route"],
+        )
+        for (opTag, route), (counts, total) in sorted(self.durations.items()):
+            cumulative = 0
+            buckets = []
+            for bound, count in zip((*DURATION_BUCKETS, float("inf")), counts):
+                cumulative += count
+                buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
+            duration.add_metric([operationName(opTag), route], buckets, total)
+        yield duration
+        received = CounterMetricFamily("ldaproute_client_received_bytes", "Bytes received from clients.", labels=["listener"])
+        sent = CounterMetricFamily("ldaproute_client_sent_bytes", "Bytes relayed from backends to clients.", labels=["listener"])
+        for listener, (inbound, outbound) in sorted(self.bytes.items()):
+            received.add_metric([listener], inbound.value)
+            sent.add_metric([listener], outbound.value)
+        yield received
+        yield sent
+
+
 class Metrics:
     """
     Every metric of one proxy process, on its own L{CollectorRegistry}.
@@ -77,31 +160,10 @@ class Metrics:
             ["listener", "tls"],
             registry=registry,
         )
-        self.operations = Counter(
-            "ldaproute_operations",
-            "Operations completed, by operation, route, backend ('' when the proxy answered) and LDAP result code.",
-            ["op", "route", "backend", "code"],
-            registry=registry,
-        )
-        self.duration = Histogram(
-            "ldaproute_operation_duration_seconds",
-            "Time from the request's arrival to its final response being written to the client.",
-            ["op", "route"],
-            buckets=DURATION_BUCKETS,
-            registry=registry,
-        )
-        self.bytesReceived = Counter(
-            "ldaproute_client_received_bytes",
-            "Bytes received from clients.",
-            ["listener"],
-            registry=registry,
-        )
-        self.bytesSent = Counter(
-            "ldaproute_client_sent_bytes",
-            "Bytes relayed from backends to clients.",
-            ["listener"],
-            registry=registry,
-        )
+        #: operations, their durations and client bytes: the per-operation
+        #: metrics, kept as plain numbers (see L{HotPathCounts})
+        self.hot = HotPathCounts()
+        registry.register(self.hot)
         self.binds = Counter(
             "ldaproute_binds",
             "Bind operations completed, by outcome (success, failure; SASL steps are not counted).",
@@ -170,9 +232,6 @@ class Metrics:
             }
         )
         registry.register(_StateCollector(self))
-        self._opChildren: dict[tuple[int, str, str, int], Any] = {}
-        self._durationChildren: dict[tuple[int, str], Any] = {}
-        self._listenerChildren: dict[str, tuple[Any, Any]] = {}
         self._bindChildren: dict[tuple[str, bool], Any] = {}
 
     def watchState(self, source: Callable[[], Any]) -> None:
@@ -187,16 +246,7 @@ class Metrics:
 
     def operationCompleted(self, opTag: int, route: str, backend: str, code: int, seconds: float) -> None:
         """One operation got its final response."""
-        key = (opTag, route, backend, code)
-        child = self._opChildren.get(key)
-        if child is None:
-            child = self._opChildren[key] = self.operations.labels(operationName(opTag), route, backend, str(code))
-        child.inc()
-        dkey = (opTag, route)
-        hist = self._durationChildren.get(dkey)
-        if hist is None:
-            hist = self._durationChildren[dkey] = self.duration.labels(operationName(opTag), route)
-        hist.observe(seconds)
+        self.hot.operationCompleted(opTag, route, backend, code, seconds)
 
     def bindCompleted(self, listener: str, success: bool) -> None:
         key = (listener, success)
@@ -205,15 +255,9 @@ class Metrics:
             child = self._bindChildren[key] = self.binds.labels(listener, "success" if success else "failure")
         child.inc()
 
-    def byteCounters(self, listener: str) -> tuple[Any, Any]:
-        """Pre-bound C{(received, sent)} children for one listener."""
-        children = self._listenerChildren.get(listener)
-        if children is None:
-            children = self._listenerChildren[listener] = (
-                self.bytesReceived.labels(listener),
-                self.bytesSent.labels(listener),
-            )
-        return children
+    def byteCounters(self, listener: str) -> tuple[ByteCount, ByteCount]:
+        """C{(received, sent)} counters for one listener (each has C{inc(n)})."""
+        return self.hot.byteCounters(listener)
 
     def connectionOpened(self, listener: str, tls: str) -> None:
         self.connectionsTotal.labels(listener, tls).inc()

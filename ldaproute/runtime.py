@@ -44,4 +44,7 @@ class Runtime:
         self.backends.configure(config.backends, config.pools)
         self.router = Router(config.routes)
         self.config = config
+        #: whether per-operation debug events are emitted at all (twistd's
+        #: observers would format and write every debug event otherwise)
+        self.debug = config.logLevel == "debug"
         self.observer.configure(config.accessLog)

@@ -46,7 +46,7 @@ class ProxyHeaderTests(SynchronousTestCase):
         self.assertEqual(self.frontend.session.peer, "192.0.2.7:51000")
         self.assertIn(b"read-only", self.transport.value())
         metrics = self.runtime.observer.metrics
-        self.assertEqual(metrics._opChildren[(ber.DEL_REQUEST, "ro", "", 53)]._value.get(), 1)
+        self.assertEqual(metrics.hot.operations[(ber.DEL_REQUEST, "ro", "", 53)], 1)
 
     def test_rejectedPDU(self) -> None:
         self.protocol.dataReceived(b"PROXY TCP4 192.0.2.7 10.0.0.1 51000 389\r\n" + b"GET / HTTP/1.0\r\n")

@@ -69,14 +69,19 @@ class MetricsTests(SynchronousTestCase):
         key = ("ldaproute_operation_duration_seconds_count", (("op", "search"), ("route", "all")))
         self.assertEqual(found[key], 2)
 
-    def test_childrenAreCached(self) -> None:
-        """The hot path binds labels once per label tuple."""
+    def test_hotPathCountsArePlainNumbers(self) -> None:
+        """The hot path bumps plain counters; the scrape turns them into families."""
         metrics = Metrics()
-        metrics.operationCompleted(ber.SEARCH_REQUEST, "all", "a", 0, 0.1)
-        child = metrics._opChildren[(ber.SEARCH_REQUEST, "all", "a", 0)]
-        metrics.operationCompleted(ber.SEARCH_REQUEST, "all", "a", 0, 0.1)
-        self.assertIs(metrics._opChildren[(ber.SEARCH_REQUEST, "all", "a", 0)], child)
-        self.assertEqual(child._value.get(), 2)
+        metrics.operationCompleted(ber.SEARCH_REQUEST, "all", "a", 0, 0.0001)
+        metrics.operationCompleted(ber.SEARCH_REQUEST, "all", "a", 0, 40.0)
+        self.assertEqual(metrics.hot.operations[(ber.SEARCH_REQUEST, "all", "a", 0)], 2)
+        counts, total = metrics.hot.durations[(ber.SEARCH_REQUEST, "all")]
+        self.assertEqual((counts[0], counts[-1], sum(counts)), (1, 1, 2))  # le=0.0001 is inclusive
+        self.assertAlmostEqual(total, 40.0001)
+        received, sent = metrics.byteCounters("default")
+        sent.inc(10)
+        self.assertIs(metrics.byteCounters("default")[1], sent)
+        self.assertEqual(sent.value, 10)
 
     def test_stateCollector(self) -> None:
         """Backend up/down and connection counts come from the runtime at scrape time."""
