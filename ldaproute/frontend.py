@@ -25,6 +25,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ldaproute import ber, fanout
+from ldaproute.fastwrite import writerFor
 from ldaproute.config import Listener
 from ldaproute.policy import ListenerPolicy
 from ldaproute.routing import noRouteResult
@@ -166,6 +167,8 @@ class FrontendProtocol(Protocol):
             pass
         self.transport.registerProducer(_LinksProducer(self._links), True)  # type: ignore[union-attr]
         self._received, self._sent = self._runtime.observer.connectionOpened(self, self.transport)
+        #: relayed responses go out through this (see L{ldaproute.fastwrite})
+        self._write = writerFor(self.transport)
         if isinstance(self.transport, HAProxyProtocolWrapper):
             self.dataReceived = self._afterProxyHeader  # type: ignore[method-assign]
 
@@ -379,7 +382,7 @@ class FrontendProtocol(Protocol):
         if self._fanoutSubs:
             data = self._fanoutResponses(data)
         if data:
-            self.transport.write(data)  # type: ignore[union-attr]
+            self._write(data)
             self._sent.inc(len(data))
         outstanding = self.session.outstanding
         for messageID, tag, code in finals:

@@ -26,6 +26,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ldaproute import ber
+from ldaproute.fastwrite import writerFor
 from ldaproute.pool import BackendState, PoolState
 from ldaproute.proxyheader import proxyHeader
 
@@ -95,6 +96,8 @@ class UpstreamProtocol(Protocol):
             self.transport.setTcpNoDelay(True)  # type: ignore[attr-defined]
         except (AttributeError, OSError, socket.error):
             pass  # UNIX sockets have no Nagle
+        #: requests go out through this (see L{ldaproute.fastwrite})
+        self.write = writerFor(self.transport)
 
     def dataReceived(self, data: bytes) -> None:
         if self.detached:
@@ -322,7 +325,7 @@ class UpstreamLink:
         fast, finds the operation registered with the owner).
         """
         if self.state == "ready":
-            self._protocol.transport.write(pdu)  # type: ignore[union-attr]
+            self._protocol.write(pdu)
         elif self.state != "closed":
             self._queue.append(pdu)
             if self.state == "new":
