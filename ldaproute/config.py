@@ -328,6 +328,13 @@ class Pool:
     srv: str | None = None
     #: C{(host, port)} of the DNS server for C{srv}; L{None} for the system's.
     srvResolver: tuple[str, int] | None = None
+    # shared mode (ldaproute.shared): multiplexed upstream connections per
+    # backend, dedicated bind-check connections per backend, and the
+    # proxy's own identity on the multiplexed ones (L{None}: anonymous)
+    sharedConnections: int = 4
+    bindConnections: int = 2
+    serviceBindDN: str | None = None
+    serviceBindPassword: str | None = attrs.field(default=None, repr=False)
 
 
 @attrs.frozen
@@ -519,6 +526,9 @@ class Config:
     cldapRateLimit: int = 20
     cldapAmplification: int = 8
     cldapRootDSETTL: float = 60.0
+    #: C{session} (an upstream connection per client) or C{shared}
+    #: (clients multiplexed per operation, see L{ldaproute.shared})
+    mode: str = "session"
 
     @classmethod
     def fromFile(cls, path: FilePath[str] | str) -> Config:
@@ -560,6 +570,7 @@ _GLOBAL_KEYS: _KeyTable = {
     "cldap_rate_limit": ("cldapRateLimit", _positiveInt),
     "cldap_amplification": ("cldapAmplification", _positiveInt),
     "cldap_rootdse_ttl": ("cldapRootDSETTL", _seconds),
+    "mode": ("mode", _choice("session", "shared")),
 }
 _LISTENER_KEYS: _KeyTable = {
     "listen": ("endpoints", _endpoints),
@@ -606,6 +617,10 @@ _POOL_KEYS: _KeyTable = {
     "health_bind_password": ("healthBindPassword", str.strip),
     "srv": ("srv", _srvName),
     "srv_resolver": ("srvResolver", _hostPort),
+    "shared_connections": ("sharedConnections", _positiveInt),
+    "bind_connections": ("bindConnections", _positiveInt),
+    "service_bind_dn": ("serviceBindDN", str.strip),
+    "service_bind_password": ("serviceBindPassword", str.strip),
 }
 _ROUTE_KEYS: _KeyTable = {
     "pool": ("pool", str.strip),
@@ -698,6 +713,24 @@ class _Loader:
                 raise self.error(section, "client_cert", str(e)) from None
         return Backend(name, **values)
 
+    def serviceIdentity(self, section: str, values: dict[str, Any]) -> None:
+        """The shared-mode service identity of a pool: DN and password together."""
+        if (values.get("serviceBindDN") is None) != (values.get("serviceBindPassword") is None):
+            raise self.error(section, "service_bind_dn", "give service_bind_dn and service_bind_password together")
+        if values.get("serviceBindDN"):
+            try:
+                _dn(values["serviceBindDN"])
+            except _Invalid as e:
+                raise self.error(section, "service_bind_dn", str(e)) from None
+
+    def sharedBackends(self, backends: dict[str, Backend]) -> None:
+        """Shared mode speaks plain LDAP or ldaps to backends (no StartTLS yet)."""
+        for name, backend in backends.items():
+            if backend.tls == "starttls":
+                raise self.error(
+                    f"backend:{name}", "tls", "starttls is not supported with mode = shared: use ldaps or mode = session"
+                )
+
     def load(self, text: str) -> Config:
         parser = configparser.ConfigParser(
             interpolation=None, inline_comment_prefixes=(";", "#"), empty_lines_in_values=False
@@ -785,6 +818,7 @@ class _Loader:
                     _dn(values["healthBindDN"])
                 except _Invalid as e:
                     raise self.error(section, "health_bind_dn", str(e)) from None
+            self.serviceIdentity(section, values)
             if values.get("srv") is not None:
                 pools[name] = Pool(name, (), **values)
                 continue
@@ -831,6 +865,8 @@ class _Loader:
             routes.append(Route(name, **values))
         if not routes:
             raise self.error(None, None, "no route: add a [route:NAME] section with pool = NAME")
+        if globalValues.get("mode") == "shared":
+            self.sharedBackends(backends)
 
         return Config(
             path=self.path,
