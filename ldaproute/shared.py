@@ -218,6 +218,15 @@ class SharedConnection(Protocol):
         self._buffer = b""
         self._candidates: Iterator[BackendState] = iter(())
         self._tried: list[str] = []
+        # bind connections carry one bind at a time: slapd abandons every
+        # operation outstanding on a connection when a bind arrives
+        self._bindInFlight: int | None = None
+        self._bindQueue: deque[tuple[int, bytes]] = deque()
+
+    @property
+    def load(self) -> int:
+        """Binds in flight or queued here."""
+        return len(self._bindQueue) + (self._bindInFlight is not None)
 
     # --- connecting ------------------------------------------------------
 
@@ -295,8 +304,24 @@ class SharedConnection(Protocol):
         upstreamID = self._allocate()
         if tag != ber.ABANDON_REQUEST:
             self.ops[upstreamID] = (link, clientID, tag)
-        self.transport.write(reframe(pdu, upstreamID, control))  # type: ignore[union-attr]
+        data = reframe(pdu, upstreamID, control)
+        if self.kind == "bind":
+            if self._bindInFlight is not None:
+                self._bindQueue.append((upstreamID, data))
+                return upstreamID
+            self._bindInFlight = upstreamID
+        self.transport.write(data)  # type: ignore[union-attr]
         return upstreamID
+
+    def _nextBind(self) -> None:
+        self._bindInFlight = None
+        queue = self._bindQueue
+        while queue:
+            upstreamID, data = queue.popleft()
+            if upstreamID in self.ops:  # not given up by its client meanwhile
+                self._bindInFlight = upstreamID
+                self.transport.write(data)  # type: ignore[union-attr]
+                return
 
     def abandon(self, upstreamID: int) -> None:
         """Abandon an operation upstream; its late responses are dropped."""
@@ -326,6 +351,7 @@ class SharedConnection(Protocol):
         ops = self.ops
         out: dict[SharedLink, list[bytes]] = {}
         finals: dict[SharedLink, list[tuple[int, int, int]]] = {}
+        bindDone = False
         try:
             while end - pos >= 2:
                 if buf[pos] != 0x30:
@@ -355,6 +381,8 @@ class SharedConnection(Protocol):
                     raise ber.FramingError("malformed", "backend PDU with a bad messageID")
                 upstreamID = int.from_bytes(buf[bodyStart + 2 : idEnd], "big")
                 tag = buf[idEnd]
+                if upstreamID == self._bindInFlight and tag == ber.BIND_RESPONSE:
+                    bindDone = True
                 entry = ops.get(upstreamID)
                 if entry is None:
                     if upstreamID == 0:
@@ -394,6 +422,8 @@ class SharedConnection(Protocol):
             self.protocolFailed(f"backend sent a malformed response: {e}")
             return
         self._buffer = buf[pos:] if pos < end else b""
+        if bindDone and self.state == "ready":
+            self._nextBind()
         self._deliver(out, finals)
 
     def _deliver(self, out: dict[SharedLink, list[bytes]], finals: dict[SharedLink, list[tuple[int, int, int]]]) -> None:
@@ -504,6 +534,8 @@ class SharedPool:
             self._open(kind)
         if not ready:
             return None
+        if kind == "bind":
+            return min(ready, key=lambda connection: connection.load)
         n = len(ready)
         turn = self._turn[kind]
         for i in range(n):

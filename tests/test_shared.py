@@ -352,3 +352,33 @@ def test_backpressurePausesClient() -> None:
     assert client.transport.producerState == "paused"
     second.protocol.resumeProducing()
     assert client.transport.producerState == "producing"
+
+
+def test_bindsOneAtATimePerBindConnection() -> None:
+    """slapd abandons a connection's outstanding operations when a bind arrives."""
+    factory, backends, _ = proxy(CONFIG)
+    clients = [Client(factory) for _ in range(3)]
+    for i, client in enumerate(clients):
+        client.send(pdus.bind(f"uid=u{i},dc=example,dc=com", "pw", messageID=1))
+    [bindConnection] = backends.connections
+    ready(bindConnection, service=False)
+    for i in range(3):
+        [forwarded] = pdus.decode(bindConnection.sent())
+        assert forwarded.value.dn == f"uid=u{i},dc=example,dc=com".encode()
+        bindConnection.respond(pdus.bindResponse(forwarded.id, 0))
+        assert decodeOne(clients[i].received()).value.resultCode == 0
+    assert bindConnection.sent() == b""
+
+
+def test_queuedBindOfDepartedClientSkipped() -> None:
+    factory, backends, _ = proxy(CONFIG)
+    a, b = Client(factory), Client(factory)
+    a.send(pdus.bind("uid=a,dc=example,dc=com", "pw", messageID=1))
+    [bindConnection] = backends.connections
+    ready(bindConnection, service=False)
+    first = decodeOne(bindConnection.sent())
+    b.send(pdus.bind("uid=b,dc=example,dc=com", "pw", messageID=1))
+    assert bindConnection.sent() == b""  # queued behind a's
+    b.protocol.connectionLost()
+    bindConnection.respond(pdus.bindResponse(first.id, 0))
+    assert bindConnection.sent() == b""
