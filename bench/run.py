@@ -212,10 +212,17 @@ class Target:
             cfg = os.path.join(self.tmp, self.name + ".ini")
             with open(cfg, "w") as f:
                 f.write("[ldaproute]\nlisten = tcp:%d:interface=127.0.0.1\n" % self.port)
+                # loopback benchmark: cleartext binds are fine here
+                f.write("require_tls_for_simple_bind = off\n")
                 if self.mode and self.mode != "session":
                     f.write("mode = %s\n" % self.mode)
                 f.write("\n[backend:slapd]\nurl = ldap://127.0.0.1:%s\n\n"
-                        "[pool:main]\nbackends = slapd\n\n[route:all]\npool = main\n" % sp)
+                        "[pool:main]\nbackends = slapd\n" % sp)
+                if self.mode == "shared":
+                    # the rootdn may assert any identity of its database
+                    # (Proxied Authorization); docs/shared-mode.rst
+                    f.write("service_bind_dn = %s\nservice_bind_password = %s\n" % (ROOTDN, ROOTPW))
+                f.write("\n[route:all]\npool = main\n")
             return [sys.executable, "-m", "ldaproute", "-c", cfg]
         raise ValueError(self.name)
 
