@@ -220,7 +220,12 @@ class Target:
                 if self.mode and self.mode != "session":
                     f.write("mode = %s\n" % self.mode)
                 f.write("\n[backend:slapd]\nurl = ldap://127.0.0.1:%s\n\n"
-                        "[pool:main]\nbackends = slapd\n\n[route:all]\npool = main\n" % sp)
+                        "[pool:main]\nbackends = slapd\n" % sp)
+                if self.mode == "shared":
+                    # the rootdn may assert any identity of its database
+                    # (Proxied Authorization); docs/shared-mode.rst
+                    f.write("service_bind_dn = %s\nservice_bind_password = %s\n" % (ROOTDN, ROOTPW))
+                f.write("\n[route:all]\npool = main\n")
             return [sys.executable, "-m", "ldaproute", "-c", cfg]
         raise ValueError(self.name)
 

@@ -343,6 +343,13 @@ class Pool:
     srv: str | None = None
     #: C{(host, port)} of the DNS server for C{srv}; L{None} for the system's.
     srvResolver: tuple[str, int] | None = None
+    # shared mode (ldaproute.shared): multiplexed upstream connections per
+    # backend, dedicated bind-check connections per backend, and the
+    # proxy's own identity on the multiplexed ones (L{None}: anonymous)
+    sharedConnections: int = 4
+    bindConnections: int = 2
+    serviceBindDN: str | None = None
+    serviceBindPassword: str | None = attrs.field(default=None, repr=False)
 
 
 @attrs.frozen
@@ -542,6 +549,9 @@ class Config:
     logLevel: str = "info"
     drainTimeout: float = 25.0
     workers: int = 1
+    #: C{session} (an upstream connection per client) or C{shared}
+    #: (clients multiplexed per operation, see L{ldaproute.shared})
+    mode: str = "session"
 
     @classmethod
     def fromFile(cls, path: FilePath[str] | str) -> Config:
@@ -589,6 +599,7 @@ _GLOBAL_KEYS: _KeyTable = {
     "log_level": ("logLevel", _choice("info", "debug")),
     "drain_timeout": ("drainTimeout", _seconds),
     "workers": ("workers", _workers),
+    "mode": ("mode", _choice("session", "shared")),
 }
 _LISTENER_KEYS: _KeyTable = {
     "listen": ("endpoints", _endpoints),
@@ -636,6 +647,10 @@ _POOL_KEYS: _KeyTable = {
     "health_bind_password": ("healthBindPassword", str.strip),
     "srv": ("srv", _srvName),
     "srv_resolver": ("srvResolver", _hostPort),
+    "shared_connections": ("sharedConnections", _positiveInt),
+    "bind_connections": ("bindConnections", _positiveInt),
+    "service_bind_dn": ("serviceBindDN", str.strip),
+    "service_bind_password": ("serviceBindPassword", str.strip),
 }
 _ROUTE_KEYS: _KeyTable = {
     "pool": ("pool", str.strip),
@@ -742,6 +757,24 @@ class _Loader:
                 "ldaproute", "workers", f"worker processes need a tcp: metrics endpoint (one port each), not {metrics!r}"
             )
 
+    def serviceIdentity(self, section: str, values: dict[str, Any]) -> None:
+        """The shared-mode service identity of a pool: DN and password together."""
+        if (values.get("serviceBindDN") is None) != (values.get("serviceBindPassword") is None):
+            raise self.error(section, "service_bind_dn", "give service_bind_dn and service_bind_password together")
+        if values.get("serviceBindDN"):
+            try:
+                _dn(values["serviceBindDN"])
+            except _Invalid as e:
+                raise self.error(section, "service_bind_dn", str(e)) from None
+
+    def sharedBackends(self, backends: dict[str, Backend]) -> None:
+        """Shared mode speaks plain LDAP or ldaps to backends (no StartTLS yet)."""
+        for name, backend in backends.items():
+            if backend.tls == "starttls":
+                raise self.error(
+                    f"backend:{name}", "tls", "starttls is not supported with mode = shared: use ldaps or mode = session"
+                )
+
     def load(self, text: str) -> Config:
         parser = configparser.ConfigParser(
             interpolation=None, inline_comment_prefixes=(";", "#"), empty_lines_in_values=False
@@ -836,6 +869,7 @@ class _Loader:
                     _dn(values["healthBindDN"])
                 except _Invalid as e:
                     raise self.error(section, "health_bind_dn", str(e)) from None
+            self.serviceIdentity(section, values)
             if values.get("srv") is not None:
                 pools[name] = Pool(name, (), **values)
                 continue
@@ -882,6 +916,8 @@ class _Loader:
             routes.append(Route(name, **values))
         if not routes:
             raise self.error(None, None, "no route: add a [route:NAME] section with pool = NAME")
+        if globalValues.get("mode") == "shared":
+            self.sharedBackends(backends)
 
         return Config(
             path=self.path,

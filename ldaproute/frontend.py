@@ -24,7 +24,7 @@ from twisted.protocols.haproxy._wrapper import HAProxyProtocolWrapper
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from ldaproute import ber, fanout
+from ldaproute import ber, fanout, shared
 from ldaproute.fastwrite import writerFor
 from ldaproute.config import Listener
 from ldaproute.policy import ListenerPolicy
@@ -317,6 +317,8 @@ class FrontendProtocol(Protocol):
         The session's link to a pool, opened if need be, carrying the
         client's current identity (replayed when it does not yet).
         """
+        if self._runtime.config.mode == "shared":
+            return self._sharedLinkFor(poolName)
         session = self.session
         identity = session.identity
         link = self._links.get(poolName)
@@ -340,6 +342,15 @@ class FrontendProtocol(Protocol):
         )
         link.boundVersion = session.identityVersion
         self._links[poolName] = link
+        return link
+
+    def _sharedLinkFor(self, poolName: str) -> Any:
+        """Shared mode: the session's view of the pool's shared connections."""
+        link = self._links.get(poolName)
+        if link is None:
+            link = shared.linkFor(self, self._runtime, poolName, self._reactor)
+            self._links[poolName] = link
+        link.boundVersion = self.session.identityVersion
         return link
 
     def _replayName(self, poolName: str, name: bytes) -> bytes:

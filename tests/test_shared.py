@@ -1,0 +1,384 @@
+"""Shared mode on in-memory transports: ID remapping, control insertion, routing of responses, abandon, failures."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, strategies as st
+from ldaptor.protocols import pureldap
+
+from ldaproute import ber, shared
+from tests import pdus
+from tests.fakes import Client, FakeConnection, proxy
+
+CONFIG = """
+[ldaproute]
+listen = tcp:10389
+mode = shared
+require_tls_for_simple_bind = off
+[backend:a]
+url = ldap://a.example:389
+[pool:main]
+backends = a
+shared_connections = 2
+bind_connections = 1
+service_bind_dn = cn=proxy,dc=example,dc=com
+service_bind_password = proxypw
+[route:all]
+pool = main
+"""
+
+SERVICE_BIND = ber.simpleBindRequest(1, b"cn=proxy,dc=example,dc=com", b"proxypw")
+
+
+def decodeOne(data: bytes) -> pureldap.LDAPMessage:
+    [message] = pdus.decode(data)
+    if message.controls:  # ldaptor reads BOOLEAN TRUE as 255
+        message.controls = [(oid, bool(critical), value) for oid, critical, value in message.controls]
+    return message
+
+
+# --- byte-level helpers --------------------------------------------------------
+
+IDS = [1, 5, 127, 128, 255, 256, 32767, 32768, 65535, 65536, 2**23, 2**24, 2**31 - 1]
+
+
+@pytest.mark.parametrize("oldID", IDS)
+@pytest.mark.parametrize("newID", IDS)
+@pytest.mark.parametrize("size", [0, 100, 200, 70000])
+def test_withMessageIDEveryLengthForm(oldID: int, newID: int, size: int) -> None:
+    """Short, 0x81, 0x82 and 0x83 outer lengths, 1- to 4-octet INTEGERs."""
+    entry = pdus.searchEntry("cn=x,dc=example,dc=com", oldID, [("description", ["v" * size])])
+    out = shared.withMessageID(entry, newID)
+    message = decodeOne(out)
+    assert message.id == newID
+    assert message.value.objectName == b"cn=x,dc=example,dc=com"
+    assert shared.withMessageID(out, oldID) == entry
+    assert shared.readMessageID(out)[0] == newID
+
+
+@given(st.integers(1, 2**31 - 1), st.integers(1, 2**31 - 1), st.integers(0, 300))
+def test_reframeRoundTrip(oldID: int, newID: int, size: int) -> None:
+    request = pdus.search("cn=" + "y" * size + ",dc=example,dc=com", oldID)
+    control = shared.proxiedAuthorization(b"dn:uid=u" + b"z" * size)
+    message = decodeOne(shared.reframe(request, newID, control))
+    assert message.id == newID
+    assert message.controls == [(shared.PROXIED_AUTHZ_OID, True, b"dn:uid=u" + b"z" * size)]
+    assert message.value.baseObject == ("cn=" + "y" * size + ",dc=example,dc=com").encode()
+
+
+def test_reframeAppendsToExistingControls() -> None:
+    request = pdus.message(
+        pureldap.LDAPSearchRequest(baseObject="dc=example,dc=com"), 7, controls=[("1.2.3.4", False, b"abc")]
+    )
+    message = decodeOne(shared.reframe(request, 300, shared.proxiedAuthorization(b"dn:cn=a")))
+    assert message.id == 300
+    assert message.controls == [(b"1.2.3.4", False, b"abc"), (shared.PROXIED_AUTHZ_OID, True, b"dn:cn=a")]
+
+
+def test_reframeAnonymousAuthzId() -> None:
+    message = decodeOne(shared.reframe(pdus.search(messageID=3), 4, shared.proxiedAuthorization(b"")))
+    assert message.controls == [(shared.PROXIED_AUTHZ_OID, True, b"")]
+
+
+def test_reframeWithoutControlOnlyRenumbers() -> None:
+    request = pdus.search(messageID=3)
+    assert shared.reframe(request, 3) == request
+
+
+# --- the link, on fakes -------------------------------------------------------
+
+
+def ready(connection: FakeConnection, service: bool = True) -> None:
+    """Accept a shared connection and answer the proxy's service bind."""
+    connection.accept()
+    if service:
+        assert connection.sent() == SERVICE_BIND
+        connection.respond(pdus.bindResponse(1))
+
+
+def opened(backends, count: int) -> list[FakeConnection]:  # type: ignore[no-untyped-def]
+    assert len(backends.connections) == count
+    return backends.connections
+
+
+def test_clientsMultiplexedWithRemappedIDs() -> None:
+    factory, backends, _ = proxy(CONFIG)
+    clients = [Client(factory) for _ in range(3)]
+    clients[0].send(pdus.search("ou=a,dc=example,dc=com", messageID=1))
+    first, second = opened(backends, 2)  # shared_connections = 2, opened on demand
+    ready(first)
+    ready(second)
+    # the waiting request went out on the first ready connection, identity asserted (anonymous)
+    sent = decodeOne(first.sent())
+    assert sent.controls == [(shared.PROXIED_AUTHZ_OID, True, b"")]
+    clients[1].send(pdus.search("ou=b,dc=example,dc=com", messageID=1))
+    clients[2].send(pdus.search("ou=c,dc=example,dc=com", messageID=1))
+    onFirst = pdus.decode(first.sent())
+    onSecond = pdus.decode(second.sent())
+    assert len(onFirst) + len(onSecond) == 2
+    assert len(backends.connections) == 2  # no more connections for more clients
+    # answer every operation, last first
+    for connection, message in [(first, sent)] + [(first, m) for m in onFirst] + [(second, m) for m in onSecond]:
+        base = message.value.baseObject.decode()
+        connection.respond(pdus.searchEntry(base, message.id) + pdus.searchDone(message.id))
+    for client, ou in zip(clients, "abc"):
+        entry, done = pdus.decode(client.received())
+        assert (entry.id, done.id) == (1, 1)
+        assert entry.value.objectName == f"ou={ou},dc=example,dc=com".encode()
+        assert client.protocol.session.outstanding == {}
+
+
+def test_bindOnBindConnectionThenIdentityAsserted() -> None:
+    factory, backends, _ = proxy(CONFIG)
+    client = Client(factory)
+    client.send(pdus.bind("uid=u1,dc=example,dc=com", "pw", messageID=1))
+    [bindConnection] = opened(backends, 1)
+    ready(bindConnection, service=False)  # bind connections stay anonymous
+    forwarded = decodeOne(bindConnection.sent())
+    assert forwarded.value.dn == b"uid=u1,dc=example,dc=com" and forwarded.controls is None
+    bindConnection.respond(pdus.bindResponse(forwarded.id, 0))
+    assert decodeOne(client.received()).value.resultCode == 0
+    client.send(pdus.search(messageID=2))
+    shared1, shared2 = backends.connections[1:]
+    ready(shared1)
+    ready(shared2)
+    message = decodeOne(shared1.sent())
+    assert message.controls == [(shared.PROXIED_AUTHZ_OID, True, b"dn:uid=u1,dc=example,dc=com")]
+    shared1.respond(pdus.searchDone(message.id))
+    assert decodeOne(client.received()).id == 2
+
+
+def test_failedBindLeavesClientAnonymous() -> None:
+    factory, backends, _ = proxy(CONFIG)
+    client = Client(factory)
+    client.send(pdus.bind("uid=u1,dc=example,dc=com", "wrong", messageID=1))
+    [bindConnection] = backends.connections
+    ready(bindConnection, service=False)
+    bindConnection.respond(pdus.bindResponse(decodeOne(bindConnection.sent()).id, ber.INVALID_CREDENTIALS))
+    assert decodeOne(client.received()).value.resultCode == ber.INVALID_CREDENTIALS
+    assert client.protocol.session.identity.kind == "anonymous"
+
+
+def test_saslBindRefused() -> None:
+    factory, backends, _ = proxy(CONFIG)
+    client = Client(factory)
+    client.send(pdus.message(pureldap.LDAPBindRequest(dn="", auth=("DIGEST-MD5", None), sasl=True), 4))
+    answer = decodeOne(client.received())
+    assert (answer.id, answer.value.resultCode) == (4, ber.AUTH_METHOD_NOT_SUPPORTED)
+    assert b"mode = session" in answer.value.errorMessage
+    assert backends.connections == []
+
+
+@pytest.mark.parametrize(
+    "oid, name",
+    [(b"1.3.6.1.4.1.1466.20037", b"StartTLS"), (b"1.3.6.1.4.1.4203.1.11.99", b"1.3.6.1.4.1.4203.1.11.99")],
+)
+def test_statefulExtendedRefused(oid: bytes, name: bytes) -> None:
+    factory, backends, _ = proxy(CONFIG.replace("mode = shared", "mode = shared\nstarttls = passthrough"))
+    client = Client(factory)
+    client.send(pdus.message(pureldap.LDAPExtendedRequest(requestName=oid), 3))
+    answer = decodeOne(client.received())
+    assert (answer.id, answer.value.resultCode) == (3, ber.UNWILLING_TO_PERFORM)
+    assert name in answer.value.errorMessage and b"shared mode" in answer.value.errorMessage
+
+
+def test_whoamiForwardedWithIdentity() -> None:
+    factory, backends, _ = proxy(CONFIG)
+    client = Client(factory)
+    client.send(pdus.message(pureldap.LDAPExtendedRequest(requestName=shared.WHOAMI_OID.decode()), 3))
+    first, _ = backends.connections
+    ready(first)
+    message = decodeOne(first.sent())
+    assert message.value.requestName == shared.WHOAMI_OID
+    assert message.controls == [(shared.PROXIED_AUTHZ_OID, True, b"")]
+
+
+def test_clientProxiedAuthorizationRefused() -> None:
+    factory, _, _ = proxy(CONFIG)
+    client = Client(factory)
+    request = pdus.message(
+        pureldap.LDAPSearchRequest(baseObject="dc=example,dc=com"), 2,
+        controls=[(shared.PROXIED_AUTHZ_OID.decode(), True, b"dn:cn=admin,dc=example,dc=com")],
+    )
+    client.send(request)
+    assert decodeOne(client.received()).value.resultCode == ber.UNWILLING_TO_PERFORM
+
+
+def twoReady(backends):  # type: ignore[no-untyped-def]
+    first, second = backends.connections
+    ready(first)
+    ready(second)
+    return first, second
+
+
+def test_abandonTranslated() -> None:
+    factory, backends, _ = proxy(CONFIG)
+    client = Client(factory)
+    client.send(pdus.search(messageID=9))
+    first, second = twoReady(backends)
+    upstreamID = decodeOne(first.sent()).id
+    client.send(pdus.message(pureldap.LDAPAbandonRequest(id=9), 10))
+    abandon = decodeOne(first.sent())
+    assert isinstance(abandon.value, pureldap.LDAPAbandonRequest) and abandon.value.value == upstreamID
+    assert abandon.id != upstreamID
+    # a late entry of the abandoned search is dropped
+    first.respond(pdus.searchEntry("cn=late,dc=example,dc=com", upstreamID) + pdus.searchDone(upstreamID))
+    assert client.received() == b""
+
+
+def test_disconnectAbandonsOutstandingUpstream() -> None:
+    factory, backends, _ = proxy(CONFIG)
+    client = Client(factory)
+    client.send(pdus.search(messageID=1) + pdus.search(messageID=2))
+    first, second = twoReady(backends)
+    ids = [m.id for m in pdus.decode(first.sent() + second.sent())]
+    assert len(ids) == 2
+    client.protocol.connectionLost()
+    abandoned = sorted(m.value.value for m in pdus.decode(first.sent() + second.sent()))
+    assert abandoned == sorted(ids)
+    assert first.transport.connected and second.transport.connected  # shared connections stay
+
+
+def test_lostConnectionFailsOnlyItsOperations() -> None:
+    factory, backends, _ = proxy(CONFIG)
+    a, b = Client(factory), Client(factory)
+    a.send(pdus.search(messageID=1))
+    first, second = twoReady(backends)
+    assert first.sent()  # a's went out on the first ready one
+    b.send(pdus.search(messageID=1))
+    b.send(pdus.search(messageID=2))
+    onSecond = second.sent()
+    assert first.sent() and onSecond  # b's: one on each (in turn)
+    first.drop()
+    answer = decodeOne(a.received())
+    assert (answer.id, answer.value.resultCode) == (1, ber.UNAVAILABLE)
+    [bLost] = pdus.decode(b.received())  # b's operation on the lost connection
+    assert bLost.value.resultCode == ber.UNAVAILABLE
+    [remaining] = b.protocol.session.outstanding
+    second.respond(pdus.searchDone(decodeOne(onSecond).id))  # b's other operation carries on
+    assert decodeOne(b.received()).id == remaining
+    # the pool reconnects on demand
+    a.send(pdus.search(messageID=2))
+    assert len(backends.connections) == 3
+    ready(backends.connections[2])
+    assert decodeOne(second.sent() + backends.connections[2].sent()).id in (1, 2, 3)
+
+
+def test_unreachableBackendAnswers52() -> None:
+    factory, backends, _ = proxy(CONFIG)
+    client = Client(factory)
+    client.send(pdus.search(messageID=1))
+    for connection in list(backends.connections):
+        connection.refuse()
+    answer = decodeOne(client.received())
+    assert (answer.id, answer.value.resultCode) == (1, ber.UNAVAILABLE)
+    assert b"not reachable" in answer.value.errorMessage or b"reachable" in answer.value.errorMessage
+
+
+def test_serviceIdentityRefused() -> None:
+    factory, backends, _ = proxy(CONFIG)
+    client = Client(factory)
+    client.send(pdus.search(messageID=1))
+    first, second = backends.connections
+    first.accept()
+    first.respond(pdus.bindResponse(1, ber.INVALID_CREDENTIALS))
+    second.accept()
+    second.respond(pdus.bindResponse(1, ber.INVALID_CREDENTIALS))
+    answer = decodeOne(client.received())
+    assert answer.value.resultCode == ber.UNAVAILABLE
+    assert b"service identity" in answer.value.errorMessage
+
+
+def pagedSearch(messageID: int, cookie: bytes) -> bytes:
+    from ldaptor.protocols import pureber
+
+    value = pureber.BERSequence([pureber.BERInteger(10), pureber.BEROctetString(cookie)]).toWire()
+    return pdus.message(
+        pureldap.LDAPSearchRequest(baseObject="dc=example,dc=com"), messageID,
+        controls=[(shared.PAGED_RESULTS_OID.decode(), True, value)],
+    )
+
+
+def test_pagedSearchStaysOnOneConnection() -> None:
+    factory, backends, _ = proxy(CONFIG)
+    client = Client(factory)
+    client.send(pagedSearch(1, b""))
+    first, second = twoReady(backends)
+    assert first.sent()
+    for messageID in range(2, 6):
+        client.send(pagedSearch(messageID, b"cookie"))
+        assert first.sent() and not second.sent()
+    # plain searches are spread in turn
+    client.send(pdus.search(messageID=10) + pdus.search(messageID=11))
+    assert first.sent() and second.sent()
+
+
+def test_cancelTranslated() -> None:
+    factory, backends, _ = proxy(CONFIG)
+    client = Client(factory)
+    client.send(pdus.search(messageID=5))
+    first, second = twoReady(backends)
+    upstreamID = decodeOne(first.sent()).id
+    client.send(shared.cancelRequest(6, 5))
+    cancel = decodeOne(first.sent())
+    assert cancel.value.requestName == shared.CANCEL_OID
+    assert shared._cancelID(shared.withMessageID(cancel.toWire(), 1), shared.readMessageID(cancel.toWire())[2]) == upstreamID
+    client.send(shared.cancelRequest(7, 99))
+    assert decodeOne(client.received()).value.resultCode == shared.NO_SUCH_OPERATION
+
+
+def test_operationTimeoutAbandonsButKeepsConnection() -> None:
+    factory, backends, reactor = proxy(CONFIG.replace("bind_connections = 1", "bind_connections = 1\noperation_timeout = 2s"))
+    client = Client(factory)
+    client.send(pdus.search(messageID=1))
+    first, second = twoReady(backends)
+    upstreamID = decodeOne(first.sent()).id
+    reactor.advance(3)
+    assert decodeOne(client.received()).value.resultCode == ber.TIME_LIMIT_EXCEEDED
+    assert decodeOne(first.sent()).value.value == upstreamID
+    assert first.transport.connected
+
+
+def test_backpressurePausesClient() -> None:
+    factory, backends, _ = proxy(CONFIG)
+    client = Client(factory)
+    client.send(pdus.search(messageID=1))
+    first, second = twoReady(backends)
+    first.protocol.pauseProducing()
+    second.protocol.pauseProducing()
+    client.send(pdus.search(messageID=2))
+    assert client.transport.producerState == "paused"
+    first.protocol.resumeProducing()
+    assert client.transport.producerState == "paused"
+    second.protocol.resumeProducing()
+    assert client.transport.producerState == "producing"
+
+
+def test_bindsOneAtATimePerBindConnection() -> None:
+    """slapd abandons a connection's outstanding operations when a bind arrives."""
+    factory, backends, _ = proxy(CONFIG)
+    clients = [Client(factory) for _ in range(3)]
+    for i, client in enumerate(clients):
+        client.send(pdus.bind(f"uid=u{i},dc=example,dc=com", "pw", messageID=1))
+    [bindConnection] = backends.connections
+    ready(bindConnection, service=False)
+    for i in range(3):
+        [forwarded] = pdus.decode(bindConnection.sent())
+        assert forwarded.value.dn == f"uid=u{i},dc=example,dc=com".encode()
+        bindConnection.respond(pdus.bindResponse(forwarded.id, 0))
+        assert decodeOne(clients[i].received()).value.resultCode == 0
+    assert bindConnection.sent() == b""
+
+
+def test_queuedBindOfDepartedClientSkipped() -> None:
+    factory, backends, _ = proxy(CONFIG)
+    a, b = Client(factory), Client(factory)
+    a.send(pdus.bind("uid=a,dc=example,dc=com", "pw", messageID=1))
+    [bindConnection] = backends.connections
+    ready(bindConnection, service=False)
+    first = decodeOne(bindConnection.sent())
+    b.send(pdus.bind("uid=b,dc=example,dc=com", "pw", messageID=1))
+    assert bindConnection.sent() == b""  # queued behind a's
+    b.protocol.connectionLost()
+    bindConnection.respond(pdus.bindResponse(first.id, 0))
+    assert bindConnection.sent() == b""
