@@ -609,6 +609,9 @@ class CLDAPService(Service):
         self.reactor = reactor
         self.relay = CLDAPRelay(runtime, reactor)
         self.ports: list[Any] = []
+        observer = getattr(runtime, "observer", None)
+        if observer is not None:
+            observer.metrics.watchCLDAP(self.relay.counters)
 
     def startService(self) -> None:
         super().startService()

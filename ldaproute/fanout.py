@@ -11,7 +11,7 @@ streams their entries to the client under the client's messageID (through
 the route's rewriter when it has one), counts them against the client's size
 limit, and ends with one SearchResultDone.
 
-Result rule (documented in docs/routing.rst):
+Result rule (documented in the README section "Searches that span routes"):
 
   - the merged size limit is reached: sizeLimitExceeded (4), the other
     sub-searches are abandoned;

@@ -439,6 +439,10 @@ class FrontendProtocol(Protocol):
         link.writeRaw(data)
         return True
 
+    def linkTLSHandshake(self, link: UpstreamLink, outcome: str) -> None:
+        """A TLS handshake towards a backend: C{success} or C{failure}."""
+        self._runtime.observer.metrics.tlsHandshake("backend", outcome)
+
     def linkReceivedRaw(self, link: UpstreamLink, data: bytes) -> None:
         """Backend bytes of an opaque session."""
         self.transport.write(data)  # type: ignore[union-attr]
@@ -723,6 +727,7 @@ class FrontendProtocol(Protocol):
                 reason = self._policy.throttle.refusal(self._peerAddress, name, self._reactor.seconds())
                 if reason is not None:
                     refusal = (ber.UNWILLING_TO_PERFORM, reason, "bind throttled")
+                    self._runtime.observer.metrics.bindThrottled(listener.name)
             if refusal is not None:
                 code, message, event = refusal
                 self._log.warn(
@@ -780,6 +785,7 @@ class FrontendProtocol(Protocol):
 
     def handshakeCompleted(self) -> None:
         """IHandshakeListener: the client finished a TLS handshake."""
+        self._runtime.observer.metrics.tlsHandshake("client", "success")
         if self._tlsState == "handshaking":
             self._tlsState = "done"
             self._log.info("TLS established with {peer}", peer=self._peerText, listener=self._listener.name)
@@ -862,6 +868,7 @@ class FrontendProtocol(Protocol):
             self._admitted = False
             self._policy.limits.release(self._peerAddress)
         if self._tlsState == "handshaking":
+            self._runtime.observer.metrics.tlsHandshake("client", "failure")
             self._log.warn(
                 "TLS handshake with {peer} failed: {reason}",
                 peer=self._peerText,

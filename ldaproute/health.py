@@ -220,9 +220,11 @@ class HealthService(Service):
         if pool is None or state is None:
             return
         self._probing.add(key)
+        started = self._reactor.seconds()
 
         def done(reason: str | None) -> None:
             self._probing.discard(key)
+            self._runtime.observer.metrics.healthChecked(backendName, reason is None, self._reactor.seconds() - started)
             config = pool.pool
             state.probed(reason is None, reason or "probe succeeded", config.healthRise, config.healthFall, poolName)
 

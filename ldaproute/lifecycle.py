@@ -60,6 +60,7 @@ _RESTART_ONLY = (
     ("listeners", "listeners"),
     ("metrics", "metrics"),
     ("workers", "workers"),
+    ("cldapEndpoints", "cldap"),
 )
 
 

@@ -234,6 +234,10 @@ class Metrics:
         registry.register(_StateCollector(self))
         self._bindChildren: dict[tuple[str, bool], Any] = {}
 
+    def watchCLDAP(self, counters: Any) -> None:
+        """Export the CLDAP relay's counters."""
+        self.registry.register(_CLDAPCollector(counters))
+
     def watchState(self, source: Callable[[], Any]) -> None:
         """
         Read backend state at scrape time: C{source()} returns the
@@ -285,6 +289,41 @@ class Metrics:
         self.reloadSuccessful.set(1 if outcome == "success" else 0)
         if outcome == "success":
             self.configLoaded.set(now)
+
+
+class _CLDAPCollector:
+    """The CLDAP relay's counters (see L{ldaproute.cldap.CLDAPCounters}), read at scrape time."""
+
+    def __init__(self, counters: Any) -> None:
+        self._counters = counters
+
+    def describe(self) -> Iterable[Metric]:
+        return list(self.collect())
+
+    def collect(self) -> Iterator[Metric]:
+        counters = self._counters
+        datagrams = CounterMetricFamily(
+            "ldaproute_cldap_datagrams",
+            "CLDAP datagrams by what happened to them (received, forwarded to a backend, answered by the proxy, "
+            "backend reply relayed, backend timeout, reply too big for UDP).",
+            labels=["outcome"],
+        )
+        for outcome, value in (
+            ("received", counters.received),
+            ("forwarded", counters.forwarded),
+            ("answered", counters.answered),
+            ("relayed", counters.relayed),
+            ("timeout", counters.timeouts),
+            ("oversized", counters.oversized),
+        ):
+            datagrams.add_metric([outcome], value)
+        yield datagrams
+        dropped = CounterMetricFamily(
+            "ldaproute_cldap_dropped", "CLDAP datagrams dropped without a reply, by reason.", labels=["reason"]
+        )
+        for reason, value in sorted(counters.dropped.items()):
+            dropped.add_metric([reason], value)
+        yield dropped
 
 
 class _StateCollector:

@@ -58,6 +58,9 @@ class LinkOwner(TypingProtocol):
     def linkConnected(self, link: UpstreamLink) -> None:
         """The link's transport exists now (for flow control)."""
 
+    def linkTLSHandshake(self, link: UpstreamLink, outcome: str) -> None:
+        """A TLS handshake towards the backend ended (C{success}, C{failure})."""
+
 
 def endpointFor(reactor: object, state: BackendState, timeout: float) -> IStreamClientEndpoint:
     """The Twisted endpoint that reaches a backend."""
@@ -263,6 +266,7 @@ class UpstreamLink:
         self._fail(f"no backend of pool {self.pool.name!r} is reachable (tried: {tried})")
 
     def tlsHandshakeCompleted(self) -> None:
+        self._owner.linkTLSHandshake(self, "success")
         if self.state == "handshaking":
             self._afterSecured()
 
@@ -289,6 +293,7 @@ class UpstreamLink:
         """
         state = self.backend
         assert state is not None
+        self._owner.linkTLSHandshake(self, "failure")
         self._log.error(
             "TLS to backend {backend} of pool {pool} failed: {reason}",
             backend=state.name,

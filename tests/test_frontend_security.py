@@ -232,3 +232,18 @@ def test_allowlistCheckedAgainstRealPeer() -> None:
     assert transport.disconnecting
     protocol.connectionLost()
     assert factory.policy.limits.total == 0
+
+
+def test_throttledBindsAndHandshakesAreCounted() -> None:
+    """The bind-throttle and TLS-handshake metrics follow what the policy did."""
+    protocol, transport, reactor = connect("require_tls_for_simple_bind = off\nbind_throttle_failures = 1\n", FakeServerTLS())
+    metrics = protocol._runtime.observer.metrics
+    protocol._bindFailed(protocol.session.bindStarted(simpleBind(1), ber.Envelope.fromBytes(simpleBind(1))))
+    protocol.dataReceived(simpleBind(2))
+    [answer] = take(transport)
+    assert answer.value.resultCode == ber.UNWILLING_TO_PERFORM
+    assert metrics.bindsThrottled.labels("default")._value.get() == 1
+    protocol.dataReceived(startTLSRequest(3))
+    take(transport)
+    protocol.handshakeCompleted()
+    assert metrics.tlsHandshakes.labels("client", "success")._value.get() == 1

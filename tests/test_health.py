@@ -78,11 +78,14 @@ def test_probeGarbage() -> None:
 
 class FakeRuntime:
     def __init__(self, pool: Pool) -> None:
+        from ldaproute.observer import Observer
+
         self.backends = Backends()
         self.backends.configure({b.name: b for b in pool.backends}, {pool.name: pool})
+        self.observer = Observer(accessLog=False)
 
 
-def test_healthServiceMarksDownAndUp(monkeypatch: Any) -> None:
+def test_healthServiceMarksDownAndUp(monkeypatch: Any) -> None:  # noqa: C901
     """Probes every interval on the injected clock; fall and rise decide."""
     backend = Backend("a", BackendURL("ldap", "127.0.0.1", 1))
     pool = Pool("p", (backend,), healthInterval=2.0, healthRise=2, healthFall=3)
@@ -110,6 +113,9 @@ def test_healthServiceMarksDownAndUp(monkeypatch: Any) -> None:
     service.stopService()
     clock.advance(10.0)
     assert len(calls) == 5
+    checks = runtime.observer.metrics.healthChecks
+    assert checks.labels("a", "failed")._value.get() == 3
+    assert checks.labels("a", "ok")._value.get() == 2
 
 
 def test_healthServiceSkipsWhileProbeRuns(monkeypatch: Any) -> None:
