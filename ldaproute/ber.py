@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from typing import Final
 
-import attrs
 
 # protocolOp tags (RFC 4511 section 4.2 onwards), requests
 BIND_REQUEST: Final = 0x60
@@ -176,6 +175,23 @@ class Framer:
         @return: every PDU now complete, in order, each as its own bytes.
         @raise FramingError: the stream is not LDAP, or a PDU is too big.
         """
+        if not self._buffer:
+            # the common case: a read that is exactly one PDU
+            end = len(data)
+            if end >= 2 and data[0] == _SEQUENCE:
+                first = data[1]
+                if first < 0x80:
+                    total = 2 + first
+                elif first == 0x81 and end >= 3:
+                    total = 3 + data[2]
+                elif first == 0x82 and end >= 4:
+                    total = 4 + (data[2] << 8 | data[3])
+                elif first == 0x84 and end >= 6:  # libldap's fixed four-octet form
+                    total = 6 + int.from_bytes(data[2:6], "big")
+                else:
+                    total = -1
+                if total == end and total <= self.maxPDUBytes:
+                    return [data]
         buf = self._buffer + data if self._buffer else data
         end = len(buf)
         pos = 0
@@ -235,11 +251,19 @@ class ResponseScanner:
         while end - pos >= 2:
             if buf[pos] != _SEQUENCE:
                 raise FramingError("not-ldap", f"backend sent tag 0x{buf[pos]:02x}, not an LDAPMessage")
-            header = _readLength(buf, pos + 1, end)
-            if header is None:
-                break
-            length, bodyStart = header
-            total = bodyStart - pos + length
+            first = buf[pos + 1]
+            if first < 0x80:  # the length forms slapd uses, inline
+                bodyStart = pos + 2
+                total = 2 + first
+            elif first == 0x84 and end - pos >= 6:
+                bodyStart = pos + 6
+                total = 6 + int.from_bytes(buf[pos + 2 : pos + 6], "big")
+            else:
+                header = _readLength(buf, pos + 1, end)
+                if header is None:
+                    break
+                length, bodyStart = header
+                total = bodyStart - pos + length
             if total > maxBytes:
                 raise FramingError("oversized", f"backend PDU of {total} bytes exceeds the limit of {maxBytes}")
             if end - pos < total:
@@ -268,17 +292,20 @@ class ResponseScanner:
 
 def _resultCodeAt(buf: bytes, tagAt: int, end: int) -> int:
     """The resultCode of the LDAPResult whose protocolOp tag is at C{tagAt}."""
-    header = _readLength(buf, tagAt + 1, end)
-    if header is None:
-        return -1
-    _, pos = header
+    first = buf[tagAt + 1] if tagAt + 1 < end else 0x80
+    if first < 0x80:
+        pos = tagAt + 2
+    else:
+        header = _readLength(buf, tagAt + 1, end)
+        if header is None:
+            return -1
+        _, pos = header
     if pos + 2 >= end or buf[pos] != _ENUMERATED:
         return -1
     n = buf[pos + 1]
     return int.from_bytes(buf[pos + 2 : pos + 2 + n], "big")
 
 
-@attrs.frozen
 class Envelope:
     """
     What the proxy reads of a request PDU without decoding it: its
@@ -286,15 +313,37 @@ class Envelope:
     the first field (target DN, bind name, extended OID) can be read on
     demand.
 
+    One is made per request, so it is a plain slotted class (an attrs
+    frozen class costs a microsecond more to build); treat it as immutable.
+
     @ivar contentStart: offset of the protocolOp's content (after its tag
         and length); C{contentEnd} the offset just past it.
     """
 
-    messageID: int
-    opTag: int
-    contentStart: int
-    contentEnd: int
-    hasControls: bool
+    __slots__ = ("messageID", "opTag", "contentStart", "contentEnd", "hasControls")
+
+    def __init__(self, messageID: int, opTag: int, contentStart: int, contentEnd: int, hasControls: bool) -> None:
+        self.messageID = messageID
+        self.opTag = opTag
+        self.contentStart = contentStart
+        self.contentEnd = contentEnd
+        self.hasControls = hasControls
+
+    def _fields(self) -> tuple[int, int, int, int, bool]:
+        return (self.messageID, self.opTag, self.contentStart, self.contentEnd, self.hasControls)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Envelope):
+            return NotImplemented
+        return self._fields() == other._fields()
+
+    def __hash__(self) -> int:
+        return hash(self._fields())
+
+    def __repr__(self) -> str:
+        return "Envelope(messageID={}, opTag=0x{:02x}, contentStart={}, contentEnd={}, hasControls={})".format(
+            *self._fields()[:1], self.opTag, self.contentStart, self.contentEnd, self.hasControls
+        )
 
     @classmethod
     def fromBytes(cls, pdu: bytes) -> Envelope:

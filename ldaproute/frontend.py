@@ -193,7 +193,8 @@ class FrontendProtocol(Protocol):
                 return
         try:
             pdus = self._framer.feed(data)
-            self._pduTimerAfter(bool(pdus))
+            if self._pduTimer is not None or self._framer.buffered:
+                self._pduTimerAfter(bool(pdus))
             for pdu in pdus:
                 self._request(pdu)
                 if self._closing:

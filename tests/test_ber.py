@@ -198,3 +198,31 @@ class TestAnswers:
     def test_simpleBindRequest(self) -> None:
         [decoded] = pdus.decode(ber.simpleBindRequest(5, b"cn=a", b"pw"))
         assert decoded.value.dn == b"cn=a" and decoded.value.auth == b"pw" and decoded.value.version == 3
+
+
+def fourOctetForm(pdu: bytes) -> bytes:
+    """The same LDAPMessage with its outer length in libldap's fixed 0x84 form."""
+    [header] = [1 + (pdu[1] & 0x7F) if pdu[1] & 0x80 else 1]
+    body = pdu[1 + header :]
+    return b"\x30\x84" + len(body).to_bytes(4, "big") + body
+
+
+class TestFourOctetLengths:
+    """OpenLDAP's library writes every SEQUENCE length as 0x84 plus four octets."""
+
+    def test_framerAtEveryByteBoundary(self) -> None:
+        pdus_ = [fourOctetForm(p) for p in stream()]
+        data = b"".join(pdus_)
+        for cut in range(len(data) + 1):
+            framer = ber.Framer()
+            assert framer.feed(data[:cut]) + framer.feed(data[cut:]) == pdus_
+        assert ber.Envelope.fromBytes(pdus_[1]).messageID == 2
+
+    def test_scannerAtEveryByteBoundary(self) -> None:
+        data = fourOctetForm(pdus.searchEntry("cn=a", 2)) + fourOctetForm(pdus.searchDone(2, 32))
+        for cut in range(len(data) + 1):
+            scanner = ber.ResponseScanner(10000)
+            first, finals1 = scanner.feed(data[:cut])
+            second, finals2 = scanner.feed(data[cut:])
+            assert first + second == data
+            assert finals1 + finals2 == [(2, ber.SEARCH_RESULT_DONE, 32)]
