@@ -789,6 +789,7 @@ class FrontendProtocol(Protocol):
         self._runtime.observer.metrics.tlsHandshake("client", "success")
         if self._tlsState == "handshaking":
             self._tlsState = "done"
+            self._runtime.observer.connectionSecured(self, "starttls")
             self._log.info("TLS established with {peer}", peer=self._peerText, listener=self._listener.name)
 
     def _passthroughAnswered(self, link: UpstreamLink, resultCode: int) -> None:
@@ -808,6 +809,7 @@ class FrontendProtocol(Protocol):
         self._opaqueLink = link
         self._secure = True
         self._cancelTimer("_pduTimer")
+        self._runtime.observer.connectionSecured(self, "passthrough")
         link.goOpaque()
 
     def _bindFailed(self, pending: Any) -> None:

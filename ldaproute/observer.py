@@ -51,6 +51,18 @@ class Observer:
         self.metrics.connectionOpened(listener, protocol.tlsLabel)
         return self.metrics.byteCounters(listener)
 
+    def connectionSecured(self, protocol: Any, how: str) -> None:
+        """
+        A cleartext connection switched to TLS (C{how}: C{starttls} when the
+        proxy terminated it, C{passthrough} when the backend did): the open
+        gauge moves to the new label (the total keeps the accepted one).
+        """
+        if protocol in self.connections and protocol.tlsLabel == "none":
+            listener = protocol.session.listener
+            self.metrics.connectionsOpen.labels(listener, "none").dec()
+            protocol.tlsLabel = how
+            self.metrics.connectionsOpen.labels(listener, how).inc()
+
     def connectionClosed(self, protocol: Any) -> None:
         if protocol in self.connections:
             self.connections.discard(protocol)

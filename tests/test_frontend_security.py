@@ -247,3 +247,5 @@ def test_throttledBindsAndHandshakesAreCounted() -> None:
     take(transport)
     protocol.handshakeCompleted()
     assert metrics.tlsHandshakes.labels("client", "success")._value.get() == 1
+    assert metrics.connectionsOpen.labels("default", "starttls")._value.get() == 1
+    assert metrics.connectionsOpen.labels("default", "none")._value.get() == 0
