@@ -300,6 +300,7 @@ class Config:
     pools: dict[str, Pool]
     routes: tuple[Route, ...]
     maxPDUBytes: int = ber.DEFAULT_MAX_PDU_BYTES
+    maxFilterDepth: int = 64
 
     @classmethod
     def fromFile(cls, path: FilePath[str] | str) -> Config:
@@ -335,6 +336,7 @@ _KeyTable = dict[str, tuple[str, Callable[[str], Any]]]
 _GLOBAL_KEYS: _KeyTable = {
     "listen": ("endpoints", _endpoints),
     "max_pdu_bytes": ("maxPDUBytes", _positiveInt),
+    "max_filter_depth": ("maxFilterDepth", _positiveInt),
 }
 _LISTENER_KEYS: _KeyTable = {
     "listen": ("endpoints", _endpoints),

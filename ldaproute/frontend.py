@@ -23,7 +23,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from ldaproute import ber
+from ldaproute import ber, limits
 from ldaproute.config import Listener
 from ldaproute.routing import noRouteResult
 from ldaproute.runtime import Runtime
@@ -50,12 +50,15 @@ class _LinksProducer:
 
     def __init__(self, links: dict[str, UpstreamLink]) -> None:
         self._links = links
+        self.paused = False
 
     def pauseProducing(self) -> None:
+        self.paused = True
         for link in self._links.values():
             link.pauseReading()
 
     def resumeProducing(self) -> None:
+        self.paused = False
         for link in self._links.values():
             link.resumeReading()
 
@@ -73,21 +76,17 @@ class _ClientReading:
     client off.
     """
 
-    def __init__(self, transport: Any) -> None:
-        self._transport = transport
-        self._paused = False
+    def __init__(self, gate: limits.ReadGate) -> None:
+        self._gate = gate
 
     def pauseProducing(self) -> None:
-        self._paused = True
-        self._transport.pauseProducing()
+        self._gate.pause(self)
 
     def resumeProducing(self) -> None:
-        self._paused = False
-        self._transport.resumeProducing()
+        self._gate.resume(self)
 
     def stopProducing(self) -> None:
-        if self._paused:  # the backend that paused us is gone
-            self.resumeProducing()
+        self._gate.resume(self)  # the backend that paused us is gone
 
 
 class FrontendProtocol(Protocol):
@@ -113,7 +112,9 @@ class FrontendProtocol(Protocol):
             self.transport.setTcpNoDelay(True)  # type: ignore[union-attr]
         except (AttributeError, OSError, socket.error):
             pass
-        self.transport.registerProducer(_LinksProducer(self._links), True)  # type: ignore[union-attr]
+        self._gate = limits.ReadGate(self.transport)
+        self._linksProducer = _LinksProducer(self._links)
+        self.transport.registerProducer(self._linksProducer, True)  # type: ignore[union-attr]
 
     def dataReceived(self, data: bytes) -> None:
         if self._closing:
@@ -153,6 +154,13 @@ class FrontendProtocol(Protocol):
             extendedOID = envelope.extendedName(pdu)
             if extendedOID == ber.STARTTLS_OID:
                 self._answer(envelope, ber.PROTOCOL_ERROR, "StartTLS is not offered on this listener")
+                return
+        if tag == ber.SEARCH_REQUEST:
+            maxDepth = self._runtime.config.maxFilterDepth
+            if limits.filterDepth(pdu, envelope, maxDepth) > maxDepth:
+                self._answer(
+                    envelope, limits.ADMIN_LIMIT_EXCEEDED, f"search filter nested deeper than {maxDepth} levels"
+                )
                 return
         if session.mustRebind and tag != ber.BIND_REQUEST:
             self._answer(
@@ -198,6 +206,12 @@ class FrontendProtocol(Protocol):
             messageID, tag, link, self._reactor.seconds(), route.name, pending
         )
         link.send(pdu)
+        if len(session.outstanding) >= limits.PAUSE_OUTSTANDING:
+            self._gate.pause("outstanding")
+
+    def _outstandingAnswered(self) -> None:
+        if self._gate.paused and len(self.session.outstanding) < limits.PAUSE_OUTSTANDING:
+            self._gate.resume("outstanding")
 
     def _linkFor(self, poolName: str, isBind: bool) -> UpstreamLink | None:
         """
@@ -232,11 +246,14 @@ class FrontendProtocol(Protocol):
         operation = self.session.outstanding.pop(messageID, None)
         if operation is not None:
             operation.link.send(pdu)
+            self._outstandingAnswered()
 
     def _unbind(self) -> None:
         self._closing = True
         self._closeLinks(unbind=True)
         self.session.outstanding.clear()
+        # a paused producer would keep the transport open after its buffer drains
+        limits.releaseProducer(self.transport)
         self.transport.loseConnection()  # type: ignore[union-attr]
 
     # --- answers from links -----------------------------------------------
@@ -245,7 +262,9 @@ class FrontendProtocol(Protocol):
         """Back-pressure from the backend's side: its full buffer pauses us."""
         transport: Any = link.transport
         if transport is not None and self.transport is not None:
-            transport.registerProducer(_ClientReading(self.transport), True)
+            transport.registerProducer(_ClientReading(self._gate), True)
+            if self._linksProducer.paused:  # the client is not reading
+                link.pauseReading()
 
     def linkReceived(self, link: UpstreamLink, data: bytes, finals: list[tuple[int, int, int]]) -> None:
         self.transport.write(data)  # type: ignore[union-attr]
@@ -257,6 +276,8 @@ class FrontendProtocol(Protocol):
             if tag == ber.BIND_RESPONSE:
                 if self.session.bindCompleted(operation.pending, code):
                     link.boundVersion = self.session.identityVersion
+        if finals:
+            self._outstandingAnswered()
 
     def linkLost(self, link: UpstreamLink, reason: str) -> None:
         if self._links.get(link.pool.name) is link:
@@ -295,6 +316,7 @@ class FrontendProtocol(Protocol):
             reason=reason,
         )
         self.transport.writeSequence(answers)  # type: ignore[union-attr]
+        self._outstandingAnswered()
 
     # --- the proxy's own answers ------------------------------------------
 
@@ -319,6 +341,8 @@ class FrontendProtocol(Protocol):
         self.transport.write(ber.noticeOfDisconnection(resultCode, diagnosticMessage))  # type: ignore[union-attr]
         self._closeLinks(unbind=True)
         self.session.outstanding.clear()
+        # a paused producer would keep the transport open after its buffer drains
+        limits.releaseProducer(self.transport)
         self.transport.loseConnection()  # type: ignore[union-attr]
 
     def _closeLinks(self, unbind: bool) -> None:

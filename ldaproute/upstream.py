@@ -24,7 +24,7 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from ldaproute import ber
+from ldaproute import ber, limits
 from ldaproute.pool import BackendState, PoolState
 
 #: Largest PDU accepted from a backend: a search entry with big binary
@@ -337,6 +337,8 @@ class UpstreamLink:
             return
         if unbind and wasReady:
             transport.write(ber.unbindRequest(_INTERNAL_ID_BASE - 1))
+        # a paused producer would keep the connection open after its buffer drains
+        limits.releaseProducer(transport)
         transport.loseConnection()
 
 
