@@ -228,7 +228,7 @@ def test_slowReaderUnbindsWithAFullBuffer(healthy: ProxyProcess) -> None:
     instead of closing, and the connection stayed open for ever.
     """
     client = RawClient(healthy.port)
-    client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
     client.send(pdus.search(PEOPLE, 1))
     time.sleep(1.0)  # the proxy's buffer to this client fills; it pauses the backend
     client.send(pdus.message(pureldap.LDAPUnbindRequest(), 2))
