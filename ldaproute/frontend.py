@@ -270,14 +270,34 @@ class FrontendProtocol(Protocol):
         self.transport.write(data)  # type: ignore[union-attr]
         outstanding = self.session.outstanding
         for messageID, tag, code in finals:
-            operation = outstanding.pop(messageID, None)
+            operation = outstanding.get(messageID)
             if operation is None:
                 continue
+            if tag == ber.BIND_RESPONSE and code != ber.SASL_BIND_IN_PROGRESS:
+                self._forgetAbandonedBy(operation)
+            del outstanding[messageID]
             if tag == ber.BIND_RESPONSE:
                 if self.session.bindCompleted(operation.pending, code):
                     link.boundVersion = self.session.identityVersion
         if finals:
             self._outstandingAnswered()
+
+    def _forgetAbandonedBy(self, bind: Outstanding) -> None:
+        """
+        A bind completed: RFC 4511 4.2.1 has the server finish or abandon
+        (slapd: without an answer) every operation sent before it on that
+        connection, so those still outstanding will never be answered.
+        Forget them, or they pile up to the read-pause limit.
+        """
+        outstanding = self.session.outstanding
+        stale = []
+        for op in outstanding.values():  # in the order they were sent
+            if op is bind:
+                break
+            if op.link is bind.link:
+                stale.append(op.messageID)
+        for messageID in stale:
+            del outstanding[messageID]
 
     def linkLost(self, link: UpstreamLink, reason: str) -> None:
         if self._links.get(link.pool.name) is link:

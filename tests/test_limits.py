@@ -140,3 +140,21 @@ def test_linkOpenedWhileTheClientIsNotReadingStartsPaused() -> None:
     client.send(pdus.search(messageID=1))
     upstream = backends.connections[0].accept()
     assert upstream.producerState == "paused"
+
+
+def test_bindForgetsOperationsTheServerAbandons() -> None:
+    """
+    Regression: slapd abandons, without answers, the operations outstanding
+    when a bind arrives (RFC 4511 4.2.1); the proxy kept them outstanding for
+    the life of the session, so a client pipelining binds after searches
+    piled them up until its reading was paused for good.
+    """
+    factory, backends, _ = proxy(CONFIG)
+    client = Client(factory)
+    client.send(pdus.search(messageID=1) + pdus.search(messageID=2))
+    connection = backends.connections[0]
+    connection.accept()
+    client.send(pdus.bind("cn=x,dc=example,dc=com", "pw", 3))
+    assert sorted(client.protocol.session.outstanding) == [1, 2, 3]
+    connection.respond(pdus.searchDone(1) + pdus.bindResponse(3))  # 2 was abandoned by the server
+    assert client.protocol.session.outstanding == {}
