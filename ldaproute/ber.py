@@ -275,6 +275,8 @@ class ResponseScanner:
             tagAt = bodyStart + 2 + idLength
             if idLength > 4 or tagAt >= pos + total:
                 raise FramingError("malformed", "backend PDU with a bad messageID")
+            if idLength == 0 or buf[bodyStart + 2] & 0x80:
+                raise FramingError("malformed", "backend PDU with a negative or empty messageID")
             tag = buf[tagAt]
             if tag in FINAL_RESPONSES:
                 messageID = int.from_bytes(buf[bodyStart + 2 : tagAt], "big")

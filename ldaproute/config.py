@@ -552,6 +552,7 @@ class Config:
     #: C{session} (an upstream connection per client) or C{shared}
     #: (clients multiplexed per operation, see L{ldaproute.shared})
     mode: str = "session"
+    maxFilterDepth: int = 64
 
     @classmethod
     def fromFile(cls, path: FilePath[str] | str) -> Config:
@@ -600,6 +601,7 @@ _GLOBAL_KEYS: _KeyTable = {
     "drain_timeout": ("drainTimeout", _seconds),
     "workers": ("workers", _workers),
     "mode": ("mode", _choice("session", "shared")),
+    "max_filter_depth": ("maxFilterDepth", _positiveInt),
 }
 _LISTENER_KEYS: _KeyTable = {
     "listen": ("endpoints", _endpoints),

@@ -281,6 +281,8 @@ def planSearch(router: Any, listener: str, pdu: bytes, base: bytes | None, bound
     _, _, op, _ = splitMessage(pdu)
     _, start, end = readTLV(op, 0)
     elements = _elements(op, start, end)
+    if len(elements) < 2 or elements[1][0] != 0x0A:
+        raise ber.FramingError("malformed", "search request without a scope")
     scope = int.from_bytes(op[elements[1][2] : elements[1][3]], "big")
     if scope == 0:
         if base.strip(b" "):

@@ -24,7 +24,7 @@ from twisted.protocols.haproxy._wrapper import HAProxyProtocolWrapper
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from ldaproute import ber, fanout, shared
+from ldaproute import ber, fanout, limits, shared
 from ldaproute.fastwrite import writerFor
 from ldaproute.config import Listener
 from ldaproute.policy import ListenerPolicy
@@ -60,12 +60,15 @@ class _LinksProducer:
 
     def __init__(self, links: dict[str, UpstreamLink]) -> None:
         self._links = links
+        self.paused = False
 
     def pauseProducing(self) -> None:
+        self.paused = True
         for link in self._links.values():
             link.pauseReading()
 
     def resumeProducing(self) -> None:
+        self.paused = False
         for link in self._links.values():
             link.resumeReading()
 
@@ -83,21 +86,17 @@ class _ClientReading:
     client off.
     """
 
-    def __init__(self, transport: Any) -> None:
-        self._transport = transport
-        self._paused = False
+    def __init__(self, gate: limits.ReadGate) -> None:
+        self._gate = gate
 
     def pauseProducing(self) -> None:
-        self._paused = True
-        self._transport.pauseProducing()
+        self._gate.pause(self)
 
     def resumeProducing(self) -> None:
-        self._paused = False
-        self._transport.resumeProducing()
+        self._gate.resume(self)
 
     def stopProducing(self) -> None:
-        if self._paused:  # the backend that paused us is gone
-            self.resumeProducing()
+        self._gate.resume(self)  # the backend that paused us is gone
 
 
 @implementer(IHandshakeListener)
@@ -165,7 +164,9 @@ class FrontendProtocol(Protocol):
             self.transport.setTcpNoDelay(True)  # type: ignore[union-attr]
         except (AttributeError, OSError, socket.error):
             pass
-        self.transport.registerProducer(_LinksProducer(self._links), True)  # type: ignore[union-attr]
+        self._gate = limits.ReadGate(self.transport)
+        self._linksProducer = _LinksProducer(self._links)
+        self.transport.registerProducer(self._linksProducer, True)  # type: ignore[union-attr]
         self._received, self._sent = self._runtime.observer.connectionOpened(self, self.transport)
         #: relayed responses go out through this (see L{ldaproute.fastwrite})
         self._write = writerFor(self.transport)
@@ -234,6 +235,13 @@ class FrontendProtocol(Protocol):
         if tag == ber.EXTENDED_REQUEST:
             extendedOID = envelope.extendedName(pdu)
             if extendedOID == ber.STARTTLS_OID and self._startTLS(envelope):
+                return
+        if tag == ber.SEARCH_REQUEST:
+            maxDepth = self._runtime.config.maxFilterDepth
+            if limits.filterDepth(pdu, envelope, maxDepth) > maxDepth:
+                self._answer(
+                    envelope, limits.ADMIN_LIMIT_EXCEEDED, f"search filter nested deeper than {maxDepth} levels"
+                )
                 return
         if session.mustRebind and tag != ber.BIND_REQUEST:
             self._answer(
@@ -312,6 +320,12 @@ class FrontendProtocol(Protocol):
         timeout = getattr(route, "operationTimeout", None) or link.pool.pool.operationTimeout
         link.operationStarted(messageID, timeout)
         link.send(pdu)
+        if len(session.outstanding) >= limits.PAUSE_OUTSTANDING:
+            self._gate.pause("outstanding")
+
+    def _outstandingAnswered(self) -> None:
+        if self._gate.paused and len(self.session.outstanding) < limits.PAUSE_OUTSTANDING:
+            self._gate.resume("outstanding")
 
     def _linkFor(self, poolName: str, isBind: bool) -> UpstreamLink | None:
         """
@@ -372,11 +386,14 @@ class FrontendProtocol(Protocol):
         if operation is not None:
             operation.link.operationEnded(messageID)
             operation.link.send(pdu)
+            self._outstandingAnswered()
 
     def _unbind(self) -> None:
         self._closing = True
         self._closeLinks(unbind=True)
         self.session.outstanding.clear()
+        # a paused producer would keep the transport open after its buffer drains
+        limits.releaseProducer(self.transport)
         self.transport.loseConnection()  # type: ignore[union-attr]
 
     # --- answers from links -----------------------------------------------
@@ -388,7 +405,9 @@ class FrontendProtocol(Protocol):
             # not the client transport itself: when the upstream connection
             # is lost Twisted calls stopProducing on its producer, which
             # would close the client (a backend death must not end sessions)
-            transport.registerProducer(_ClientReading(self.transport), True)
+            transport.registerProducer(_ClientReading(self._gate), True)
+            if self._linksProducer.paused:  # the client is not reading
+                link.pauseReading()
 
     def linkReceived(self, link: UpstreamLink, data: bytes, finals: list[tuple[int, int, int]]) -> None:
         if self._fanoutSubs:
@@ -400,9 +419,12 @@ class FrontendProtocol(Protocol):
         for messageID, tag, code in finals:
             if self._rewritingOps:
                 self._rewritingOps.pop(messageID, None)
-            operation = outstanding.pop(messageID, None)
+            operation = outstanding.get(messageID)
             if operation is None:
                 continue
+            if tag == ber.BIND_RESPONSE and code != ber.SASL_BIND_IN_PROGRESS:
+                self._forgetAbandonedBy(operation)
+            del outstanding[messageID]
             link.operationEnded(messageID)
             self._completed(operation, code, link)
             if tag == ber.BIND_RESPONSE:
@@ -413,6 +435,26 @@ class FrontendProtocol(Protocol):
                     link.boundVersion = self.session.identityVersion
             elif messageID == self._passthroughID:
                 self._passthroughAnswered(link, code)
+        if finals:
+            self._outstandingAnswered()
+
+    def _forgetAbandonedBy(self, bind: Outstanding) -> None:
+        """
+        A bind completed: RFC 4511 4.2.1 has the server finish or abandon
+        (slapd: without an answer) every operation sent before it on that
+        connection, so those still outstanding will never be answered.
+        Forget them, or they pile up to the read-pause limit.
+        """
+        outstanding = self.session.outstanding
+        stale = []
+        for op in outstanding.values():  # in the order they were sent
+            if op is bind:
+                break
+            if op.link is bind.link:
+                stale.append(op.messageID)
+        for messageID in stale:
+            del outstanding[messageID]
+            bind.link.operationEnded(messageID)
 
     def _relayOpaque(self, data: bytes) -> bool:
         """
@@ -521,6 +563,7 @@ class FrontendProtocol(Protocol):
             reason=reason,
         )
         self.transport.writeSequence(answers)  # type: ignore[union-attr]
+        self._outstandingAnswered()
 
     # --- the slow path: rewriting and searches across routes -------------
 
@@ -889,6 +932,8 @@ class FrontendProtocol(Protocol):
         self.transport.write(ber.noticeOfDisconnection(resultCode, diagnosticMessage))  # type: ignore[union-attr]
         self._closeLinks(unbind=True)
         self.session.outstanding.clear()
+        # a paused producer would keep the transport open after its buffer drains
+        limits.releaseProducer(self.transport)
         self.transport.loseConnection()  # type: ignore[union-attr]
 
     def _closeLinks(self, unbind: bool) -> None:

@@ -67,8 +67,16 @@ class Refused(Exception):
         self.message = message
 
 
-class _Undecodable(Exception):
-    """A PDU this module cannot take apart; it passes as bytes."""
+class _Undecodable(ber.FramingError):
+    """
+    A PDU this module cannot take apart.  Rewriting passes such a PDU on as
+    bytes; where nothing catches it (a malformed request that must be
+    planned, such as a search spanning routes) it is the client's protocol
+    error, answered with a Notice of Disconnection like any other.
+    """
+
+    def __init__(self, detail: str) -> None:
+        super().__init__("malformed", detail)
 
 
 # --- byte-level BER -----------------------------------------------------------

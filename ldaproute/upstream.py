@@ -25,7 +25,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from ldaproute import ber
+from ldaproute import ber, limits
 from ldaproute.fastwrite import writerFor
 from ldaproute.pool import BackendState, PoolState
 from ldaproute.proxyheader import proxyHeader
@@ -465,15 +465,25 @@ class UpstreamLink:
     # --- receiving ------------------------------------------------------
 
     def responsesReceived(self, data: bytes, finals: list[tuple[int, int, int]]) -> None:
+        notice = False
         if self._internalIDs or self._dropIDs or any(messageID == 0 for messageID, _, _ in finals):
-            data, finals = self._filterOwn(data, finals)
-            if not data:
-                return
-        if self.responseTransformer is not None:
-            data = self.responseTransformer(data)
-        self._owner.linkReceived(self, data, finals)
+            data, finals, notice = self._filterOwn(data, finals)
+        if data:
+            if self.responseTransformer is not None:
+                data = self.responseTransformer(data)
+            self._owner.linkReceived(self, data, finals)
+        if notice:
+            # after what came before it, so no operation is answered twice
+            self._log.info(
+                "Backend {backend} sent a Notice of Disconnection; closing that upstream connection",
+                backend=self.backend.name if self.backend else None,
+                peer=self._peer,
+            )
+            self._fail(f"backend {self.backend.name if self.backend else '?'} sent a Notice of Disconnection")
 
-    def _filterOwn(self, data: bytes, finals: list[tuple[int, int, int]]) -> tuple[bytes, list[tuple[int, int, int]]]:
+    def _filterOwn(
+        self, data: bytes, finals: list[tuple[int, int, int]]
+    ) -> tuple[bytes, list[tuple[int, int, int]], bool]:
         """
         Take out responses to our own requests (bind replay) and unsolicited
         notifications, which are about this upstream connection, not the
@@ -498,18 +508,13 @@ class UpstreamLink:
                     self._dropIDs.discard(envelopeID)
                 continue
             if envelopeID == 0:
-                self._log.info(
-                    "Backend {backend} sent an unsolicited notification; closing that upstream connection",
-                    backend=self.backend.name if self.backend else None,
-                    peer=self._peer,
-                )
-                self.close(abort=True)
-                continue
+                # the link fails after the PDUs before this one are delivered
+                return b"".join(keep), keptFinals, True
             keep.append(pdu)
             if envelopeID in finalCodes:
                 tag, code = finalCodes[envelopeID]
                 keptFinals.append((envelopeID, tag, code))
-        return b"".join(keep), keptFinals
+        return b"".join(keep), keptFinals, False
 
     def _replayAnswered(self, resultCode: int) -> None:
         if self.state != "replaying":
@@ -578,6 +583,8 @@ class UpstreamLink:
             return
         if unbind and wasReady:
             transport.write(ber.unbindRequest(_INTERNAL_ID_BASE - 1))
+        # a paused producer would keep the connection open after its buffer drains
+        limits.releaseProducer(transport)
         transport.loseConnection()
 
 

@@ -290,3 +290,22 @@ def test_rejectRoute() -> None:
     client.send(pdus.message(pureldap.LDAPDelRequest(entry="cn=x,dc=example,dc=com"), 4))
     assert results(client.received()) == [(4, "LDAPDelResponse", 53, b"read-only here")]
     assert backends.connections == []
+
+
+def test_malformedSearchAcrossRoutesGetsNotice() -> None:
+    """
+    A search that must be planned across routes but whose fields do not
+    parse is the client's protocol error, not an unhandled exception (found
+    by the atheris fuzz target).
+    """
+    config = CONFIG.replace("[route:all]", "[route:corp]\nsuffix = dc=corp,dc=example,dc=com\npool = main\n[route:all]")
+    factory, backends, _ = proxy(config)
+    client = Client(factory)
+    for body, reason in [
+        (bytes.fromhex("0400") + b"\x0a\x05\x02", b"overruns"),  # the scope element overruns
+        (bytes.fromhex("0400"), b""),  # no scope at all
+    ]:
+        client = Client(factory)
+        client.send(ber.message(3, ber.tlv(ber.SEARCH_REQUEST, body)))
+        _assertNoticeAndClosed(client, reason)
+    assert backends.connections == []

@@ -1,0 +1,1 @@
+"""Coverage-guided fuzzing of the client-facing protocol (atheris), and its corpus."""
