@@ -18,7 +18,8 @@ from typing import Protocol as TypingProtocol
 
 from twisted.internet import error
 from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import HostnameEndpoint, UNIXClientEndpoint
+from twisted.internet.abstract import isIPAddress, isIPv6Address
+from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint, TCP6ClientEndpoint, UNIXClientEndpoint
 from twisted.internet.interfaces import IDelayedCall, IHandshakeListener, IReactorTime, IStreamClientEndpoint
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
@@ -67,7 +68,15 @@ def endpointFor(reactor: object, state: BackendState, timeout: float) -> IStream
     url = state.backend.url
     if url.scheme == "ldapi":
         return UNIXClientEndpoint(reactor, url.host, timeout=timeout)
-    endpoint: IStreamClientEndpoint = HostnameEndpoint(reactor, url.host, url.port, timeout=timeout)
+    endpoint: IStreamClientEndpoint
+    if isIPAddress(url.host):
+        # an address needs no resolver thread and no happy-eyeballs race:
+        # connecting is most of what connection churn costs
+        endpoint = TCP4ClientEndpoint(reactor, url.host, url.port, timeout=timeout)
+    elif isIPv6Address(url.host):
+        endpoint = TCP6ClientEndpoint(reactor, url.host, url.port, timeout=timeout)
+    else:
+        endpoint = HostnameEndpoint(reactor, url.host, url.port, timeout=timeout)
     if state.backend.tls == "ldaps" or url.scheme == "ldaps":
         from twisted.internet.endpoints import wrapClientTLS
 

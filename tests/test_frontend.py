@@ -309,3 +309,18 @@ def test_malformedSearchAcrossRoutesGetsNotice() -> None:
         client.send(ber.message(3, ber.tlv(ber.SEARCH_REQUEST, body)))
         _assertNoticeAndClosed(client, reason)
     assert backends.connections == []
+
+
+def test_endpointForAddressesAvoidsTheResolver() -> None:
+    """Backends given by address connect directly; names go through HostnameEndpoint."""
+    from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint, TCP6ClientEndpoint
+    from twisted.internet.testing import MemoryReactor
+
+    from ldaproute.config import Backend, BackendURL
+    from ldaproute.pool import BackendState
+    from ldaproute.upstream import endpointFor
+
+    reactor = MemoryReactor()
+    for host, kind in (("127.0.0.1", TCP4ClientEndpoint), ("::1", TCP6ClientEndpoint), ("ldap.example.com", HostnameEndpoint)):
+        state = BackendState(Backend("b", BackendURL("ldap", host, 389)))
+        assert isinstance(endpointFor(reactor, state, 5.0), kind), host
