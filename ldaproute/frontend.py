@@ -204,6 +204,22 @@ class FrontendProtocol(Protocol):
             self._protocolError(e)
 
     def connectionLost(self, reason: Failure = error.ConnectionDone) -> None:  # type: ignore[assignment]
+        if (
+            not self._closing
+            and (self._tlsState == "done" or ISSLTransport.providedBy(self.transport))
+            and isinstance(reason, Failure)
+            and reason.check(error.ConnectionDone)
+        ):
+            # RFC 4511 4.14.3: the client removed TLS (close_notify, which
+            # Twisted answers with ours).  The session does not go on in
+            # cleartext: the connection closes, and whatever the client
+            # sends after its close_notify (typically a cleartext Unbind)
+            # is not read.  A normal end, not an error.
+            self._log.info(
+                "{peer} removed TLS (close_notify): connection closed, the session does not go on in cleartext",
+                peer=self._peerText,
+                listener=self._listener.name,
+            )
         self._closing = True
         self._securityConnectionLost(reason)
         self._closeLinks(unbind=True)

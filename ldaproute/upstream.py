@@ -474,25 +474,45 @@ class UpstreamLink:
     # --- receiving ------------------------------------------------------
 
     def responsesReceived(self, data: bytes, finals: list[tuple[int, int, int]]) -> None:
-        notice = False
+        notice = None
         if self._internalIDs or self._dropIDs or any(messageID == 0 for messageID, _, _ in finals):
             data, finals, notice = self._filterOwn(data, finals)
         if data:
             if self.responseTransformer is not None:
                 data = self.responseTransformer(data)
             self._owner.linkReceived(self, data, finals)
-        if notice:
-            # after what came before it, so no operation is answered twice
-            self._log.info(
-                "Backend {backend} sent a Notice of Disconnection; closing that upstream connection",
-                backend=self.backend.name if self.backend else None,
-                peer=self._peer,
-            )
-            self._fail(f"backend {self.backend.name if self.backend else '?'} sent a Notice of Disconnection")
+        if notice is not None:
+            self._noticeReceived(notice)
+
+    def _noticeReceived(self, pdu: bytes) -> None:
+        """
+        The backend's unsolicited notification (in practice the Notice of
+        Disconnection, RFC 4511 4.4.1, as AD sends on its idle timeout):
+        this upstream connection is over.  Like a dropped connection, every
+        operation still on it is answered unavailable (52) and the client's
+        next operation reconnects; unlike one, the backend is not marked
+        down (it said goodbye, it did not fail).
+        """
+        resultCode, text = _noticeOf(pdu)
+        backendName = self.backend.name if self.backend else "?"
+        self._log.info(
+            "Backend {backend} sent a Notice of Disconnection (resultCode {resultCode}: {reason}); "
+            "closing that upstream connection",
+            backend=backendName,
+            pool=self.pool.name,
+            resultCode=resultCode,
+            reason=text,
+            peer=self._peer,
+        )
+        detail = f": {text}" if text else ""
+        self._fail(
+            f"backend {backendName} of pool {self.pool.name!r} ended the connection with a Notice of "
+            f"Disconnection (resultCode {resultCode}{detail})"
+        )
 
     def _filterOwn(
         self, data: bytes, finals: list[tuple[int, int, int]]
-    ) -> tuple[bytes, list[tuple[int, int, int]], bool]:
+    ) -> tuple[bytes, list[tuple[int, int, int]], bytes | None]:
         """
         Take out responses to our own requests (bind replay) and unsolicited
         notifications, which are about this upstream connection, not the
@@ -517,13 +537,14 @@ class UpstreamLink:
                     self._dropIDs.discard(envelopeID)
                 continue
             if envelopeID == 0:
-                # the link fails after the PDUs before this one are delivered
-                return b"".join(keep), keptFinals, True
+                # the connection ends here: what came before it is relayed
+                # first, then the link fails (L{_noticeReceived})
+                return b"".join(keep), keptFinals, pdu
             keep.append(pdu)
             if envelopeID in finalCodes:
                 tag, code = finalCodes[envelopeID]
                 keptFinals.append((envelopeID, tag, code))
-        return b"".join(keep), keptFinals, False
+        return b"".join(keep), keptFinals, None
 
     def _replayAnswered(self, resultCode: int) -> None:
         if self.state != "replaying":
@@ -603,3 +624,24 @@ def _messageID(pdu: bytes) -> int:
     pos = 2 if first < 0x80 else 2 + (first & 0x7F)
     n = pdu[pos + 1]
     return int.from_bytes(pdu[pos + 2 : pos + 2 + n], "big")
+
+
+def _noticeOf(pdu: bytes) -> tuple[int, str]:
+    """C{(resultCode, diagnosticMessage)} of an unsolicited notification (slow path)."""
+    try:
+        from ldaptor.protocols import pureber, pureldap
+
+        decoder = pureldap.LDAPBERDecoderContext_TopLevel(
+            inherit=pureldap.LDAPBERDecoderContext_LDAPMessage(
+                fallback=pureldap.LDAPBERDecoderContext(fallback=pureber.BERDecoderContext()),
+                inherit=pureldap.LDAPBERDecoderContext(fallback=pureber.BERDecoderContext()),
+            )
+        )
+        message, _ = pureber.berDecodeObject(decoder, pdu)
+        value = message.value
+        text = value.errorMessage
+        if isinstance(text, bytes):
+            text = text.decode("utf-8", "replace")
+        return int(value.resultCode), str(text or "")
+    except Exception:
+        return -1, ""

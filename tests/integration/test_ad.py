@@ -18,7 +18,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests import netlogon
+from tests import certs, netlogon
 from tests.samba import SambaDC, _need
 from tests.slapd import freePort
 
@@ -56,10 +56,22 @@ def samba(sambaTemplate: SambaDC, tmp_path_factory: pytest.TempPathFactory) -> I
 
 
 class Proxy:
+    """
+    The proxy in front of the DC: LDAP and GC listeners with the simple bind
+    policy relaxed (loopback cleartext), a C{secure} listener with the
+    default policy and StartTLS (terminate) with a certificate from
+    L{tests.certs}, and a C{gcs} listener (GC over TLS, like 3269) whose
+    pool reaches the DC's 3269 over verified LDAPS.
+    """
+
     def __init__(self, directory: str, samba: SambaDC) -> None:
         self.ldapPort = freePort()
         self.gcPort = freePort()
+        self.securePort = freePort()
+        self.gcsPort = freePort()
         self.cldapPort = freeUDPPort()
+        ca = certs.makeCA(directory)
+        self.cert = certs.makeCert(ca, directory, ("localhost", "127.0.0.1"))
         self.config = os.path.join(directory, "routes.ini")
         with open(self.config, "w") as f:
             f.write(f"""
@@ -73,17 +85,34 @@ require_tls_for_simple_bind = off
 [listener:gc]
 listen = tcp:{self.gcPort}:interface=127.0.0.1
 require_tls_for_simple_bind = off
+[listener:secure]
+listen = tcp:{self.securePort}:interface=127.0.0.1
+; the default policy: require_tls_for_simple_bind = on; StartTLS terminated here
+tls_cert = {self.cert.certFile}
+tls_key = {self.cert.keyFile}
+[listener:gcs]
+listen = ssl:{self.gcsPort}:interface=127.0.0.1:privateKey={self.cert.keyFile}:certKey={self.cert.certFile}
 [backend:dc1]
 url = ldap://{samba.address}:389
 [backend:dc1-gc]
 url = ldap://{samba.address}:3268
+[backend:dc1-gcs]
+url = ldaps://{samba.address}:3269
+tls = ldaps
+ca_file = {samba.caFile}
+server_name = {samba.hostName}.{samba.dnsDomain}
 [pool:ad]
 backends = dc1
 [pool:gc]
 backends = dc1-gc
+[pool:gcs]
+backends = dc1-gcs
 [route:gc]
 listener = gc
 pool = gc
+[route:gcs]
+listener = gcs
+pool = gcs
 [route:all]
 pool = ad
 """)
@@ -128,9 +157,24 @@ def proxy(samba: SambaDC, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         instance.stop()
 
 
-def ldapsearch(samba: SambaDC, url: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    argv = [_need("ldapsearch"), "-x", "-H", url, "-D", samba.adminPrincipal, "-w", samba.adminPassword, *args]
-    result = subprocess.run(argv, capture_output=True, text=True, timeout=120, env=samba.clientEnv())
+def ldapsearch(
+    samba: SambaDC,
+    url: str,
+    *args: str,
+    check: bool = True,
+    bindDN: str | None = None,
+    password: str | None = None,
+    caFile: str | None = None,
+) -> subprocess.CompletedProcess[str]:
+    argv = [
+        _need("ldapsearch"), "-x", "-H", url, "-D", bindDN or samba.adminPrincipal,
+        "-w", samba.adminPassword if password is None else password, *args,
+    ]
+    env = samba.clientEnv()
+    if caFile is not None:
+        env["LDAPTLS_CACERT"] = caFile
+        env.pop("LDAPNOINIT", None)  # it would make libldap ignore LDAPTLS_* too
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=120, env=env)
     if check and result.returncode != 0:
         raise AssertionError(f"{' '.join(argv)} failed ({result.returncode}): {result.stderr}")
     return result
@@ -255,3 +299,157 @@ def test_sealedSASLSessionRelayedOpaquely(samba: SambaDC, proxy: Proxy) -> None:
     assert "sAMAccountName: alice" in result.stdout and "sAMAccountName: user1999" in result.stdout
     log = proxy.logText()  # JSON lines: the event's format and fields
     assert "negotiated a SASL security layer" in log and '"mechanism": "GSS-SPNEGO"' in log
+
+
+# --- simple bind policy, GC over TLS, TLS closure, Notice of Disconnection ---------------
+
+
+def ldapmodify(samba: SambaDC, ldif: str) -> None:
+    """Apply C{ldif} on the DC directly, as Administrator."""
+    argv = [_need("ldapmodify"), "-x", "-H", samba.url, "-D", samba.adminPrincipal, "-w", samba.adminPassword]
+    result = subprocess.run(argv, input=ldif, capture_output=True, text=True, timeout=60, env=samba.clientEnv())
+    assert result.returncode == 0, result.stderr
+
+
+def badPwdCount(samba: SambaDC, dn: str) -> int:
+    """The account's badPwdCount, read on the DC directly, as Administrator."""
+    out = ldapsearch(samba, samba.url, "-b", dn, "-s", "base", "-LLL", "badPwdCount").stdout
+    for line in out.splitlines():
+        if line.startswith("badPwdCount: "):
+            return int(line.split(": ", 1)[1])
+    return 0
+
+
+def test_cleartextSimpleBindRefusedBeforeTheDC(samba: SambaDC, proxy: Proxy) -> None:
+    """
+    With the default policy a cleartext simple bind gets
+    confidentialityRequired (13) from the proxy and the DC never sees it
+    (badPwdCount unchanged); the same bind after StartTLS reaches the DC.
+    """
+    # Samba counts bad passwords only while a lockout threshold is set
+    ldapmodify(samba, f"dn: {samba.baseDN}\nchangetype: modify\nreplace: lockoutThreshold\nlockoutThreshold: 100\n")
+    alice = f"CN=alice,CN=Users,{samba.baseDN}"
+    wrongPassword, rightPassword = "Wr0ng!Guess-7", "Alice!Passw0rd"
+    url = f"ldap://127.0.0.1:{proxy.securePort}"
+    rootDSE = ("-b", "", "-s", "base", "-LLL", "dnsHostName")
+    # the DC counts a wrong password sent to it directly (the check works)
+    before = badPwdCount(samba, alice)
+    direct = ldapsearch(samba, samba.url, *rootDSE, check=False, bindDN=alice, password=wrongPassword)
+    assert direct.returncode == 49, direct.stderr
+    assert badPwdCount(samba, alice) == before + 1
+    before += 1
+
+    for password in (wrongPassword, rightPassword):
+        refused = ldapsearch(samba, url, *rootDSE, check=False, bindDN=alice, password=password)
+        assert refused.returncode == 13, (refused.stdout, refused.stderr)
+        assert "Confidentiality required (13)" in refused.stderr
+        assert "needs TLS here: use StartTLS or ldaps" in refused.stderr
+    assert badPwdCount(samba, alice) == before  # never reached the DC
+
+    wrong = ldapsearch(samba, url, "-ZZ", *rootDSE, check=False, bindDN=alice, password=wrongPassword,
+                       caFile=proxy.cert.caFile)
+    assert wrong.returncode == 49, (wrong.stdout, wrong.stderr)
+    assert badPwdCount(samba, alice) == before + 1  # reached the DC
+    right = ldapsearch(samba, url, "-ZZ", "-b", samba.baseDN, "-LLL", "(sAMAccountName=alice)", "sAMAccountName",
+                       bindDN=alice, password=rightPassword, caFile=proxy.cert.caFile)
+    assert "sAMAccountName: alice" in right.stdout
+    assert badPwdCount(samba, alice) == 0  # a good bind resets it on AD
+    log = proxy.logText()
+    assert "cleartext simple bind refused" in log
+    assert wrongPassword not in log and rightPassword not in log
+
+
+def test_globalCatalogOverTLS(samba: SambaDC, proxy: Proxy) -> None:
+    """
+    An ssl: listener (as 3269) routed to the DC's 3269 over LDAPS verified
+    against the DC's CA and name: a forest-wide search with base "" answers
+    as the DC's GC does, directly on 3268 and on 3269.
+    """
+    args = ("-b", "", "-LLL", "(objectClass=user)", "dn", "sAMAccountName")
+    direct = ldapsearch(samba, f"ldap://{samba.address}:3268", *args).stdout
+    directTLS = ldapsearch(samba, f"ldaps://{samba.address}:3269", *args, caFile=samba.caFile).stdout
+    proxied = ldapsearch(samba, f"ldaps://127.0.0.1:{proxy.gcsPort}", *args, caFile=proxy.cert.caFile).stdout
+    assert f"dn: CN=alice,CN=Users,{samba.baseDN}" in proxied
+    assert proxied.count("\ndn: ") >= 2000
+    assert proxied == direct == directTLS
+    # a client that does not trust the proxy's CA is refused by the client library
+    untrusting = ldapsearch(samba, f"ldaps://127.0.0.1:{proxy.gcsPort}", *args, check=False, caFile=samba.caFile)
+    assert untrusting.returncode != 0
+
+
+class _LDAPStream:
+    """Blocking LDAP over a socket (plain or TLS): send PDUs, read until a final response."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.buffer = b""
+
+    def call(self, request: bytes, messageID: int) -> list:  # type: ignore[type-arg]
+        from ldaproute import ber
+        from tests import pdus
+
+        self.sock.sendall(request)
+        messages = []
+        while True:
+            for pdu in ber.Framer(1 << 24).feed(self._read()):
+                message = pdus.decode(pdu)[0]
+                messages.append(message)
+                if message.id == messageID and type(message.value).__name__ != "LDAPSearchResultEntry":
+                    return messages
+
+    def _read(self) -> bytes:
+        data = self.sock.recv(65536)
+        if not data:
+            raise AssertionError("connection closed")
+        return data
+
+
+def test_cleartextUnbindAfterTLSClosure(samba: SambaDC, proxy: Proxy) -> None:
+    """
+    StartTLS (terminate), a bind and a search inside TLS, then the client
+    removes TLS (close_notify, RFC 4511 4.14.3) and sends a cleartext
+    Unbind, as some AD clients do.  The proxy answers the close_notify with
+    its own and closes the connection (it does not carry a bound session
+    on in cleartext): no protocol error, no traceback.
+    """
+    import ssl
+
+    from ldaptor.protocols import pureldap
+
+    from ldaproute import ber
+    from ldaproute.tls import startTLSRequest
+    from tests import pdus
+
+    logBefore = len(proxy.logText())
+    plain = socket.create_connection(("127.0.0.1", proxy.securePort), timeout=10)
+    [answer] = _LDAPStream(plain).call(startTLSRequest(1), 1)
+    assert answer.value.resultCode == 0
+    context = ssl.create_default_context(cafile=proxy.cert.caFile)
+    tls = context.wrap_socket(plain, server_hostname="127.0.0.1")
+    stream = _LDAPStream(tls)
+    [bound] = stream.call(pdus.bind(samba.adminDN, samba.adminPassword, 2), 2)
+    assert bound.value.resultCode == 0
+    found = stream.call(pdus.search(samba.baseDN, 3, scope=pureldap.LDAP_SCOPE_baseObject), 3)
+    assert [type(m.value).__name__ for m in found] == ["LDAPSearchResultEntry", "LDAPSearchResultDone"]
+    assert found[-1].value.resultCode == 0
+    started = time.monotonic()
+    plain = tls.unwrap()  # our close_notify, and the proxy's in return
+    unwrapMs = (time.monotonic() - started) * 1000
+    try:
+        plain.sendall(ber.unbindRequest(4))
+        rest = plain.recv(65536)
+    except ConnectionResetError:
+        rest = b""  # the proxy had closed: the kernel refused the late Unbind
+    finally:
+        plain.close()
+    assert rest == b""  # nothing after the close_notify: no Notice of Disconnection
+    print(f"\nTLS closure: the proxy answered close_notify in {unwrapMs:.1f} ms")
+    deadline = time.monotonic() + 5
+    while "removed TLS" not in proxy.logText()[logBefore:] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    log = proxy.logText()[logBefore:]
+    assert "removed TLS" in log
+    for bad in ("Protocol error", "Traceback", "Unhandled", '"log_level": {"name": "warn"',
+                '"log_level": {"name": "error"', '"log_level": {"name": "critical"'):
+        assert bad not in log, log
+
