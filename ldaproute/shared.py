@@ -323,7 +323,8 @@ class SharedConnection(Protocol):
             pass
         self.transport.registerProducer(self, True)  # type: ignore[union-attr]
         self._write = writerFor(self.transport)
-        if _batches(self.transport):
+        if self.kind == "shared" and _batches(self.transport):
+            # (a bind connection carries one bind at a time: nothing to batch)
             self._pending = []
         service = self.shared.serviceIdentity if self.kind == "shared" else None
         if service is not None:

@@ -114,3 +114,17 @@ def test_responsesRenumberedForEveryIDLength(clientID: int, upstreamFirst: int) 
     assert (entry.id, done.id) == (clientID, clientID)
     assert entry.value.attributes == [(b"description", [big.encode()])]
     assert data == pdus.searchEntry("ou=a,dc=example,dc=com", clientID, [("description", [big])]) + pdus.searchDone(clientID)
+
+
+def test_bindConnectionsWriteAtOnce(writes: list[tuple[Any, bytes]]) -> None:
+    """One bind at a time per bind connection: nothing to batch, no turn to wait."""
+    factory, backends, _ = proxy(CONFIG)
+    client = Client(factory)
+    client.send(pdus.bind("uid=a,dc=example,dc=com", "secret", messageID=2))
+    (connection,) = backends.connections
+    connection.accept()  # bind connections have no service identity
+    (bind,) = pdus.decode(connection.sent())
+    assert bind.value.dn == b"uid=a,dc=example,dc=com"
+    connection.respond(pdus.bindResponse(bind.id))
+    (answer,) = pdus.decode(client.received())
+    assert (answer.id, answer.value.resultCode) == (2, 0)
