@@ -33,6 +33,7 @@ REPO = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 
 import ldapclient  # noqa: E402
+import memory  # noqa: E402
 from slapd import PEOPLE, ROOTDN, ROOTPW, Slapd, free_port, wait_port  # noqa: E402
 
 TOOLS = os.path.join(HERE, ".tools")
@@ -424,7 +425,7 @@ def _f(x, fmt="{:,.0f}"):
     return "–" if x is None else fmt.format(x)
 
 
-def markdown(meta, rows, skipped):
+def markdown(meta, rows, skipped, mem=None):
     out = ["# ldaproute bench: %s" % meta["started"], "",
            "%s; %d CPUs; load average before %s; %d entries; %d rep(s) of ~%.1fs per "
            "target and workload, interleaved; medians." % (
@@ -450,6 +451,8 @@ def markdown(meta, rows, skipped):
             "ratio: proxied ops/s over direct ops/s in the same repetition (median over reps). "
             "CPU-µs/op: utime+stime from /proc of the proxy's process group (or slapd) during the "
             "run, divided by operations completed (resolution 1/%d s)." % HZ, ""]
+    if mem:
+        out += [memory.markdown(mem)]
     return "\n".join(out)
 
 
@@ -487,7 +490,8 @@ def plot(rows, targets, workloads, path):
 # --- main --------------------------------------------------------------------------
 
 def run(targets=None, workloads=None, reps=3, duration=4.0, entries=10000,
-        ldaproute_modes=("session",), install=True, outdir=None, write=True):
+        ldaproute_modes=("session",), install=True, outdir=None, write=True,
+        memory_connections=None):
     """Run the bench; returns {"meta", "records", "rows", "skipped"}."""
     targets = list(targets or ALL_TARGETS)
     workloads = list(workloads or ALL_WORKLOADS)
@@ -565,12 +569,19 @@ def run(targets=None, workloads=None, reps=3, duration=4.0, entries=10000,
     names = [t.name for t in live]
     rows = summarize(records, names, workloads)
     result = {"meta": meta, "records": records, "rows": rows, "skipped": skipped}
+    if memory_connections:
+        # bench/memory.py: its own slapd (large entries) and proxies
+        mtmp = tempfile.mkdtemp(prefix="ldaproute-bench-memory-")
+        try:
+            result["memory"] = memory.run(mtmp, memory_connections, log=log)
+        finally:
+            shutil.rmtree(mtmp, ignore_errors=True)
     if write:
         outdir = outdir or os.path.join(HERE, "results")
         os.makedirs(outdir, exist_ok=True)
         with open(os.path.join(outdir, "latest.json"), "w") as f:
             json.dump(result, f, indent=1)
-        md = markdown(meta, rows, skipped)
+        md = markdown(meta, rows, skipped, result.get("memory"))
         with open(os.path.join(outdir, "latest.md"), "w") as f:
             f.write(md)
         if ensure_matplotlib(install):
@@ -594,6 +605,11 @@ def main(argv=None):
     p.add_argument("--ldaproute-mode", action="append", choices=["session", "shared"],
                    help="ldaproute variant(s) to run; repeat for several (default: session)")
     p.add_argument("--entries", type=int, default=10000)
+    p.add_argument("--memory", action="store_true",
+                   help="also measure memory (bench/memory.py): idle client connections "
+                        "and a 5,000-entry search to a slow reader")
+    p.add_argument("--memory-connections", type=int, default=10000,
+                   help="idle client connections for --memory (default 10,000)")
     p.add_argument("--no-install", action="store_true",
                    help="do not install missing tools (ldclt, haproxy, matplotlib)")
     p.add_argument("--out", help="output directory (default bench/results)")
@@ -629,7 +645,8 @@ def main(argv=None):
     signal.signal(signal.SIGHUP, on_term)
     random.seed(1)
     run(targets, workloads, reps, duration, a.entries, tuple(a.ldaproute_mode or ["session"]),
-        install=not a.no_install, outdir=a.out)
+        install=not a.no_install, outdir=a.out,
+        memory_connections=a.memory_connections if a.memory else None)
 
 
 if __name__ == "__main__":

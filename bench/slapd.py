@@ -64,20 +64,26 @@ def _ssha(password, salt):
     return "{SSHA}" + base64.b64encode(hashlib.sha1(password + salt).digest() + salt).decode()
 
 
-def write_ldif(path, entries):
+def write_ldif(path, entries, blob=0):
     with open(path, "w") as f:
         f.write("dn: %s\nobjectClass: dcObject\nobjectClass: organization\n"
                 "dc: example\no: Example\n\n" % SUFFIX)
         f.write("dn: %s\nobjectClass: organizationalUnit\nou: people\n\n" % PEOPLE)
         for i in range(entries):
             salt = hashlib.sha1(b"salt%d" % i).digest()[:8]
+            extra = ""
+            if blob and i % 2 == 0:
+                # a large second description on the "big" entries: the
+                # memory bench needs a result larger than the kernel's
+                # socket buffers (bench/memory.py)
+                extra = "description: %s\n" % ("x" * blob)
             f.write(
                 "dn: %s\nobjectClass: inetOrgPerson\nuid: user%d\ncn: User %d\n"
                 "sn: Number%d\ngivenName: User\nmail: user%d@example.com\n"
                 "employeeNumber: %d\nemployeeType: %s\n"
-                "description: initial description of user %d\nuserPassword: %s\n\n"
+                "description: initial description of user %d\nuserPassword: %s\n%s\n"
                 % (user_dn(i), i, i, i, i, i, "big" if i % 2 == 0 else "small", i,
-                   _ssha(b"pass%d" % i, salt)))
+                   _ssha(b"pass%d" % i, salt), extra))
 
 
 def write_conf(d):
@@ -104,8 +110,9 @@ def write_conf(d):
 class Slapd:
     """slapd as our own foreground child, in its own process group."""
 
-    def __init__(self, entries=10000, port=0, workdir=None):
+    def __init__(self, entries=10000, port=0, workdir=None, blob=0):
         self.entries = entries
+        self.blob = blob
         self.port = port or free_port()
         self._own_dir = workdir is None
         self.dir = workdir or tempfile.mkdtemp(prefix="ldaproute-bench-slapd-")
@@ -123,7 +130,7 @@ class Slapd:
         os.makedirs(os.path.join(self.dir, "db"), exist_ok=True)
         conf = write_conf(self.dir)
         ldif = os.path.join(self.dir, "data.ldif")
-        write_ldif(ldif, self.entries)
+        write_ldif(ldif, self.entries, self.blob)
         subprocess.run([_bin("SLAPADD", "slapadd"), "-q", "-f", conf, "-l", ldif],
                        check=True, stdout=subprocess.DEVNULL)
         os.unlink(ldif)

@@ -30,7 +30,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from twisted.internet import error
+from twisted.internet import error, tcp
 from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
@@ -38,6 +38,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ldaproute import ber
+from ldaproute.fastwrite import writerFor
 from ldaproute.pool import BackendState, PoolState
 
 PROXIED_AUTHZ_OID = b"2.16.840.1.113730.3.4.18"
@@ -106,6 +107,35 @@ def withMessageID(pdu: bytes, messageID: int) -> bytes:
     return b"\x30" + ber.encodeLength(bodyLength) + bytes((0x02, len(content))) + content + pdu[idEnd:]
 
 
+def parseRequest(pdu: bytes) -> tuple[int, int, int]:
+    """
+    C{(messageID, idEnd, opEnd)} of a framed request in one pass: C{idEnd}
+    is the offset of the protocolOp's tag, C{opEnd} the offset just past
+    the protocolOp (the controls, if any, follow).
+    """
+    first = pdu[1]
+    bodyStart = 2 if first < 0x80 else 2 + (first & 0x7F)
+    if first >= 0x80 and not 1 <= first & 0x7F <= 4:
+        raise ber.FramingError("malformed", "bad BER length form")
+    if pdu[bodyStart] != 0x02:
+        raise ber.FramingError("malformed", "LDAPMessage without a messageID")
+    n = pdu[bodyStart + 1]
+    if not 1 <= n <= 4:
+        raise ber.FramingError("malformed", "LDAPMessage with a bad messageID")
+    idEnd = bodyStart + 2 + n
+    opFirst = pdu[idEnd + 1]
+    if opFirst < 0x80:
+        opEnd = idEnd + 2 + opFirst
+    else:
+        count = opFirst & 0x7F
+        if count == 0 or count > 4:
+            raise ber.FramingError("malformed", "bad BER length form")
+        opEnd = idEnd + 2 + count + int.from_bytes(pdu[idEnd + 2 : idEnd + 2 + count], "big")
+    if opEnd > len(pdu):
+        raise ber.FramingError("malformed", "protocolOp longer than its LDAPMessage")
+    return int.from_bytes(pdu[bodyStart + 2 : idEnd], "big", signed=True), idEnd, opEnd
+
+
 def reframe(pdu: bytes, messageID: int, control: bytes = b"") -> bytes:
     """
     A request under another messageID, with C{control} (one encoded
@@ -114,20 +144,33 @@ def reframe(pdu: bytes, messageID: int, control: bytes = b"") -> bytes:
     """
     if not control:
         return withMessageID(pdu, messageID)
-    _, _, idEnd = readMessageID(pdu)
-    opLength, opContent = _length(pdu, idEnd + 1)
-    opEnd = opContent + opLength
-    if opEnd > len(pdu):
-        raise ber.FramingError("malformed", "protocolOp longer than its LDAPMessage")
-    if opEnd < len(pdu):
-        if pdu[opEnd] != ber.CONTROLS_TAG:
-            raise ber.FramingError("malformed", "unexpected data after protocolOp")
+    _, idEnd, opEnd = parseRequest(pdu)
+    return _reframeAt(pdu, idEnd, opEnd, messageID, control, ber.tlv(ber.CONTROLS_TAG, control))
+
+
+def _reframeAt(pdu: bytes, idEnd: int, opEnd: int, messageID: int, control: bytes, controlsElement: bytes) -> bytes:
+    """
+    L{reframe} with the request already parsed (L{parseRequest}) and, for a
+    request without controls of its own, the whole C{[0]} element holding
+    C{control} given (C{controlsElement}: the same for every operation of
+    an identity, so built once).
+    """
+    content = ber.encodeInteger(messageID)
+    if opEnd == len(pdu):
+        controls = controlsElement
+    elif pdu[opEnd] != ber.CONTROLS_TAG:
+        raise ber.FramingError("malformed", "unexpected data after protocolOp")
+    elif control:
         controlsLength, controlsContent = _length(pdu, opEnd + 1)
-        existing = pdu[controlsContent : controlsContent + controlsLength]
+        controls = ber.tlv(ber.CONTROLS_TAG, pdu[controlsContent : controlsContent + controlsLength] + control)
     else:
-        existing = b""
-    controls = ber.tlv(ber.CONTROLS_TAG, existing + control)
-    return ber.tlv(0x30, _idElement(messageID) + pdu[idEnd:opEnd] + controls)
+        controls = pdu[opEnd:]
+    bodyLength = 2 + len(content) + (opEnd - idEnd) + len(controls)
+    if bodyLength < 0x80:
+        header = bytes((0x30, bodyLength, 0x02, len(content))) + content
+    else:
+        header = b"\x30" + ber.encodeLength(bodyLength) + bytes((0x02, len(content))) + content
+    return b"".join((header, pdu[idEnd:opEnd], controls))
 
 
 def proxiedAuthorization(authzId: bytes) -> bytes:
@@ -182,6 +225,16 @@ def _cancelID(pdu: bytes, opTagAt: int) -> int | None:
 # --- the pool's connections --------------------------------------------------
 
 
+def _batches(transport: object) -> bool:
+    """
+    Whether writes to C{transport} are collected and sent once per reactor
+    turn: for TCP connections, where each write is otherwise a C{send()}
+    of its own (L{writerFor}).  Other transports (TLS, test doubles) keep
+    their own buffering.
+    """
+    return isinstance(transport, tcp.Connection)
+
+
 class _Factory(Factory):
     noisy = False
 
@@ -202,7 +255,8 @@ class SharedConnection(Protocol):
     flight), C{ready}, C{closed}.  C{kind} is C{"shared"} (operations,
     bound as the service identity) or C{"bind"} (client binds only).
 
-    @ivar ops: upstream messageID -> C{(link, client messageID, request tag)}.
+    @ivar ops: upstream messageID -> C{(link, client messageID, request tag,
+        the client's messageID INTEGER element)}.
     @ivar writable: False while the backend's socket buffer is full.
     """
 
@@ -211,7 +265,7 @@ class SharedConnection(Protocol):
         self.kind = kind
         self.state = "connecting"
         self.backend: BackendState | None = None
-        self.ops: dict[int, tuple[SharedLink, int, int]] = {}
+        self.ops: dict[int, tuple[SharedLink, int, int, bytes]] = {}
         self.writable = True
         self._nextID = 1
         self._serviceBindID: int | None = None
@@ -222,6 +276,9 @@ class SharedConnection(Protocol):
         # operation outstanding on a connection when a bind arrives
         self._bindInFlight: int | None = None
         self._bindQueue: deque[tuple[int, bytes]] = deque()
+        self._write: Callable[[bytes], None] = lambda data: None
+        #: requests of this reactor turn, sent together (None: no batching)
+        self._pending: list[bytes] | None = None
 
     @property
     def load(self) -> int:
@@ -265,11 +322,15 @@ class SharedConnection(Protocol):
         except (AttributeError, OSError):
             pass
         self.transport.registerProducer(self, True)  # type: ignore[union-attr]
+        self._write = writerFor(self.transport)
+        if self.kind == "shared" and _batches(self.transport):
+            # (a bind connection carries one bind at a time: nothing to batch)
+            self._pending = []
         service = self.shared.serviceIdentity if self.kind == "shared" else None
         if service is not None:
             self.state = "binding"
             self._serviceBindID = self._allocate()
-            self.transport.write(ber.simpleBindRequest(self._serviceBindID, *service))  # type: ignore[union-attr]
+            self._send(ber.simpleBindRequest(self._serviceBindID, *service))
         else:
             self._ready()
 
@@ -299,19 +360,60 @@ class SharedConnection(Protocol):
         self._nextID = messageID + 1 if messageID < _MAX_ID else 1
         return messageID
 
-    def submit(self, link: SharedLink, clientID: int, tag: int, pdu: bytes, control: bytes) -> int:
-        """Send a client's request here; returns its upstream messageID."""
+    def submit(
+        self,
+        link: SharedLink,
+        clientID: int,
+        tag: int,
+        pdu: bytes,
+        control: bytes,
+        parsed: tuple[int, int] | None = None,
+        controlsElement: bytes | None = None,
+    ) -> int:
+        """
+        Send a client's request here; returns its upstream messageID.
+
+        @param parsed: C{(idEnd, opEnd)} of C{pdu} (L{parseRequest}) when the
+            caller has read them already.
+        @param controlsElement: C{[0]} element holding only C{control}, when
+            the caller has it built.
+        """
         upstreamID = self._allocate()
         if tag != ber.ABANDON_REQUEST:
-            self.ops[upstreamID] = (link, clientID, tag)
-        data = reframe(pdu, upstreamID, control)
+            self.ops[upstreamID] = (link, clientID, tag, _idElement(clientID))
+        if parsed is None:
+            parsed = parseRequest(pdu)[1:]
+        if controlsElement is None:
+            controlsElement = ber.tlv(ber.CONTROLS_TAG, control) if control else b""
+        data = _reframeAt(pdu, parsed[0], parsed[1], upstreamID, control, controlsElement)
         if self.kind == "bind":
             if self._bindInFlight is not None:
                 self._bindQueue.append((upstreamID, data))
                 return upstreamID
             self._bindInFlight = upstreamID
-        self.transport.write(data)  # type: ignore[union-attr]
+        self._send(data)
         return upstreamID
+
+    def _send(self, data: bytes) -> None:
+        """
+        Write C{data} to the backend: at the end of this reactor turn,
+        together with every other request written meanwhile (many clients'
+        PDUs in one C{send()}), or at once when not batching.
+        """
+        pending = self._pending
+        if pending is None:
+            self._write(data)
+            return
+        pending.append(data)
+        if len(pending) == 1:
+            self.shared.reactor.callLater(0, self._flush)
+
+    def _flush(self) -> None:
+        pending = self._pending
+        if pending:
+            data = pending[0] if len(pending) == 1 else b"".join(pending)
+            pending.clear()
+            self._write(data)
 
     def _nextBind(self) -> None:
         self._bindInFlight = None
@@ -320,7 +422,7 @@ class SharedConnection(Protocol):
             upstreamID, data = queue.popleft()
             if upstreamID in self.ops:  # not given up by its client meanwhile
                 self._bindInFlight = upstreamID
-                self.transport.write(data)  # type: ignore[union-attr]
+                self._send(data)
                 return
 
     def abandon(self, upstreamID: int) -> None:
@@ -329,7 +431,7 @@ class SharedConnection(Protocol):
         if entry is None or self.state != "ready":
             return
         if entry[2] != ber.BIND_REQUEST:  # binds cannot be abandoned (RFC 4511 4.11)
-            self.transport.write(ber.abandonRequest(self._allocate(), upstreamID))  # type: ignore[union-attr]
+            self._send(ber.abandonRequest(self._allocate(), upstreamID))
 
     # IPushProducer: the backend's socket buffer
     def pauseProducing(self) -> None:
@@ -392,17 +494,21 @@ class SharedConnection(Protocol):
                         self._serviceBound(ber._resultCodeAt(buf, idEnd, pduEnd))
                     pos = pduEnd
                     continue  # abandoned: dropped
-                link, clientID, _ = entry
-                idContent = ber.encodeInteger(clientID)
-                bodyLength = pduEnd - idEnd + 2 + len(idContent)
-                if bodyLength < 0x80:
-                    header = bytes((0x30, bodyLength, 0x02, len(idContent))) + idContent
-                else:
-                    header = b"\x30" + ber.encodeLength(bodyLength) + bytes((0x02, len(idContent))) + idContent
+                link, clientID, _, idElement = entry
                 pieces = out.get(link)
                 if pieces is None:
                     pieces = out[link] = []
-                pieces.append(header)
+                if len(idElement) == idEnd - bodyStart:
+                    # same length: only the INTEGER changes, lengths stay
+                    pieces.append(buf[pos:bodyStart])
+                    pieces.append(idElement)
+                else:
+                    bodyLength = pduEnd - idEnd + len(idElement)
+                    if bodyLength < 0x80:
+                        pieces.append(bytes((0x30, bodyLength)))
+                    else:
+                        pieces.append(b"\x30" + ber.encodeLength(bodyLength))
+                    pieces.append(idElement)
                 pieces.append(buf[idEnd:pduEnd])
                 if tag == ber.SEARCH_RESULT_ENTRY:
                     link.entries[clientID] = link.entries.get(clientID, 0) + 1
@@ -481,7 +587,7 @@ class SharedConnection(Protocol):
         self.state = "closed"
         ops, self.ops = self.ops, {}
         self.shared.connectionClosed(self, reason)
-        for link, clientID, tag in ops.values():
+        for link, clientID, tag, _ in ops.values():
             link.failed(clientID, tag, ber.UNAVAILABLE, reason)
 
     def close(self) -> None:
@@ -492,7 +598,8 @@ class SharedConnection(Protocol):
         self.shared.connectionClosed(self, "closed")
         if self.transport is not None:
             if ready:
-                self.transport.write(ber.unbindRequest(self._allocate()))
+                self._send(ber.unbindRequest(self._allocate()))
+            self._flush()
             self.transport.loseConnection()
 
 
@@ -529,7 +636,9 @@ class SharedPool:
     def pick(self, kind: str) -> SharedConnection | None:
         """A ready connection of C{kind}, in turn, preferring writable ones."""
         ready = self.ready[kind]
-        missing = self.wanted(kind) - len(self.connections[kind])
+        pool = self.poolState.pool
+        perBackend = pool.sharedConnections if kind == "shared" else pool.bindConnections
+        missing = perBackend * max(1, len(self.poolState.backends)) - len(self.connections[kind])
         for _ in range(missing):
             self._open(kind)
         if not ready:
@@ -642,6 +751,7 @@ class SharedLink:
         self._ops: dict[int, tuple[SharedConnection | None, int]] = {}
         self._timers: dict[int, IDelayedCall] = {}
         self._control: tuple[Any, bytes] = (None, b"")
+        self._controlsElement = b""
         self._pagedConnection: SharedConnection | None = None
 
     # --- requests ----------------------------------------------------------
@@ -649,7 +759,7 @@ class SharedLink:
     def send(self, pdu: bytes) -> None:
         if self.state == "closed":
             return
-        messageID, _, idEnd = readMessageID(pdu)
+        messageID, idEnd, opEnd = parseRequest(pdu)
         tag = pdu[idEnd]
         if tag == ber.ABANDON_REQUEST:
             n, start = _length(pdu, idEnd + 1)
@@ -667,7 +777,7 @@ class SharedLink:
                 return
             self._submit("bind", messageID, tag, pdu, b"")
             return
-        controls = _controlsOf(pdu, idEnd)
+        controls = pdu[opEnd:]
         if controls and PROXIED_AUTHZ_OID in controls:
             self._answer(
                 messageID,
@@ -697,9 +807,23 @@ class SharedLink:
             connection = self._pagedConnection
             if connection is None or connection.state != "ready":
                 connection = self._pagedConnection = self._shared.pick("shared")
-        self._submit("shared", messageID, tag, pdu, self._identityControl(), connection)
+        control = self._identityControl()
+        if connection is None:
+            connection = self._shared.pick("shared")
+            if connection is not None:
+                # the common case, inline: a ready connection
+                self._ops[messageID] = (
+                    connection,
+                    connection.submit(self, messageID, tag, pdu, control, (idEnd, opEnd), self._controlsElement),
+                )
+                if not connection.writable:
+                    self._shared.pauseClient(getattr(self._owner, "transport", None))
+                return
+        self._submit("shared", messageID, tag, pdu, control, connection)
 
     def _identityControl(self) -> bytes:
+        """The control asserting the client's identity (cached per identity,
+        with the C{[0]} controls element holding only it)."""
         identity = self._owner.session.identity
         cached, control = self._control
         if cached is identity:
@@ -715,6 +839,7 @@ class SharedLink:
                 name = replayName(self.pool.name, name)
             control = proxiedAuthorization(b"dn:" + name)
         self._control = (identity, control)
+        self._controlsElement = ber.tlv(ber.CONTROLS_TAG, control) if control else b""
         return control
 
     def _submit(

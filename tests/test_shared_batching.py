@@ -1,0 +1,130 @@
+"""
+Shared mode's writes to a backend on TCP: the requests of one reactor turn
+go out in one write, in order, and nothing is lost when the connection is
+closed before the turn ends; responses keep the client's messageID whatever
+the length of the upstream one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from ldaptor.protocols import pureldap
+
+from ldaproute import shared
+from tests import pdus
+from tests.fakes import Client, FakeConnection, proxy
+from tests.test_shared import CONFIG, SERVICE_BIND
+
+
+@pytest.fixture
+def writes(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, bytes]]:
+    """Batch as on TCP; record every write the shared connections make."""
+    recorded: list[tuple[Any, bytes]] = []
+
+    def writerFor(transport: Any) -> Any:
+        def write(data: bytes) -> None:
+            recorded.append((transport, data))
+            transport.write(data)
+
+        return write
+
+    monkeypatch.setattr(shared, "_batches", lambda transport: True)
+    monkeypatch.setattr(shared, "writerFor", writerFor)
+    return recorded
+
+
+def readyBatched(connection: FakeConnection, reactor: Any) -> None:
+    connection.accept()
+    assert connection.sent() == b""  # the service bind waits for the end of the turn
+    reactor.advance(0)
+    assert connection.sent() == SERVICE_BIND
+    connection.respond(pdus.bindResponse(1))
+
+
+def test_oneWritePerTurn(writes: list[tuple[Any, bytes]]) -> None:
+    factory, backends, reactor = proxy(CONFIG.replace("shared_connections = 2", "shared_connections = 1"))
+    clients = [Client(factory) for _ in range(3)]
+    clients[0].send(pdus.search("ou=a,dc=example,dc=com", messageID=5))
+    (connection,) = backends.connections
+    readyBatched(connection, reactor)
+    del writes[:]
+    clients[1].send(pdus.search("ou=b,dc=example,dc=com", messageID=5))
+    clients[2].send(pdus.search("ou=c,dc=example,dc=com", messageID=300))
+    clients[2].send(pdus.message(pureldap.LDAPAbandonRequest(id=300), 301))
+    assert writes == [] and connection.sent() == b""
+    reactor.advance(0)
+    assert len(writes) == 1
+    sent = pdus.decode(connection.sent())
+    # the first client's waiting search, then this turn's two searches and the abandon, in order
+    assert [type(m.value).__name__ for m in sent] == [
+        "LDAPSearchRequest",
+        "LDAPSearchRequest",
+        "LDAPSearchRequest",
+        "LDAPAbandonRequest",
+    ]
+    assert [m.value.baseObject for m in sent[:3]] == [b"ou=a,dc=example,dc=com", b"ou=b,dc=example,dc=com", b"ou=c,dc=example,dc=com"]
+    assert sent[3].value.value == sent[2].id
+    # answers: the first two clients both used messageID 5
+    for message in sent[:2]:
+        connection.respond(pdus.searchEntry(message.value.baseObject.decode(), message.id) + pdus.searchDone(message.id))
+    for client, ou in zip(clients[:2], "ab"):
+        entry, done = pdus.decode(client.received())
+        assert (entry.id, done.id) == (5, 5)
+        assert entry.value.objectName == f"ou={ou},dc=example,dc=com".encode()
+
+
+def test_closeFlushesPendingRequests(writes: list[tuple[Any, bytes]]) -> None:
+    factory, backends, reactor = proxy(CONFIG.replace("shared_connections = 2", "shared_connections = 1"))
+    client = Client(factory)
+    client.send(pdus.search("ou=a,dc=example,dc=com", messageID=1))
+    (connection,) = backends.connections
+    readyBatched(connection, reactor)
+    client.send(pdus.search("ou=b,dc=example,dc=com", messageID=2))
+    connection.protocol.close()
+    assert connection.transport is not None and connection.transport.disconnecting
+    sent = pdus.decode(connection.sent())
+    assert [type(m.value).__name__ for m in sent] == ["LDAPSearchRequest", "LDAPSearchRequest", "LDAPUnbindRequest"]
+    reactor.advance(0)  # the scheduled flush finds nothing left
+    assert connection.sent() == b""
+
+
+@pytest.mark.parametrize("clientID", [1, 127, 128, 300, 70000, 0x7FFFFFFF])
+@pytest.mark.parametrize("upstreamFirst", [1, 200, 40000, 0x7FFFFFF0])
+def test_responsesRenumberedForEveryIDLength(clientID: int, upstreamFirst: int) -> None:
+    """Same-length IDs are swapped in place; other lengths re-encode the header."""
+    factory, backends, reactor = proxy(CONFIG.replace("shared_connections = 2", "shared_connections = 1"))
+    client = Client(factory)
+    client.send(pdus.search("ou=a,dc=example,dc=com", messageID=clientID))
+    (connection,) = backends.connections
+    connection.accept()
+    connection.sent()
+    connection.protocol._nextID = upstreamFirst
+    connection.respond(pdus.bindResponse(1))
+    (request,) = pdus.decode(connection.sent())
+    assert request.id == upstreamFirst
+    big = "x" * 300  # a long-form outer length
+    connection.respond(
+        pdus.searchEntry("ou=a,dc=example,dc=com", request.id, [("description", [big])])
+        + pdus.searchDone(request.id)
+    )
+    data = client.received()
+    entry, done = pdus.decode(data)
+    assert (entry.id, done.id) == (clientID, clientID)
+    assert entry.value.attributes == [(b"description", [big.encode()])]
+    assert data == pdus.searchEntry("ou=a,dc=example,dc=com", clientID, [("description", [big])]) + pdus.searchDone(clientID)
+
+
+def test_bindConnectionsWriteAtOnce(writes: list[tuple[Any, bytes]]) -> None:
+    """One bind at a time per bind connection: nothing to batch, no turn to wait."""
+    factory, backends, _ = proxy(CONFIG)
+    client = Client(factory)
+    client.send(pdus.bind("uid=a,dc=example,dc=com", "secret", messageID=2))
+    (connection,) = backends.connections
+    connection.accept()  # bind connections have no service identity
+    (bind,) = pdus.decode(connection.sent())
+    assert bind.value.dn == b"uid=a,dc=example,dc=com"
+    connection.respond(pdus.bindResponse(bind.id))
+    (answer,) = pdus.decode(client.received())
+    assert (answer.id, answer.value.resultCode) == (2, 0)
