@@ -12,6 +12,7 @@ import os
 import socket
 import struct
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from ldaptor.protocols import pureber, pureldap
@@ -148,3 +149,36 @@ def servedAnonymously(port: int) -> None:
         assert done.value.resultCode == 0, done.value
     finally:
         client.close()
+
+
+def runningProxy(directory: str, config: str) -> Iterator[Any]:
+    """
+    A generator for fixtures: an ldaproute process serving C{config}, stopped
+    afterwards, whose log must show no unhandled error.
+    """
+    from tests.integration.proxy import ProxyProcess
+
+    process = ProxyProcess(directory, config).start()
+    try:
+        yield process
+    finally:
+        process.stop()
+    log = process.log()
+    assert "Traceback" not in log and "Unhandled" not in log, log
+
+
+def stillHealthy(proxy: Any) -> Iterator[Any]:
+    """
+    A generator for fixtures: the proxy, checked after the test: still
+    serving, and holding no more file descriptors than before it.
+    """
+    assert proxy.process is not None
+    pid = proxy.process.pid
+    servedAnonymously(proxy.port)
+    before = fdCount(pid)
+    yield proxy
+    servedAnonymously(proxy.port)
+    deadline = time.monotonic() + 10
+    while fdCount(pid) > before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert fdCount(pid) <= before, f"proxy holds {fdCount(pid)} descriptors, {before} before the test"

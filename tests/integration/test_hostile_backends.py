@@ -22,7 +22,7 @@ from ldaproute import ber
 from tests import pdus
 from tests.integration.fakeldap import FakeLDAPServer
 from tests.integration.proxy import ProxyProcess
-from tests.integration.rawldap import RawClient, fdCount, servedAnonymously
+from tests.integration.rawldap import RawClient, runningProxy, servedAnonymously, stillHealthy
 from tests.slapd import Slapd
 
 
@@ -54,27 +54,12 @@ def proxy(backend: Slapd, fake: FakeLDAPServer, tmp_path_factory: pytest.TempPat
         "[route:fake]\nsuffix = dc=fake\npool = fake\n"
         "[route:all]\npool = main\n"
     )
-    process = ProxyProcess(str(tmp_path_factory.mktemp("proxy")), config).start()
-    try:
-        yield process
-    finally:
-        process.stop()
-    log = process.log()
-    assert "Traceback" not in log and "Unhandled" not in log, log
+    yield from runningProxy(str(tmp_path_factory.mktemp("proxy")), config)
 
 
 @pytest.fixture
 def healthy(proxy: ProxyProcess) -> Iterator[ProxyProcess]:
-    assert proxy.process is not None
-    pid = proxy.process.pid
-    servedAnonymously(proxy.port)
-    before = fdCount(pid)
-    yield proxy
-    servedAnonymously(proxy.port)
-    deadline = time.monotonic() + 10
-    while fdCount(pid) > before and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert fdCount(pid) <= before, f"proxy holds {fdCount(pid)} descriptors, {before} before the test"
+    yield from stillHealthy(proxy)
 
 
 def searchFake(client: RawClient, mode: str, messageID: int) -> None:

@@ -22,7 +22,7 @@ from ldaptor.protocols import pureldap
 from ldaproute import ber
 from tests import pdus
 from tests.integration.proxy import ProxyProcess, singleBackendConfig
-from tests.integration.rawldap import RawClient, fdCount, servedAnonymously
+from tests.integration.rawldap import RawClient, runningProxy, servedAnonymously, stillHealthy
 from tests.slapd import Slapd
 
 PEOPLE = "ou=people,dc=example,dc=com"
@@ -40,28 +40,13 @@ def backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Slapd]:
 
 @pytest.fixture(scope="module")
 def proxy(backend: Slapd, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProxyProcess]:
-    process = ProxyProcess(str(tmp_path_factory.mktemp("proxy")), singleBackendConfig(backend.url, "max_connections_per_address = off  ; the idle-connections test opens 2000 from 127.0.0.1\n")).start()
-    try:
-        yield process
-    finally:
-        process.stop()
-    log = process.log()
-    assert "Traceback" not in log and "Unhandled" not in log, log
+    yield from runningProxy(str(tmp_path_factory.mktemp("proxy")), singleBackendConfig(backend.url, "max_connections_per_address = off  ; the idle-connections test opens 2000 from 127.0.0.1\n"))
 
 
 @pytest.fixture
 def healthy(proxy: ProxyProcess) -> Iterator[ProxyProcess]:
     """The proxy, checked after the test: still serving, no descriptor leaked."""
-    assert proxy.process is not None
-    pid = proxy.process.pid
-    servedAnonymously(proxy.port)
-    before = fdCount(pid)
-    yield proxy
-    servedAnonymously(proxy.port)
-    deadline = time.monotonic() + 10
-    while fdCount(pid) > before and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert fdCount(pid) <= before, f"proxy holds {fdCount(pid)} descriptors, {before} before the test"
+    yield from stillHealthy(proxy)
 
 
 def searchWithFilter(messageID: int, filterBytes: bytes, base: bytes = b"dc=example,dc=com") -> bytes:
