@@ -8,8 +8,9 @@ cd "$(dirname "$0")/.."
 # Debian packages the tests drive: a real OpenLDAP server and its clients,
 # the SASL mechanisms (DIGEST-MD5, SCRAM) the SASL tests bind with, and a
 # Samba AD DC for the Active Directory tests (CLDAP, GC, sealed SASL), and
-# HAProxy (send-proxy-v2 in front of ldaproute, the PROXY protocol test).
-packages="slapd ldap-utils libsasl2-modules openssl haproxy
+# HAProxy (send-proxy-v2 in front of ldaproute, the PROXY protocol test, and
+# a bench target), and the libraries of the bench's load generator ldclt.
+packages="slapd ldap-utils libsasl2-modules openssl haproxy libnss3 libnspr4
 samba samba-ad-dc samba-ad-provision samba-dsdb-modules samba-vfs-modules winbind smbclient krb5-user ldb-tools"
 missing=""
 for package in $packages; do
@@ -21,6 +22,17 @@ if [ -n "$missing" ]; then
     apt-get update -qq
     # shellcheck disable=SC2086
     apt-get install -y -qq --no-install-recommends $missing
+fi
+
+# ldclt, the bench's load generator (the suite runs the bench's smoke form),
+# unpacked from Debian's 389-ds-base package without installing the server
+if ! command -v ldclt >/dev/null && [ ! -x bench/.tools/usr/bin/ldclt ]; then
+    mkdir -p bench/.tools
+    (
+        cd bench/.tools
+        apt-get download 389-ds-base >/dev/null 2>&1 || { apt-get update -qq && apt-get download 389-ds-base >/dev/null; }
+        dpkg -x 389-ds-base_*.deb .
+    )
 fi
 
 python3 -m pip install --quiet --disable-pip-version-check '.[test]'
