@@ -551,3 +551,48 @@ def test_allowAnonymousOff(slapd: Slapd, startProxy: Any) -> None:
     assert conn.result["result"] == ber.INSUFFICIENT_ACCESS_RIGHTS
     assert conn.bind()
     assert conn.search(slapd.peopleDN, "(uid=user1)", attributes=["uid"])
+
+
+def test_certificateReloadedOnSIGHUP(slapd: Slapd, testCA: CA, startProxy: Any, tmp_path: Any) -> None:
+    """
+    SIGHUP re-reads tls_cert/tls_key: new StartTLS handshakes get the new
+    certificate while a session established before keeps working.
+    """
+    import shutil
+    import signal
+    import time
+
+    (tmp_path / "first").mkdir()
+    (tmp_path / "second").mkdir()
+    first = makeCert(testCA, str(tmp_path / "first"), ["localhost", "127.0.0.1"], "proxy")
+    second = makeCert(testCA, str(tmp_path / "second"), ["localhost", "127.0.0.1"], "proxy")
+    live = tmp_path / "live"
+    live.mkdir()
+    certFile, keyFile = str(live / "cert.pem"), str(live / "key.pem")
+    shutil.copy(first.certFile, certFile)
+    shutil.copy(first.keyFile, keyFile)
+    port = freePort()
+    proxy = startProxy(
+        "[ldaproute]\n"
+        f"listen = tcp:{port}:interface=127.0.0.1\n"
+        f"tls_cert = {certFile}\ntls_key = {keyFile}\n" + backendSection(slapd),
+        [port],
+    )
+    assert peerCertAfterStartTLS(port, first.caFile) == certDER(first.certFile)
+
+    tlsConfig = ldap3.Tls(validate=ssl.CERT_REQUIRED, ca_certs_file=first.caFile)
+    server = ldap3.Server("localhost", port=port, tls=tlsConfig, get_info=ldap3.NONE)
+    before = ldap3.Connection(server, slapd.userDN(21), slapd.userPassword(21))
+    before.open()
+    assert before.start_tls() and before.bind()
+
+    shutil.copy(second.certFile, certFile)
+    shutil.copy(second.keyFile, keyFile)
+    proxy.process.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while peerCertAfterStartTLS(port, second.caFile) != certDER(second.certFile):
+        assert time.monotonic() < deadline, "the new certificate was not served after SIGHUP"
+        time.sleep(0.1)
+    # the session from before the reload carries on over its TLS
+    assert before.extend.standard.who_am_i() == "dn:" + slapd.userDN(21)
+    before.unbind()
