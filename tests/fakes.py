@@ -103,3 +103,20 @@ def proxy(configText: str) -> tuple[FrontendFactory, FakeBackends, MemoryReactor
     config = Config.fromString(configText)
     runtime = Runtime(config, endpointFactory=backends)
     return FrontendFactory(config.listeners[0], runtime, reactor), backends, reactor
+
+
+def boundClient(factory: FrontendFactory, backends: FakeBackends, dn: str = "uid=u,dc=example,dc=com") -> tuple[Client, FakeConnection]:
+    """
+    A client whose simple bind (messageID 1, password C{secret}) succeeded on
+    a first, accepted upstream connection; both with nothing left to read.
+    """
+    from tests import pdus
+
+    client = Client(factory)
+    client.send(pdus.bind(dn, "secret", 1))
+    connection = backends.connections[-1]
+    connection.accept()
+    connection.sent()
+    connection.respond(pdus.bindResponse(1, 0))
+    client.received()
+    return client, connection

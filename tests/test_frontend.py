@@ -6,7 +6,7 @@ from ldaptor.protocols import pureldap
 
 from ldaproute import ber
 from tests import pdus
-from tests.fakes import Client, proxy
+from tests.fakes import Client, boundClient, proxy
 
 CONFIG = """
 [ldaproute]
@@ -97,13 +97,7 @@ def test_wholePoolDownAnswersUnavailable() -> None:
 
 def test_backendDropsMidOperation() -> None:
     factory, backends, _ = proxy(CONFIG)
-    client = Client(factory)
-    client.send(pdus.bind("uid=u,dc=example,dc=com", "secret", 1))
-    first = backends.connections[0]
-    first.accept()
-    first.sent()
-    first.respond(pdus.bindResponse(1, 0))
-    client.received()
+    client, first = boundClient(factory, backends)
     client.send(pdus.search(messageID=2) + pdus.search(messageID=3))
     first.respond(pdus.searchEntry("cn=a", 2))
     first.drop()
@@ -129,12 +123,7 @@ def test_backendDropsMidOperation() -> None:
 
 def test_refusedReplayAsksClientToBindAgain() -> None:
     factory, backends, _ = proxy(CONFIG)
-    client = Client(factory)
-    client.send(pdus.bind("uid=u,dc=example,dc=com", "secret", 1))
-    first = backends.connections[0]
-    first.accept()
-    first.respond(pdus.bindResponse(1, 0))
-    client.received()
+    client, first = boundClient(factory, backends)
     first.drop()
     client.send(pdus.search(messageID=2))
     second = backends.connections[1]

@@ -9,19 +9,13 @@ from ldaptor.protocols import pureldap
 
 from ldaproute import ber
 from tests import pdus
-from tests.fakes import Client, proxy
+from tests.fakes import Client, boundClient, proxy
 from tests.test_frontend import CONFIG, results
 
 
 def test_noticeOfDisconnectionFailsOutstandingAndReconnects() -> None:
     factory, backends, _ = proxy(CONFIG)
-    client = Client(factory)
-    client.send(pdus.bind("uid=u,dc=example,dc=com", "secret", 1))
-    first = backends.connections[0]
-    first.accept()
-    first.sent()
-    first.respond(pdus.bindResponse(1, 0))
-    client.received()
+    client, first = boundClient(factory, backends)
     client.send(pdus.search(messageID=2) + pdus.search(messageID=3))
     first.respond(pdus.searchEntry("cn=a", 2))
     # the DC gives up on this connection with work in flight
