@@ -12,6 +12,7 @@ service starts.
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import tempfile
 from typing import Any
@@ -20,7 +21,7 @@ from urllib.parse import quote
 import attrs
 from twisted.application import strports
 from twisted.application.internet import StreamServerEndpointService
-from twisted.application.service import IService
+from twisted.application.service import IService, Service
 from twisted.logger import ILogObserver, jsonFileLogObserver
 from twisted.python import usage
 from twisted.python.filepath import FilePath
@@ -105,6 +106,17 @@ class Options(usage.Options):
             raise usage.UsageError(str(e)) from None
 
 
+class _RemoveDirectoryOnStop(Service):
+    """Removes the demo's temporary socket directory when the proxy stops."""
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+
+    def stopService(self) -> None:  # type: ignore[override]
+        super().stopService()
+        shutil.rmtree(self._path, ignore_errors=True)
+
+
 def makeService(options: Options, reactor: Any = None) -> IService:
     """
     Listening services for every listener of the configuration, the
@@ -126,6 +138,8 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     if options.demoSocket is not None:
         from ldaproute.demo import DemoDirectoryService, demoLDIFPath
 
+        # added first, so stopped last: the socket's temporary directory goes
+        _RemoveDirectoryOnStop(os.path.dirname(options.demoSocket)).setServiceParent(top)
         DemoDirectoryService(f"unix:{options.demoSocket}", demoLDIFPath(), reactor).setServiceParent(top)
     serverTLS = {}
     workerIndex = getattr(options, "workerIndex", 0)

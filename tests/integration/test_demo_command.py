@@ -38,3 +38,25 @@ def test_demoServesSearchAndBind(tmp_path: object) -> None:
         process.send_signal(signal.SIGTERM)
         output, _ = process.communicate(timeout=15)
     assert b"Traceback" not in output, output.decode()
+
+
+def test_demoRemovesItsSocketDirectory(tmp_path: object) -> None:
+    """The demo's temporary UNIX-socket directory is gone once the proxy stops."""
+    import glob
+    import tempfile
+
+    before = set(glob.glob(f"{tempfile.gettempdir()}/ldaproute-demo-*"))
+    port = freePort()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "ldaproute", "--demo", "--demo-listen", f"tcp:{port}:interface=127.0.0.1"],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        waitForPort(port, process)
+        assert set(glob.glob(f"{tempfile.gettempdir()}/ldaproute-demo-*")) - before
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=15)
+    assert set(glob.glob(f"{tempfile.gettempdir()}/ldaproute-demo-*")) - before == set()
