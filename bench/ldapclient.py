@@ -178,9 +178,9 @@ def big_search_request(base, attr, value):
     return [search_request(7, base, attr, value, scope=2)]
 
 
-def _pdus_done(buf, done_tags):
-    """Consume complete PDUs from buf; return (#done PDUs seen, #non-zero resultCodes)."""
-    done = bad = 0
+def complete_pdus(buf):
+    """(offset of the protocolOp tag, end) of each complete PDU at the start of buf."""
+    out = []
     pos = 0
     n = len(buf)
     while n - pos >= 2:
@@ -196,14 +196,23 @@ def _pdus_done(buf, done_tags):
         if end > n:
             break
         p = pos + hdr
-        op = p + 2 + buf[p + 1]
+        out.append((p + 2 + buf[p + 1], end))
+        pos = end
+    return out
+
+
+def _pdus_done(buf, done_tags):
+    """Consume complete PDUs from buf; return (#done PDUs seen, #non-zero resultCodes)."""
+    done = bad = 0
+    pdus = complete_pdus(buf)
+    for op, _ in pdus:
         if buf[op] in done_tags:
             done += 1
             ol = buf[op + 1]
             if buf[op + 2 + ((ol & 0x7F) if ol >= 0x80 else 0) + 2] != 0:
                 bad += 1
-        pos = end
-    del buf[:pos]
+    if pdus:
+        del buf[:pdus[-1][1]]
     return done, bad
 
 

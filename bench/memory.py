@@ -314,31 +314,11 @@ def stream(port, pid, chunk, pause, rcvbuf=None, slow_seconds=None, interval=0.0
 
 def _count_entries(buf):
     """Consume whole PDUs from buf: (#SearchResultEntry, SearchResultDone seen)."""
-    entries = 0
-    pos = 0
-    n = len(buf)
-    done = False
-    while n - pos >= 2:
-        lb = buf[pos + 1]
-        if lb < 0x80:
-            hdr, length = 2, lb
-        else:
-            nb = lb & 0x7F
-            if n - pos < 2 + nb:
-                break
-            hdr, length = 2 + nb, int.from_bytes(buf[pos + 2:pos + 2 + nb], "big")
-        end = pos + hdr + length
-        if end > n:
-            break
-        p = pos + hdr
-        tag = buf[p + 2 + buf[p + 1]]
-        if tag == 0x64:
-            entries += 1
-        elif tag == 0x65:
-            done = True
-        pos = end
-    del buf[:pos]
-    return entries, done
+    pdus = ldapclient.complete_pdus(buf)
+    tags = [buf[op] for op, _ in pdus]
+    if pdus:
+        del buf[:pdus[-1][1]]
+    return tags.count(0x64), 0x65 in tags
 
 
 def slow_reader(slapd, tmp, log=print, chunk=4096, pause=0.01, rcvbuf=8192, slow_seconds=8.0):

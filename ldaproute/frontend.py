@@ -254,7 +254,11 @@ class FrontendProtocol(Protocol):
                 return
         if tag == ber.SEARCH_REQUEST:
             maxDepth = self._runtime.config.maxFilterDepth
-            if limits.filterDepth(pdu, envelope, maxDepth) > maxDepth:
+            # every filter level takes at least two bytes: a short request
+            # cannot nest too deep, so only longer ones are walked
+            if envelope.contentEnd - envelope.contentStart > 2 * maxDepth and limits.filterDepth(
+                pdu, envelope, maxDepth
+            ) > maxDepth:
                 self._answer(
                     envelope, limits.ADMIN_LIMIT_EXCEEDED, f"search filter nested deeper than {maxDepth} levels"
                 )
@@ -333,7 +337,7 @@ class FrontendProtocol(Protocol):
             self._layerWatch.bindSent(messageID, mechanism if choice == ber.SASL_AUTH_TAG else None, link)
         elif extendedOID == ber.STARTTLS_OID:
             self._passthroughID = messageID
-        timeout = getattr(route, "operationTimeout", None) or link.pool.pool.operationTimeout
+        timeout = route.operationTimeout or link.pool.pool.operationTimeout
         link.operationStarted(messageID, timeout)
         link.send(pdu)
         if len(session.outstanding) >= limits.PAUSE_OUTSTANDING:

@@ -131,6 +131,10 @@ class UpstreamProtocol(Protocol):
             self._link.connectionLost(reason)
 
 
+#: "no such operation" in L{UpstreamLink._operations}, whose values may be None
+_ABSENT: Any = object()
+
+
 class _UpstreamFactory(Factory):
     """One connection attempt's factory; quiet, as there is one per session."""
 
@@ -373,17 +377,18 @@ class UpstreamLink:
         timer = None
         if timeout is not None:
             timer = self._reactor.callLater(timeout, self._timedOut, messageID, timeout)  # type: ignore[attr-defined]
-        old = self._operations.pop(messageID, None)
-        if old is not None and old.active():
-            old.cancel()
-        elif old is None and self._counted and self.backend is not None:
-            self.backend.inFlight += 1
+        old = self._operations.pop(messageID, _ABSENT)
+        if old is _ABSENT:
+            if self._counted and self.backend is not None:
+                self.backend.inFlight += 1
+        elif old is not None and old.active():  # type: ignore[union-attr]
+            old.cancel()  # type: ignore[union-attr]
         self._operations[messageID] = timer
 
     def operationEnded(self, messageID: int) -> None:
         """A client operation got its final result (or was abandoned)."""
-        timer = self._operations.pop(messageID, -1)
-        if timer == -1:
+        timer = self._operations.pop(messageID, _ABSENT)
+        if timer is _ABSENT:
             return
         if timer is not None and timer.active():  # type: ignore[union-attr]
             timer.cancel()  # type: ignore[union-attr]

@@ -291,7 +291,7 @@ def test_malformedSearchAcrossRoutesGetsNotice() -> None:
     factory, backends, _ = proxy(config)
     client = Client(factory)
     for body, reason in [
-        (bytes.fromhex("0400") + b"\x0a\x05\x02", b"overruns"),  # the scope element overruns
+        (bytes.fromhex("0400") + b"\x0a\x05\x02", b"truncated"),  # the scope element overruns
         (bytes.fromhex("0400"), b""),  # no scope at all
     ]:
         client = Client(factory)

@@ -79,3 +79,25 @@ def freePort() -> Callable[[], int]:
     ago.
     """
     return _freePort
+
+
+@pytest.fixture
+def proxyFactory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """
+    A function that starts ldaproute processes with JSON logs
+    (L{tests.integration.proxy.Proxy}) on C{configText}; all are stopped at
+    teardown.  Modules that need another kind of proxy define their own.
+    """
+    from tests.integration.proxy import Proxy
+
+    made: list[Proxy] = []
+
+    def factory(configText: str) -> Proxy:
+        proxy = Proxy(str(tmp_path_factory.mktemp("proxy")), configText)
+        made.append(proxy)
+        proxy.start()
+        return proxy
+
+    yield factory
+    for proxy in made:
+        proxy.stop()

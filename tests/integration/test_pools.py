@@ -7,11 +7,9 @@ a backend that accepts TCP but never answers.
 
 from __future__ import annotations
 
-import os
 import socket
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -22,21 +20,6 @@ from tests.integration.rawclient import RawClient, now
 from tests.slapd import Slapd
 
 PEOPLE = "ou=people,dc=example,dc=com"
-
-
-@pytest.fixture
-def proxyFactory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    made: list[Proxy] = []
-
-    def factory(configText: str) -> Proxy:
-        proxy = Proxy(str(tmp_path_factory.mktemp("proxy")), configText)
-        made.append(proxy)
-        proxy.start()
-        return proxy
-
-    yield factory
-    for proxy in made:
-        proxy.stop()
 
 
 def backendsConfig(servers: dict[str, Slapd], extra: dict[str, str] | None = None) -> str:

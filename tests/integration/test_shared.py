@@ -18,14 +18,12 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from ldaproute import ber
 from tests.integration.conftest import SlapdFactory
-from tests.integration.proxy import Proxy
 from tests.integration.rawclient import searchRequest
 from tests.slapd import Slapd
 
@@ -73,21 +71,6 @@ def sharedConfig(server: Slapd, extra: str = "") -> str:
         f"service_bind_dn = {server.saslUserDN}\nservice_bind_password = {server.saslPassword}\n{extra}"
         "[route:all]\npool = main\n"
     )
-
-
-@pytest.fixture
-def proxyFactory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    made: list[Proxy] = []
-
-    def factory(configText: str) -> Proxy:
-        proxy = Proxy(str(tmp_path_factory.mktemp("proxy")), configText)
-        made.append(proxy)
-        proxy.start()
-        return proxy
-
-    yield factory
-    for proxy in made:
-        proxy.stop()
 
 
 def accepted(server: Slapd) -> int:
