@@ -13,7 +13,7 @@ import sys
 from typing import Any
 
 from tests.integration.conftest import SlapdFactory
-from tests.integration.test_pools import PEOPLE, peopleSearches, proxyFactory, sessions, waitFor  # noqa: F401
+from tests.integration.test_pools import peopleSearches, sessions, waitFor
 from tests.slapd import freePort
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
