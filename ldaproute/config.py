@@ -24,8 +24,8 @@ from twisted.internet.endpoints import serverFromString
 from twisted.internet.testing import MemoryReactor
 from twisted.python.filepath import FilePath
 
-from ldaproute import ber
-from ldaproute.dn import DN, parseDN
+from ldaproute.wire import ber
+from ldaproute.core.dn import DN, parseDN
 
 
 class ConfigError(ValueError):
@@ -343,7 +343,7 @@ class Pool:
     srv: str | None = None
     #: C{(host, port)} of the DNS server for C{srv}; L{None} for the system's.
     srvResolver: tuple[str, int] | None = None
-    # shared mode (ldaproute.shared): multiplexed upstream connections per
+    # shared mode (ldaproute.backends.shared): multiplexed upstream connections per
     # backend, dedicated bind-check connections per backend, and the
     # proxy's own identity on the multiplexed ones (L{None}: anonymous)
     sharedConnections: int = 4
@@ -534,7 +534,7 @@ class Config:
     pools: dict[str, Pool]
     routes: tuple[Route, ...]
     maxPDUBytes: int = ber.DEFAULT_MAX_PDU_BYTES
-    # CLDAP (UDP), off unless [ldaproute] cldap is given; see ldaproute.cldap
+    # CLDAP (UDP), off unless [ldaproute] cldap is given; see ldaproute.listeners.cldap
     cldapEndpoints: tuple[str, ...] = ()
     cldapTimeout: float = 2.0
     cldapMaxDatagram: int = 1400
@@ -550,7 +550,7 @@ class Config:
     drainTimeout: float = 25.0
     workers: int = 1
     #: C{session} (an upstream connection per client) or C{shared}
-    #: (clients multiplexed per operation, see L{ldaproute.shared})
+    #: (clients multiplexed per operation, see L{ldaproute.backends.shared})
     mode: str = "session"
     maxFilterDepth: int = 64
 
@@ -706,7 +706,7 @@ class _Loader:
             missing = "tls_key" if key is None else "tls_cert"
             raise self.error(section, missing, "missing: tls_cert and tls_key go together")
         if cert is not None:
-            from ldaproute.tls import checkKeyPair
+            from ldaproute.listeners.tls import checkKeyPair
 
             assert key is not None
             try:
@@ -737,7 +737,7 @@ class _Loader:
             missing = "client_key" if values.get("clientKey") is None else "client_cert"
             raise self.error(section, missing, "missing: client_cert and client_key go together")
         if values.get("clientCert") is not None:
-            from ldaproute.tls import checkKeyPair
+            from ldaproute.listeners.tls import checkKeyPair
 
             try:
                 checkKeyPair(values["clientCert"], values["clientKey"])

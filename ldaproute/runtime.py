@@ -14,10 +14,10 @@ from collections.abc import Callable
 from typing import Any
 
 from ldaproute.config import Config
-from ldaproute.observer import Observer
-from ldaproute.pool import Backends, BackendState
-from ldaproute.routing import Router
-from ldaproute.upstream import endpointFor
+from ldaproute.ops.observer import Observer
+from ldaproute.backends.pool import Backends, BackendState
+from ldaproute.core.routing import Router
+from ldaproute.backends.upstream import endpointFor
 
 
 class Runtime:

@@ -26,10 +26,11 @@ from twisted.logger import ILogObserver, jsonFileLogObserver
 from twisted.python import usage
 from twisted.python.filepath import FilePath
 
-from ldaproute import __version__, config, tls
-from ldaproute.frontend import FrontendFactory
-from ldaproute.lifecycle import ProxyService, WorkerSupervisor, reusePortEndpoint, workerMetricsEndpoint
-from ldaproute.metrics import healthSite
+from ldaproute import __version__, config
+from ldaproute.listeners import tls
+from ldaproute.listeners.frontend import FrontendFactory
+from ldaproute.ops.lifecycle import ProxyService, WorkerSupervisor, reusePortEndpoint, workerMetricsEndpoint
+from ldaproute.ops.metrics import healthSite
 from ldaproute.runtime import Runtime
 
 #: Where the demo proxy listens: an unprivileged port on loopback.
@@ -136,7 +137,7 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         runtime.apply(routes)
     top = ProxyService(runtime, reactor, installSignals=installSignals)
     if options.demoSocket is not None:
-        from ldaproute.demo import DemoDirectoryService, demoLDIFPath
+        from ldaproute.ops.demo import DemoDirectoryService, demoLDIFPath
 
         # added first, so stopped last: the socket's temporary directory goes
         _RemoveDirectoryOnStop(os.path.dirname(options.demoSocket)).setServiceParent(top)
@@ -162,11 +163,11 @@ def makeService(options: Options, reactor: Any = None) -> IService:
             service.setName(f"listener:{listener.name}:{description}")
             service.setServiceParent(top)
     if options.routes.cldapEndpoints:
-        from ldaproute.cldap import CLDAPService
+        from ldaproute.listeners.cldap import CLDAPService
 
         CLDAPService(runtime, reactor).setServiceParent(top)
-    from ldaproute.discovery import DiscoveryService
-    from ldaproute.health import HealthService
+    from ldaproute.backends.discovery import DiscoveryService
+    from ldaproute.backends.health import HealthService
 
     health = HealthService(runtime, reactor)
     health.setName("health")

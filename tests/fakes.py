@@ -16,8 +16,8 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ldaproute.config import Config
-from ldaproute.frontend import FrontendFactory, FrontendProtocol
-from ldaproute.pool import BackendState
+from ldaproute.listeners.frontend import FrontendFactory, FrontendProtocol
+from ldaproute.backends.pool import BackendState
 from ldaproute.runtime import Runtime
 
 

@@ -1,5 +1,5 @@
 """
-Tests for L{ldaproute.accesslog}: what a request's bytes say, with every
+Tests for L{ldaproute.ops.accesslog}: what a request's bytes say, with every
 assertion value left out, and the access event's fields.
 """
 
@@ -9,8 +9,8 @@ from ldaptor.protocols import pureldap
 from twisted.logger import LogEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
-from ldaproute import ber
-from ldaproute.accesslog import AccessLog, RequestSummary, describeRequest
+from ldaproute.wire import ber
+from ldaproute.ops.accesslog import AccessLog, RequestSummary, describeRequest
 
 
 def searchPDU(filterText: str, base: bytes = b"ou=people,dc=example,dc=com", scope: int = 2) -> bytes:

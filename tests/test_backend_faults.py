@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ldaproute import ber
+from ldaproute.wire import ber
 from tests import pdus
 from tests.fakes import Client, proxy
 from tests.test_frontend import CONFIG, results

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from ldaptor.protocols import pureldap
 
-from ldaproute import ber
+from ldaproute.wire import ber
 from tests import pdus
 
 

@@ -1,5 +1,5 @@
 """
-Unit tests for L{ldaproute.cldap}: datagrams in and out of fake transports,
+Unit tests for L{ldaproute.listeners.cldap}: datagrams in and out of fake transports,
 time on a L{Clock}.
 """
 
@@ -12,7 +12,8 @@ from ldaptor.protocols import pureldap
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 
-from ldaproute import ber, cldap
+from ldaproute.wire import ber
+from ldaproute.listeners import cldap
 from ldaproute.config import Config
 from ldaproute.runtime import Runtime
 

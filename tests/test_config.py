@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from twisted.python.filepath import FilePath
 
-from ldaproute import ber
+from ldaproute.wire import ber
 from ldaproute.config import BackendURL, Config, ConfigError
 
 GOOD = """

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ldaproute import limits
+from ldaproute.core import limits
 from ldaproute.config import Config, ConfigError
 
 MINIMAL = "[ldaproute]\nlisten = tcp:10389\n[backend:a]\nurl = ldap://h:1\n[pool:p]\nbackends = a\n[route:r]\npool = p\n"

@@ -10,11 +10,11 @@ import os
 
 import pytest
 
-from ldaproute import ber
+from ldaproute.wire import ber
 from ldaproute.config import Config, ConfigError, SuffixRewrite
-from ldaproute.dn import parseDN
-from ldaproute.rewrite import Rewriter
-from ldaproute.routing import Router
+from ldaproute.core.dn import parseDN
+from ldaproute.core.rewrite import Rewriter
+from ldaproute.core.routing import Router
 
 HEAD = "[ldaproute]\nlisten = tcp:1389\n[backend:a]\nurl = ldap://h:1\n[pool:p]\nbackends = a\n"
 EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "deploy", "examples")

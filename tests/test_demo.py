@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_demo -*-
 """
-Tests for L{ldaproute.demo}: loading the demo LDIF, answering LDAP over an
+Tests for L{ldaproute.ops.demo}: loading the demo LDIF, answering LDAP over an
 in-memory transport (bytes fed one at a time), and serving OpenLDAP's
 command-line clients on a unix socket.
 """
@@ -20,7 +20,7 @@ from twisted.internet.address import UNIXAddress
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
-from ldaproute import demo
+from ldaproute.ops import demo
 
 BASE = "dc=example,dc=com"
 ALICE = "uid=alice,ou=people," + BASE

@@ -1,7 +1,7 @@
 """
-Tests for L{ldaproute.dn}: RFC 4514 parsing and normalisation, with
+Tests for L{ldaproute.core.dn}: RFC 4514 parsing and normalisation, with
 property tests over escapes, spaces, case and multi-valued RDNs, and the
-suffix massage round trip of L{ldaproute.rewrite.swapSuffix}.
+suffix massage round trip of L{ldaproute.core.rewrite.swapSuffix}.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ldaproute.dn import parseDN
-from ldaproute.rewrite import swapSuffix
+from ldaproute.core.dn import parseDN
+from ldaproute.core.rewrite import swapSuffix
 
 settings.register_profile("ldaproute", deadline=None, derandomize=True, max_examples=60)
 settings.load_profile("ldaproute")

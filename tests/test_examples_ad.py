@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import os
 
-from ldaproute import ber
+from ldaproute.wire import ber
 from ldaproute.config import Config
-from ldaproute.routing import Router
+from ldaproute.core.routing import Router
 
 EXAMPLE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "deploy", "examples",
                        "active-directory.ini")

@@ -1,5 +1,5 @@
 """
-Tests for L{ldaproute.fanout}: the merge of sub-searches into one result
+Tests for L{ldaproute.core.fanout}: the merge of sub-searches into one result
 stream, the documented result rule, the size limit across the merge, and the
 root DSE the proxy presents.
 """
@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from ldaptor.protocols import pureldap
 
-from ldaproute import ber, fanout
-from ldaproute.rewrite import messageIDOf, splitMessage
+from ldaproute.wire import ber
+from ldaproute.core import fanout
+from ldaproute.core.rewrite import messageIDOf, splitMessage
 
 
 def entry(messageID: int, dn: bytes) -> bytes:

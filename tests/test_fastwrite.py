@@ -7,7 +7,7 @@ import socket
 from twisted.internet import tcp
 from twisted.internet.testing import MemoryReactor, StringTransport
 
-from ldaproute.fastwrite import writerFor
+from ldaproute.wire.fastwrite import writerFor
 
 
 def connectionPair() -> tuple[tcp.Connection, socket.socket, MemoryReactor]:

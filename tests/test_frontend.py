@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ldaptor.protocols import pureldap
 
-from ldaproute import ber
+from ldaproute.wire import ber
 from tests import pdus
 from tests.fakes import Client, boundClient, proxy
 
@@ -306,8 +306,8 @@ def test_endpointForAddressesAvoidsTheResolver() -> None:
     from twisted.internet.testing import MemoryReactor
 
     from ldaproute.config import Backend, BackendURL
-    from ldaproute.pool import BackendState
-    from ldaproute.upstream import endpointFor
+    from ldaproute.backends.pool import BackendState
+    from ldaproute.backends.upstream import endpointFor
 
     reactor = MemoryReactor()
     for host, kind in (("127.0.0.1", TCP4ClientEndpoint), ("::1", TCP6ClientEndpoint), ("ldap.example.com", HostnameEndpoint)):

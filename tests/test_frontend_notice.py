@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from ldaptor.protocols import pureldap
 
-from ldaproute import ber
+from ldaproute.wire import ber
 from tests import pdus
 from tests.fakes import Client, boundClient, proxy
 from tests.test_frontend import CONFIG, results

@@ -10,9 +10,9 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.protocols.haproxy._wrapper import HAProxyWrappingFactory
 from twisted.trial.unittest import SynchronousTestCase
 
-from ldaproute import ber
+from ldaproute.wire import ber
 from ldaproute.config import Config
-from ldaproute.frontend import FrontendFactory
+from ldaproute.listeners.frontend import FrontendFactory
 from ldaproute.runtime import Runtime
 
 CONFIG = """

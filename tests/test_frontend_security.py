@@ -13,12 +13,12 @@ from ldaptor.protocols import pureber, pureldap
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 
-from ldaproute import ber
+from ldaproute.wire import ber
 from ldaproute.config import Config
-from ldaproute.frontend import FrontendFactory, FrontendProtocol
+from ldaproute.listeners.frontend import FrontendFactory, FrontendProtocol
 from ldaproute.runtime import Runtime
-from ldaproute.session import Outstanding
-from ldaproute.tls import startTLSRequest
+from ldaproute.core.session import Outstanding
+from ldaproute.listeners.tls import startTLSRequest
 
 BASE = "[backend:b]\nurl = ldap://127.0.0.1:1\n[pool:p]\nbackends = b\n[route:r]\npool = p\n"
 

@@ -18,7 +18,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from ldaptor.protocols import pureldap
 
-from ldaproute import ber, limits
+from ldaproute.wire import ber
+from ldaproute.core import limits
 from tests import pdus
 from tests.fakes import Client, proxy
 

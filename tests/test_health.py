@@ -1,4 +1,4 @@
-"""Tests for ldaproute.health (probe PDUs and protocol, HealthService) and ldaproute.discovery."""
+"""Tests for ldaproute.backends.health (probe PDUs and protocol, HealthService) and ldaproute.backends.discovery."""
 
 from __future__ import annotations
 
@@ -10,10 +10,11 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.names import dns
 
-from ldaproute import ber, health
+from ldaproute.wire import ber
+from ldaproute.backends import health
 from ldaproute.config import Backend, BackendURL, Pool
-from ldaproute.discovery import SRVDiscovery
-from ldaproute.pool import Backends, PoolState
+from ldaproute.backends.discovery import SRVDiscovery
+from ldaproute.backends.pool import Backends, PoolState
 
 
 def test_rootDSESearchRequestDecodes() -> None:
@@ -78,7 +79,7 @@ def test_probeGarbage() -> None:
 
 class FakeRuntime:
     def __init__(self, pool: Pool) -> None:
-        from ldaproute.observer import Observer
+        from ldaproute.ops.observer import Observer
 
         self.backends = Backends()
         self.backends.configure({b.name: b for b in pool.backends}, {pool.name: pool})

@@ -1,5 +1,5 @@
 """
-Tests for L{ldaproute.lifecycle}: reload, drain, worker helpers; on
+Tests for L{ldaproute.ops.lifecycle}: reload, drain, worker helpers; on
 in-memory reactors.
 """
 
@@ -14,8 +14,8 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.python.filepath import FilePath
 from twisted.trial.unittest import SynchronousTestCase
 
-from ldaproute import ber
-from ldaproute.lifecycle import Drain, workerMetricsEndpoint
+from ldaproute.wire import ber
+from ldaproute.ops.lifecycle import Drain, workerMetricsEndpoint
 from ldaproute.service import Options, makeService
 
 CONFIG = """
@@ -145,7 +145,7 @@ class ShutDownTests(SynchronousTestCase):
         from twisted.internet.testing import StringTransport
 
         from ldaproute.config import Config
-        from ldaproute.frontend import FrontendFactory
+        from ldaproute.listeners.frontend import FrontendFactory
         from ldaproute.runtime import Runtime
 
         runtime = Runtime(Config.fromString(CONFIG.format(pool="first")))

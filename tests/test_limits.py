@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from ldaptor.protocols import pureldap
 
-from ldaproute import ber, limits
+from ldaproute.wire import ber
+from ldaproute.core import limits
 from tests import pdus
 from tests.fakes import Client, proxy
 from tests.integration.test_hostile_clients import nestedFilter, searchWithFilter

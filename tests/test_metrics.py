@@ -1,5 +1,5 @@
 """
-Tests for L{ldaproute.metrics}: counters and histograms by label, the state
+Tests for L{ldaproute.ops.metrics}: counters and histograms by label, the state
 collector, and the /metrics, /healthz, /readyz resources.
 """
 
@@ -11,9 +11,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.test.requesthelper import DummyRequest
 
-from ldaproute import ber
+from ldaproute.wire import ber
 from ldaproute.config import Config
-from ldaproute.metrics import Metrics, Readiness, healthSite
+from ldaproute.ops.metrics import Metrics, Readiness, healthSite
 from ldaproute.runtime import Runtime
 
 CONFIG = """

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from ldaproute.policy import BindThrottle, ConnectionLimits, SlidingWindow, normaliseBindDN
+from ldaproute.core.policy import BindThrottle, ConnectionLimits, SlidingWindow, normaliseBindDN
 
 DN = b"uid=alice,ou=people,dc=example,dc=com"
 

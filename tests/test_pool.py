@@ -1,11 +1,11 @@
-"""Tests for ldaproute.pool: strategies, caps, health state."""
+"""Tests for ldaproute.backends.pool: strategies, caps, health state."""
 
 from __future__ import annotations
 
 from collections import Counter
 
 from ldaproute.config import Backend, BackendURL, Pool
-from ldaproute.pool import Backends, BackendState, PoolState
+from ldaproute.backends.pool import Backends, BackendState, PoolState
 
 
 def makePool(strategy: str, *specs: dict) -> PoolState:

@@ -1,4 +1,4 @@
-"""L{ldaproute.proxyheader}: headers that Twisted's own PROXY parsers read back."""
+"""L{ldaproute.wire.proxyheader}: headers that Twisted's own PROXY parsers read back."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from twisted.protocols.haproxy._v1parser import V1Parser
 from twisted.protocols.haproxy._v2parser import V2Parser
 from twisted.trial.unittest import SynchronousTestCase
 
-from ldaproute.proxyheader import proxyHeader
+from ldaproute.wire.proxyheader import proxyHeader
 
 SRC4, DST4 = IPv4Address("TCP", "192.0.2.7", 51000), IPv4Address("TCP", "10.0.0.1", 389)
 SRC6, DST6 = IPv6Address("TCP", "2001:db8::7", 51000), IPv6Address("TCP", "2001:db8::1", 389)

@@ -1,5 +1,5 @@
 """
-Tests for L{ldaproute.rewrite}: each request and response shape, both
+Tests for L{ldaproute.core.rewrite}: each request and response shape, both
 directions, with controls and undecodable PDUs passing through.
 """
 
@@ -9,9 +9,9 @@ import pytest
 from ldaptor import ldapfilter
 from ldaptor.protocols import pureber, pureldap
 
-from ldaproute import ber
+from ldaproute.wire import ber
 from ldaproute.config import Config
-from ldaproute.rewrite import Refused, Rewriter, readTLV, splitMessage
+from ldaproute.core.rewrite import Refused, Rewriter, readTLV, splitMessage
 
 ROUTE = """
 [ldaproute]

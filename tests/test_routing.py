@@ -1,5 +1,5 @@
 """
-Tests for L{ldaproute.routing.Router}: every route condition, file order,
+Tests for L{ldaproute.core.routing.Router}: every route condition, file order,
 searches that span routes and the naming contexts of the root DSE.
 """
 
@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import pytest
 
-from ldaproute import ber
+from ldaproute.wire import ber
 from ldaproute.config import Config
-from ldaproute.dn import parseDN
-from ldaproute.routing import Router, noRouteResult
+from ldaproute.core.dn import parseDN
+from ldaproute.core.routing import Router, noRouteResult
 
 HEAD = """
 [ldaproute]

@@ -1,8 +1,8 @@
-"""Unit tests for L{ldaproute.sasllayer}."""
+"""Unit tests for L{ldaproute.core.sasllayer}."""
 
 from __future__ import annotations
 
-from ldaproute.sasllayer import SecurityLayerWatch
+from ldaproute.core.sasllayer import SecurityLayerWatch
 
 LINK = object()
 

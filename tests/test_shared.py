@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given, strategies as st
 from ldaptor.protocols import pureldap
 
-from ldaproute import ber, shared
+from ldaproute.wire import ber
+from ldaproute.backends import shared
 from tests import pdus
 from tests.fakes import Client, FakeConnection, proxy
 

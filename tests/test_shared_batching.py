@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from ldaptor.protocols import pureldap
 
-from ldaproute import shared
+from ldaproute.backends import shared
 from tests import pdus
 from tests.fakes import Client, FakeConnection, proxy
 from tests.test_shared import CONFIG, SERVICE_BIND

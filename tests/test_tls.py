@@ -9,7 +9,7 @@ import pytest
 from OpenSSL import SSL, crypto
 
 from ldaproute.config import Backend, BackendURL
-from ldaproute.tls import ServerTLS, clientOptionsFor, startTLSRequest, startTLSResponse
+from ldaproute.listeners.tls import ServerTLS, clientOptionsFor, startTLSRequest, startTLSResponse
 from tests.certs import CA, makeCA, makeCert
 
 

@@ -12,10 +12,11 @@ from twisted.internet.defer import succeed
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
-from ldaproute import ber, upstream
+from ldaproute.wire import ber
+from ldaproute.backends import upstream
 from ldaproute.config import Backend, BackendURL, Pool
-from ldaproute.pool import Backends
-from ldaproute.upstream import UpstreamLink
+from ldaproute.backends.pool import Backends
+from ldaproute.backends.upstream import UpstreamLink
 
 
 class Owner:

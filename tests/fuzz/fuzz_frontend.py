@@ -27,7 +27,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspa
 
 with atheris.instrument_imports(include=["ldaproute"]):
     # everything of ldaproute the fakes pull in is imported (and instrumented) here
-    from ldaproute import ber
+    from ldaproute.wire import ber
     from tests.fakes import Client, proxy
 
 CONFIG = """

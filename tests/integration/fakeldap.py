@@ -12,7 +12,7 @@ import socket
 import threading
 import time
 
-from ldaproute import ber
+from ldaproute.wire import ber
 from tests import pdus
 
 SUFFIX = "dc=fake"

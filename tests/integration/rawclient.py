@@ -3,7 +3,7 @@ A tiny blocking LDAP client for pool tests that need to see every PDU: it
 sends binds and searches, and checks that each request gets exactly one
 final response (and nothing for IDs it did not send).  Uses the proxy's
 ber helpers to build requests, but reads answers with a separate parser
-(L{ldaproute.health.readResult}) only for messageID, tag and result code.
+(L{ldaproute.backends.health.readResult}) only for messageID, tag and result code.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from __future__ import annotations
 import socket
 import time
 
-from ldaproute import ber
-from ldaproute.health import readResult
+from ldaproute.wire import ber
+from ldaproute.backends.health import readResult
 
 
 def searchRequest(messageID: int, base: str, attribute: str, value: str) -> bytes:

@@ -385,7 +385,7 @@ class _LDAPStream:
         self.buffer = b""
 
     def call(self, request: bytes, messageID: int) -> list:  # type: ignore[type-arg]
-        from ldaproute import ber
+        from ldaproute.wire import ber
         from tests import pdus
 
         self.sock.sendall(request)
@@ -416,8 +416,8 @@ def test_cleartextUnbindAfterTLSClosure(samba: SambaDC, proxy: Proxy) -> None:
 
     from ldaptor.protocols import pureldap
 
-    from ldaproute import ber
-    from ldaproute.tls import startTLSRequest
+    from ldaproute.wire import ber
+    from ldaproute.listeners.tls import startTLSRequest
     from tests import pdus
 
     logBefore = len(proxy.logText())

@@ -180,7 +180,7 @@ class _NeedMore(Exception):
 
 
 def _complete(data: bytes, count: int) -> list[pureldap.LDAPMessage]:
-    from ldaproute import ber
+    from ldaproute.wire import ber
 
     framed = ber.Framer(10**8).feed(data)
     if len(framed) < count:

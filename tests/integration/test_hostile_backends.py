@@ -18,7 +18,7 @@ from typing import Iterator
 import pytest
 from ldaptor.protocols import pureldap
 
-from ldaproute import ber
+from ldaproute.wire import ber
 from tests import pdus
 from tests.integration.fakeldap import FakeLDAPServer
 from tests.integration.proxy import ProxyProcess

@@ -4,7 +4,7 @@ front of a real slapd: each gets the RFC 4511 answer or a clean close, and
 after each, another client is still served and no file descriptor is left
 behind.
 
-Deeply nested filters are checked by the proxy (L{ldaproute.limits}): slapd
+Deeply nested filters are checked by the proxy (L{ldaproute.core.limits}): slapd
 drops the connection without an answer on filters a few thousand levels
 deep, which would cost the client its whole upstream connection.
 """
@@ -19,7 +19,7 @@ from typing import Iterator
 import pytest
 from ldaptor.protocols import pureldap
 
-from ldaproute import ber
+from ldaproute.wire import ber
 from tests import pdus
 from tests.integration.proxy import ProxyProcess, singleBackendConfig
 from tests.integration.rawldap import RawClient, runningProxy, servedAnonymously, stillHealthy

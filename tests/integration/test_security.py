@@ -18,7 +18,7 @@ from typing import Any
 import ldap3
 import pytest
 
-from ldaproute import ber
+from ldaproute.wire import ber
 from tests.certs import CA, ServerCert, makeCert
 from tests.integration.proxyprocess import ProxyProcess
 from tests.slapd import Slapd, freePort

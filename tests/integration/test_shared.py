@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from ldaproute import ber
+from ldaproute.wire import ber
 from tests.integration.conftest import SlapdFactory
 from tests.integration.rawclient import searchRequest
 from tests.slapd import Slapd

@@ -51,7 +51,7 @@ def demoLDIFPath() -> str:
     """
     Return the path of the packaged demo LDIF (C{ldaproute/data/demo.ldif}).
     """
-    return os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "demo.ldif")
+    return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "demo.ldif")
 
 
 def loadDirectory(ldifPath: str) -> Deferred[Any]:

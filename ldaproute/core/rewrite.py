@@ -29,9 +29,9 @@ from typing import Any, Final
 from urllib.parse import quote, unquote
 
 from ldaptor.protocols import pureber, pureldap
-from ldaproute import ber
+from ldaproute.wire import ber
 from ldaproute.config import Route
-from ldaproute.dn import DN, _isEscaped, _split, parseDN
+from ldaproute.core.dn import DN, _isEscaped, _split, parseDN
 
 #: Attributes whose values are DNs in the standard schemas (RFC 4519,
 #: RFC 2798, RFC 2307bis) and in Active Directory; their values are

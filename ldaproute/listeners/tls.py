@@ -31,7 +31,7 @@ from twisted.internet.ssl import (
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from ldaproute import ber
+from ldaproute.wire import ber
 from ldaproute.config import Backend
 
 #: C{tls_min_version} values and the TLS versions they stand for.

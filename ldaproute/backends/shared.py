@@ -4,7 +4,7 @@ Shared mode (C{[ldaproute] mode = shared}): many clients multiplexed, per
 operation, over a few upstream connections per pool.
 
 Each client session gets a L{SharedLink} per pool, which offers the
-frontend the methods of an L{ldaproute.upstream.UpstreamLink} (C{send},
+frontend the methods of an L{ldaproute.backends.upstream.UpstreamLink} (C{send},
 C{operationStarted}, C{close}...), but owns no connection: its operations go
 out on the pool's L{SharedConnection}s under upstream messageIDs of the
 connection's choosing, and their responses come back with the client's
@@ -37,9 +37,9 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from ldaproute import ber
-from ldaproute.fastwrite import writerFor
-from ldaproute.pool import BackendState, PoolState
+from ldaproute.wire import ber
+from ldaproute.wire.fastwrite import writerFor
+from ldaproute.backends.pool import BackendState, PoolState
 
 PROXIED_AUTHZ_OID = b"2.16.840.1.113730.3.4.18"
 PAGED_RESULTS_OID = b"1.2.840.113556.1.4.319"
@@ -728,7 +728,7 @@ def sharedPoolFor(runtime: Any, poolName: str, reactor: IReactorTime) -> SharedP
 class SharedLink:
     """
     One client session's link to a pool in shared mode, with the interface
-    the frontend uses on an L{ldaproute.upstream.UpstreamLink}.
+    the frontend uses on an L{ldaproute.backends.upstream.UpstreamLink}.
 
     @ivar _ops: client messageID -> C{(connection, upstream messageID)} of
         operations sent and not yet answered (C{connection} is None while

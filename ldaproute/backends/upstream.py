@@ -26,10 +26,11 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from ldaproute import ber, limits
-from ldaproute.fastwrite import writerFor
-from ldaproute.pool import BackendState, PoolState
-from ldaproute.proxyheader import proxyHeader
+from ldaproute.wire import ber
+from ldaproute.core import limits
+from ldaproute.wire.fastwrite import writerFor
+from ldaproute.backends.pool import BackendState, PoolState
+from ldaproute.wire.proxyheader import proxyHeader
 
 #: Largest PDU accepted from a backend: a search entry with big binary
 #: values is legitimately large; a corrupt length is not.
@@ -80,7 +81,7 @@ def endpointFor(reactor: object, state: BackendState, timeout: float) -> IStream
     if state.backend.tls == "ldaps" or url.scheme == "ldaps":
         from twisted.internet.endpoints import wrapClientTLS
 
-        from ldaproute.tls import clientOptionsFor
+        from ldaproute.listeners.tls import clientOptionsFor
 
         endpoint = wrapClientTLS(clientOptionsFor(state.backend), endpoint)
     return endpoint
@@ -108,7 +109,7 @@ class UpstreamProtocol(Protocol):
             self.transport.setTcpNoDelay(True)  # type: ignore[attr-defined]
         except (AttributeError, OSError, socket.error):
             pass  # UNIX sockets have no Nagle
-        #: requests go out through this (see L{ldaproute.fastwrite})
+        #: requests go out through this (see L{ldaproute.wire.fastwrite})
         self.write = writerFor(self.transport)
 
     def dataReceived(self, data: bytes) -> None:
@@ -236,7 +237,7 @@ class UpstreamLink:
             self.state = "handshaking"
         elif tls == "starttls":
             self.state = "starttls"
-            from ldaproute.tls import startTLSRequest
+            from ldaproute.listeners.tls import startTLSRequest
 
             self._sendInternal(startTLSRequest)
         else:
@@ -288,7 +289,7 @@ class UpstreamLink:
         if resultCode != ber.SUCCESS:
             self._tlsFailed(f"the backend refused StartTLS (resultCode {resultCode})")
             return
-        from ldaproute.tls import clientOptionsFor
+        from ldaproute.listeners.tls import clientOptionsFor
 
         self.state = "handshaking"
         try:
@@ -353,7 +354,7 @@ class UpstreamLink:
     def goOpaque(self) -> None:
         """
         The session negotiated a SASL security layer (see
-        L{ldaproute.sasllayer}): from now on, bytes in both directions are
+        L{ldaproute.core.sasllayer}): from now on, bytes in both directions are
         relayed untouched.
         """
         if self._protocol is not None:

@@ -22,7 +22,7 @@ mechanism's opaque tokens, so the proxy detects it from the bytes instead:
      of the session are closed.  If they do start with 0x30, no layer was
      negotiated and the session stays LDAP.
 
-Pure: no transports; L{ldaproute.frontend} calls it.
+Pure: no transports; L{ldaproute.listeners.frontend} calls it.
 """
 
 from __future__ import annotations

@@ -23,8 +23,8 @@ from typing import Any
 import attrs
 from twisted.logger import Logger
 
-from ldaproute import ber
-from ldaproute.ber import _readLength
+from ldaproute.wire import ber
+from ldaproute.wire.ber import _readLength
 
 #: Access events have their own namespace, so they can be filtered or routed.
 _accessLog = Logger(namespace="ldaproute.access")

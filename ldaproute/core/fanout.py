@@ -38,8 +38,8 @@ from typing import Any, Final
 
 from twisted.logger import Logger
 
-from ldaproute import ber
-from ldaproute.rewrite import Rewriter, _elements, joinMessage, readTLV, splitMessage, withMessageID
+from ldaproute.wire import ber
+from ldaproute.core.rewrite import Rewriter, _elements, joinMessage, readTLV, splitMessage, withMessageID
 
 PAGED_RESULTS_OID: Final = b"1.2.840.113556.1.4.319"
 NO_SUCH_OBJECT: Final = 32
@@ -185,7 +185,7 @@ class FanOut:
         sub.resultCode = code
 
     def _hookEntry(self, op: bytes) -> bytes:
-        from ldaproute.rewrite import _decode
+        from ldaproute.core.rewrite import _decode
         from ldaptor.protocols import pureldap
 
         entry = _decode(op)
@@ -232,7 +232,7 @@ class Plan:
     def entryHook(self, attributes: list[tuple[bytes, list[bytes]]]) -> list[tuple[bytes, list[bytes]]]:
         """The root DSE as presented: the routes' suffixes first, then the
         backend's own contexts that no route suffix already names."""
-        from ldaproute.dn import parseDN
+        from ldaproute.core.dn import parseDN
 
         listed = [context.encode("utf-8") for context in self.namingContexts]
         parsed = []
@@ -288,7 +288,7 @@ def planSearch(router: Any, listener: str, pdu: bytes, base: bytes | None, bound
         if base.strip(b" "):
             return None
         route = router.routeFor(listener, ber.SEARCH_REQUEST, base, boundDN, peerAddress)
-        from ldaproute.routing import SearchTarget
+        from ldaproute.core.routing import SearchTarget
 
         targets = [SearchTarget(route, base, 0)] if route is not None and route.reject is None else []
         return Plan(targets, rootDSE=True, namingContexts=router.namingContexts(listener, boundDN, peerAddress))

@@ -18,8 +18,8 @@ from typing import Any
 
 import attrs
 
-from ldaproute import ber
-from ldaproute.dn import DN, parseDNBytes
+from ldaproute.wire import ber
+from ldaproute.core.dn import DN, parseDNBytes
 
 
 @attrs.frozen

@@ -36,7 +36,8 @@ from prometheus_client.exposition import choose_encoder
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
-from ldaproute import __version__, ber
+from ldaproute import __version__
+from ldaproute.wire import ber
 
 #: Operation duration buckets, seconds: sub-millisecond relays to
 #: multi-second searches.
@@ -292,7 +293,7 @@ class Metrics:
 
 
 class _CLDAPCollector:
-    """The CLDAP relay's counters (see L{ldaproute.cldap.CLDAPCounters}), read at scrape time."""
+    """The CLDAP relay's counters (see L{ldaproute.listeners.cldap.CLDAPCounters}), read at scrape time."""
 
     def __init__(self, counters: Any) -> None:
         self._counters = counters

@@ -17,9 +17,9 @@ from collections.abc import Sequence
 
 import attrs
 
-from ldaproute import ber
+from ldaproute.wire import ber
 from ldaproute.config import Route
-from ldaproute.dn import DN, parseDNBytes
+from ldaproute.core.dn import DN, parseDNBytes
 
 
 class Router:

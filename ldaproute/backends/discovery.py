@@ -23,7 +23,7 @@ from twisted.names import client, dns
 from twisted.python.failure import Failure
 
 from ldaproute.config import Backend, BackendURL
-from ldaproute.pool import BackendState, PoolState
+from ldaproute.backends.pool import BackendState, PoolState
 
 MIN_REFRESH = 1.0
 MAX_REFRESH = 3600.0

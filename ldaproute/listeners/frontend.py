@@ -24,17 +24,19 @@ from twisted.protocols.haproxy._wrapper import HAProxyProtocolWrapper
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from ldaproute import ber, fanout, limits, shared
-from ldaproute.fastwrite import writerFor
+from ldaproute.wire import ber
+from ldaproute.core import fanout, limits
+from ldaproute.backends import shared
+from ldaproute.wire.fastwrite import writerFor
 from ldaproute.config import Listener
-from ldaproute.policy import ListenerPolicy
-from ldaproute.routing import noRouteResult
+from ldaproute.core.policy import ListenerPolicy
+from ldaproute.core.routing import noRouteResult
 from ldaproute.runtime import Runtime
-from ldaproute.sasllayer import SecurityLayerWatch
-from ldaproute.session import Outstanding, Session
-from ldaproute.rewrite import Refused, Rewriter, messageIDOf, rewriterFor, withMessageID
-from ldaproute.tls import ServerTLS, startTLSResponse
-from ldaproute.upstream import UpstreamLink
+from ldaproute.core.sasllayer import SecurityLayerWatch
+from ldaproute.core.session import Outstanding, Session
+from ldaproute.core.rewrite import Refused, Rewriter, messageIDOf, rewriterFor, withMessageID
+from ldaproute.listeners.tls import ServerTLS, startTLSResponse
+from ldaproute.backends.upstream import UpstreamLink
 
 #: messageIDs of the proxy's fan-out sub-searches on upstream links (below
 #: the links' own internal IDs).
@@ -168,7 +170,7 @@ class FrontendProtocol(Protocol):
         self._linksProducer = _LinksProducer(self._links)
         self.transport.registerProducer(self._linksProducer, True)  # type: ignore[union-attr]
         self._received, self._sent = self._runtime.observer.connectionOpened(self, self.transport)
-        #: relayed responses go out through this (see L{ldaproute.fastwrite})
+        #: relayed responses go out through this (see L{ldaproute.wire.fastwrite})
         self._write = writerFor(self.transport)
         if isinstance(self.transport, HAProxyProtocolWrapper):
             self.dataReceived = self._afterProxyHeader  # type: ignore[method-assign]
@@ -479,7 +481,7 @@ class FrontendProtocol(Protocol):
     def _relayOpaque(self, data: bytes) -> bool:
         """
         Relay C{data} untouched if this session is (or now becomes) an
-        opaque SASL-layer session; see L{ldaproute.sasllayer}.
+        opaque SASL-layer session; see L{ldaproute.core.sasllayer}.
         """
         link = self._opaqueLink
         if link is None:

@@ -49,10 +49,10 @@ from twisted.internet.protocol import DatagramProtocol, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from ldaproute import ber
+from ldaproute.wire import ber
 from ldaproute.config import parseUDPEndpoint
-from ldaproute.pool import BackendState, PoolState
-from ldaproute.routing import noRouteResult
+from ldaproute.backends.pool import BackendState, PoolState
+from ldaproute.core.routing import noRouteResult
 
 #: The listener name CLDAP datagrams are routed under (C{listener = cldap}).
 LISTENER = "cldap"
@@ -345,7 +345,7 @@ class RootDSECache:
     def _connectTCP(self, state: BackendState, protocol: Protocol) -> Deferred[Any]:
         from twisted.internet.endpoints import connectProtocol
 
-        from ldaproute.upstream import endpointFor
+        from ldaproute.backends.upstream import endpointFor
 
         return connectProtocol(endpointFor(self._reactor, state, self.timeout), protocol)
 

@@ -20,7 +20,7 @@ from typing import Any, Final
 from twisted.internet.interfaces import IPushProducer
 from zope.interface import implementer
 
-from ldaproute import ber
+from ldaproute.wire import ber
 
 #: Default deepest filter nesting accepted (C{[ldaproute] max_filter_depth}).
 DEFAULT_MAX_FILTER_DEPTH: Final = 64

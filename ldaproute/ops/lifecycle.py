@@ -43,7 +43,7 @@ from twisted.protocols.haproxy import proxyEndpoint
 from zope.interface import implementer
 
 from ldaproute.config import Config, ConfigError
-from ldaproute.metrics import Readiness
+from ldaproute.ops.metrics import Readiness
 from ldaproute.runtime import Runtime
 
 #: How often the drain looks for connections that became idle, seconds.

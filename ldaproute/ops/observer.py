@@ -13,9 +13,9 @@ from typing import Any
 
 from twisted.internet.interfaces import ISSLTransport
 
-from ldaproute import ber
-from ldaproute.accesslog import AccessLog, RequestSummary, describeRequest
-from ldaproute.metrics import Metrics
+from ldaproute.wire import ber
+from ldaproute.ops.accesslog import AccessLog, RequestSummary, describeRequest
+from ldaproute.ops.metrics import Metrics
 
 
 class Observer:

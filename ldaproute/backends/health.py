@@ -27,8 +27,8 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from ldaproute import ber
-from ldaproute.pool import BackendState, PoolState
+from ldaproute.wire import ber
+from ldaproute.backends.pool import BackendState, PoolState
 
 _BIND_ID = 1
 _SEARCH_ID = 2
@@ -124,7 +124,7 @@ def probe(reactor: Any, state: BackendState, pool: PoolState) -> Deferred[str | 
     Probe one backend; fires with L{None} when healthy, else with a
     sentence saying why not.  Never fails.
     """
-    from ldaproute.upstream import endpointFor
+    from ldaproute.backends.upstream import endpointFor
 
     config = pool.pool
     bind = None

@@ -1,0 +1,92 @@
+# -*- test-case-name: tests.test_interfaces -*-
+"""
+The seam between a client connection and its backends.
+
+A client connection (L{ldaproute.listeners.frontend}) holds one link per
+pool it uses.  In C{session} mode a link is an exclusive upstream
+connection; in C{shared} mode it multiplexes the client's operations over
+pooled connections.  Both modes provide L{IBackendLink}, and report to
+their owner through L{ILinkOwner}, so that nothing above this module needs
+to know which mode is in force.
+
+C{finals} below are C{(messageID, protocolOp tag, resultCode)} triples of
+the final responses contained in C{data}, in order.
+"""
+
+from __future__ import annotations
+
+from zope.interface import Attribute, Interface
+
+
+class IBackendLink(Interface):
+    """One client's path to one pool."""
+
+    pool = Attribute("The L{ldaproute.backends.pool.PoolState} this link serves.")
+    backend = Attribute(
+        "The L{ldaproute.backends.pool.BackendState} this link is connected to, "
+        "or L{None} (not connected yet, or shared mode, where operations spread)."
+    )
+    boundVersion = Attribute(
+        "The session identity version this link carries (see L{ldaproute.core.session.Session}); "
+        "the owner compares it with the session's to know when to replay a bind."
+    )
+    responseTransformer = Attribute(
+        "L{None}, or a callable taking one whole response PDU and returning the bytes to "
+        "relay instead (set by the owner for links that carry rewritten operations)."
+    )
+    transport = Attribute("The upstream transport, for flow control, or L{None}.")
+
+    def send(pdu: bytes) -> None:
+        """Send one whole request PDU (queued while connecting)."""
+
+    def operationStarted(messageID: int, timeout: float | None = None) -> None:
+        """An operation the client sent now waits for its final response."""
+
+    def operationEnded(messageID: int) -> None:
+        """The client's operation got its final response (or was answered by the proxy)."""
+
+    def entriesReturned(messageID: int) -> int:
+        """How many search result entries were relayed for the operation so far."""
+
+    def rebind(credentials: tuple[bytes, bytes]) -> None:
+        """Replay the session's simple bind C{(dn, password)} before what comes next."""
+
+    def pauseReading() -> None:
+        """Stop delivering responses (the client cannot keep up)."""
+
+    def resumeReading() -> None:
+        """Deliver responses again."""
+
+    def goOpaque() -> None:
+        """From now on relay raw bytes both ways (SASL security layer, StartTLS passthrough)."""
+
+    def writeRaw(data: bytes) -> None:
+        """Write bytes upstream as they are (opaque mode only)."""
+
+    def close(unbind: bool = False, abort: bool = False) -> None:
+        """Close the link: politely with an Unbind, or abort the transport."""
+
+
+class ILinkOwner(Interface):
+    """What a link reports to: the client connection that holds it."""
+
+    def linkReceived(link: IBackendLink, data: bytes, finals: list[tuple[int, int, int]]) -> None:
+        """Complete response PDUs for the client, and the operations they end."""
+
+    def linkLost(link: IBackendLink, reason: str, resultCode: int) -> None:
+        """The link cannot carry operations any more."""
+
+    def linkOperationTimedOut(link: IBackendLink, messageID: int, reason: str) -> None:
+        """An operation exceeded its time limit and was abandoned upstream."""
+
+    def linkReplayFailed(link: IBackendLink, resultCode: int) -> None:
+        """The bind replayed for the client was refused by the backend."""
+
+    def linkReceivedRaw(link: IBackendLink, data: bytes) -> None:
+        """Bytes from the backend of an opaque link, to relay as they are."""
+
+    def linkConnected(link: IBackendLink) -> None:
+        """The link's transport exists now (for flow control)."""
+
+    def linkTLSHandshake(link: IBackendLink, outcome: str) -> None:
+        """A TLS handshake towards the backend ended (C{success}, C{failure})."""

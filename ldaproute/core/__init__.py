@@ -1,0 +1,3 @@
+"""
+Decisions without I/O: sessions, routing, rewriting, fan-out, DNs, policy and limits.
+"""

@@ -1,0 +1,3 @@
+"""
+The client side: the LDAP protocol per client connection, CLDAP, TLS contexts.
+"""

@@ -1,0 +1,3 @@
+"""
+Running it: metrics, the access log, the observer that feeds both, lifecycle (reload, drain, workers), the demo.
+"""
