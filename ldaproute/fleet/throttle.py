@@ -371,7 +371,30 @@ class _RedisFactory(Factory):
         self._store.health.unreachable(why)
 
 
+def _noDelay(transport: Any) -> None:
+    """
+    TCP_NODELAY on the Redis connection (through a TLS wrapper too):
+    Twisted leaves Nagle's algorithm on, and a query that follows a report
+    would wait for the delayed ACK.
+    """
+    while transport is not None:
+        if hasattr(transport, "setTcpNoDelay"):
+            transport.setTcpNoDelay(True)
+            return
+        transport = getattr(transport, "transport", None)
+
+
+class _Command(txredisapi.RedisProtocol):  # type: ignore[misc]
+    def connectionMade(self) -> Any:
+        _noDelay(self.transport)
+        return super().connectionMade()
+
+
 class _Subscriber(txredisapi.SubscriberProtocol):  # type: ignore[misc]
+    def connectionMade(self) -> Any:
+        _noDelay(self.transport)
+        return super().connectionMade()
+
     def messageReceived(self, pattern: Any, channel: Any, message: Any) -> None:
         self.factory._store._published(message)
 
@@ -418,7 +441,7 @@ class RedisStore(Service):
     def startService(self) -> None:
         super().startService()
         endpoint = self.endpoint()
-        for protocolClass, subscriber in ((txredisapi.RedisProtocol, False), (_Subscriber, True)):
+        for protocolClass, subscriber in ((_Command, False), (_Subscriber, True)):
             connector = Reconnector(endpoint, _RedisFactory(protocolClass, self, subscriber), self._reactor)
             connector.failed = self.health.unreachable
             connector.start()
