@@ -1,30 +1,39 @@
 # -*- test-case-name: tests.test_fleet_throttle -*-
 """
-Bind-throttle counts shared between processes, without ever making a bind
-wait.
+Bind-throttle counts shared between processes, without letting a bind
+stall on the store.
 
 The decision stays in L{ldaproute.core.policy.BindThrottle}: it refuses a
-bind when this process's own count, or the last fleet-wide count it heard
-of, reaches the limit; both are in memory, so the check is immediate.
-What this module adds is the exchange of failures:
+bind when this process's own count, or the fleet's count as last heard,
+reaches the limit.  This module moves the counts between processes:
 
- - every failure a process sees is handed to its L{IThrottleStore}
-   asynchronously (fire and forget: the bind's answer is already on its
-   way to the client);
- - the store keeps one count per key for the whole fleet and pushes the
-   key's failure times back to every process, which replaces its view of
-   that key (L{BindThrottle.observe}).
+ - every failure is reported to the process's L{IThrottleStore}, which
+   keeps one count per key for the whole fleet and pushes the key's
+   failure times to every process (L{BindThrottle.observe}); the failed
+   bind's answer waits for that report to be acknowledged (at most
+   C{FLEET_WAIT}, 100 ms, in the frontend);
+ - a bind that the in-memory counts would let through first asks the
+   store for the current counts of its address and DN (L{IThrottleStore.query},
+   same bound) and is decided on the answer.
 
-So a Redis outage changes nothing on the bind path: the local counts are
-always kept and always consulted, which is exactly "no wider than one
-process's counts"; failures seen while the store was away are replayed
-when it is back (within their window), so shared counts resume.
+Together they make the shared limit exact for a guesser who waits for
+each answer, wherever the next guess lands: the failure is in the store
+before the guesser hears of it, and the next bind reads the store.
+Pushed views alone would not do: on a loaded host a fast client's next
+bind reached another process before the view did (measured).
+
+When the store is unreachable nothing waits (there is nothing to ask) and
+the in-memory counts decide: this process's failures plus the fleet's
+counts it last heard of, so an outage never opens the door wider than one
+process alone.  Failures seen meanwhile are replayed, within their window,
+when the store is back.
 
 L{RedisStore} keeps each key as a sorted set of failure times with an
-expiry of one window (a Lua script: prune, add, expire, publish), so the
-counts are sliding windows like the local ones, and an idle key costs
-nothing.  Keys are digests (L{ldaproute.core.policy.throttleDigest}): Redis
-never holds a client address or a DN.
+expiry of one window after its newest failure (a Lua script: prune, add,
+expire, publish), so the counts are sliding windows like the local ones,
+and an idle key costs nothing.  Keys are digests
+(L{ldaproute.core.policy.throttleDigest}): Redis never holds a client
+address or a DN.
 """
 
 from __future__ import annotations
