@@ -142,6 +142,11 @@ class BindThrottle:
         self._share = share
         self._ask = ask
 
+    @property
+    def shared(self) -> bool:
+        """Whether failures are shared with other processes (L{shareWith})."""
+        return self._share is not None
+
     def askFleet(self, address: str | None, bindDN: bytes) -> object:
         """
         Before letting a bind through: ask the fleet for its latest counts
@@ -164,8 +169,6 @@ class BindThrottle:
         self._fleet.replace(digest, times, now)
 
     def _fleetRefusal(self, kind: str, key: str | bytes, now: float) -> float | None:
-        if not len(self._fleet):
-            return None
         digest = throttleDigest(kind, key)
         if self._fleet.count(digest, now) >= self.failures:
             return self._fleet.retryAfter(digest, now)
@@ -176,11 +179,12 @@ class BindThrottle:
         Why a bind must be refused now, or L{None} to let it through.
         Anonymous binds (empty DN) are counted by address only.
         """
+        fleetKnown = len(self._fleet) > 0  # nothing heard from the fleet: no digest to compute
         if address is not None:
             wait = None
             if self._byAddress.count(address, now) >= self.failures:
                 wait = self._byAddress.retryAfter(address, now)
-            else:
+            elif fleetKnown:
                 wait = self._fleetRefusal("address", address, now)
             if wait is not None:
                 return f"too many failed binds from this address; try again in {wait:.0f}s"
@@ -189,7 +193,7 @@ class BindThrottle:
             wait = None
             if self._byDN.count(key, now) >= self.failures:
                 wait = self._byDN.retryAfter(key, now)
-            else:
+            elif fleetKnown:
                 wait = self._fleetRefusal("dn", key, now)
             if wait is not None:
                 return f"too many failed binds for this DN; try again in {wait:.0f}s"

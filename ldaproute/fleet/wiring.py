@@ -63,8 +63,6 @@ def wireFleet(
     runtime = top.runtime
     metrics = runtime.observer.metrics
     exchange = ThrottleExchange(reactor)
-    for factory in factories:
-        exchange.attach(factory.listener.name, factory.policy.throttle)
     store: IThrottleStore | None = None
     workerArgs: list[str] = []
     if config.throttleStore is not None:
@@ -94,6 +92,10 @@ def wireFleet(
         if store is None:
             store = member
     if store is not None:
+        # only a shared store makes binds consult the fleet: one process
+        # alone keeps today's path, with nothing added
+        for factory in factories:
+            exchange.attach(factory.listener.name, factory.policy.throttle)
         exchange.useStore(store)
         metrics.registry.register(StoreCollector(store))
     if config.watchConfig and workerIndex == 0 and os.path.isfile(config.path):

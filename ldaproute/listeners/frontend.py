@@ -140,6 +140,10 @@ class FrontendProtocol(Protocol):
         #: requests queued behind a bind that waits for the fleet's counts
         self._parkedPDUs: list[bytes] | None = None
         self._fleetChecked = False
+        self._releasing = False
+        #: whether bind throttling is shared with other processes (a
+        #: throttle store): only then do binds and failed binds wait
+        self._fleetShared = self._policy.throttle is not None and self._policy.throttle.shared
         self.session: Session
         self._layerWatch = SecurityLayerWatch()
         self._opaqueLink: UpstreamLink | None = None
@@ -446,15 +450,42 @@ class FrontendProtocol(Protocol):
                 link.pauseReading()
 
     def linkReceived(self, link: UpstreamLink, data: bytes, finals: list[tuple[int, int, int]]) -> None:
-        if self._heldAnswers is not None:
-            self._heldAnswers.append((link, data, finals))
-            return
-        if finals and self._policy.throttle is not None:
-            acknowledged = self._recordBindFailures(finals)
-            if acknowledged:
-                self._holdAnswers(acknowledged, (link, data, finals))
+        if self._fleetShared:
+            if self._heldAnswers is not None:
+                self._heldAnswers.append((link, data, finals))
                 return
-        self._deliver(link, data, finals)
+            if finals and not self._releasing:
+                acknowledged = self._recordBindFailures(finals)
+                if acknowledged:
+                    self._holdAnswers(acknowledged, (link, data, finals))
+                    return
+        if self._fanoutSubs:
+            data = self._fanoutResponses(data)
+        if data:
+            self._write(data)
+            self._sent.inc(len(data))
+        outstanding = self.session.outstanding
+        for messageID, tag, code in finals:
+            if self._rewritingOps:
+                self._rewritingOps.pop(messageID, None)
+            operation = outstanding.get(messageID)
+            if operation is None:
+                continue
+            if tag == ber.BIND_RESPONSE and code != ber.SASL_BIND_IN_PROGRESS:
+                self._forgetAbandonedBy(operation)
+            del outstanding[messageID]
+            link.operationEnded(messageID)
+            self._completed(operation, code, link)
+            if tag == ber.BIND_RESPONSE:
+                self._layerWatch.bindAnswered(messageID, code)
+                if code == ber.INVALID_CREDENTIALS and not self._fleetShared:
+                    self._bindFailed(operation.pending)  # shared: counted before the answer went out
+                if self.session.bindCompleted(operation.pending, code):
+                    link.boundVersion = self.session.identityVersion
+            elif messageID == self._passthroughID:
+                self._passthroughAnswered(link, code)
+        if finals:
+            self._outstandingAnswered()
 
     def _recordBindFailures(self, finals: list[tuple[int, int, int]]) -> list[Deferred[Any]]:
         """
@@ -489,35 +520,14 @@ class FrontendProtocol(Protocol):
             timer.cancel()
         if held is None or self._closing:
             return
-        for link, data, finals in held:
-            self._deliver(link, data, finals)
-
-    def _deliver(self, link: UpstreamLink, data: bytes, finals: list[tuple[int, int, int]]) -> None:
-        if self._fanoutSubs:
-            data = self._fanoutResponses(data)
-        if data:
-            self._write(data)
-            self._sent.inc(len(data))
-        outstanding = self.session.outstanding
-        for messageID, tag, code in finals:
-            if self._rewritingOps:
-                self._rewritingOps.pop(messageID, None)
-            operation = outstanding.get(messageID)
-            if operation is None:
-                continue
-            if tag == ber.BIND_RESPONSE and code != ber.SASL_BIND_IN_PROGRESS:
-                self._forgetAbandonedBy(operation)
-            del outstanding[messageID]
-            link.operationEnded(messageID)
-            self._completed(operation, code, link)
-            if tag == ber.BIND_RESPONSE:
-                self._layerWatch.bindAnswered(messageID, code)
-                if self.session.bindCompleted(operation.pending, code):
-                    link.boundVersion = self.session.identityVersion
-            elif messageID == self._passthroughID:
-                self._passthroughAnswered(link, code)
-        if finals:
-            self._outstandingAnswered()
+        first, *rest = held
+        self._releasing = True  # its failures are counted already
+        try:
+            self.linkReceived(*first)
+        finally:
+            self._releasing = False
+        for later in rest:  # may hold again; what follows queues behind it
+            self.linkReceived(*later)
 
     def _forgetAbandonedBy(self, bind: Outstanding) -> None:
         """
@@ -850,9 +860,10 @@ class FrontendProtocol(Protocol):
                 )
             elif self._policy.throttle is not None:
                 reason = self._policy.throttle.refusal(self._peerAddress, name, self._reactor.seconds())
-                checked, self._fleetChecked = self._fleetChecked, False
-                if reason is None and not checked and self._askFleet(pdu, name):
-                    return True  # decided when the fleet's counts are in
+                if reason is None and self._fleetShared:
+                    checked, self._fleetChecked = self._fleetChecked, False
+                    if not checked and self._askFleet(pdu, name):
+                        return True  # decided when the fleet's counts are in
                 if reason is not None:
                     refusal = (ber.UNWILLING_TO_PERFORM, reason, "bind throttled")
                     self._runtime.observer.metrics.bindThrottled(listener.name)
