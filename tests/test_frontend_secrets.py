@@ -2,7 +2,8 @@
 The frontend's secret policy on in-memory transports: every request that
 carries a password is answered 13 on a cleartext connection and never
 reaches a backend, in both modes; the root DSE a cleartext client reads
-lists no mechanism it would be refused.
+lists no mechanism it would be refused; StartTLS after a bind leaves the
+session anonymous, as slapd does.
 """
 
 from __future__ import annotations
@@ -198,6 +199,48 @@ def test_rootDSEThroughFanOut() -> None:
     )
     factory, backends, _ = proxy(text)
     assert readRootDSE(Client(factory), backends) == [b"SCRAM-SHA-256", b"DIGEST-MD5"]
+
+
+def test_startTLSAfterBindIsAnonymous() -> None:
+    """
+    As slapd: after StartTLS the session is anonymous, and the upstream
+    connection bound as the client is rebound anonymously before the next
+    operation.
+    """
+    factory, backends, _ = proxy(SESSION.format(policy="require_tls_for_passwords = off"))
+    client, _ = tlsClient(factory)
+    client.send(pdus.bind("uid=u,dc=example,dc=com", "pw", 1))
+    [connection] = backends.connections
+    connection.accept()
+    connection.sent()
+    connection.respond(pdus.bindResponse(1, 0))
+    client.received()
+    assert client.protocol.session.identity.name == b"uid=u,dc=example,dc=com"
+    client.send(startTLSRequest(2))
+    [answer] = pdus.decode(client.received())
+    assert answer.value.resultCode == ber.SUCCESS
+    assert client.protocol.session.identity is ANONYMOUS
+    client.send(pdus.search(messageID=3))
+    [rebind] = pdus.decode(connection.sent())
+    assert (rebind.value.dn, rebind.value.auth) == (b"", b"")
+    connection.respond(pdus.bindResponse(rebind.id))
+    [search] = pdus.decode(connection.sent())
+    assert search.id == 3
+
+
+def test_startTLSWhenAnonymousRebindsNothing() -> None:
+    factory, backends, _ = proxy(SESSION.format(policy=""))
+    client, _ = tlsClient(factory)
+    client.send(pdus.search(messageID=1))
+    [connection] = backends.connections
+    connection.accept()
+    connection.sent()
+    connection.respond(pdus.searchDone(1))
+    client.send(startTLSRequest(2))
+    version = client.protocol.session.identityVersion
+    client.send(pdus.search(messageID=3))
+    [search] = pdus.decode(connection.sent())
+    assert search.id == 3 and client.protocol.session.identityVersion == version
 
 
 def test_mechanismListInOnePlace() -> None:

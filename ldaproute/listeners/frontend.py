@@ -902,6 +902,7 @@ class FrontendProtocol(Protocol):
             return True
         self.transport.write(startTLSResponse(envelope.messageID))  # type: ignore[union-attr]
         self.transport.startTLS(self._serverTLS)  # type: ignore[union-attr]
+        self.session.tlsStarted()
         self._secure = True  # every byte from now on is inside TLS
         self._tlsState = "handshaking"
         return True
@@ -930,6 +931,7 @@ class FrontendProtocol(Protocol):
             other.close(unbind=True)
         self._opaqueLink = link
         self._secure = True
+        self.session.tlsStarted()  # the backend did the same on its side
         self._cancelTimer("_pduTimer")
         self._runtime.observer.connectionSecured(self, "passthrough")
         link.goOpaque()
