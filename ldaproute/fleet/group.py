@@ -242,7 +242,7 @@ class GroupHub(Service):
         for channel in list(self.members.values()):
             channel.transport.loseConnection()  # type: ignore[union-attr]
         if self._port is not None:
-            return defer.maybeDeferred(self._port.stopListening)
+            return defer.maybeDeferred(self._port.stopListening)  # type: ignore[call-overload,misc,no-any-return]
         return None
 
     def _received(self, channel: GroupChannel, message: dict[str, Any]) -> None:
@@ -289,6 +289,10 @@ class GroupHub(Service):
 
     # --- questions to the members --------------------------------------------------
 
+    def _unanswered(self, failure: Any, questionID: int) -> None:
+        """No answer in time (or the channel went): L{None} for that member."""
+        self._asked.pop(questionID, None)
+
     def ask(self, question: str) -> Deferred[dict[int, Any]]:
         """Each connected member's answer to C{question} (L{None}: no answer in time)."""
         pending = []
@@ -299,12 +303,16 @@ class GroupHub(Service):
             self._asked[questionID] = d
             channel.send({"t": "ask", "id": questionID, "q": question})
             d.addTimeout(ASK_TIMEOUT, self._reactor)
-            d.addErrback(lambda f, questionID=questionID: self._asked.pop(questionID, None) and None)
-            d.addCallback(lambda body, index=index: (index, body))
+            d.addErrback(self._unanswered, questionID)
+            d.addCallback(_pairedWith, index)
             pending.append(d)
         gathered: Deferred[Any] = defer.gatherResults(pending)
         gathered.addCallback(dict)
         return gathered
+
+
+def _pairedWith(body: Any, index: int) -> tuple[int, Any]:
+    return index, body
 
 
 @implementer(IThrottleStore)
@@ -501,9 +509,7 @@ class GroupStatus:
 
     def ready(self) -> Deferred[tuple[bool, dict[str, Any]]]:
         """Ready when at least one worker is; the body names those that are not, and why."""
-        d = self._hub.ask("ready")
-        d.addCallback(self._ready)
-        return d
+        return self._hub.ask("ready").addCallback(self._ready)
 
     def _ready(self, answers: dict[int, Any]) -> tuple[bool, dict[str, Any]]:
         ok, own = self._readiness()

@@ -362,6 +362,7 @@ class _RedisFactory(Factory):
 
     def buildProtocol(self, addr: Any) -> Any:
         settings = self._store.settings
+        assert settings.throttleStore is not None
         protocol = self._protocolClass(
             charset="utf-8",
             password=settings.throttleStorePassword,
