@@ -156,6 +156,25 @@ def _file(value: str) -> str:
     return path
 
 
+def _accessLog(value: str) -> str | None:
+    """C{on} or C{stdout}: standard output; C{off}: no access log; else a
+    file path, whose directory must exist (the file is created)."""
+    text = value.strip()
+    lowered = text.lower()
+    if lowered in ("on", "yes", "true", "1", "stdout"):
+        return "stdout"
+    if lowered in ("off", "no", "false", "0"):
+        return None
+    if not text:
+        raise _Invalid("expected on, off, stdout or a file path")
+    directory = os.path.dirname(os.path.abspath(text))
+    if not os.path.isdir(directory):
+        raise _Invalid(f"expected on, off, stdout or a file path: no directory {directory!r}")
+    if os.path.isdir(text):
+        raise _Invalid(f"{text!r} is a directory: give a file path")
+    return text
+
+
 def _endpoints(value: str) -> tuple[str, ...]:
     endpoints = tuple(_list(value))
     if not endpoints:
@@ -542,7 +561,8 @@ class Config:
     cldapAmplification: int = 8
     cldapRootDSETTL: float = 60.0
     metrics: str | None = None
-    accessLog: bool = True
+    #: where access-log lines go: C{"stdout"}, a file path, or L{None} (off)
+    accessLog: str | None = "stdout"
     logFormat: str = "text"
     #: "debug" adds an event per routing decision and rewrite (costly: off
     #: the hot path unless asked for)
@@ -595,7 +615,7 @@ _GLOBAL_KEYS: _KeyTable = {
     "cldap_amplification": ("cldapAmplification", _positiveInt),
     "cldap_rootdse_ttl": ("cldapRootDSETTL", _seconds),
     "metrics": ("metrics", _oneEndpoint),
-    "access_log": ("accessLog", _bool),
+    "access_log": ("accessLog", _accessLog),
     "log_format": ("logFormat", _choice("text", "json")),
     "log_level": ("logLevel", _choice("info", "debug")),
     "drain_timeout": ("drainTimeout", _seconds),

@@ -31,6 +31,7 @@ from ldaproute.listeners import tls
 from ldaproute.listeners.frontend import FrontendFactory
 from ldaproute.ops.lifecycle import ProxyService, WorkerSupervisor, reusePortEndpoint, workerMetricsEndpoint
 from ldaproute.ops.metrics import healthSite
+from ldaproute.ops.status import StatusService, statusSnapshot
 from ldaproute.runtime import Runtime
 
 #: Where the demo proxy listens: an unprivileged port on loopback.
@@ -129,7 +130,7 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         from twisted.internet import reactor as globalReactor
 
         reactor = globalReactor
-    runtime = Runtime(options.routes)
+    runtime = Runtime(options.routes, reactor=reactor)
     routes = options.routes
     logFormat = options["log-format"] or routes.logFormat
     if logFormat != routes.logFormat:
@@ -144,8 +145,15 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         DemoDirectoryService(f"unix:{options.demoSocket}", demoLDIFPath(), reactor).setServiceParent(top)
     serverTLS = {}
     workerIndex = getattr(options, "workerIndex", 0)
+    status = StatusService(runtime.observer.status)
+    status.setName("status")
+    status.setServiceParent(top)
     if routes.metrics is not None:
-        site = healthSite(runtime.observer.metrics, top.readiness)
+        site = healthSite(
+            runtime.observer.metrics,
+            top.readiness,
+            lambda: statusSnapshot(runtime, top.readiness, reactor.seconds()),
+        )
         metricsService = strports.service(workerMetricsEndpoint(routes.metrics, workerIndex), site, reactor=reactor)
         metricsService.setName("metrics")
         metricsService.setServiceParent(top)
