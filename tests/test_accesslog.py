@@ -6,6 +6,9 @@ out; the text and JSON lines; the batched writer and its reopening.
 
 from __future__ import annotations
 
+import shutil
+import tempfile
+
 import json
 
 import attrs
@@ -45,7 +48,15 @@ def fields(pdu: bytes) -> dict[str, object]:
     return dict(summarize(pdu).fields)
 
 
-class DescribeRequestTests(SynchronousTestCase):
+class _TempPath:
+    def tempPath(self) -> str:
+        """A file path in a fresh directory removed after the test."""
+        directory = tempfile.mkdtemp(prefix="ldaproute-test-")
+        self.addCleanup(shutil.rmtree, directory, True)  # type: ignore[attr-defined]
+        return os.path.join(directory, "access.log")
+
+
+class DescribeRequestTests(_TempPath, SynchronousTestCase):
     def test_search(self) -> None:
         pdu = searchPDU("(&(objectClass=person)(|(uid=jdoe)(cn=J*n))(!(mail=*)))", scope=1, attributes=(b"cn", b"mail"))
         summary = summarize(pdu)
@@ -185,10 +196,10 @@ def completion(**changes: object) -> Completion:
     return Completion(**values)  # type: ignore[arg-type]
 
 
-class LineTests(SynchronousTestCase):
+class LineTests(_TempPath, SynchronousTestCase):
     def setUp(self) -> None:
         self.lines: list[str] = []
-        self.path = self.mktemp()
+        self.path = self.tempPath()
 
     def logged(self, logFormat: str, c: Completion) -> str:
         log = AccessLog(AccessLogWriter(self.path), logFormat)
@@ -235,9 +246,9 @@ class LineTests(SynchronousTestCase):
         )
 
 
-class WriterTests(SynchronousTestCase):
+class WriterTests(_TempPath, SynchronousTestCase):
     def setUp(self) -> None:
-        self.path = self.mktemp()
+        self.path = self.tempPath()
         self.clock = Clock()
 
     def content(self) -> str:

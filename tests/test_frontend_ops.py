@@ -5,6 +5,9 @@ protocol header, metrics for completed and rejected operations.
 
 from __future__ import annotations
 
+import shutil
+import tempfile
+
 import os
 
 from twisted.internet.address import IPv4Address
@@ -33,7 +36,15 @@ pool = main
 """
 
 
-class ProxyHeaderTests(SynchronousTestCase):
+class _TempPath:
+    def tempPath(self) -> str:
+        """A file path in a fresh directory removed after the test."""
+        directory = tempfile.mkdtemp(prefix="ldaproute-test-")
+        self.addCleanup(shutil.rmtree, directory, True)  # type: ignore[attr-defined]
+        return os.path.join(directory, "access.log")
+
+
+class ProxyHeaderTests(_TempPath, SynchronousTestCase):
     def setUp(self) -> None:
         self.runtime = Runtime(Config.fromString(CONFIG))
         factory = FrontendFactory(self.runtime.config.listeners[0], self.runtime, MemoryReactorClock())
@@ -58,10 +69,10 @@ class ProxyHeaderTests(SynchronousTestCase):
         self.assertTrue(self.transport.disconnecting)
 
 
-class AccessLogSwitchTests(SynchronousTestCase):
+class AccessLogSwitchTests(_TempPath, SynchronousTestCase):
     def lines(self, accessLog: str) -> list[dict[str, str]]:
         """Two connections, three requests; the access-log lines written."""
-        path = self.mktemp()
+        path = self.tempPath()
         destination = path if accessLog == "on" else accessLog
         runtime = Runtime(Config.fromString(CONFIG.replace("listen = haproxy:tcp:10389", f"listen = tcp:1\naccess_log = {destination}")))
         factory = FrontendFactory(runtime.config.listeners[0], runtime, MemoryReactorClock())
