@@ -138,6 +138,10 @@ def describeRequest(pdu: bytes, envelope: ber.Envelope, opNumber: int = 0) -> Re
     or an assertion value.  A malformed field ends the description early.
     """
     tag = envelope.opTag
+    if tag == ber.SEARCH_REQUEST:
+        quick = _quickSearch(pdu, envelope.contentStart, envelope.contentEnd, opNumber)
+        if quick is not None:
+            return quick
     kind = ber.OPERATION_NAMES.get(tag, "unknown")
     fields: list[tuple[str, str | int]] = []
     try:
@@ -180,39 +184,102 @@ def _content(pdu: bytes, pos: int) -> tuple[int, int]:
     return start, start + int.from_bytes(pdu[pos + 2 : start], "big")
 
 
+def _quickSearch(pdu: bytes, pos: int, end: int, opNumber: int) -> RequestSummary | None:
+    """
+    The common search in one pass, without calls: short-form lengths for
+    every field, a short base and a one-assertion or presence filter.
+    L{None} for anything else (then L{_searchFields} reads it).
+    """
+    n = pdu[pos + 1]
+    if n >= 0x80:
+        return None
+    start = pos + 2
+    pos = start + n
+    base = pdu[start:pos]
+    scope = _SCOPES.get(pdu[pos + 2], "?") if pdu[pos + 1] == 1 else "?"
+    pos += 2 + pdu[pos + 1]
+    pos += 2 + pdu[pos + 1]  # derefAliases
+    n = pdu[pos + 1]
+    if n >= 0x80:
+        return None
+    sizeLimit = int.from_bytes(pdu[pos + 2 : pos + 2 + n], "big")
+    pos += 2 + n
+    pos += 2 + pdu[pos + 1]  # timeLimit
+    pos += 2 + pdu[pos + 1]  # typesOnly
+    tag = pdu[pos]
+    n = pdu[pos + 1]
+    if n >= 0x80 or pos + 2 + n > end:
+        return None
+    if tag == 0x87:
+        text = f"({pdu[pos + 2 : pos + 2 + n].decode('ascii', 'replace')}=*)"
+    else:
+        operator = _OPERATORS.get(tag)
+        if operator is None or pdu[pos + 3] >= 0x80:
+            return None
+        text = f"({pdu[pos + 4 : pos + 4 + pdu[pos + 3]].decode('ascii', 'replace')}{operator})"
+    pos += 2 + n
+    count = 0
+    if pos < end:
+        n = pdu[pos + 1]
+        if n >= 0x80:
+            return None
+        inner, stop = pos + 2, min(pos + 2 + n, end)
+        while inner < stop:
+            inner += 2 + pdu[inner + 1]
+            count += 1
+    if len(base) > _MAX_DN or len(text) > 64:
+        return None
+    return RequestSummary(
+        "search",
+        (("base", base.decode("utf-8", "replace")), ("scope", scope), ("filter", text), ("attrs", count),
+         ("sizelimit", sizeLimit)),
+        len(pdu),
+        opNumber,
+    )  # fmt: skip
+
+
+def _skip(pdu: bytes, pos: int) -> int:
+    """The offset past the TLV at C{pos}."""
+    first = pdu[pos + 1]
+    if first < 0x80:
+        return pos + 2 + first
+    return _content(pdu, pos)[1]
+
+
 def _searchFields(pdu: bytes, envelope: ber.Envelope, fields: list[tuple[str, str | int]]) -> None:
     end = envelope.contentEnd
-    start, stop = _content(pdu, envelope.contentStart)
-    if stop > end:
-        return
-    fields.append(("base", _text(pdu[start:stop])))
-    start, pos = _content(pdu, stop)  # scope
-    scope = _SCOPES.get(int.from_bytes(pdu[start:pos], "big"), "?")
-    pos = _content(pdu, pos)[1]  # derefAliases
-    start, pos = _content(pdu, pos)  # sizeLimit
-    sizeLimit = int.from_bytes(pdu[start:pos], "big")
-    pos = _content(pdu, pos)[1]  # timeLimit
-    pos = _content(pdu, pos)[1]  # typesOnly
+    start, pos = _content(pdu, envelope.contentStart)
     if pos > end:
         return
-    fields.append(("scope", scope))
+    base = _text(pdu[start:pos])
+    if pdu[pos + 1] == 1:  # scope: ENUMERATED, one octet
+        scope = _SCOPES.get(pdu[pos + 2], "?")
+        pos += 3
+    else:
+        start, pos = _content(pdu, pos)
+        scope = _SCOPES.get(int.from_bytes(pdu[start:pos], "big"), "?")
+    pos = _skip(pdu, pos)  # derefAliases
+    start, pos = _content(pdu, pos)  # sizeLimit
+    sizeLimit = int.from_bytes(pdu[start:pos], "big")
+    pos = _skip(pdu, _skip(pdu, pos))  # timeLimit, typesOnly
+    if pos > end:
+        fields.append(("base", base))
+        return
     summary = _filter(pdu, pos, end, 0)
     if summary is None:
-        fields.append(("filter", "?"))
+        fields += (("base", base), ("scope", scope), ("filter", "?"))
         return
     text, pos = summary
     if len(text) > _MAX_FILTER:
         text = text[: _MAX_FILTER - 3] + "..."
-    fields.append(("filter", text))
     count = 0
     if pos < end:
         inner, stop = _content(pdu, pos)
         stop = min(stop, end)
         while inner < stop:
-            inner = _content(pdu, inner)[1]
+            inner = _skip(pdu, inner)
             count += 1
-    fields.append(("attrs", count))
-    fields.append(("sizelimit", sizeLimit))
+    fields += (("base", base), ("scope", scope), ("filter", text), ("attrs", count), ("sizelimit", sizeLimit))
 
 
 def _compareFields(pdu: bytes, envelope: ber.Envelope, fields: list[tuple[str, str | int]]) -> None:
@@ -284,11 +351,18 @@ def _filter(pdu: bytes, pos: int, end: int, depth: int) -> tuple[str, int] | Non
 def _quote(value: str) -> str:
     """A logfmt value: bare when it can be, else in double quotes (JSON
     escapes for anything unprintable)."""
-    if not value.isprintable():
+    if '"' in value or "\\" in value or not value.isprintable():
         return json.dumps(value, ensure_ascii=False)
-    if not value or " " in value or "=" in value or '"' in value or "\\" in value:
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if not value or " " in value or "=" in value:
+        return f'"{value}"'
     return value
+
+
+def _quoted(value: str) -> str:
+    """A value that is nearly always quoted (DNs, filters)."""
+    if '"' in value or "\\" in value or not value.isprintable():
+        return json.dumps(value, ensure_ascii=False)
+    return f'"{value}"'
 
 
 def shorten(message: str, limit: int = MAX_MESSAGE) -> str:
@@ -299,18 +373,25 @@ def shorten(message: str, limit: int = MAX_MESSAGE) -> str:
 
 class _Clock:
     """ISO 8601 UTC timestamps with milliseconds; the date part is formatted
-    once a second, not once a line."""
+    once a second, the whole stamp once a millisecond."""
 
     def __init__(self) -> None:
+        self._ms = -1
         self._second = -1
         self._prefix = ""
+        self._stamp = ""
 
     def stamp(self, now: float) -> str:
-        second = int(now)
+        ms = int(now * 1000.0)
+        if ms == self._ms:
+            return self._stamp
+        self._ms = ms
+        second = ms // 1000
         if second != self._second:
             self._second = second
-            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-        return f"{self._prefix}.{int((now - second) * 1000):03d}Z"
+            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(second))
+        self._stamp = stamp = f"{self._prefix}{ms % 1000:03d}Z"
+        return stamp
 
 
 @attrs.frozen
@@ -331,12 +412,21 @@ class Completion:
     seconds: float
 
 
+def _requestText(summary: RequestSummary) -> str:
+    """The request's fields as logfmt (the common search written out)."""
+    fields = summary.fields
+    if summary.kind == "search" and len(fields) == 5:
+        (_, base), (_, scope), (_, text), (_, attrs), (_, sizeLimit) = fields
+        return f"base={_quoted(base)} scope={scope} filter={_quoted(text)} attrs={attrs} sizelimit={sizeLimit}"  # type: ignore[arg-type]
+    return " ".join([f"{k}={v}" if type(v) is int else f"{k}={_quote(v)}" for k, v in fields])  # type: ignore[arg-type]
+
+
 def textLine(
     clock: _Clock, conn: int, client: str, listener: str, tls: str, summary: RequestSummary, route: str,
     backend: str, resultCode: int, message: str, entries: int, now: float, seconds: float,
 ) -> str:
     """The logfmt line of one completed operation."""
-    request = " ".join([f"{k}={v}" if type(v) is int else f"{k}={_quote(v)}" for k, v in summary.fields])  # type: ignore[arg-type]
+    request = _requestText(summary)
     msg = f" msg={_quote(shorten(message))}" if message else ""
     return (
         f"{clock.stamp(now)} conn={conn} op={summary.opNumber} client={_quote(client)} listener={listener} "
