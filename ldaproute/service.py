@@ -28,6 +28,7 @@ from twisted.python.filepath import FilePath
 
 from ldaproute import __version__, config
 from ldaproute.listeners import tls
+from ldaproute.ops import check
 from ldaproute.listeners.frontend import FrontendFactory
 from ldaproute.ops.lifecycle import ProxyService, WorkerSupervisor, reusePortEndpoint, workerMetricsEndpoint
 from ldaproute.ops.metrics import healthSite
@@ -66,6 +67,7 @@ class Options(usage.Options):
     )
     optFlags = [
         ["demo", None, "Serve the built-in demo directory through the proxy."],
+        ["check", None, "Validate the configuration, print its summary and warnings, and exit (no port opens)."],
         ["version", None, "Print the version and exit."],
     ]
     optParameters = [
@@ -105,7 +107,12 @@ class Options(usage.Options):
         try:
             self.routes = config.Config.fromFile(FilePath(path))
         except config.ConfigError as e:
-            raise usage.UsageError(str(e)) from None
+            # the one line alone: twistd prints its whole usage text for a
+            # UsageError, which buries the mistake
+            sys.stderr.write(f"{e}\n")
+            raise SystemExit(1) from None
+        if self["check"]:
+            raise SystemExit(check.report(self.routes, sys.stdout))
 
 
 class _RemoveDirectoryOnStop(Service):
