@@ -22,7 +22,7 @@ import attrs
 from twisted.application import strports
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import IService, Service
-from twisted.logger import ILogObserver, jsonFileLogObserver
+from twisted.logger import ILogObserver, Logger, jsonFileLogObserver
 from twisted.python import usage
 from twisted.python.filepath import FilePath
 
@@ -37,13 +37,16 @@ from ldaproute.runtime import Runtime
 
 #: Where the demo proxy listens: an unprivileged port on loopback.
 DEMO_LISTEN = "tcp:10389:interface=127.0.0.1"
+#: Where the demo serves /metrics, /healthz, /readyz and the status page.
+DEMO_METRICS = "tcp:9389:interface=127.0.0.1"
 
 
-def demoConfigText(socketPath: str, listen: str = DEMO_LISTEN) -> str:
+def demoConfigText(socketPath: str, listen: str = DEMO_LISTEN, metrics: str = DEMO_METRICS) -> str:
     """routes.ini for the demo: one route to the embedded directory."""
     return (
         "[ldaproute]\n"
         f"listen = {listen}\n"
+        f"metrics = {metrics}\n"
         "# the demo listens on loopback only and has no certificate: allow\n"
         "# cleartext simple binds there (never do this on a real network)\n"
         "require_tls_for_simple_bind = off\n"
@@ -73,6 +76,7 @@ class Options(usage.Options):
     optParameters = [
         ["config", "c", None, "Path to routes.ini."],
         ["demo-listen", None, DEMO_LISTEN, "Endpoint the demo proxy listens on."],
+        ["demo-metrics", None, DEMO_METRICS, "Endpoint of the demo's metrics site and status page."],
         ["log-format", None, None, "text or json (one JSON object per line); overrides log_format."],
         ["worker-index", None, "0", "Internal: which worker process this is (workers = N)."],
     ]
@@ -93,7 +97,7 @@ class Options(usage.Options):
             if self["config"]:
                 raise usage.UsageError("give either --demo or -c routes.ini, not both")
             self.demoSocket = os.path.join(tempfile.mkdtemp(prefix="ldaproute-demo-"), "directory.sock")
-            text = demoConfigText(self.demoSocket, self["demo-listen"])
+            text = demoConfigText(self.demoSocket, self["demo-listen"], self["demo-metrics"])
             try:
                 self.routes = config.Config.fromString(text, "<demo>")
             except config.ConfigError as e:
@@ -113,6 +117,34 @@ class Options(usage.Options):
             raise SystemExit(1) from None
         if self["check"]:
             raise SystemExit(check.report(self.routes, sys.stdout))
+
+
+def _hostPort(description: str) -> str:
+    """C{host:port} of a C{tcp:PORT:interface=HOST} endpoint, for URLs."""
+    parts = description.split(":")
+    host = next((p.partition("=")[2] for p in parts if p.startswith("interface=")), "127.0.0.1")
+    port = next((p for p in parts[1:] if p.isdigit()), "?")
+    return f"{host}:{port}"
+
+
+class _DemoGreeting(Service):
+    """Says what to try once the demo has started."""
+
+    _log = Logger()
+
+    def __init__(self, listen: str, metrics: str) -> None:
+        self._ldap = _hostPort(listen)
+        self._http = _hostPort(metrics)
+
+    def startService(self) -> None:
+        super().startService()
+        self._log.info(
+            "Demo ready. Try: ldapsearch -x -H ldap://{ldap} -b dc=example,dc=com '(uid=alice)' ; "
+            "ldapwhoami -x -H ldap://{ldap} -D uid=alice,ou=people,dc=example,dc=com -w alicepass ; "
+            "status page http://{http}/ ; metrics http://{http}/metrics ; http://{http}/healthz ; http://{http}/readyz",
+            ldap=self._ldap,
+            http=self._http,
+        )
 
 
 class _RemoveDirectoryOnStop(Service):
@@ -150,6 +182,8 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         # added first, so stopped last: the socket's temporary directory goes
         _RemoveDirectoryOnStop(os.path.dirname(options.demoSocket)).setServiceParent(top)
         DemoDirectoryService(f"unix:{options.demoSocket}", demoLDIFPath(), reactor).setServiceParent(top)
+    if options.demoSocket is not None:
+        _DemoGreeting(options["demo-listen"], options["demo-metrics"]).setServiceParent(top)
     serverTLS = {}
     workerIndex = getattr(options, "workerIndex", 0)
     status = StatusService(runtime.observer.status)
