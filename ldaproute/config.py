@@ -15,6 +15,7 @@ import configparser
 import ipaddress
 import os
 import re
+import shlex
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -544,6 +545,26 @@ class Route:
 
 
 @attrs.frozen
+class Expectation:
+    """
+    An C{[expect:NAME]} section: an operation, as C{ldaproute explain}
+    takes it, and where it must go.  C{ldaproute check} verifies them;
+    start-up only checks their keys.
+    """
+
+    name: str
+    operation: tuple[str, ...]
+    bindDN: str | None = None
+    client: str = "192.0.2.1"
+    listener: str | None = None
+    tls: bool = False
+    route: str | None = None
+    pool: str | None = None
+    backend: str | None = None
+    result: int | None = None
+
+
+@attrs.frozen
 class Config:
     """The whole of routes.ini."""
 
@@ -573,6 +594,8 @@ class Config:
     #: (clients multiplexed per operation, see L{ldaproute.backends.shared})
     mode: str = "session"
     maxFilterDepth: int = 64
+    #: C{[expect:NAME]} sections, in file order (see L{Expectation})
+    expectations: tuple[Expectation, ...] = ()
 
     @classmethod
     def fromFile(cls, path: FilePath[str] | str) -> Config:
@@ -687,6 +710,35 @@ _ROUTE_KEYS: _KeyTable = {
     "map_attributes": ("mapAttributes", _attributeMap),
     "hide_attributes": ("hideAttributes", _attributeNames),
     "dn_attributes": ("dnAttributes", _attributeNames),
+}
+
+def _words(value: str) -> tuple[str, ...]:
+    try:
+        words = tuple(shlex.split(value))
+    except ValueError as e:
+        raise _Invalid(f"cannot split {value.strip()!r} into words: {e}") from None
+    if not words:
+        raise _Invalid("expected an operation, as ldaproute explain takes it: search BASE [SCOPE [FILTER]], bind DN, ...")
+    return words
+
+
+def _resultCode(value: str) -> int:
+    try:
+        return int(value.strip())
+    except ValueError:
+        raise _Invalid(f"expected a result code, not {value.strip()!r}") from None
+
+
+_EXPECT_KEYS: _KeyTable = {
+    "operation": ("operation", _words),
+    "bind_dn": ("bindDN", str.strip),
+    "client": ("client", str.strip),
+    "listener": ("listener", str.strip),
+    "tls": ("tls", _bool),
+    "route": ("route", str.strip),
+    "pool": ("pool", str.strip),
+    "backend": ("backend", str.strip),
+    "result": ("result", _resultCode),
 }
 
 _REWRITE_KEYS = (
@@ -817,6 +869,7 @@ class _Loader:
             "backend": {},
             "pool": {},
             "route": {},
+            "expect": {},
         }
         order: list[str] = []
         for section in parser.sections():
@@ -830,7 +883,7 @@ class _Loader:
                     section,
                     None,
                     "unknown section: expected [ldaproute], [listener:NAME], [backend:NAME], "
-                    "[pool:NAME] or [route:NAME]",
+                    "[pool:NAME], [route:NAME] or [expect:NAME]",
                 )
             if not _SECTION_NAME.fullmatch(name):
                 raise self.error(section, None, f"bad name {name!r}: use letters, digits, '-', '_' and '.'")
@@ -940,6 +993,20 @@ class _Loader:
             raise self.error(None, None, "no route: add a [route:NAME] section with pool = NAME")
         if globalValues.get("mode") == "shared":
             self.sharedBackends(backends)
+        expectations = []
+        for name, items in sections["expect"].items():
+            section = f"expect:{name}"
+            values = self.values(section, items, _EXPECT_KEYS)
+            if "operation" not in values:
+                raise self.error(section, "operation", "missing: the operation to try, as ldaproute explain takes it")
+            if not any(key in values for key in ("route", "pool", "backend", "result")):
+                raise self.error(section, "route", "missing: give what to expect: route, pool, backend or result")
+            for key, known in (("route", [r.name for r in routes]), ("pool", list(pools)), ("backend", list(backends))):
+                if values.get(key) is not None and values[key] not in known:
+                    raise self.error(section, key, f"unknown {key} {values[key]!r}")
+            if values.get("listener") is not None and values["listener"] not in listenerNames:
+                raise self.error(section, "listener", f"unknown listener {values['listener']!r}")
+            expectations.append(Expectation(name, **values))
 
         return Config(
             path=self.path,
@@ -947,5 +1014,6 @@ class _Loader:
             backends=backends,
             pools=pools,
             routes=tuple(routes),
+            expectations=tuple(expectations),
             **globalValues,
         )

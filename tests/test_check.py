@@ -221,3 +221,57 @@ def test_consoleScriptModule() -> None:
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "rewrites suffix dc=corp,dc=example,dc=com => dc=ad,dc=example,dc=local" in result.stdout
+
+
+EXPECT = BASE.format(listen="tcp:389:interface=127.0.0.1", extra="", pool="", routes=(
+    "[route:ro]\noperations = write\nreject = 53 read-only\n[route:all]\npool = p\n"
+))
+
+
+def test_expectationsHold(tmp_path: object) -> None:
+    path = write(tmp_path, EXPECT + "[expect:reads]\noperation = search dc=example,dc=com\nroute = all\nbackend = a\n"
+                 "[expect:writes]\noperation = delete uid=x,dc=example,dc=com\nresult = 53\n")
+    code, out, _ = run("check", "-c", path)
+    assert code == 0
+    assert out.endswith(
+        "expectations: 2 of 2 hold\n"
+        "  - expect:reads: ok (search dc=example,dc=com)\n"
+        "  - expect:writes: ok (delete uid=x,dc=example,dc=com)\n"
+    )
+
+
+def test_expectationFails(tmp_path: object) -> None:
+    """A configuration test that does not hold fails check (exit 1), saying what happened instead."""
+    path = write(tmp_path, EXPECT + "[expect:writes]\noperation = delete uid=x,dc=example,dc=com\nroute = all\n"
+                 "[expect:reads]\noperation = search dc=example,dc=com\nresult = 53\n")
+    code, out, _ = run("check", "-c", path)
+    assert code == 1
+    assert out.endswith(
+        "expectations: 0 of 2 hold\n"
+        "  - expect:writes: FAILED (delete uid=x,dc=example,dc=com): route ro, not all\n"
+        "  - expect:reads: FAILED (search dc=example,dc=com): forwarded to a backend, not answered 53 by the proxy\n"
+    )
+
+
+@pytest.mark.parametrize(
+    "section, message",
+    [
+        ("[expect:e]\nroute = all\n", "[expect:e] operation: missing: the operation to try, as ldaproute explain takes it"),
+        ("[expect:e]\noperation = search dc=x\n", "[expect:e] route: missing: give what to expect: route, pool, backend or result"),
+        ("[expect:e]\noperation = search dc=x\nroute = nope\n", "[expect:e] route: unknown route 'nope'"),
+        ("[expect:e]\noperation = search dc=x\nresult = many\n", "[expect:e] result: expected a result code, not 'many'"),
+        ("[expect:e]\noperation = search 'dc=x\nroute = all\n", "[expect:e] operation: cannot split \"search 'dc=x\" into words: No closing quotation"),
+    ],
+)
+def test_expectationMistakes(section: str, message: str) -> None:
+    from ldaproute.config import ConfigError
+
+    with pytest.raises(ConfigError) as info:
+        Config.fromString(EXPECT + section)
+    assert str(info.value) == f"routes.ini {message}"
+
+
+def test_startUpIgnoresExpectations(tmp_path: object) -> None:
+    """Start-up loads a file with expectations (checked by check only) as any other."""
+    config = Config.fromString(EXPECT + "[expect:e]\noperation = search dc=x\nresult = 53\n")
+    assert [e.name for e in config.expectations] == ["e"]

@@ -7,8 +7,12 @@ print what it says and what an experienced administrator would warn about.
 The summary lists listeners (endpoints, TLS, policy), routes in match
 order with their conditions, pools with their strategy and backends, and
 the process-wide settings.  L{warnings} are judgements, not errors: the
-file is valid (exit 0) with or without them; a L{ConfigError} is the only
-failure (exit 1, its one line on stderr).
+file is valid (exit 0) with or without them.  C{[expect:NAME]} sections
+(an operation, as C{explain} takes it, and the route, pool, first backend
+or proxy answer it must get) are configuration tests that travel with the
+file: each is put through L{explain.explain}.  A L{ConfigError} (exit 1,
+its one line on stderr) or an expectation that does not hold (exit 1) are
+the failures.
 """
 
 from __future__ import annotations
@@ -16,7 +20,8 @@ from __future__ import annotations
 import ipaddress
 from typing import IO
 
-from ldaproute.config import Config, ConfigError, Listener, Route
+from ldaproute.config import Config, ConfigError, Expectation, Listener, Route
+from ldaproute.ops import explain
 from ldaproute.wire import ber
 
 
@@ -224,12 +229,53 @@ def run(path: str, stdout: IO[str], stderr: IO[str]) -> int:
     return report(config, stdout)
 
 
+def verify(config: Config, expectation: Expectation) -> str | None:
+    """L{None} when C{expectation} holds; else what went differently."""
+    try:
+        operation = explain.parseOperation(expectation.operation)
+        found = explain.explain(
+            config, operation, expectation.bindDN, expectation.client, expectation.listener, expectation.tls
+        )
+    except explain.ExplainError as e:
+        return str(e)
+    problems = []
+    if expectation.route is not None and found.route != expectation.route:
+        problems.append(f"route {found.route or '(none)'}, not {expectation.route}")
+    if expectation.pool is not None and found.pool != expectation.pool:
+        problems.append(f"pool {found.pool or '(none)'}, not {expectation.pool}")
+    if expectation.backend is not None and (found.backends[:1] or [None])[0] != expectation.backend:
+        problems.append(f"backend {found.backends[0] if found.backends else '(none)'} first, not {expectation.backend}")
+    if expectation.result is not None and found.answer != expectation.result:
+        got = "forwarded to a backend" if found.answer is None else f"answered {found.answer}"
+        problems.append(f"{got}, not answered {expectation.result} by the proxy")
+    return "; ".join(problems) or None
+
+
 def report(config: Config, stdout: IO[str]) -> int:
-    """Print the summary and the warnings of a loaded configuration; 0."""
+    """
+    Print the summary, the warnings and the C{[expect:NAME]} results of a
+    loaded configuration; 0, or 1 when an expectation does not hold.
+    """
     for line in summary(config):
         stdout.write(line + "\n")
     found = warnings(config)
     stdout.write(f"warnings: {len(found) or 'none'}\n")
     for line in found:
         stdout.write(f"  - {line}\n")
-    return 0
+    if not config.expectations:
+        return 0
+    failures = 0
+    lines = []
+    for expectation in config.expectations:
+        problem = verify(config, expectation)
+        what = " ".join(expectation.operation)
+        if problem is None:
+            lines.append(f"  - expect:{expectation.name}: ok ({what})")
+        else:
+            failures += 1
+            lines.append(f"  - expect:{expectation.name}: FAILED ({what}): {problem}")
+    held = len(config.expectations) - failures
+    stdout.write(f"expectations: {held} of {len(config.expectations)} hold\n")
+    for line in lines:
+        stdout.write(line + "\n")
+    return 1 if failures else 0
