@@ -153,3 +153,11 @@ def test_readmeTranscripts(monkeypatch: pytest.MonkeyPatch) -> None:
         out = io.StringIO()
         assert cli.main(argv, out, io.StringIO()) == 0
         assert out.getvalue().splitlines() == expected, argv
+
+
+def test_passwordModifyInCleartext() -> None:
+    """The secrets policy (core/secrets) answers for explain too: Password Modify without TLS is 13."""
+    config = example("read-write-split.ini")
+    result = explain(config, parseOperation(["extended", "1.3.6.1.4.1.4203.1.11.1"]))
+    assert result.answer == ber.CONFIDENTIALITY_REQUIRED
+    assert explain(config, parseOperation(["extended", "1.3.6.1.4.1.4203.1.11.1"]), tls=True).route == "writes"

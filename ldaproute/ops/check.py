@@ -20,6 +20,7 @@ from __future__ import annotations
 import ipaddress
 from typing import IO
 
+from ldaproute.core import secrets
 from ldaproute.config import Config, ConfigError, Expectation, Listener, Route
 from ldaproute.ops import explain
 from ldaproute.wire import ber
@@ -56,7 +57,7 @@ def _listenerText(listener: Listener) -> str:
     tls = {"terminate": "StartTLS terminated here", "passthrough": "StartTLS passed to the backend", "off": "no StartTLS"}
     ldaps = [e for e in listener.endpoints if e.startswith(("ssl:", "haproxy:ssl:"))]
     policy = [
-        "simple binds need TLS" if listener.requireTLSForSimpleBind else "CLEARTEXT SIMPLE BINDS ALLOWED",
+        "passwords need TLS" if listener.requireTLSForPasswords else "CLEARTEXT PASSWORDS ALLOWED",
         "anonymous allowed" if listener.allowAnonymous else "no anonymous access",
     ]
     if listener.clientNetworks:
@@ -176,13 +177,13 @@ def warnings(config: Config) -> list[str]:
     """What an experienced administrator would point out in a valid file."""
     out = []
     for listener in config.listeners:
-        if not listener.requireTLSForSimpleBind:
+        if not listener.requireTLSForPasswords:
             exposed = [e for e in listener.endpoints if not endpointIsLocal(e) and not e.startswith(("ssl:", "haproxy:ssl:"))]
             if exposed:
                 out.append(
-                    f"listener {listener.name}: cleartext simple binds are allowed on {', '.join(exposed)}, "
+                    f"listener {listener.name}: cleartext passwords (simple binds...) are allowed on {', '.join(exposed)}, "
                     "which is not loopback: passwords can cross the network in the clear "
-                    "(set require_tls_for_simple_bind = on)"
+                    "(set require_tls_for_passwords = on)"
                 )
         if listener.starttls == "passthrough":
             rewriting = [r.name for r in config.routes if r.rewrites and r.listener in (None, listener.name)]
@@ -214,6 +215,9 @@ def warnings(config: Config) -> list[str]:
                     f"backend {backend.name}: tls = none to {backend.url.host}, not loopback, and pool {name} serves "
                     "binds: client passwords cross the network to the backend in the clear (use tls = starttls or ldaps)"
                 )
+    # passwords and cleartext legs (core/secrets): the backend sentences; the
+    # listener one is said above, for exposed listeners only
+    out += [line for line in secrets.cleartextBackendWarnings(config) if line.startswith("backend ")]
     if config.metrics is None:
         out.append("no metrics endpoint ([ldaproute] metrics): no /metrics, /readyz or status page")
     return out

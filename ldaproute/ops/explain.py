@@ -28,6 +28,7 @@ from ldaptor.protocols import pureber, pureldap
 from ldaproute.backends.pool import Backends
 from ldaproute.config import Config, Listener, Route
 from ldaproute.core import fanout, limits
+from ldaproute.core.policy import ListenerPolicy
 from ldaproute.core.dn import DN, parseDN
 from ldaproute.core.rewrite import Refused, rewriterFor
 from ldaproute.core.routing import Router, noRouteResult
@@ -221,13 +222,17 @@ def explain(
         return out
 
     # the frontend's order: policy, StartTLS, filter depth, routing
-    if tag == ber.BIND_REQUEST:
-        if listener.requireTLSForSimpleBind and not tls:
+    envelope = ber.Envelope.fromBytes(operation.pdu)
+    if listener.requireTLSForPasswords and not tls:
+        secret = ListenerPolicy.fromListener(listener).secrets.secretIn(operation.pdu, envelope)
+        if secret is not None:
             return answer(
                 ber.CONFIDENTIALITY_REQUIRED,
-                "a simple bind with a password needs TLS here: use StartTLS or ldaps",
-                "require_tls_for_simple_bind is on and the connection has no TLS",
+                secret.refusal,
+                "require_tls_for_passwords is on and the connection has no TLS",
             )
+    if tag == ber.BIND_REQUEST:
+        pass
     elif not listener.allowAnonymous and boundDN is None and operation.extendedOID != ber.STARTTLS_OID:
         return answer(ber.INSUFFICIENT_ACCESS_RIGHTS, "bind first", "allow_anonymous is off and the session is anonymous")
     if operation.extendedOID == ber.STARTTLS_OID:
@@ -236,7 +241,6 @@ def explain(
         if listener.starttls == "off":
             return answer(ber.PROTOCOL_ERROR, "StartTLS is not offered on this listener", "starttls = off")
         out.add("starttls:  passthrough: the request goes to the session's backend, then bytes are relayed untouched")
-    envelope = ber.Envelope.fromBytes(operation.pdu)
     if tag == ber.SEARCH_REQUEST:
         depth = limits.filterDepth(operation.pdu, envelope, config.maxFilterDepth)
         if depth > config.maxFilterDepth:
