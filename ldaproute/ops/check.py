@@ -247,8 +247,9 @@ def verify(config: Config, expectation: Expectation) -> str | None:
         problems.append(f"route {found.route or '(none)'}, not {expectation.route}")
     if expectation.pool is not None and found.pool != expectation.pool:
         problems.append(f"pool {found.pool or '(none)'}, not {expectation.pool}")
-    if expectation.backend is not None and (found.backends[:1] or [None])[0] != expectation.backend:
-        problems.append(f"backend {found.backends[0] if found.backends else '(none)'} first, not {expectation.backend}")
+    first = found.backends[0] if found.backends else None
+    if expectation.backend is not None and first != expectation.backend:
+        problems.append(f"backend {first or '(none)'} first, not {expectation.backend}")
     if expectation.result is not None and found.answer != expectation.result:
         got = "forwarded to a backend" if found.answer is None else f"answered {found.answer}"
         problems.append(f"{got}, not answered {expectation.result} by the proxy")
