@@ -428,8 +428,11 @@ def textLine(
     """The logfmt line of one completed operation."""
     request = _requestText(summary)
     msg = f" msg={_quote(shorten(message))}" if message else ""
+    stamp = clock._stamp if int(now * 1000.0) == clock._ms else clock.stamp(now)
+    if " " in client or "=" in client or '"' in client or "\\" in client or not client.isprintable():
+        client = _quote(client)
     return (
-        f"{clock.stamp(now)} conn={conn} op={summary.opNumber} client={_quote(client)} listener={listener} "
+        f"{stamp} conn={conn} op={summary.opNumber} client={client} listener={listener} "
         f"tls={tls} type={summary.kind} {request}{' ' if request else ''}route={route or '-'} backend={backend or '-'} "
         f"result={resultCode}{msg} entries={entries} bytes={summary.size} ms={seconds * 1000.0:.3f}\n"
     )  # fmt: skip
