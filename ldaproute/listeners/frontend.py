@@ -284,7 +284,7 @@ class FrontendProtocol(Protocol):
                 pdu, envelope, maxDepth
             ) > maxDepth:
                 self._answer(
-                    envelope, limits.ADMIN_LIMIT_EXCEEDED, f"search filter nested deeper than {maxDepth} levels"
+                    envelope, limits.ADMIN_LIMIT_EXCEEDED, f"search filter nested deeper than {maxDepth} levels", pdu=pdu
                 )
                 return
         if session.mustRebind and tag != ber.BIND_REQUEST:
@@ -292,6 +292,7 @@ class FrontendProtocol(Protocol):
                 envelope,
                 ber.OPERATIONS_ERROR,
                 "the upstream connection was lost and a SASL bind cannot be replayed: bind again",
+                pdu=pdu,
             )
             return
 
@@ -327,11 +328,11 @@ class FrontendProtocol(Protocol):
             # an anonymous simple bind that no route claims: the proxy can
             # say yes itself, since the links it opens later are anonymous
             session.bindCompleted(None, ber.SUCCESS)
-            self._answer(envelope, ber.SUCCESS, "")
+            self._answer(envelope, ber.SUCCESS, "", pdu=pdu)
             return
         if route is None:
             code, text = noRouteResult(tag)
-            self._answer(envelope, code, text)
+            self._answer(envelope, code, text, pdu=pdu)
             return
         if route.reject is not None:
             self._answer(envelope, route.reject.resultCode, route.reject.message, route.name, pdu)
@@ -348,18 +349,21 @@ class FrontendProtocol(Protocol):
                 envelope,
                 ber.OPERATIONS_ERROR,
                 "this operation needs a new upstream connection and a SASL bind cannot be replayed: bind again",
+                pdu=pdu,
             )
             return
+        requestPDU = pdu  # as the client sent it, for the access log
         if route.rewrites:
             try:
                 pdu = self._rewriteRequest(route, link, messageID, pdu)
             except Refused as e:
                 if isBind:
                     session.bindCompleted(None, e.resultCode)
-                self._answer(envelope, e.resultCode, e.message)
+                self._answer(envelope, e.resultCode, e.message, pdu=pdu)
                 return
         session.outstanding[messageID] = Outstanding(
-            messageID, tag, link, self._reactor.seconds(), route.name, pending, runtime.observer.summarize(pdu, envelope)
+            messageID, tag, link, self._reactor.seconds(), route.name, pending,
+            runtime.observer.summarize(self, requestPDU, envelope),
         )
         if isBind:
             choice, mechanism = envelope.bindAuthentication(pdu)
@@ -641,6 +645,7 @@ class FrontendProtocol(Protocol):
         self.transport.write(  # type: ignore[union-attr]
             ber.result(messageID, ber.RESPONSE_FOR[operation.opTag], ber.TIME_LIMIT_EXCEEDED, reason)
         )
+        self._completed(operation, ber.TIME_LIMIT_EXCEEDED, link, reason)
 
     def linkReplayFailed(self, link: UpstreamLink, resultCode: int) -> None:
         self.session.identityLost()
@@ -661,7 +666,7 @@ class FrontendProtocol(Protocol):
         answers = []
         for operation in failed:
             del outstanding[operation.messageID]
-            self._completed(operation, resultCode, link)
+            self._completed(operation, resultCode, link, reason)
             answers.append(
                 ber.result(operation.messageID, ber.RESPONSE_FOR[operation.opTag], resultCode, reason)
             )
@@ -829,11 +834,11 @@ class FrontendProtocol(Protocol):
             if sub.link is not None:
                 sub.link.send(ber.message(self._nextSubID, ber.tlv(ber.ABANDON_REQUEST, ber.encodeInteger(sub.subID))))
                 self._nextSubID += 1
-    def _completed(self, operation: Outstanding, resultCode: int, link: UpstreamLink | None) -> None:
+    def _completed(self, operation: Outstanding, resultCode: int, link: UpstreamLink | None, message: str = "") -> None:
         now = self._reactor.seconds()
         self._runtime.observer.operationCompleted(
             self, operation.opTag, operation.messageID, operation.route, link, resultCode,
-            operation.startedAt, now, operation.summary,
+            operation.startedAt, now, operation.summary, message,
         )  # fmt: skip
 
     # --- the proxy's own answers ------------------------------------------
@@ -846,8 +851,10 @@ class FrontendProtocol(Protocol):
             self.transport.write(answer)  # type: ignore[union-attr]
             now = self._reactor.seconds()
             observer = self._runtime.observer
-            summary = observer.summarize(pdu, envelope) if pdu is not None else None
-            observer.operationCompleted(self, envelope.opTag, envelope.messageID, route, None, resultCode, now, now, summary)
+            summary = observer.summarize(self, pdu, envelope) if pdu is not None else None
+            observer.operationCompleted(
+                self, envelope.opTag, envelope.messageID, route, None, resultCode, now, now, summary, diagnosticMessage
+            )
 
     def _protocolError(self, reason: ber.FramingError) -> None:
         self._log.warn(
@@ -871,13 +878,14 @@ class FrontendProtocol(Protocol):
         session = self.session
         tag = envelope.opTag
         if self._passthroughID is not None:
-            self._answer(envelope, ber.OPERATIONS_ERROR, "StartTLS is in progress: wait for its response")
+            self._answer(envelope, ber.OPERATIONS_ERROR, "StartTLS is in progress: wait for its response", pdu=pdu)
             return True
         if listener.maxOutstanding is not None and len(session.outstanding) >= listener.maxOutstanding:
             self._answer(
                 envelope,
                 ber.BUSY,
                 f"too many operations outstanding on this connection (limit {listener.maxOutstanding})",
+                pdu=pdu,
             )
             return True
         if listener.requireTLSForPasswords and not self._secure:
@@ -910,7 +918,7 @@ class FrontendProtocol(Protocol):
                     resultCode=code,
                     reason=message,
                 )
-                self._answer(envelope, code, message)
+                self._answer(envelope, code, message, pdu=pdu)
                 # RFC 4511 4.2.1: a failed bind leaves the connection anonymous
                 session.bindCompleted(None, code)
                 return True
@@ -922,6 +930,7 @@ class FrontendProtocol(Protocol):
                 envelope,
                 ber.INSUFFICIENT_ACCESS_RIGHTS,
                 "anonymous access is not allowed on this listener: bind first",
+                pdu=pdu,
             )
             return True
         return False
