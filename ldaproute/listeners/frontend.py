@@ -27,6 +27,7 @@ from zope.interface import implementer
 
 from ldaproute.wire import ber
 from ldaproute.core import fanout, limits, secrets
+from ldaproute.core.secrets import JUDGED_OPERATIONS
 from ldaproute.backends import shared
 from ldaproute.wire.attributes import isRootDSESearch
 from ldaproute.wire.fastwrite import writerFor
@@ -296,11 +297,6 @@ class FrontendProtocol(Protocol):
             )
             return
 
-        if tag == ber.SEARCH_REQUEST and not self._secure and self._listener.requireTLSForPasswords:
-            # a second byte test keeps the common case (a non-empty base) cheap
-            if pdu[envelope.contentStart + 1] in (0, 1, 0x81) and isRootDSESearch(pdu, envelope):
-                self._cleartextRootDSE.add(messageID)
-
         runtime = self._runtime
         router = runtime.router
         targetDN = envelope.targetDN(pdu) if router.needsTargetDN else None
@@ -365,6 +361,12 @@ class FrontendProtocol(Protocol):
             messageID, tag, link, self._reactor.seconds(), route.name, pending,
             runtime.observer.summarize(self, requestPDU, envelope),
         )
+        if tag == ber.SEARCH_REQUEST and not self._secure:
+            # the length of the base first: a non-empty one ends the test
+            baseLength = pdu[envelope.contentStart + 1]
+            if (baseLength < 2 or baseLength == 0x81) and self._listener.requireTLSForPasswords:
+                if isRootDSESearch(pdu, envelope):
+                    self._cleartextRootDSE.add(messageID)
         if isBind:
             choice, mechanism = envelope.bindAuthentication(pdu)
             self._layerWatch.bindSent(messageID, mechanism if choice == ber.SASL_AUTH_TAG else None, link)
@@ -437,6 +439,7 @@ class FrontendProtocol(Protocol):
             return
         operation = self.session.outstanding.pop(messageID, None)
         if operation is not None:
+            self._cleartextRootDSE.discard(messageID)
             operation.link.operationEnded(messageID)
             operation.link.send(pdu)
             self._outstandingAnswered()
@@ -628,6 +631,7 @@ class FrontendProtocol(Protocol):
         operation = self.session.outstanding.pop(messageID, None)
         if operation is None or self._closing:
             return
+        self._cleartextRootDSE.discard(messageID)
         if operation.opTag == ber.BIND_REQUEST:
             self.session.bindCompleted(None, ber.TIME_LIMIT_EXCEEDED)
         self._log.warn(
@@ -666,6 +670,7 @@ class FrontendProtocol(Protocol):
         answers = []
         for operation in failed:
             del outstanding[operation.messageID]
+            self._cleartextRootDSE.discard(operation.messageID)
             self._completed(operation, resultCode, link, reason)
             answers.append(
                 ber.result(operation.messageID, ber.RESPONSE_FOR[operation.opTag], resultCode, reason)
@@ -761,8 +766,7 @@ class FrontendProtocol(Protocol):
                 return True
             links.append(link)
         write = self.transport.write  # type: ignore[union-attr]
-        if messageID in self._cleartextRootDSE:
-            self._cleartextRootDSE.discard(messageID)
+        if plan.rootDSE and not self._secure and self._listener.requireTLSForPasswords:
             write = self._writeCleartextRootDSE
         search = fanout.FanOut(
             messageID,
@@ -888,7 +892,7 @@ class FrontendProtocol(Protocol):
                 pdu=pdu,
             )
             return True
-        if listener.requireTLSForPasswords and not self._secure:
+        if tag in JUDGED_OPERATIONS and listener.requireTLSForPasswords and not self._secure:
             secret = self._policy.secrets.secretIn(pdu, envelope)
             if secret is not None:
                 self._refuseSecret(envelope, pdu, secret)
