@@ -769,14 +769,6 @@ class _Loader:
             except _Invalid as e:
                 raise self.error(section, "service_bind_dn", str(e)) from None
 
-    def sharedBackends(self, backends: dict[str, Backend]) -> None:
-        """Shared mode speaks plain LDAP or ldaps to backends (no StartTLS yet)."""
-        for name, backend in backends.items():
-            if backend.tls == "starttls":
-                raise self.error(
-                    f"backend:{name}", "tls", "starttls is not supported with mode = shared: use ldaps or mode = session"
-                )
-
     def load(self, text: str) -> Config:
         parser = configparser.ConfigParser(
             interpolation=None, inline_comment_prefixes=(";", "#"), empty_lines_in_values=False
@@ -918,9 +910,6 @@ class _Loader:
             routes.append(Route(name, **values))
         if not routes:
             raise self.error(None, None, "no route: add a [route:NAME] section with pool = NAME")
-        if globalValues.get("mode") == "shared":
-            self.sharedBackends(backends)
-
         return Config(
             path=self.path,
             listeners=tuple(listeners),

@@ -17,7 +17,7 @@ from ldaproute.config import Config
 from ldaproute.ops.observer import Observer
 from ldaproute.backends.pool import Backends, BackendState
 from ldaproute.core.routing import Router
-from ldaproute.backends.upstream import endpointFor
+from ldaproute.backends.connection import endpointFor
 
 
 class Runtime:

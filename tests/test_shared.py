@@ -345,13 +345,13 @@ def test_backpressurePausesClient() -> None:
     client = Client(factory)
     client.send(pdus.search(messageID=1))
     first, second = twoReady(backends)
-    first.protocol.pauseProducing()
-    second.protocol.pauseProducing()
+    first.protocol.connection.pauseProducing()
+    second.protocol.connection.pauseProducing()
     client.send(pdus.search(messageID=2))
     assert client.transport.producerState == "paused"
-    first.protocol.resumeProducing()
+    first.protocol.connection.resumeProducing()
     assert client.transport.producerState == "paused"
-    second.protocol.resumeProducing()
+    second.protocol.connection.resumeProducing()
     assert client.transport.producerState == "producing"
 
 

@@ -124,7 +124,7 @@ def probe(reactor: Any, state: BackendState, pool: PoolState) -> Deferred[str | 
     Probe one backend; fires with L{None} when healthy, else with a
     sentence saying why not.  Never fails.
     """
-    from ldaproute.backends.upstream import endpointFor
+    from ldaproute.backends.connection import endpointFor
 
     config = pool.pool
     bind = None

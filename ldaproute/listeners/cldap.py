@@ -345,7 +345,7 @@ class RootDSECache:
     def _connectTCP(self, state: BackendState, protocol: Protocol) -> Deferred[Any]:
         from twisted.internet.endpoints import connectProtocol
 
-        from ldaproute.backends.upstream import endpointFor
+        from ldaproute.backends.connection import endpointFor
 
         return connectProtocol(endpointFor(self._reactor, state, self.timeout), protocol)
 

@@ -36,7 +36,8 @@ from ldaproute.core.sasllayer import SecurityLayerWatch
 from ldaproute.core.session import Outstanding, Session
 from ldaproute.core.rewrite import Refused, Rewriter, messageIDOf, rewriterFor, withMessageID
 from ldaproute.listeners.tls import ServerTLS, startTLSResponse
-from ldaproute.backends.upstream import UpstreamLink
+from ldaproute.backends.interfaces import IBackendLink
+from ldaproute.backends.sessionlink import SessionLink
 
 #: messageIDs of the proxy's fan-out sub-searches on upstream links (below
 #: the links' own internal IDs).
@@ -60,7 +61,7 @@ class _LinksProducer:
     full, so a slow reader does not make the proxy hold a whole result.
     """
 
-    def __init__(self, links: dict[str, UpstreamLink]) -> None:
+    def __init__(self, links: dict[str, IBackendLink]) -> None:
         self._links = links
         self.paused = False
 
@@ -127,11 +128,11 @@ class FrontendProtocol(Protocol):
         self._idleTimer: IDelayedCall | None = None
         self._pduTimer: IDelayedCall | None = None
         self._framer = ber.Framer(runtime.config.maxPDUBytes)
-        self._links: dict[str, UpstreamLink] = {}
+        self._links: dict[str, IBackendLink] = {}
         self._closing = False
         self.session: Session
         self._layerWatch = SecurityLayerWatch()
-        self._opaqueLink: UpstreamLink | None = None
+        self._opaqueLink: IBackendLink | None = None
         # slow path state: rewritten operations by messageID, fan-outs by
         # client messageID, their sub-searches by sub-search messageID
         self._rewritingOps: dict[int, Rewriter] = {}
@@ -349,7 +350,7 @@ class FrontendProtocol(Protocol):
         if self._gate.paused and len(self.session.outstanding) < limits.PAUSE_OUTSTANDING:
             self._gate.resume("outstanding")
 
-    def _linkFor(self, poolName: str, isBind: bool) -> UpstreamLink | None:
+    def _linkFor(self, poolName: str, isBind: bool) -> IBackendLink | None:
         """
         The session's link to a pool, opened if need be, carrying the
         client's current identity (replayed when it does not yet).
@@ -373,15 +374,15 @@ class FrontendProtocol(Protocol):
             replay = None
         runtime = self._runtime
         pool = runtime.backends.pools[poolName]
-        link = UpstreamLink(
-            self, pool, self._reactor, pool.pool.connectTimeout, replay, self._peerText, runtime.endpointFactory,
+        link = SessionLink(
+            self, pool, self._reactor, replay, self._peerText, runtime.endpointFactory,
             (self.transport.getPeer(), self.transport.getHost()),  # type: ignore[union-attr]
         )
         link.boundVersion = session.identityVersion
         self._links[poolName] = link
         return link
 
-    def _sharedLinkFor(self, poolName: str) -> Any:
+    def _sharedLinkFor(self, poolName: str) -> IBackendLink:
         """Shared mode: the session's view of the pool's shared connections."""
         link = self._links.get(poolName)
         if link is None:
@@ -420,7 +421,7 @@ class FrontendProtocol(Protocol):
 
     # --- answers from links -----------------------------------------------
 
-    def linkConnected(self, link: UpstreamLink) -> None:
+    def linkConnected(self, link: IBackendLink) -> None:
         """Back-pressure from the backend's side: its full buffer pauses us."""
         transport: Any = link.transport
         if transport is not None and self.transport is not None:
@@ -431,7 +432,7 @@ class FrontendProtocol(Protocol):
             if self._linksProducer.paused:  # the client is not reading
                 link.pauseReading()
 
-    def linkReceived(self, link: UpstreamLink, data: bytes, finals: list[tuple[int, int, int]]) -> None:
+    def linkReceived(self, link: IBackendLink, data: bytes, finals: list[tuple[int, int, int]]) -> None:
         if self._fanoutSubs:
             data = self._fanoutResponses(data)
         if data:
@@ -504,15 +505,15 @@ class FrontendProtocol(Protocol):
         link.writeRaw(data)
         return True
 
-    def linkTLSHandshake(self, link: UpstreamLink, outcome: str) -> None:
+    def linkTLSHandshake(self, link: IBackendLink, outcome: str) -> None:
         """A TLS handshake towards a backend: C{success} or C{failure}."""
         self._runtime.observer.metrics.tlsHandshake("backend", outcome)
 
-    def linkReceivedRaw(self, link: UpstreamLink, data: bytes) -> None:
+    def linkReceivedRaw(self, link: IBackendLink, data: bytes) -> None:
         """Backend bytes of an opaque session."""
         self.transport.write(data)  # type: ignore[union-attr]
 
-    def linkLost(self, link: UpstreamLink, reason: str, resultCode: int = ber.UNAVAILABLE) -> None:
+    def linkLost(self, link: IBackendLink, reason: str, resultCode: int = ber.UNAVAILABLE) -> None:
         if self._opaqueLink is link:
             self._closing = True
             self.transport.loseConnection()  # type: ignore[union-attr]
@@ -526,7 +527,7 @@ class FrontendProtocol(Protocol):
         self._failSubSearches(link, resultCode, reason)
         self._failOperations(link, resultCode, reason)
 
-    def linkOperationTimedOut(self, link: UpstreamLink, messageID: int, reason: str) -> None:
+    def linkOperationTimedOut(self, link: IBackendLink, messageID: int, reason: str) -> None:
         """Answer an operation the link abandoned after its operation_timeout."""
         operation = self.session.outstanding.pop(messageID, None)
         if operation is None or self._closing:
@@ -549,7 +550,7 @@ class FrontendProtocol(Protocol):
             ber.result(messageID, ber.RESPONSE_FOR[operation.opTag], ber.TIME_LIMIT_EXCEEDED, reason)
         )
 
-    def linkReplayFailed(self, link: UpstreamLink, resultCode: int) -> None:
+    def linkReplayFailed(self, link: IBackendLink, resultCode: int) -> None:
         self.session.identityLost()
         self._failSubSearches(
             link, ber.OPERATIONS_ERROR, f"the backend refused to restore this session's bind (resultCode {resultCode})"
@@ -560,7 +561,7 @@ class FrontendProtocol(Protocol):
             f"the backend refused to restore this session's bind (resultCode {resultCode}): bind again",
         )
 
-    def _failOperations(self, link: UpstreamLink, resultCode: int, reason: str) -> None:
+    def _failOperations(self, link: IBackendLink, resultCode: int, reason: str) -> None:
         outstanding = self.session.outstanding
         failed = [operation for operation in outstanding.values() if operation.link is link]
         if not failed or self._closing:
@@ -589,7 +590,7 @@ class FrontendProtocol(Protocol):
 
     # --- the slow path: rewriting and searches across routes -------------
 
-    def _rewriteRequest(self, route: Any, link: UpstreamLink, messageID: int, pdu: bytes) -> bytes:
+    def _rewriteRequest(self, route: Any, link: IBackendLink, messageID: int, pdu: bytes) -> bytes:
         """The request through the route's rewriter; responses to it will
         come back through the same rewriter (the link's transformer)."""
         rewriter = rewriterFor(route)
@@ -707,7 +708,7 @@ class FrontendProtocol(Protocol):
             self._fanoutProgress(search, abandon)
         return b"".join(keep)
 
-    def _failSubSearches(self, link: UpstreamLink, resultCode: int, reason: str) -> None:
+    def _failSubSearches(self, link: IBackendLink, resultCode: int, reason: str) -> None:
         """Sub-searches on a link that lost them count as failed."""
         if not self._fanoutSubs:
             return
@@ -728,7 +729,7 @@ class FrontendProtocol(Protocol):
             if sub.link is not None:
                 sub.link.send(ber.message(self._nextSubID, ber.tlv(ber.ABANDON_REQUEST, ber.encodeInteger(sub.subID))))
                 self._nextSubID += 1
-    def _completed(self, operation: Outstanding, resultCode: int, link: UpstreamLink | None) -> None:
+    def _completed(self, operation: Outstanding, resultCode: int, link: IBackendLink | None) -> None:
         now = self._reactor.seconds()
         self._runtime.observer.operationCompleted(
             self, operation.opTag, operation.messageID, operation.route, link, resultCode,
@@ -857,7 +858,7 @@ class FrontendProtocol(Protocol):
             self._runtime.observer.connectionSecured(self, "starttls")
             self._log.info("TLS established with {peer}", peer=self._peerText, listener=self._listener.name)
 
-    def _passthroughAnswered(self, link: UpstreamLink, resultCode: int) -> None:
+    def _passthroughAnswered(self, link: IBackendLink, resultCode: int) -> None:
         self._passthroughID = None
         if resultCode != ber.SUCCESS:
             return  # the session stays cleartext and usable
