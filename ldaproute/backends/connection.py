@@ -112,14 +112,14 @@ class BackendConnection(Connector):
         self._serial: deque[tuple[int, bytes]] | None = deque() if oneAtATime else None
         self.serialInFlight: int | None = None
         self._nextID = 1
-        self._counted = False
+        self.counted = False
 
     # --- after connecting (L{Connector}) -----------------------------------
 
     def _attached(self, transport: Any) -> None:
         assert self.backend is not None
         self.backend.inFlight += len(self.ops)
-        self._counted = True
+        self.counted = True
         self._write = writerFor(transport)
         if self._batch and batches(transport):
             self._pending = []
@@ -136,7 +136,7 @@ class BackendConnection(Connector):
     def _detached(self) -> None:
         assert self.backend is not None
         self.backend.inFlight -= len(self.ops)
-        self._counted = False
+        self.counted = False
         self.internal.clear()
         self.receiver.reset()
         self._pending = None
@@ -210,15 +210,29 @@ class BackendConnection(Connector):
                 self.connect()
 
     def submit(self, upstreamID: int, entry: Any, data: bytes, timeout: float | None = None) -> None:
-        """Send a request of a demultiplexed connection under C{upstreamID}."""
-        self.operationStarted(upstreamID, entry, timeout)
+        """
+        Send a request of a demultiplexed connection under C{upstreamID}
+        (fresh from L{allocateID}): L{operationStarted} and L{_send},
+        inline, as this is shared mode's per-operation path.
+        """
+        self.ops[upstreamID] = entry
+        if self.counted:
+            self.backend.inFlight += 1  # type: ignore[union-attr]
+        if timeout is not None:
+            self.timers[upstreamID] = self.reactor.callLater(timeout, self._timedOut, upstreamID, timeout)  # type: ignore[attr-defined]
         serial = self._serial
         if serial is not None:
             if self.serialInFlight is not None:
                 serial.append((upstreamID, data))
                 return
             self.serialInFlight = upstreamID
-        self._send(data)
+        pending = self._pending
+        if pending is None:
+            self._write(data)
+            return
+        pending.append(data)
+        if len(pending) == 1:
+            self.reactor.callLater(0, self._flush)  # type: ignore[attr-defined]
 
     def _send(self, data: bytes) -> None:
         """
@@ -299,8 +313,8 @@ class BackendConnection(Connector):
         if dropped:
             dropped.discard(upstreamID)
         if upstreamID in ops:
-            self._cancelTimer(upstreamID)
-        elif self._counted:
+            self.cancelTimer(upstreamID)
+        elif self.counted:
             self.backend.inFlight += 1  # type: ignore[union-attr]
         ops[upstreamID] = entry
         if timeout is not None:
@@ -312,12 +326,12 @@ class BackendConnection(Connector):
         if entry is _ABSENT:
             return None
         if self.timers:
-            self._cancelTimer(upstreamID)
-        if self._counted:
+            self.cancelTimer(upstreamID)
+        if self.counted:
             self.backend.inFlight -= 1  # type: ignore[union-attr]
         return entry
 
-    def _cancelTimer(self, upstreamID: int) -> None:
+    def cancelTimer(self, upstreamID: int) -> None:
         timer = self.timers.pop(upstreamID, None)
         if timer is not None and timer.active():
             timer.cancel()
@@ -417,9 +431,9 @@ class BackendConnection(Connector):
             if timer.active():
                 timer.cancel()
         self.timers.clear()
-        if self._counted and self.backend is not None:
+        if self.counted and self.backend is not None:
             self.backend.inFlight -= len(self.ops)
-        self._counted = False
+        self.counted = False
         self.ops.clear()
         self.receiver.reset()
 

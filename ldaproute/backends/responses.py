@@ -147,6 +147,9 @@ class Demux(Receiver):
         finals: dict[Any, list[tuple[int, int, int]]] = {}
         serialEnded = False
         serialID = connection.serialInFlight
+        timers = connection.timers
+        counted = connection.counted
+        backend = connection.backend
         try:
             while end - pos >= 2:
                 if buf[pos] != 0x30:
@@ -208,7 +211,12 @@ class Demux(Receiver):
                 if tag == ber.SEARCH_RESULT_ENTRY:
                     link.entries[clientID] = link.entries.get(clientID, 0) + 1
                 elif tag in ber.FINAL_RESPONSES:
-                    connection.operationEnded(upstreamID)
+                    # L{BackendConnection.operationEnded}, inline
+                    del ops[upstreamID]
+                    if timers:
+                        connection.cancelTimer(upstreamID)
+                    if counted:
+                        backend.inFlight -= 1  # type: ignore[union-attr]
                     if upstreamID == serialID:
                         serialEnded = True
                     code = ber._resultCodeAt(buf, idEnd, pduEnd)

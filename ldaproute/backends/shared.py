@@ -380,8 +380,13 @@ class SharedLink:
             controlsElement = ber.tlv(ber.CONTROLS_TAG, control) if control else b""
         data = _reframeAt(pdu, idEnd, opEnd, upstreamID, control, controlsElement)
         self._ops[messageID] = (connection, upstreamID)
-        entry = (self, messageID, tag, _idElement(messageID))
-        connection.submit(upstreamID, entry, data, timeout if timeout is not None else self._timeoutFor(messageID))
+        if timeout is None:
+            starting, timeout = self._starting
+            if starting == messageID:
+                self._starting = (0, None)
+            else:
+                timeout = None
+        connection.submit(upstreamID, (self, messageID, tag, _idElement(messageID)), data, timeout)
         if not connection.writable:
             self._shared.pauseClient(getattr(self._owner, "transport", None))
 
