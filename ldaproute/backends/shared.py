@@ -491,7 +491,7 @@ class SharedConnection(Protocol):
                         self._unsolicited()
                         return
                     if upstreamID == self._serviceBindID and tag == ber.BIND_RESPONSE:
-                        self._serviceBound(ber._resultCodeAt(buf, idEnd, pduEnd))
+                        self._serviceBound(ber.resultCodeAt(buf, idEnd, pduEnd))
                     pos = pduEnd
                     continue  # abandoned: dropped
                 link, clientID, _, idElement = entry
@@ -514,7 +514,7 @@ class SharedConnection(Protocol):
                     link.entries[clientID] = link.entries.get(clientID, 0) + 1
                 if tag in ber.FINAL_RESPONSES:
                     del ops[upstreamID]
-                    code = ber._resultCodeAt(buf, idEnd, pduEnd)
+                    code = ber.resultCodeAt(buf, idEnd, pduEnd)
                     link.ended(clientID)
                     linkFinals = finals.get(link)
                     if linkFinals is None:

@@ -92,7 +92,7 @@ def _element(pdu: bytes, pos: int, end: int) -> tuple[int, int, int]:
     """C{(tag, contentStart, contentEnd)} of the BER element at C{pos}."""
     if pos + 2 > end:
         raise ber.FramingError("malformed", "truncated search request")
-    header = ber._readLength(pdu, pos + 1, end)
+    header = ber.readLength(pdu, pos + 1, end)
     if header is None:
         raise ber.FramingError("malformed", "truncated search request")
     length, start = header
@@ -133,7 +133,7 @@ def readSearchRequest(pdu: bytes, envelope: ber.Envelope) -> SearchRequest:
 
 def withMessageID(pdu: bytes, messageID: int) -> bytes:
     """The same LDAPMessage with another messageID, every other byte kept."""
-    header = ber._readLength(pdu, 1, len(pdu))
+    header = ber.readLength(pdu, 1, len(pdu))
     if header is None or pdu[header[1]] != _INTEGER:
         raise ber.FramingError("malformed", "LDAPMessage without a messageID")
     _, pos = header
@@ -142,7 +142,7 @@ def withMessageID(pdu: bytes, messageID: int) -> bytes:
 
 
 def _messageIDOf(pdu: bytes) -> int:
-    header = ber._readLength(pdu, 1, len(pdu))
+    header = ber.readLength(pdu, 1, len(pdu))
     if header is None or header[1] + 2 > len(pdu) or pdu[header[1]] != _INTEGER:
         raise ber.FramingError("malformed", "LDAPMessage without a messageID")
     _, pos = header
@@ -153,7 +153,7 @@ def _messageIDOf(pdu: bytes) -> int:
 
 
 def _tagOf(pdu: bytes) -> int:
-    header = ber._readLength(pdu, 1, len(pdu))
+    header = ber.readLength(pdu, 1, len(pdu))
     assert header is not None
     _, pos = header
     return pdu[pos + 2 + pdu[pos + 1]]
