@@ -252,7 +252,7 @@ class TestElementReader:
             (b"\x04", "malformed", "truncated element"),
             (b"\x1f\x01\x00", "malformed", "multi-octet tags are not LDAP"),
             (b"\x04\x82\x01", "malformed", "truncated element"),
-            (b"\x04\x05abc", "malformed", "element overruns what holds it"),
+            (b"\x04\x05abc", "malformed", "truncated element: its length runs past what holds it"),
             (b"\x04\x80abc\x00\x00", "indefinite-length", "indefinite-length BER is not allowed in LDAP"),
             (b"\x04\x85\x00\x00\x00\x00\x01a", "oversized", "BER length of 5 octets"),
         ],

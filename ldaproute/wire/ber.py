@@ -192,7 +192,7 @@ def readTLV(buf: bytes, pos: int, end: int | None = None) -> tuple[int, int, int
         length, start = header
         stop = start + length
     if stop > end:
-        raise FramingError("malformed", "element overruns what holds it")
+        raise FramingError("malformed", "truncated element: its length runs past what holds it")
     return tag, start, stop
 
 
