@@ -19,7 +19,13 @@ from typing import Protocol as TypingProtocol
 from twisted.internet import error
 from twisted.internet.defer import Deferred
 from twisted.internet.abstract import isIPAddress, isIPv6Address
-from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint, TCP6ClientEndpoint, UNIXClientEndpoint
+from twisted.internet.endpoints import (
+    HostnameEndpoint,
+    TCP4ClientEndpoint,
+    TCP6ClientEndpoint,
+    UNIXClientEndpoint,
+    wrapClientTLS,
+)
 from twisted.internet.interfaces import IDelayedCall, IHandshakeListener, IReactorTime, IStreamClientEndpoint
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
@@ -30,6 +36,7 @@ from ldaproute.wire import ber
 from ldaproute.core import limits
 from ldaproute.wire.fastwrite import writerFor
 from ldaproute.backends.pool import BackendState, PoolState
+from ldaproute.wire.pdu import messageIDOf, noticeOf, startTLSRequest
 from ldaproute.wire.proxyheader import proxyHeader
 
 #: Largest PDU accepted from a backend: a search entry with big binary
@@ -79,11 +86,7 @@ def endpointFor(reactor: object, state: BackendState, timeout: float) -> IStream
     else:
         endpoint = HostnameEndpoint(reactor, url.host, url.port, timeout=timeout)
     if state.backend.tls == "ldaps" or url.scheme == "ldaps":
-        from twisted.internet.endpoints import wrapClientTLS
-
-        from ldaproute.listeners.tls import clientOptionsFor
-
-        endpoint = wrapClientTLS(clientOptionsFor(state.backend), endpoint)
+        endpoint = wrapClientTLS(state.clientTLSOptions(), endpoint)
     return endpoint
 
 
@@ -237,8 +240,6 @@ class UpstreamLink:
             self.state = "handshaking"
         elif tls == "starttls":
             self.state = "starttls"
-            from ldaproute.listeners.tls import startTLSRequest
-
             self._sendInternal(startTLSRequest)
         else:
             self._afterSecured()
@@ -289,11 +290,9 @@ class UpstreamLink:
         if resultCode != ber.SUCCESS:
             self._tlsFailed(f"the backend refused StartTLS (resultCode {resultCode})")
             return
-        from ldaproute.listeners.tls import clientOptionsFor
-
         self.state = "handshaking"
         try:
-            options = clientOptionsFor(self.backend.backend)
+            options = self.backend.clientTLSOptions()
         except ValueError as e:
             self._tlsFailed(str(e))
             return
@@ -410,7 +409,7 @@ class UpstreamLink:
             self.backend.connectFailed("operation timed out", self.pool.name)
         if self._protocol is None:
             # still connecting: take the PDU out of the queue, keep connecting
-            self._queue = [pdu for pdu in self._queue if _messageID(pdu) != messageID]
+            self._queue = [pdu for pdu in self._queue if messageIDOf(pdu) != messageID]
             self._owner.linkOperationTimedOut(self, messageID, reason)
             return
         # Abandon it upstream, answer it, and leave this backend: the next
@@ -499,7 +498,7 @@ class UpstreamLink:
         next operation reconnects; unlike one, the backend is not marked
         down (it said goodbye, it did not fail).
         """
-        resultCode, text = _noticeOf(pdu)
+        resultCode, text = noticeOf(pdu)
         backendName = self.backend.name if self.backend else "?"
         self._log.info(
             "Backend {backend} sent a Notice of Disconnection (resultCode {resultCode}: {reason}); "
@@ -528,7 +527,7 @@ class UpstreamLink:
         keptFinals = []
         finalCodes = {messageID: (tag, code) for messageID, tag, code in finals}
         for pdu in ber.Framer(MAX_BACKEND_PDU_BYTES).feed(data):
-            envelopeID = _messageID(pdu)
+            envelopeID = messageIDOf(pdu)
             if envelopeID in self._internalIDs:
                 if envelopeID in finalCodes:
                     self._internalIDs.discard(envelopeID)
@@ -622,32 +621,3 @@ class UpstreamLink:
         # a paused producer would keep the connection open after its buffer drains
         limits.releaseProducer(transport)
         transport.loseConnection()
-
-
-def _messageID(pdu: bytes) -> int:
-    """The messageID of a framed PDU (short-form header or long-form)."""
-    first = pdu[1]
-    pos = 2 if first < 0x80 else 2 + (first & 0x7F)
-    n = pdu[pos + 1]
-    return int.from_bytes(pdu[pos + 2 : pos + 2 + n], "big")
-
-
-def _noticeOf(pdu: bytes) -> tuple[int, str]:
-    """C{(resultCode, diagnosticMessage)} of an unsolicited notification (slow path)."""
-    try:
-        from ldaptor.protocols import pureber, pureldap
-
-        decoder = pureldap.LDAPBERDecoderContext_TopLevel(
-            inherit=pureldap.LDAPBERDecoderContext_LDAPMessage(
-                fallback=pureldap.LDAPBERDecoderContext(fallback=pureber.BERDecoderContext()),
-                inherit=pureldap.LDAPBERDecoderContext(fallback=pureber.BERDecoderContext()),
-            )
-        )
-        message, _ = pureber.berDecodeObject(decoder, pdu)
-        value = message.value
-        text = value.errorMessage
-        if isinstance(text, bytes):
-            text = text.decode("utf-8", "replace")
-        return int(value.resultCode), str(text or "")
-    except Exception:
-        return -1, ""

@@ -90,6 +90,11 @@ def messageIDOf(pdu: bytes) -> int:
     return messageIDSpan(pdu)[0]
 
 
+def opTagOf(pdu: bytes) -> int:
+    """The protocolOp tag of a framed LDAPMessage."""
+    return pdu[messageIDSpan(pdu)[2]]
+
+
 def messageIDElement(messageID: int) -> bytes:
     """The messageID INTEGER element (shared mode builds one per operation)."""
     content = encodeInteger(messageID)
@@ -299,6 +304,24 @@ def startTLSResponse(messageID: int, resultCode: int = 0, diagnosticMessage: str
         diagnosticMessage,
         extra=tlv(ber.EXTENDED_RESPONSE_NAME_TAG, ber.STARTTLS_OID),
     )
+
+
+def rootDSESearchRequest(messageID: int, attributes: Iterable[bytes] = (b"1.1",), timeLimit: int = 0) -> bytes:
+    """
+    A base search of the rootDSE for C{(objectClass=*)}: the health probe's
+    (asking for C{1.1}, no attributes) and CLDAP's rootDSE fetch.
+    """
+    content = (
+        tlv(OCTET_STRING, b"")  # baseObject: the rootDSE
+        + tlv(ENUMERATED, b"\x00")  # scope: baseObject
+        + tlv(ENUMERATED, b"\x00")  # derefAliases: never
+        + tlv(INTEGER, b"\x00")  # sizeLimit
+        + tlv(INTEGER, encodeInteger(timeLimit))
+        + tlv(ber.BOOLEAN, b"\x00")  # typesOnly: false
+        + tlv(0x87, b"objectClass")  # filter: present
+        + tlv(SEQUENCE, b"".join(tlv(OCTET_STRING, name) for name in attributes))
+    )
+    return ber.message(messageID, tlv(ber.SEARCH_REQUEST, content))
 
 
 def searchScope(pdu: bytes) -> int:
