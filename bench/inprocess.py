@@ -23,7 +23,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
 from ldaproute.wire import ber
-from ldaproute.backends import shared# noqa: E402
+from ldaproute.wire import pdu  # noqa: E402
 from tests import pdus  # noqa: E402
 from tests.fakes import Client, proxy  # noqa: E402
 
@@ -54,8 +54,8 @@ def answers(data):
     out = []
     pos = 0
     while pos < len(data):
-        messageID, _, idEnd = shared.readMessageID(data[pos:pos + 16])
-        length, start = shared._length(data, pos + 1)
+        messageID, _, idEnd = pdu.messageIDSpan(data[pos:pos + 16])
+        length, start = ber.readLength(data, pos + 1, len(data))
         tag = data[pos + idEnd]
         if tag == ber.SEARCH_REQUEST:
             out.append(ber.message(messageID, ENTRY_OP))

@@ -24,8 +24,9 @@ from twisted.internet.endpoints import serverFromString
 from twisted.internet.testing import MemoryReactor
 from twisted.python.filepath import FilePath
 
-from ldaproute.wire import ber
 from ldaproute.core.dn import DN, parseDN
+from ldaproute.wire import ber
+from ldaproute.wire.pem import checkKeyPair
 
 
 class ConfigError(ValueError):
@@ -706,8 +707,6 @@ class _Loader:
             missing = "tls_key" if key is None else "tls_cert"
             raise self.error(section, missing, "missing: tls_cert and tls_key go together")
         if cert is not None:
-            from ldaproute.listeners.tls import checkKeyPair
-
             assert key is not None
             try:
                 checkKeyPair(cert, key)
@@ -737,8 +736,6 @@ class _Loader:
             missing = "client_key" if values.get("clientKey") is None else "client_cert"
             raise self.error(section, missing, "missing: client_cert and client_key go together")
         if values.get("clientCert") is not None:
-            from ldaproute.listeners.tls import checkKeyPair
-
             try:
                 checkKeyPair(values["clientCert"], values["clientKey"])
             except ValueError as e:

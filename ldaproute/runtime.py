@@ -13,7 +13,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from ldaproute.config import Config
+from ldaproute.config import Config, Route
+from ldaproute.core.dn import DNCache
+from ldaproute.core.rewrite import Rewriter
 from ldaproute.ops.observer import Observer
 from ldaproute.backends.pool import Backends, BackendState
 from ldaproute.core.routing import Router
@@ -33,6 +35,10 @@ class Runtime:
         config: Config,
         endpointFactory: Callable[[Any, BackendState, float], Any] = endpointFor,
     ) -> None:
+        #: parsed DNs, kept across reloads (a DN's meaning does not depend
+        #: on the configuration)
+        self.dnCache = DNCache()
+        self._rewriters: dict[Route, Rewriter] = {}
         self.backends = Backends()
         self.endpointFactory = endpointFactory
         self.observer = Observer(accessLog=config.accessLog)
@@ -42,9 +48,21 @@ class Runtime:
     def apply(self, config: Config) -> None:
         """Make C{config} the one in force for new operations."""
         self.backends.configure(config.backends, config.pools)
-        self.router = Router(config.routes)
+        self.router = Router(config.routes, self.dnCache)
+        self._rewriters = {}
         self.config = config
         #: whether per-operation debug events are emitted at all (twistd's
         #: observers would format and write every debug event otherwise)
         self.debug = config.logLevel == "debug"
         self.observer.configure(config.accessLog)
+
+    def rewriterFor(self, route: Route) -> Rewriter:
+        """
+        The rewriter of a route with rewrite rules, built once per
+        configuration: a reload starts afresh, so rewriters of routes that
+        are gone are not kept.
+        """
+        rewriter = self._rewriters.get(route)
+        if rewriter is None:
+            rewriter = self._rewriters[route] = Rewriter(route, self.dnCache.parse)
+        return rewriter

@@ -15,7 +15,7 @@ from OpenSSL import SSL
 from twisted.python.failure import Failure
 
 from ldaproute.wire import ber
-from ldaproute.listeners.tls import startTLSRequest, startTLSResponse
+from ldaproute.wire.pdu import startTLSResponse
 from tests import pdus
 from tests.fakes import Client, FakeConnection, proxy
 

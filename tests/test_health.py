@@ -12,6 +12,7 @@ from twisted.names import dns
 
 from ldaproute.wire import ber
 from ldaproute.backends import health
+from ldaproute.wire.pdu import rootDSESearchRequest
 from ldaproute.config import Backend, BackendURL, Pool
 from ldaproute.backends.discovery import SRVDiscovery
 from ldaproute.backends.pool import Backends, PoolState
@@ -25,17 +26,11 @@ def test_rootDSESearchRequestDecodes() -> None:
         inherit=pureldap.LDAPBERDecoderContext_LDAPMessage(
             fallback=pureldap.LDAPBERDecoderContext(fallback=pureldap.BERDecoderContext()),
             inherit=pureldap.LDAPBERDecoderContext(fallback=pureldap.BERDecoderContext()),
-        )), health.rootDSESearchRequest(7))
+        )), rootDSESearchRequest(7))
     assert message.id == 7
     request = message.value
     assert isinstance(request, pureldap.LDAPSearchRequest)
     assert (request.baseObject, request.scope, request.attributes) == (b"", 0, [b"1.1"])
-
-
-def test_readResult() -> None:
-    assert health.readResult(ber.result(5, ber.SEARCH_RESULT_DONE, 32, "no such")) == (5, ber.SEARCH_RESULT_DONE, 32)
-    entry = ber.message(5, ber.tlv(ber.SEARCH_RESULT_ENTRY, ber.tlv(0x04, b"") + ber.tlv(0x30, b"")))
-    assert health.readResult(entry) == (5, ber.SEARCH_RESULT_ENTRY, -1)
 
 
 def probeProtocol(bind: tuple[bytes, bytes] | None = None) -> tuple[Any, StringTransport, list[Any]]:
@@ -49,7 +44,7 @@ def probeProtocol(bind: tuple[bytes, bytes] | None = None) -> tuple[Any, StringT
 
 def test_probeSucceedsOnRootDSE() -> None:
     protocol, transport, outcomes = probeProtocol()
-    assert transport.value() == health.rootDSESearchRequest(2)
+    assert transport.value() == rootDSESearchRequest(2)
     answer = ber.message(2, ber.tlv(ber.SEARCH_RESULT_ENTRY, ber.tlv(0x04, b"") + ber.tlv(0x30, b"")))
     answer += ber.result(2, ber.SEARCH_RESULT_DONE, 0)
     for i in range(len(answer)):  # byte at a time

@@ -40,8 +40,8 @@ from zope.interface import implementer
 
 from ldaproute.backends.interfaces import IConnectionOwner
 from ldaproute.backends.pool import BackendState, PoolState
-from ldaproute.listeners.tls import clientOptionsFor, startTLSRequest
 from ldaproute.wire import ber
+from ldaproute.wire.pdu import startTLSRequest
 from ldaproute.wire.proxyheader import proxyHeader
 
 EndpointFactory = Callable[[Any, BackendState, float], IStreamClientEndpoint]
@@ -62,7 +62,7 @@ def endpointFor(reactor: Any, state: BackendState, timeout: float) -> IStreamCli
     else:
         endpoint = HostnameEndpoint(reactor, url.host, url.port, timeout=timeout)
     if state.backend.tls == "ldaps" or url.scheme == "ldaps":
-        endpoint = wrapClientTLS(clientOptionsFor(state.backend), endpoint)
+        endpoint = wrapClientTLS(state.clientTLSOptions(), endpoint)
     return endpoint
 
 
@@ -161,6 +161,7 @@ class Connector:
             self._connectNext()
             return
         self.backend = state
+        self.owner.connectionAttempt(self, state)
         self._tried.append(state.name)
         state.connecting += 1
         try:
@@ -239,7 +240,7 @@ class Connector:
             return
         self.state = "handshaking"
         try:
-            options = clientOptionsFor(self.backend.backend)
+            options = self.backend.clientTLSOptions()
         except ValueError as e:
             self._tlsFailed(str(e))
             return

@@ -38,9 +38,9 @@ from ldaproute.backends.connecting import Connector, EndpointFactory, endpointFo
 from ldaproute.backends.interfaces import IConnectionOwner
 from ldaproute.backends.pool import PoolState
 from ldaproute.core import limits
-from ldaproute.core.rewrite import messageIDOf
 from ldaproute.wire import ber
 from ldaproute.wire.fastwrite import writerFor
+from ldaproute.wire.pdu import messageIDOf, noticeOf
 
 __all__ = ["BackendConnection", "EndpointFactory", "endpointFor", "DEMUX", "RELAY"]
 
@@ -303,7 +303,7 @@ class BackendConnection(Connector):
 
     # --- operations in flight (least-outstanding, operation timeouts) -------
 
-    def operationStarted(self, upstreamID: int, entry: Any = None, timeout: float | None = None) -> None:
+    def operationStarted(self, upstreamID: int, timeout: float | None = None, entry: Any = None) -> None:
         """
         An operation is on this connection: count it against the backend,
         and abandon it after C{timeout} seconds.
@@ -397,7 +397,7 @@ class BackendConnection(Connector):
         operation on it is answered unavailable (52); unlike one, the
         backend is not marked down (it said goodbye, it did not fail).
         """
-        resultCode, text = responses.noticeOf(pdu)
+        resultCode, text = noticeOf(pdu)
         name = self.backend.name if self.backend else "?"
         self._log.info(
             "Backend {backend} sent a Notice of Disconnection (resultCode {resultCode}: {reason}); "

@@ -27,52 +27,13 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from ldaproute.wire import ber
 from ldaproute.backends.pool import BackendState, PoolState
+from ldaproute.backends.connecting import endpointFor
+from ldaproute.wire import ber
+from ldaproute.wire.pdu import readResponse, rootDSESearchRequest
 
 _BIND_ID = 1
 _SEARCH_ID = 2
-
-
-def rootDSESearchRequest(messageID: int) -> bytes:
-    """A base search of the rootDSE for C{(objectClass=*)}, asking for C{1.1} (no attributes)."""
-    content = (
-        ber.tlv(0x04, b"")  # baseObject: the rootDSE
-        + ber.tlv(0x0A, b"\x00")  # scope: baseObject
-        + ber.tlv(0x0A, b"\x00")  # derefAliases: never
-        + ber.tlv(0x02, b"\x00")  # sizeLimit
-        + ber.tlv(0x02, b"\x00")  # timeLimit
-        + ber.tlv(0x01, b"\x00")  # typesOnly: false
-        + ber.tlv(0x87, b"objectClass")  # filter: present
-        + ber.tlv(0x30, ber.tlv(0x04, b"1.1"))
-    )
-    return ber.message(messageID, ber.tlv(ber.SEARCH_REQUEST, content))
-
-
-def readResult(pdu: bytes) -> tuple[int, int, int]:
-    """
-    C{(messageID, protocolOp tag, resultCode)} of one response PDU;
-    C{resultCode} is -1 for PDUs that carry none (search entries).
-
-    @raise ValueError: not a response the probe understands.
-    """
-    pos = 1
-    first = pdu[pos]
-    pos += 1 + (first & 0x7F if first & 0x80 else 0)
-    if pdu[pos] != 0x02:
-        raise ValueError("no messageID")
-    n = pdu[pos + 1]
-    messageID = int.from_bytes(pdu[pos + 2 : pos + 2 + n], "big")
-    pos += 2 + n
-    tag = pdu[pos]
-    if tag not in ber.FINAL_RESPONSES:
-        return messageID, tag, -1
-    first = pdu[pos + 1]
-    pos += 2 + (first & 0x7F if first & 0x80 else 0)
-    if pdu[pos] != 0x0A:
-        raise ValueError("no resultCode")
-    n = pdu[pos + 1]
-    return messageID, tag, int.from_bytes(pdu[pos + 2 : pos + 2 + n], "big")
 
 
 class _ProbeProtocol(Protocol):
@@ -91,7 +52,7 @@ class _ProbeProtocol(Protocol):
     def dataReceived(self, data: bytes) -> None:
         try:
             for pdu in self._framer.feed(data):
-                messageID, tag, code = readResult(pdu)
+                messageID, _, code = readResponse(pdu)[:3]
                 if code == -1:
                     continue
                 if code != ber.SUCCESS:
@@ -101,7 +62,7 @@ class _ProbeProtocol(Protocol):
                 if messageID == _SEARCH_ID:
                     self._finish(None)
                     return
-        except (ber.FramingError, ValueError, IndexError) as e:
+        except ber.FramingError as e:
             self._finish(f"malformed answer: {e}")
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
@@ -124,8 +85,6 @@ def probe(reactor: Any, state: BackendState, pool: PoolState) -> Deferred[str | 
     Probe one backend; fires with L{None} when healthy, else with a
     sentence saying why not.  Never fails.
     """
-    from ldaproute.backends.connection import endpointFor
-
     config = pool.pool
     bind = None
     if config.healthBindDN is not None and config.healthBindPassword is not None:

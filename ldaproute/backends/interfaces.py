@@ -99,6 +99,9 @@ class IConnectionOwner(Interface):
     connection carries many clients' operations).
     """
 
+    def connectionAttempt(connection: object, backend: object) -> None:
+        """The connection tries C{backend} (a L{ldaproute.backends.pool.BackendState}) now."""
+
     def connectionMadeTo(connection: object) -> None:
         """The connection's transport exists now (for flow control); not secured yet."""
 

@@ -16,10 +16,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ldaptor.protocols import pureber, pureldap
-
-from ldaproute.core.rewrite import messageIDOf
 from ldaproute.wire import ber
+from ldaproute.wire.pdu import messageIDOf
 
 if TYPE_CHECKING:
     from ldaproute.backends.connection import BackendConnection
@@ -189,7 +187,7 @@ class Demux(Receiver):
                     answered = connection.internal.get(upstreamID)
                     if answered is not None and tag in ber.FINAL_RESPONSES:
                         del connection.internal[upstreamID]
-                        answered(ber._resultCodeAt(buf, idEnd, pduEnd))
+                        answered(ber.resultCodeAt(buf, idEnd, pduEnd))
                     pos = pduEnd
                     continue  # abandoned: dropped
                 link, clientID, _, idElement = entry
@@ -219,7 +217,7 @@ class Demux(Receiver):
                         backend.inFlight -= 1  # type: ignore[union-attr]
                     if upstreamID == serialID:
                         serialEnded = True
-                    code = ber._resultCodeAt(buf, idEnd, pduEnd)
+                    code = ber.resultCodeAt(buf, idEnd, pduEnd)
                     link.ended(clientID)
                     linkFinals = finals.get(link)
                     if linkFinals is None:
@@ -249,22 +247,3 @@ class Opaque(Receiver):
     def feed(self, data: bytes) -> None:
         connection = self._connection
         connection.owner.rawReceived(connection, data)
-
-
-def noticeOf(pdu: bytes) -> tuple[int, str]:
-    """C{(resultCode, diagnosticMessage)} of an unsolicited notification (slow path)."""
-    try:
-        decoder = pureldap.LDAPBERDecoderContext_TopLevel(
-            inherit=pureldap.LDAPBERDecoderContext_LDAPMessage(
-                fallback=pureldap.LDAPBERDecoderContext(fallback=pureber.BERDecoderContext()),
-                inherit=pureldap.LDAPBERDecoderContext(fallback=pureber.BERDecoderContext()),
-            )
-        )
-        message, _ = pureber.berDecodeObject(decoder, pdu)
-        value = message.value
-        text = value.errorMessage
-        if isinstance(text, bytes):
-            text = text.decode("utf-8", "replace")
-        return int(value.resultCode), str(text or "")
-    except Exception:
-        return -1, ""

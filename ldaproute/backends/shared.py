@@ -3,13 +3,14 @@
 Shared mode (C{[ldaproute] mode = shared}): many clients multiplexed, per
 operation, over a few upstream connections per pool.
 
-Each client session gets a L{SharedLink} per pool, which offers the
-frontend the methods of an L{ldaproute.backends.upstream.UpstreamLink} (C{send},
-C{operationStarted}, C{close}...), but owns no connection: its operations go
-out on the pool's L{SharedConnection}s under upstream messageIDs of the
+Each client session gets a L{SharedLink} per pool, which provides
+L{IBackendLink} like session mode's link, but owns no connection: its
+operations go out on the pool's backend connections
+(L{ldaproute.backends.sharedpool}) under upstream messageIDs of the
 connection's choosing, and their responses come back with the client's
-messageID restored.  The rewrite is byte-level (L{reframe}): the messageID
-INTEGER and the lengths around it, never a decode.
+messageID restored.  The rewrite is byte-level
+(L{ldaproute.wire.pdu.reframeAt}): the messageID INTEGER and the lengths
+around it, never a decode.
 
 Identity: binds are checked on dedicated bind connections (the result goes
 back to the client; on success the frontend records the session's
@@ -37,183 +38,28 @@ from ldaproute.backends.interfaces import IBackendLink
 from ldaproute.backends.pool import BackendState
 from ldaproute.backends.sharedpool import SharedPool
 from ldaproute.wire import ber
+from ldaproute.wire.pdu import (
+    CANCEL_OID,
+    PAGED_RESULTS_OID,
+    PROXIED_AUTHZ_OID,
+    abandonedIDAt,
+    cancelIDAt,
+    cancelRequest,
+    extendedNameAt,
+    messageIDElement,
+    opSpan,
+    proxiedAuthorization,
+    reframeAt,
+)
 
-PROXIED_AUTHZ_OID = b"2.16.840.1.113730.3.4.18"
-PAGED_RESULTS_OID = b"1.2.840.113556.1.4.319"
 WHOAMI_OID = b"1.3.6.1.4.1.4203.1.11.3"
 PASSWORD_MODIFY_OID = b"1.3.6.1.4.1.4203.1.11.1"
-CANCEL_OID = b"1.3.6.1.1.8"
 
 #: Extended operations that run per operation and accept the Proxied
 #: Authorization control in slapd.
 _PROXIABLE_EXTENDED = frozenset({WHOAMI_OID, PASSWORD_MODIFY_OID})
 
 NO_SUCH_OPERATION = 119
-_MAX_ID = 0x7FFFFFFF
-
-
-# --- byte-level rewriting -----------------------------------------------------
-
-
-def _length(buf: bytes, pos: int) -> tuple[int, int]:
-    """A BER definite length at C{buf[pos]}: C{(length, position after it)}."""
-    first = buf[pos]
-    if first < 0x80:
-        return first, pos + 1
-    count = first & 0x7F
-    if count == 0 or count > 4:
-        raise ber.FramingError("malformed", "bad BER length form")
-    return int.from_bytes(buf[pos + 1 : pos + 1 + count], "big"), pos + 1 + count
-
-
-def _idElement(messageID: int) -> bytes:
-    content = ber.encodeInteger(messageID)
-    return bytes((0x02, len(content))) + content
-
-
-def readMessageID(pdu: bytes) -> tuple[int, int, int]:
-    """
-    C{(messageID, offset of the messageID element, offset just past it)} of
-    a framed LDAPMessage, for any form of the outer length.
-    """
-    _, bodyStart = _length(pdu, 1)
-    if pdu[bodyStart] != 0x02:
-        raise ber.FramingError("malformed", "LDAPMessage without a messageID")
-    n = pdu[bodyStart + 1]
-    if not 1 <= n <= 4:
-        raise ber.FramingError("malformed", "LDAPMessage with a bad messageID")
-    end = bodyStart + 2 + n
-    return int.from_bytes(pdu[bodyStart + 2 : end], "big", signed=True), bodyStart, end
-
-
-def withMessageID(pdu: bytes, messageID: int) -> bytes:
-    """
-    The same LDAPMessage under another messageID.  The INTEGER may change
-    length (1 to 4 octets), so the outer SEQUENCE length is re-encoded too
-    (short or long form as needed).
-    """
-    _, _, idEnd = readMessageID(pdu)
-    content = ber.encodeInteger(messageID)
-    rest = len(pdu) - idEnd
-    bodyLength = 2 + len(content) + rest
-    if bodyLength < 0x80:
-        return bytes((0x30, bodyLength, 0x02, len(content))) + content + pdu[idEnd:]
-    return b"\x30" + ber.encodeLength(bodyLength) + bytes((0x02, len(content))) + content + pdu[idEnd:]
-
-
-def parseRequest(pdu: bytes) -> tuple[int, int, int]:
-    """
-    C{(messageID, idEnd, opEnd)} of a framed request in one pass: C{idEnd}
-    is the offset of the protocolOp's tag, C{opEnd} the offset just past
-    the protocolOp (the controls, if any, follow).
-    """
-    first = pdu[1]
-    bodyStart = 2 if first < 0x80 else 2 + (first & 0x7F)
-    if first >= 0x80 and not 1 <= first & 0x7F <= 4:
-        raise ber.FramingError("malformed", "bad BER length form")
-    if pdu[bodyStart] != 0x02:
-        raise ber.FramingError("malformed", "LDAPMessage without a messageID")
-    n = pdu[bodyStart + 1]
-    if not 1 <= n <= 4:
-        raise ber.FramingError("malformed", "LDAPMessage with a bad messageID")
-    idEnd = bodyStart + 2 + n
-    opFirst = pdu[idEnd + 1]
-    if opFirst < 0x80:
-        opEnd = idEnd + 2 + opFirst
-    else:
-        count = opFirst & 0x7F
-        if count == 0 or count > 4:
-            raise ber.FramingError("malformed", "bad BER length form")
-        opEnd = idEnd + 2 + count + int.from_bytes(pdu[idEnd + 2 : idEnd + 2 + count], "big")
-    if opEnd > len(pdu):
-        raise ber.FramingError("malformed", "protocolOp longer than its LDAPMessage")
-    return int.from_bytes(pdu[bodyStart + 2 : idEnd], "big", signed=True), idEnd, opEnd
-
-
-def reframe(pdu: bytes, messageID: int, control: bytes = b"") -> bytes:
-    """
-    A request under another messageID, with C{control} (one encoded
-    Control) appended to its controls: a C{[0]} controls element is added
-    when the request has none, or the existing one grows by C{control}.
-    """
-    if not control:
-        return withMessageID(pdu, messageID)
-    _, idEnd, opEnd = parseRequest(pdu)
-    return _reframeAt(pdu, idEnd, opEnd, messageID, control, ber.tlv(ber.CONTROLS_TAG, control))
-
-
-def _reframeAt(pdu: bytes, idEnd: int, opEnd: int, messageID: int, control: bytes, controlsElement: bytes) -> bytes:
-    """
-    L{reframe} with the request already parsed (L{parseRequest}) and, for a
-    request without controls of its own, the whole C{[0]} element holding
-    C{control} given (C{controlsElement}: the same for every operation of
-    an identity, so built once).
-    """
-    content = ber.encodeInteger(messageID)
-    if opEnd == len(pdu):
-        controls = controlsElement
-    elif pdu[opEnd] != ber.CONTROLS_TAG:
-        raise ber.FramingError("malformed", "unexpected data after protocolOp")
-    elif control:
-        controlsLength, controlsContent = _length(pdu, opEnd + 1)
-        controls = ber.tlv(ber.CONTROLS_TAG, pdu[controlsContent : controlsContent + controlsLength] + control)
-    else:
-        controls = pdu[opEnd:]
-    bodyLength = 2 + len(content) + (opEnd - idEnd) + len(controls)
-    if bodyLength < 0x80:
-        header = bytes((0x30, bodyLength, 0x02, len(content))) + content
-    else:
-        header = b"\x30" + ber.encodeLength(bodyLength) + bytes((0x02, len(content))) + content
-    return b"".join((header, pdu[idEnd:opEnd], controls))
-
-
-def proxiedAuthorization(authzId: bytes) -> bytes:
-    """
-    The Proxied Authorization control (RFC 4370), critical, asserting
-    C{authzId} (C{dn:...}, or empty for the anonymous identity).
-    """
-    return ber.tlv(0x30, ber.tlv(0x04, PROXIED_AUTHZ_OID) + b"\x01\x01\xff" + ber.tlv(0x04, authzId))
-
-
-def _controlsOf(pdu: bytes, opTagAt: int) -> bytes:
-    """The raw controls element of a request (empty if it has none)."""
-    opLength, opContent = _length(pdu, opTagAt + 1)
-    return pdu[opContent + opLength :]
-
-
-def _extendedName(pdu: bytes, opTagAt: int) -> bytes:
-    _, pos = _length(pdu, opTagAt + 1)
-    if pdu[pos] != ber.EXTENDED_NAME_TAG:
-        raise ber.FramingError("malformed", "extended request without a name")
-    n, start = _length(pdu, pos + 1)
-    return pdu[start : start + n]
-
-
-def cancelRequest(messageID: int, cancelID: int) -> bytes:
-    """An RFC 3909 Cancel extended request."""
-    value = ber.tlv(0x30, _idElement(cancelID))
-    return ber.message(
-        messageID,
-        ber.tlv(ber.EXTENDED_REQUEST, ber.tlv(ber.EXTENDED_NAME_TAG, CANCEL_OID) + ber.tlv(ber.EXTENDED_VALUE_TAG, value)),
-    )
-
-
-def _cancelID(pdu: bytes, opTagAt: int) -> int | None:
-    """The cancelID of a Cancel request's value, or None if unreadable."""
-    try:
-        _, pos = _length(pdu, opTagAt + 1)
-        n, start = _length(pdu, pos + 1)
-        pos = start + n
-        if pdu[pos] != ber.EXTENDED_VALUE_TAG:
-            return None
-        _, pos = _length(pdu, pos + 1)  # value
-        _, pos = _length(pdu, pos + 1)  # SEQUENCE
-        if pdu[pos] != 0x02:
-            return None
-        n, start = _length(pdu, pos + 1)
-        return int.from_bytes(pdu[start : start + n], "big", signed=True)
-    except (IndexError, ber.FramingError):
-        return None
 
 
 # --- the pool's connections (L{ldaproute.backends.sharedpool}) -------------------
@@ -277,11 +123,10 @@ class SharedLink:
     def send(self, pdu: bytes) -> None:
         if self.state == "closed":
             return
-        messageID, idEnd, opEnd = parseRequest(pdu)
+        messageID, idEnd, opEnd = opSpan(pdu)
         tag = pdu[idEnd]
         if tag == ber.ABANDON_REQUEST:
-            n, start = _length(pdu, idEnd + 1)
-            self._abandon(int.from_bytes(pdu[start : start + n], "big", signed=True))
+            self._abandon(abandonedIDAt(pdu, idEnd))
             return
         if tag == ber.BIND_REQUEST:
             envelope = ber.Envelope.fromBytes(pdu)
@@ -306,7 +151,7 @@ class SharedLink:
             )
             return
         if tag == ber.EXTENDED_REQUEST:
-            oid = _extendedName(pdu, idEnd)
+            oid = extendedNameAt(pdu, idEnd)
             if oid == CANCEL_OID:
                 self._cancel(messageID, pdu, idEnd)
                 return
@@ -378,7 +223,7 @@ class SharedLink:
         upstreamID = connection.allocateID()
         if controlsElement is None:
             controlsElement = ber.tlv(ber.CONTROLS_TAG, control) if control else b""
-        data = _reframeAt(pdu, idEnd, opEnd, upstreamID, control, controlsElement)
+        data = reframeAt(pdu, idEnd, opEnd, upstreamID, control, controlsElement)
         self._ops[messageID] = (connection, upstreamID)
         if timeout is None:
             starting, timeout = self._starting
@@ -386,7 +231,7 @@ class SharedLink:
                 self._starting = (0, None)
             else:
                 timeout = None
-        connection.submit(upstreamID, (self, messageID, tag, _idElement(messageID)), data, timeout)
+        connection.submit(upstreamID, (self, messageID, tag, messageIDElement(messageID)), data, timeout)
         if not connection.writable:
             self._shared.pauseClient(getattr(self._owner, "transport", None))
 
@@ -397,7 +242,7 @@ class SharedLink:
         if connection is None:
             connection = shared.pick(kind)
         if connection is not None:
-            _, idEnd, opEnd = parseRequest(pdu)
+            _, idEnd, opEnd = opSpan(pdu)
             self._submitTo(connection, messageID, tag, pdu, control, idEnd, opEnd)
             return
         self._ops[messageID] = (None, 0)
@@ -417,7 +262,7 @@ class SharedLink:
                 del self._ops[messageID]
                 self._answerFailed(None, messageID, tag, ber.UNAVAILABLE, reason)
                 return
-            _, idEnd, opEnd = parseRequest(pdu)
+            _, idEnd, opEnd = opSpan(pdu)
             if tag == ber.SEARCH_REQUEST and kind == "shared" and PAGED_RESULTS_OID in pdu[opEnd:]:
                 self._pagedConnection = connection
             self._submitTo(connection, messageID, tag, pdu, control, idEnd, opEnd, timeout=remaining)
@@ -434,14 +279,14 @@ class SharedLink:
             connection.abandon(upstreamID)
 
     def _cancel(self, messageID: int, pdu: bytes, idEnd: int) -> None:
-        cancelID = _cancelID(pdu, idEnd)
+        cancelID = cancelIDAt(pdu, idEnd)
         entry = self._ops.get(cancelID) if cancelID is not None else None
         if entry is None or entry[0] is None:
             self._answer(messageID, ber.EXTENDED_REQUEST, NO_SUCH_OPERATION, "no such operation to cancel")
             return
         connection, upstreamID = entry
         request = cancelRequest(messageID, upstreamID)
-        _, idEnd, opEnd = parseRequest(request)
+        _, idEnd, opEnd = opSpan(request)
         self._submitTo(connection, messageID, ber.EXTENDED_REQUEST, request, b"", idEnd, opEnd)
 
     def _answer(self, messageID: int, requestTag: int, resultCode: int, message: str) -> None:

@@ -150,6 +150,9 @@ class SharedPool:
 
     # --- IConnectionOwner --------------------------------------------------
 
+    def connectionAttempt(self, connection: object, backend: object) -> None:
+        """Each shared connection knows its own backend."""
+
     def connectionMadeTo(self, connection: object) -> None:
         """The connection is its transport's producer: nothing else to register."""
 

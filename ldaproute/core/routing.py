@@ -19,7 +19,7 @@ import attrs
 
 from ldaproute.wire import ber
 from ldaproute.config import Route
-from ldaproute.core.dn import DN, parseDNBytes
+from ldaproute.core.dn import DN, DNCache
 
 
 class Router:
@@ -31,8 +31,14 @@ class Router:
     @ivar needsBoundDN: likewise for the bound identity.
     """
 
-    def __init__(self, routes: Sequence[Route]) -> None:
+    def __init__(self, routes: Sequence[Route], dnCache: DNCache | None = None) -> None:
+        """
+        @param dnCache: where parsed target DNs are remembered: the
+            runtime's, which outlives one configuration (a fresh one when
+            not given).
+        """
         self.routes = tuple(routes)
+        self._dnCache = dnCache if dnCache is not None else DNCache()
         self.needsTargetDN = any(route.suffix is not None for route in self.routes)
         self.needsBoundDN = any(route.bindDN is not None or route.bindAnonymous for route in self.routes)
         self._suffixes = tuple({route.suffix for route in self.routes if route.suffix is not None})
@@ -78,7 +84,7 @@ class Router:
                     continue
             if route.suffix is not None:
                 if parsed is False:
-                    parsed = _parseOrNone(targetDN)
+                    parsed = self._parseOrNone(targetDN)
                 if parsed is None or not parsed.isWithin(route.suffix):
                     continue
             return route
@@ -111,7 +117,7 @@ class Router:
         """
         if not self.needsTargetDN or scope not in (1, 2, 3):
             return None
-        parsedBase = _parseOrNone(base)
+        parsedBase = self._parseOrNone(base)
         if parsedBase is None:
             return None
         depth = len(parsedBase.rdns)
@@ -161,6 +167,14 @@ class Router:
                 contexts.append(suffix.text)
         return contexts
 
+    def _parseOrNone(self, raw: bytes | None) -> DN | None:
+        if raw is None:
+            return None
+        try:
+            return self._dnCache.parseBytes(raw)
+        except ValueError:
+            return None
+
 
 @attrs.frozen
 class SearchTarget:
@@ -185,15 +199,6 @@ def _holdsForSearch(route: Route, listener: str, boundDN: DN | None, peer: objec
     if route.clientNetworks and (peer is False or not any(peer in network for network in route.clientNetworks)):  # type: ignore[operator]
         return False
     return True
-
-
-def _parseOrNone(raw: bytes | None) -> DN | None:
-    if raw is None:
-        return None
-    try:
-        return parseDNBytes(raw)
-    except ValueError:
-        return None
 
 
 def _address(text: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6Address | bool:

@@ -34,8 +34,18 @@ from ldaproute.core.routing import noRouteResult
 from ldaproute.runtime import Runtime
 from ldaproute.core.sasllayer import SecurityLayerWatch
 from ldaproute.core.session import Outstanding, Session
-from ldaproute.core.rewrite import Refused, Rewriter, messageIDOf, rewriterFor, withMessageID
-from ldaproute.listeners.tls import ServerTLS, startTLSResponse
+from ldaproute.core.rewrite import Refused, Rewriter
+from ldaproute.listeners.tls import ServerTLS
+from ldaproute.wire.pdu import (
+    PAGED_RESULTS_OID,
+    controlOIDs,
+    messageIDOf,
+    searchSizeLimit,
+    searchWith,
+    splitMessage,
+    startTLSResponse,
+    withMessageID,
+)
 from ldaproute.backends.interfaces import IBackendLink
 from ldaproute.backends.sessionlink import SessionLink
 
@@ -396,7 +406,7 @@ class FrontendProtocol(Protocol):
         the first route to that pool that has one."""
         for route in self._runtime.router.routes:
             if route.pool == poolName and route.rewriteSuffix is not None:
-                return rewriterFor(route).dnToBackend(name)
+                return self._runtime.rewriterFor(route).dnToBackend(name)
         return name
 
     def _abandon(self, messageID: int, pdu: bytes) -> None:
@@ -593,7 +603,7 @@ class FrontendProtocol(Protocol):
     def _rewriteRequest(self, route: Any, link: IBackendLink, messageID: int, pdu: bytes) -> bytes:
         """The request through the route's rewriter; responses to it will
         come back through the same rewriter (the link's transformer)."""
-        rewriter = rewriterFor(route)
+        rewriter = self._runtime.rewriterFor(route)
         rewritten = rewriter.request(pdu)
         self._rewritingOps[messageID] = rewriter
         if link.responseTransformer is None:
@@ -630,7 +640,7 @@ class FrontendProtocol(Protocol):
         if plan is None:
             return False
         messageID = envelope.messageID
-        if len(plan.targets) > 1 and fanout.PAGED_RESULTS_OID in fanout.controlOIDs(fanout.splitMessage(pdu)[3]):
+        if len(plan.targets) > 1 and PAGED_RESULTS_OID in controlOIDs(splitMessage(pdu)[3]):
             self._answer(
                 envelope,
                 ber.UNWILLING_TO_PERFORM,
@@ -642,10 +652,10 @@ class FrontendProtocol(Protocol):
             route = target.route
             subID = self._nextSubID
             self._nextSubID = _FANOUT_ID_BASE + (self._nextSubID + 1 - _FANOUT_ID_BASE) % 0x0FFFFF00
-            subPDU = fanout.searchWith(withMessageID(pdu, subID), target.base, target.scope)
+            subPDU = searchWith(withMessageID(pdu, subID), target.base, target.scope)
             rewriter = None
             if route.rewrites:
-                rewriter = rewriterFor(route)
+                rewriter = self._runtime.rewriterFor(route)
                 try:
                     subPDU = rewriter.request(subPDU)
                 except Refused as e:
@@ -665,7 +675,7 @@ class FrontendProtocol(Protocol):
             links.append(link)
         search = fanout.FanOut(
             messageID,
-            fanout.searchSizeLimit(pdu),
+            searchSizeLimit(pdu),
             subs,
             self.transport.write,  # type: ignore[union-attr]
             plan.entryHook if plan.rootDSE and subs else None,

@@ -24,7 +24,7 @@ import attrs
 from twisted.logger import Logger
 
 from ldaproute.wire import ber
-from ldaproute.wire.ber import _readLength
+from ldaproute.wire.ber import readLength
 
 #: Access events have their own namespace, so they can be filtered or routed.
 _accessLog = Logger(namespace="ldaproute.access")
@@ -47,7 +47,7 @@ _EMPTY = RequestSummary()
 
 
 def _string(pdu: bytes, pos: int, end: int) -> tuple[bytes, int] | None:
-    header = _readLength(pdu, pos + 1, end)
+    header = readLength(pdu, pos + 1, end)
     if header is None:
         return None
     length, start = header
@@ -91,7 +91,7 @@ def _filter(pdu: bytes, pos: int, end: int, depth: int) -> tuple[str, int] | Non
     if pos >= end or depth > _MAX_DEPTH:
         return None
     tag = pdu[pos]
-    header = _readLength(pdu, pos + 1, end)
+    header = readLength(pdu, pos + 1, end)
     if header is None:
         return None
     length, start = header
