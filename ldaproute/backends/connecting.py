@@ -1,7 +1,8 @@
 # -*- test-case-name: tests.test_connection -*-
 """
-Reaching a backend: the first half of a
-L{ldaproute.backends.connection.BackendConnection}'s life.
+Reaching a backend and preparing the connection: the first half of a
+L{ldaproute.backends.connection.BackendConnection}'s life, and what ends it
+from the backend's side.
 
 L{Connector} goes through the pool's candidates, best first, until one
 accepts, counting every attempt against its backend (C{connecting},
@@ -12,6 +13,12 @@ PROXY header when the backend wants one and secures the connection:
 C{ldaps} (the endpoint is TLS-wrapped) or StartTLS, the proxy's own first
 request; a refused or failed TLS set-up is a failed attempt, never a
 cleartext fallback.
+
+Then it binds, when given an identity to carry (the session's replayed
+bind, or the pool's service identity): the proxy's own requests (StartTLS,
+binds) go out under messageIDs of their own and their answers never reach a
+client.  A backend that sends what is not LDAP, or its Notice of
+Disconnection, ends the connection.
 
 L{BackendProtocol} is one attempt's protocol; an attempt given up is
 detached, so its transport's late events reach nobody.
@@ -41,8 +48,16 @@ from zope.interface import implementer
 from ldaproute.backends.interfaces import IConnectionOwner
 from ldaproute.backends.pool import BackendState, PoolState
 from ldaproute.wire import ber
-from ldaproute.wire.pdu import startTLSRequest
+from ldaproute.wire.pdu import noticeOf, startTLSRequest
 from ldaproute.wire.proxyheader import proxyHeader
+
+#: messageIDs of the proxy's own requests on a relayed connection (StartTLS,
+#: bind replay): clients count up from 1, so the top of the range does not
+#: collide in practice, and collisions are checked.
+INTERNAL_ID_BASE = 0x7FFFFF00
+ABANDON_ID = INTERNAL_ID_BASE - 2  # an AbandonRequest gets no response: one ID serves
+UNBIND_ID = INTERNAL_ID_BASE - 1
+_MAX_ID = 0x7FFFFFFF
 
 EndpointFactory = Callable[[Any, BackendState, float], IStreamClientEndpoint]
 
@@ -111,13 +126,14 @@ class _AttemptFactory(Factory):
 
 class Connector:
     """
-    Candidates to a secured transport.  A subclass carries on from
-    L{_attached} (a transport exists), L{_proceed} (secured: the attempt
-    succeeded) and L{_detached} (TLS failed: forget that transport), and
-    provides C{fail} and C{_sendInternal}.
+    Candidates to a secured, bound transport.  A subclass carries on from
+    L{_attached} (a transport exists), L{_ready} (secured and bound) and
+    L{_detached} (TLS failed: forget that transport), and provides C{fail}
+    and C{_send}.
 
     States here: C{new}, C{connecting}, C{starttls} (our StartTLS request
-    is out), C{handshaking}; C{closed} at any point.
+    is out), C{handshaking}, C{binding} (our bind is out); C{closed} at any
+    point.
     """
 
     _log = Logger()
@@ -130,6 +146,8 @@ class Connector:
         endpointFactory: EndpointFactory | None,
         peer: str,
         clientAddresses: tuple[Any, Any] | None,
+        bindAs: tuple[bytes, bytes] | None,
+        demux: bool,
     ) -> None:
         self.pool = pool
         self.reactor = reactor
@@ -142,6 +160,13 @@ class Connector:
         self._candidates: Iterator[BackendState] = iter(())
         self._tried: list[str] = []
         self._skippedFull: list[str] = []
+        self._bindAs = bindAs
+        self._demux = demux
+        self._nextID = 1
+        #: operations carried, by upstream messageID (see the subclass)
+        self.ops: dict[int, Any] = {}
+        #: our own requests in flight: messageID -> what to do with the resultCode
+        self.internal: dict[int, Callable[[int], None]] = {}
 
     def connect(self) -> None:
         """Start connecting to the best candidate of the pool."""
@@ -271,14 +296,97 @@ class Connector:
             self.state = "connecting"
             self._connectNext()
 
+    # --- the proxy's own requests ---------------------------------------------
+
+    def allocateID(self) -> int:
+        """A free upstream messageID (demultiplexed connections)."""
+        ops = self.ops
+        internal = self.internal
+        messageID = self._nextID
+        while messageID in ops or messageID in internal:
+            messageID = messageID + 1 if messageID < _MAX_ID else 1
+        self._nextID = messageID + 1 if messageID < _MAX_ID else 1
+        return messageID
+
+    def _internalID(self) -> int:
+        if self._demux:
+            return self.allocateID()
+        messageID = INTERNAL_ID_BASE
+        while messageID in self.internal or messageID in self.ops:
+            messageID += 1
+        return messageID
+
+    def _sendInternal(self, makePDU: Callable[[int], bytes], answered: Callable[[int], None]) -> None:
+        messageID = self._internalID()
+        self.internal[messageID] = answered
+        self._send(makePDU(messageID))
+
+    def bind(self, credentials: tuple[bytes, bytes]) -> None:
+        """
+        Carry C{credentials} (a simple bind's DN and password) to the
+        backend before anything else that is sent: a bind the proxy sends
+        and answers itself.  Before the connection is secured, this only
+        changes what will be bound.
+        """
+        self._bindAs = credentials
+        if self.state == "ready":
+            self._startBind(credentials)
+
+    def _startBind(self, credentials: tuple[bytes, bytes]) -> None:
+        self.state = "binding"
+        self._sendInternal(lambda messageID: ber.simpleBindRequest(messageID, *credentials), self._bindAnswered)
+
+    def _bindAnswered(self, resultCode: int) -> None:
+        if self.state != "binding":
+            return
+        if resultCode != ber.SUCCESS:
+            self._queue = []
+            self.owner.connectionBindRefused(self, resultCode)
+            if self.state != "binding":
+                return
+        self._ready()
+
+    def _proceed(self) -> None:
+        """Secured: bind as asked, then ready."""
+        if self._bindAs is not None:
+            self._startBind(self._bindAs)
+        else:
+            self._ready()
+
+    def protocolFailed(self, reason: str) -> None:
+        """The backend sent something that is not LDAP: give it up."""
+        self._log.warn("Backend {backend}: {reason}", backend=self.backend.name if self.backend else None, reason=reason, peer=self._peer)
+        self.fail(reason)
+
+    def noticeReceived(self, pdu: bytes) -> None:
+        """
+        The backend's unsolicited notification (in practice the Notice of
+        Disconnection, RFC 4511 4.4.1, as AD sends on its idle timeout):
+        this connection is over.  Like a dropped connection, every
+        operation on it is answered unavailable (52); unlike one, the
+        backend is not marked down (it said goodbye, it did not fail).
+        """
+        resultCode, text = noticeOf(pdu)
+        name = self.backend.name if self.backend else "?"
+        self._log.info(
+            "Backend {backend} sent a Notice of Disconnection (resultCode {resultCode}: {reason}); "
+            "closing that upstream connection",
+            backend=name,
+            pool=self.pool.name,
+            resultCode=resultCode,
+            reason=text,
+            peer=self._peer,
+        )
+        detail = f": {text}" if text else ""
+        self.fail(
+            f"backend {name} of pool {self.pool.name!r} ended the connection with a Notice of "
+            f"Disconnection (resultCode {resultCode}{detail})"
+        )
+
     # --- what a subclass does -------------------------------------------------
 
     def _attached(self, transport: Any) -> None:
         """A transport exists now (not secured yet)."""
-        raise NotImplementedError
-
-    def _proceed(self) -> None:
-        """The attempt succeeded: the connection is as secure as configured."""
         raise NotImplementedError
 
     def _detached(self) -> None:
@@ -288,5 +396,9 @@ class Connector:
     def fail(self, reason: str, resultCode: int = ber.UNAVAILABLE) -> None:
         raise NotImplementedError
 
-    def _sendInternal(self, makePDU: Callable[[int], bytes], answered: Callable[[int], None]) -> None:
+    def _ready(self) -> None:
+        """Secured and bound: carry operations."""
+        raise NotImplementedError
+
+    def _send(self, data: bytes) -> None:
         raise NotImplementedError

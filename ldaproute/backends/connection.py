@@ -3,13 +3,12 @@
 One connection to one backend, as both connection modes use it.
 
 A L{BackendConnection} reaches a backend through its pool's candidates
-(L{ldaproute.backends.connecting.Connector}: accounting, PROXY header,
-C{ldaps} or StartTLS), binds when it
-was given an identity to carry (the session's replayed bind, or the
-pool's service identity), and then carries operations.  It keeps the
-operations it carries by upstream messageID, with their timers and the
-backend's in-flight count, answers the backend's Notice of Disconnection
-by failing, and closes with an Unbind.
+and prepares the connection (L{ldaproute.backends.connecting.Connector}:
+accounting, PROXY header, C{ldaps} or StartTLS, the bind it carries, the
+backend's Notice of Disconnection), then carries operations: queued until
+ready, kept by upstream messageID with their timers and the backend's
+in-flight count, abandoned upstream on timeout, failed together when the
+connection is lost, and closed with an Unbind.
 
 What it does with responses depends on who holds it (L{ldaproute.backends.responses}):
 a session link relays them as the backend's bytes (L{RELAY}); the shared
@@ -34,28 +33,21 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ldaproute.backends import responses
-from ldaproute.backends.connecting import Connector, EndpointFactory, endpointFor
+from ldaproute.backends.connecting import ABANDON_ID, UNBIND_ID, Connector, EndpointFactory, endpointFor
 from ldaproute.backends.interfaces import IConnectionOwner
 from ldaproute.backends.pool import PoolState
 from ldaproute.core import limits
 from ldaproute.wire import ber
 from ldaproute.wire.fastwrite import writerFor
-from ldaproute.wire.pdu import messageIDOf, noticeOf
+from ldaproute.wire.pdu import messageIDOf
 
-__all__ = ["BackendConnection", "EndpointFactory", "endpointFor", "DEMUX", "RELAY"]
+__all__ = ["ABANDON_ID", "BackendConnection", "DEMUX", "EndpointFactory", "RELAY", "UNBIND_ID", "endpointFor"]
 
 #: Response handling: relay the backend's bytes (session mode) or
 #: demultiplex them to many clients (shared mode).
 RELAY = "relay"
 DEMUX = "demux"
 
-#: messageIDs of the proxy's own requests on a relayed connection (StartTLS,
-#: bind replay): clients count up from 1, so the top of the range does not
-#: collide in practice, and collisions are checked.
-INTERNAL_ID_BASE = 0x7FFFFF00
-ABANDON_ID = INTERNAL_ID_BASE - 2  # an AbandonRequest gets no response: one ID serves
-UNBIND_ID = INTERNAL_ID_BASE - 1
-_MAX_ID = 0x7FFFFFFF
 
 def batches(transport: object) -> bool:
     """
@@ -91,18 +83,13 @@ class BackendConnection(Connector):
         oneAtATime: bool = False,
         produces: bool = False,
     ) -> None:
-        super().__init__(pool, reactor, endpointFactory, peer, clientAddresses)
+        super().__init__(pool, reactor, endpointFactory, peer, clientAddresses, bindAs, responsesBy == DEMUX)
         self.owner = owner
-        self._bindAs = bindAs
         self._batch = batch
         self._produces = produces
         self.opaque = False
         self.writable = True
-        self.ops: dict[int, Any] = {}
         self.timers: dict[int, IDelayedCall] = {}
-        #: our own requests in flight: messageID -> what to do with the resultCode
-        self.internal: dict[int, Callable[[int], None]] = {}
-        self._demux = responsesBy == DEMUX
         self.receiver: responses.Receiver = responses.Demux(self) if self._demux else responses.Relay(self)
         self._write: Callable[[bytes], None] = lambda data: None
         self._queue: list[bytes] = []
@@ -111,7 +98,6 @@ class BackendConnection(Connector):
         #: C{oneAtATime}: requests waiting for the one in flight to end
         self._serial: deque[tuple[int, bytes]] | None = deque() if oneAtATime else None
         self.serialInFlight: int | None = None
-        self._nextID = 1
         self.counted = False
 
     # --- after connecting (L{Connector}) -----------------------------------
@@ -126,13 +112,6 @@ class BackendConnection(Connector):
         if self._produces:
             transport.registerProducer(self, True)
 
-    def _proceed(self) -> None:
-        """Secured: bind as asked, then ready."""
-        if self._bindAs is not None:
-            self._startBind(self._bindAs)
-        else:
-            self._ready()
-
     def _detached(self) -> None:
         assert self.backend is not None
         self.backend.inFlight -= len(self.ops)
@@ -140,56 +119,6 @@ class BackendConnection(Connector):
         self.internal.clear()
         self.receiver.reset()
         self._pending = None
-
-    # --- the proxy's own requests ---------------------------------------------
-
-    def allocateID(self) -> int:
-        """A free upstream messageID (demultiplexed connections)."""
-        ops = self.ops
-        internal = self.internal
-        messageID = self._nextID
-        while messageID in ops or messageID in internal:
-            messageID = messageID + 1 if messageID < _MAX_ID else 1
-        self._nextID = messageID + 1 if messageID < _MAX_ID else 1
-        return messageID
-
-    def _internalID(self) -> int:
-        if self._demux:
-            return self.allocateID()
-        messageID = INTERNAL_ID_BASE
-        while messageID in self.internal or messageID in self.ops:
-            messageID += 1
-        return messageID
-
-    def _sendInternal(self, makePDU: Callable[[int], bytes], answered: Callable[[int], None]) -> None:
-        messageID = self._internalID()
-        self.internal[messageID] = answered
-        self._send(makePDU(messageID))
-
-    def bind(self, credentials: tuple[bytes, bytes]) -> None:
-        """
-        Carry C{credentials} (a simple bind's DN and password) to the
-        backend before anything else that is sent: a bind the proxy sends
-        and answers itself.  Before the connection is secured, this only
-        changes what will be bound.
-        """
-        self._bindAs = credentials
-        if self.state == "ready":
-            self._startBind(credentials)
-
-    def _startBind(self, credentials: tuple[bytes, bytes]) -> None:
-        self.state = "binding"
-        self._sendInternal(lambda messageID: ber.simpleBindRequest(messageID, *credentials), self._bindAnswered)
-
-    def _bindAnswered(self, resultCode: int) -> None:
-        if self.state != "binding":
-            return
-        if resultCode != ber.SUCCESS:
-            self._queue = []
-            self.owner.connectionBindRefused(self, resultCode)
-            if self.state != "binding":
-                return
-        self._ready()
 
     def _ready(self) -> None:
         self.state = "ready"
@@ -383,36 +312,6 @@ class BackendConnection(Connector):
                 state.connectFailed(f"connection lost: {reason.getErrorMessage()}", self.pool.name)
             self.fail(f"connection to backend {state.name if state else '?'} of pool {self.pool.name!r} lost")
         self._uncount()
-
-    def protocolFailed(self, reason: str) -> None:
-        """The backend sent something that is not LDAP: give it up."""
-        self._log.warn("Backend {backend}: {reason}", backend=self.backend.name if self.backend else None, reason=reason, peer=self._peer)
-        self.fail(reason)
-
-    def noticeReceived(self, pdu: bytes) -> None:
-        """
-        The backend's unsolicited notification (in practice the Notice of
-        Disconnection, RFC 4511 4.4.1, as AD sends on its idle timeout):
-        this connection is over.  Like a dropped connection, every
-        operation on it is answered unavailable (52); unlike one, the
-        backend is not marked down (it said goodbye, it did not fail).
-        """
-        resultCode, text = noticeOf(pdu)
-        name = self.backend.name if self.backend else "?"
-        self._log.info(
-            "Backend {backend} sent a Notice of Disconnection (resultCode {resultCode}: {reason}); "
-            "closing that upstream connection",
-            backend=name,
-            pool=self.pool.name,
-            resultCode=resultCode,
-            reason=text,
-            peer=self._peer,
-        )
-        detail = f": {text}" if text else ""
-        self.fail(
-            f"backend {name} of pool {self.pool.name!r} ended the connection with a Notice of "
-            f"Disconnection (resultCode {resultCode}{detail})"
-        )
 
     def fail(self, reason: str, resultCode: int = ber.UNAVAILABLE) -> None:
         """This connection cannot carry operations any more: tell the owner, once."""
