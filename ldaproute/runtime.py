@@ -20,6 +20,7 @@ from ldaproute.ops.observer import Observer
 from ldaproute.backends.pool import Backends, BackendState
 from ldaproute.core.routing import Router
 from ldaproute.backends.connection import endpointFor
+from ldaproute.backends.sharedpool import SharedPool
 
 
 class Runtime:
@@ -41,6 +42,10 @@ class Runtime:
         self._rewriters: dict[Route, Rewriter] = {}
         self.backends = Backends()
         self.endpointFactory = endpointFactory
+        #: shared mode's backend connections, by pool name (made on first
+        #: use by L{ldaproute.backends.shared.sharedPoolFor}; a pool that a
+        #: reload rebuilt gets new ones, operations in flight finish on the old)
+        self.sharedPools: dict[str, SharedPool] = {}
         self.observer = Observer(accessLog=config.accessLog)
         self.observer.metrics.watchState(lambda: self)
         self.apply(config)

@@ -26,9 +26,8 @@ one whose backend issued the cookie.
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from zope.interface import implementer
@@ -52,6 +51,9 @@ from ldaproute.wire.pdu import (
     reframeAt,
 )
 
+if TYPE_CHECKING:
+    from ldaproute.runtime import Runtime
+
 WHOAMI_OID = b"1.3.6.1.4.1.4203.1.11.3"
 PASSWORD_MODIFY_OID = b"1.3.6.1.4.1.4203.1.11.1"
 
@@ -65,17 +67,14 @@ NO_SUCH_OPERATION = 119
 # --- the pool's connections (L{ldaproute.backends.sharedpool}) -------------------
 
 
-_pools: weakref.WeakKeyDictionary[Any, dict[str, SharedPool]] = weakref.WeakKeyDictionary()
-
-
-def sharedPoolFor(runtime: Any, poolName: str, reactor: IReactorTime) -> SharedPool:
-    """The process's L{SharedPool} for a pool of C{runtime} (made on first use)."""
-    pools = _pools.setdefault(runtime, {})
+def sharedPoolFor(runtime: Runtime, poolName: str, reactor: IReactorTime) -> SharedPool:
+    """The runtime's L{SharedPool} for one of its pools (made on first use)."""
     poolState = runtime.backends.pools[poolName]
-    shared = pools.get(poolName)
+    shared = runtime.sharedPools.get(poolName)
     if shared is None or shared.poolState is not poolState:
-        shared = pools[poolName] = SharedPool(
-            poolState, reactor, runtime.endpointFactory, lambda outcome: runtime.observer.metrics.tlsHandshake("backend", outcome)
+        metrics = runtime.observer.metrics
+        shared = runtime.sharedPools[poolName] = SharedPool(
+            poolState, reactor, runtime.endpointFactory, lambda outcome: metrics.tlsHandshake("backend", outcome)
         )
     return shared
 
@@ -110,8 +109,8 @@ class SharedLink:
         self.boundVersion = 0
         self.responseTransformer: Callable[[bytes], bytes] | None = None
         self._ops: dict[int, tuple[BackendConnection | None, int]] = {}
-        #: C{(messageID, timeout)} of the operation about to be sent
-        self._starting: tuple[int, float | None] = (0, None)
+        #: C{(messageID, timeout)} of the operation about to be sent, when it has one
+        self._timing: tuple[int, float] | None = None
         #: timers of operations waiting for a ready connection
         self._waitTimers: dict[int, IDelayedCall] = {}
         self._control: tuple[Any, bytes] = (None, b"")
@@ -174,8 +173,23 @@ class SharedLink:
         if connection is None:
             connection = self._shared.pick("shared")
             if connection is not None:
-                # the common case, inline: a ready connection
-                self._submitTo(connection, messageID, tag, pdu, control, idEnd, opEnd, self._controlsElement)
+                # the common case, inline (L{_submitTo}): a ready connection
+                upstreamID = connection.allocateID()
+                self._ops[messageID] = (connection, upstreamID)
+                timing = self._timing
+                timeout = None
+                if timing is not None:
+                    self._timing = None
+                    if timing[0] == messageID:
+                        timeout = timing[1]
+                connection.submit(
+                    upstreamID,
+                    (self, messageID, tag, messageIDElement(messageID)),
+                    reframeAt(pdu, idEnd, opEnd, upstreamID, control, self._controlsElement),
+                    timeout,
+                )
+                if not connection.writable:
+                    self._shared.pauseClient(getattr(self._owner, "transport", None))
                 return
         self._submit("shared", messageID, tag, pdu, control, connection)
 
@@ -201,11 +215,12 @@ class SharedLink:
         return control
 
     def _timeoutFor(self, messageID: int) -> float | None:
-        starting, timeout = self._starting
-        if starting != messageID:
+        """The operation_timeout the owner gave for C{messageID} (L{operationStarted}), once."""
+        timing = self._timing
+        if timing is None:
             return None
-        self._starting = (0, None)
-        return timeout
+        self._timing = None
+        return timing[1] if timing[0] == messageID else None
 
     def _submitTo(
         self,
@@ -226,11 +241,7 @@ class SharedLink:
         data = reframeAt(pdu, idEnd, opEnd, upstreamID, control, controlsElement)
         self._ops[messageID] = (connection, upstreamID)
         if timeout is None:
-            starting, timeout = self._starting
-            if starting == messageID:
-                self._starting = (0, None)
-            else:
-                timeout = None
+            timeout = self._timeoutFor(messageID)
         connection.submit(upstreamID, (self, messageID, tag, messageIDElement(messageID)), data, timeout)
         if not connection.writable:
             self._shared.pauseClient(getattr(self._owner, "transport", None))
@@ -363,7 +374,8 @@ class SharedLink:
 
     def operationStarted(self, messageID: int, timeout: float | None = None) -> None:
         """The next request sent carries C{timeout} to the connection that takes it."""
-        self._starting = (messageID, timeout)
+        if timeout is not None:
+            self._timing = (messageID, timeout)
 
     def operationEnded(self, messageID: int) -> None:
         """Counted by the connection when its final arrived; a waiting one stops waiting."""
@@ -407,6 +419,6 @@ class SharedLink:
                 connection.abandon(upstreamID)
 
 
-def linkFor(owner: Any, runtime: Any, poolName: str, reactor: IReactorTime) -> SharedLink:
+def linkFor(owner: Any, runtime: Runtime, poolName: str, reactor: IReactorTime) -> SharedLink:
     """A new L{SharedLink} of a client session to a pool."""
     return SharedLink(owner, sharedPoolFor(runtime, poolName, reactor), reactor)

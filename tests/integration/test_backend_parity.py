@@ -12,8 +12,8 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
-from ldaproute.backends.health import readResult
 from ldaproute.wire import ber
+from ldaproute.wire.pdu import readResponse
 from tests.integration.rawclient import RawClient, searchRequest
 from tests.integration.test_operations import Proxy, proxyFactory, quietPort, waitFor  # noqa: F401 (fixture)
 from tests.integration.test_shared import PEOPLE, backend  # noqa: F401 (fixture)
@@ -60,7 +60,7 @@ def traffic(server: Slapd, proxyFactory: Callable[..., Proxy], mode: str) -> dic
         while not finals:
             data = held.recv(65536)
             assert data, "the proxy closed the held client"
-            finals = [result for result in map(readResult, framer.feed(data)) if result[2] != -1]
+            finals = [response[:3] for response in map(readResponse, framer.feed(data)) if response.resultCode != -1]
         assert finals == [(1, ber.SEARCH_RESULT_DONE, ber.SUCCESS)]
         held.close()
         seen["inFlightAfter"] = waitFor(lambda: proxy.samples().get(IN_FLIGHT) == 0 or None, "no search in flight")
