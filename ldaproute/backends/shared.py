@@ -64,6 +64,37 @@ _PROXIABLE_EXTENDED = frozenset({WHOAMI_OID, PASSWORD_MODIFY_OID})
 NO_SUCH_OPERATION = 119
 
 
+def refusal(pdu: bytes, tag: int, opStart: int, controls: bytes) -> tuple[int, str] | None:
+    """
+    C{(resultCode, diagnosticMessage)} for a request that cannot share a
+    connection (SASL binds, extended operations that change the
+    connection's state, StartTLS among them), or that would undo the
+    identity the proxy asserts (its own Proxied Authorization); else None.
+    """
+    if tag == ber.BIND_REQUEST:
+        if ber.Envelope.fromBytes(pdu).bindAuthentication(pdu)[0] != ber.SIMPLE_AUTH_TAG:
+            return (
+                ber.AUTH_METHOD_NOT_SUPPORTED,
+                "SASL binds are not supported in shared mode: use mode = session for SASL clients",
+            )
+        return None
+    if controls and PROXIED_AUTHZ_OID in controls:
+        return (
+            ber.UNWILLING_TO_PERFORM,
+            "the proxy asserts each client's identity with Proxied Authorization in shared mode: "
+            "clients cannot send their own",
+        )
+    if tag == ber.EXTENDED_REQUEST:
+        oid = extendedNameAt(pdu, opStart)
+        if oid != CANCEL_OID and oid not in _PROXIABLE_EXTENDED:
+            what = "StartTLS" if oid == ber.STARTTLS_OID else f"the extended operation {oid.decode('ascii', 'replace')}"
+            return (
+                ber.UNWILLING_TO_PERFORM,
+                f"{what} is not supported in shared mode (the upstream connection is shared): use mode = session",
+            )
+    return None
+
+
 # --- the pool's connections (L{ldaproute.backends.sharedpool}) -------------------
 
 
@@ -127,41 +158,17 @@ class SharedLink:
         if tag == ber.ABANDON_REQUEST:
             self._abandon(abandonedIDAt(pdu, idEnd))
             return
-        if tag == ber.BIND_REQUEST:
-            envelope = ber.Envelope.fromBytes(pdu)
-            if envelope.bindAuthentication(pdu)[0] != ber.SIMPLE_AUTH_TAG:
-                self._answer(
-                    messageID,
-                    tag,
-                    ber.AUTH_METHOD_NOT_SUPPORTED,
-                    "SASL binds are not supported in shared mode: use mode = session for SASL clients",
-                )
-                return
-            self._submit("bind", messageID, tag, pdu, b"")
-            return
         controls = pdu[opEnd:]
-        if controls and PROXIED_AUTHZ_OID in controls:
-            self._answer(
-                messageID,
-                tag,
-                ber.UNWILLING_TO_PERFORM,
-                "the proxy asserts each client's identity with Proxied Authorization in shared mode: "
-                "clients cannot send their own",
-            )
-            return
-        if tag == ber.EXTENDED_REQUEST:
-            oid = extendedNameAt(pdu, idEnd)
-            if oid == CANCEL_OID:
-                self._cancel(messageID, pdu, idEnd)
+        if tag == ber.BIND_REQUEST or tag == ber.EXTENDED_REQUEST or (controls and PROXIED_AUTHZ_OID in controls):
+            refused = refusal(pdu, tag, idEnd, controls)
+            if refused is not None:
+                self._answer(messageID, tag, *refused)
                 return
-            if oid not in _PROXIABLE_EXTENDED:
-                what = "StartTLS" if oid == ber.STARTTLS_OID else f"the extended operation {oid.decode('ascii', 'replace')}"
-                self._answer(
-                    messageID,
-                    tag,
-                    ber.UNWILLING_TO_PERFORM,
-                    f"{what} is not supported in shared mode (the upstream connection is shared): use mode = session",
-                )
+            if tag == ber.BIND_REQUEST:
+                self._submit("bind", messageID, tag, pdu, b"")
+                return
+            if extendedNameAt(pdu, idEnd) == CANCEL_OID:
+                self._cancel(messageID, pdu, idEnd)
                 return
         connection = None
         if tag == ber.SEARCH_REQUEST and controls and PAGED_RESULTS_OID in controls:
