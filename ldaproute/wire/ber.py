@@ -395,7 +395,7 @@ def readElement(buf: bytes, pos: int, end: int) -> tuple[int, int, int]:
         start = pos + 2
         length = first
     else:
-        header = _readLength(buf, pos + 1, end)
+        header = readLength(buf, pos + 1, end)
         if header is None:
             raise FramingError("malformed", "truncated BER length")
         length, start = header
