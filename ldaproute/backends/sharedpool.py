@@ -72,7 +72,10 @@ class SharedPool:
         least-outstanding}, the backend with the fewest operations in flight).
         """
         ready = self.ready[kind]
-        missing = self.wanted(kind) - len(self.connections[kind])
+        pool = self.poolState.pool
+        # L{wanted}, inline: this runs for every operation
+        perBackend = pool.sharedConnections if kind == "shared" else pool.bindConnections
+        missing = perBackend * max(1, len(self.poolState.backends)) - len(self.connections[kind])
         for _ in range(missing):
             self._open(kind)
         if not ready:
@@ -81,7 +84,7 @@ class SharedPool:
             return min(ready, key=lambda connection: len(connection.ops))
         n = len(ready)
         turn = self._turn[kind]
-        if self.poolState.pool.strategy == "least-outstanding" and n > 1:
+        if pool.strategy == "least-outstanding" and n > 1:
             self._turn[kind] = turn + 1
             return min(
                 (ready[(turn + i) % n] for i in range(n)),
@@ -136,11 +139,6 @@ class SharedPool:
             waiting.clear()
             for callback in failed:
                 callback(None, reason)
-
-    def close(self, connection: BackendConnection) -> None:
-        """Close one connection politely (with an Unbind)."""
-        self._forget(connection, "closed")
-        connection.close(unbind=True)
 
     def pauseClient(self, transport: Any) -> None:
         """A client fed a connection whose buffer is full: stop reading it."""
