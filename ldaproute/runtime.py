@@ -18,6 +18,7 @@ from ldaproute.core.dn import DNCache
 from ldaproute.core.rewrite import Rewriter
 from ldaproute.ops.observer import Observer
 from ldaproute.backends.pool import Backends, BackendState
+from ldaproute.backends.shared import SharedPool
 from ldaproute.core.routing import Router
 from ldaproute.backends.upstream import endpointFor
 
@@ -39,6 +40,8 @@ class Runtime:
         #: on the configuration)
         self.dnCache = DNCache()
         self._rewriters: dict[Route, Rewriter] = {}
+        #: shared mode's pooled connections, by pool name (made on first use)
+        self.sharedPools: dict[str, SharedPool] = {}
         self.backends = Backends()
         self.endpointFactory = endpointFactory
         self.observer = Observer(accessLog=config.accessLog)

@@ -8,7 +8,7 @@ frontend the methods of an L{ldaproute.backends.upstream.UpstreamLink} (C{send},
 C{operationStarted}, C{close}...), but owns no connection: its operations go
 out on the pool's L{SharedConnection}s under upstream messageIDs of the
 connection's choosing, and their responses come back with the client's
-messageID restored.  The rewrite is byte-level (L{reframe}): the messageID
+messageID restored.  The rewrite is byte-level (L{ldaproute.wire.pdu.reframe}): the messageID
 INTEGER and the lengths around it, never a decode.
 
 Identity: binds are checked on dedicated bind connections (the result goes
@@ -25,10 +25,9 @@ one whose backend issued the cookie.
 
 from __future__ import annotations
 
-import weakref
 from collections import deque
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet import error, tcp
 from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
@@ -40,12 +39,27 @@ from zope.interface import implementer
 from ldaproute.wire import ber
 from ldaproute.wire.fastwrite import writerFor
 from ldaproute.backends.pool import BackendState, PoolState
+from ldaproute.wire.pdu import (
+    CANCEL_OID,
+    PAGED_RESULTS_OID,
+    PROXIED_AUTHZ_OID,
+    abandonedIDAt,
+    cancelIDAt,
+    cancelRequest,
+    controlsAfter,
+    extendedNameAt,
+    messageIDElement,
+    messageIDSpan,
+    opSpan,
+    proxiedAuthorization,
+    reframeAt,
+)
 
-PROXIED_AUTHZ_OID = b"2.16.840.1.113730.3.4.18"
-PAGED_RESULTS_OID = b"1.2.840.113556.1.4.319"
+if TYPE_CHECKING:  # the runtime is above this layer: named for annotations only
+    from ldaproute.runtime import Runtime
+
 WHOAMI_OID = b"1.3.6.1.4.1.4203.1.11.3"
 PASSWORD_MODIFY_OID = b"1.3.6.1.4.1.4203.1.11.1"
-CANCEL_OID = b"1.3.6.1.1.8"
 
 #: Extended operations that run per operation and accept the Proxied
 #: Authorization control in slapd.
@@ -56,170 +70,6 @@ MAX_BACKEND_PDU_BYTES = 64 * 1024 * 1024
 _MAX_ID = 0x7FFFFFFF
 
 _log = Logger()
-
-
-# --- byte-level rewriting -----------------------------------------------------
-
-
-def _length(buf: bytes, pos: int) -> tuple[int, int]:
-    """A BER definite length at C{buf[pos]}: C{(length, position after it)}."""
-    first = buf[pos]
-    if first < 0x80:
-        return first, pos + 1
-    count = first & 0x7F
-    if count == 0 or count > 4:
-        raise ber.FramingError("malformed", "bad BER length form")
-    return int.from_bytes(buf[pos + 1 : pos + 1 + count], "big"), pos + 1 + count
-
-
-def _idElement(messageID: int) -> bytes:
-    content = ber.encodeInteger(messageID)
-    return bytes((0x02, len(content))) + content
-
-
-def readMessageID(pdu: bytes) -> tuple[int, int, int]:
-    """
-    C{(messageID, offset of the messageID element, offset just past it)} of
-    a framed LDAPMessage, for any form of the outer length.
-    """
-    _, bodyStart = _length(pdu, 1)
-    if pdu[bodyStart] != 0x02:
-        raise ber.FramingError("malformed", "LDAPMessage without a messageID")
-    n = pdu[bodyStart + 1]
-    if not 1 <= n <= 4:
-        raise ber.FramingError("malformed", "LDAPMessage with a bad messageID")
-    end = bodyStart + 2 + n
-    return int.from_bytes(pdu[bodyStart + 2 : end], "big", signed=True), bodyStart, end
-
-
-def withMessageID(pdu: bytes, messageID: int) -> bytes:
-    """
-    The same LDAPMessage under another messageID.  The INTEGER may change
-    length (1 to 4 octets), so the outer SEQUENCE length is re-encoded too
-    (short or long form as needed).
-    """
-    _, _, idEnd = readMessageID(pdu)
-    content = ber.encodeInteger(messageID)
-    rest = len(pdu) - idEnd
-    bodyLength = 2 + len(content) + rest
-    if bodyLength < 0x80:
-        return bytes((0x30, bodyLength, 0x02, len(content))) + content + pdu[idEnd:]
-    return b"\x30" + ber.encodeLength(bodyLength) + bytes((0x02, len(content))) + content + pdu[idEnd:]
-
-
-def parseRequest(pdu: bytes) -> tuple[int, int, int]:
-    """
-    C{(messageID, idEnd, opEnd)} of a framed request in one pass: C{idEnd}
-    is the offset of the protocolOp's tag, C{opEnd} the offset just past
-    the protocolOp (the controls, if any, follow).
-    """
-    first = pdu[1]
-    bodyStart = 2 if first < 0x80 else 2 + (first & 0x7F)
-    if first >= 0x80 and not 1 <= first & 0x7F <= 4:
-        raise ber.FramingError("malformed", "bad BER length form")
-    if pdu[bodyStart] != 0x02:
-        raise ber.FramingError("malformed", "LDAPMessage without a messageID")
-    n = pdu[bodyStart + 1]
-    if not 1 <= n <= 4:
-        raise ber.FramingError("malformed", "LDAPMessage with a bad messageID")
-    idEnd = bodyStart + 2 + n
-    opFirst = pdu[idEnd + 1]
-    if opFirst < 0x80:
-        opEnd = idEnd + 2 + opFirst
-    else:
-        count = opFirst & 0x7F
-        if count == 0 or count > 4:
-            raise ber.FramingError("malformed", "bad BER length form")
-        opEnd = idEnd + 2 + count + int.from_bytes(pdu[idEnd + 2 : idEnd + 2 + count], "big")
-    if opEnd > len(pdu):
-        raise ber.FramingError("malformed", "protocolOp longer than its LDAPMessage")
-    return int.from_bytes(pdu[bodyStart + 2 : idEnd], "big", signed=True), idEnd, opEnd
-
-
-def reframe(pdu: bytes, messageID: int, control: bytes = b"") -> bytes:
-    """
-    A request under another messageID, with C{control} (one encoded
-    Control) appended to its controls: a C{[0]} controls element is added
-    when the request has none, or the existing one grows by C{control}.
-    """
-    if not control:
-        return withMessageID(pdu, messageID)
-    _, idEnd, opEnd = parseRequest(pdu)
-    return _reframeAt(pdu, idEnd, opEnd, messageID, control, ber.tlv(ber.CONTROLS_TAG, control))
-
-
-def _reframeAt(pdu: bytes, idEnd: int, opEnd: int, messageID: int, control: bytes, controlsElement: bytes) -> bytes:
-    """
-    L{reframe} with the request already parsed (L{parseRequest}) and, for a
-    request without controls of its own, the whole C{[0]} element holding
-    C{control} given (C{controlsElement}: the same for every operation of
-    an identity, so built once).
-    """
-    content = ber.encodeInteger(messageID)
-    if opEnd == len(pdu):
-        controls = controlsElement
-    elif pdu[opEnd] != ber.CONTROLS_TAG:
-        raise ber.FramingError("malformed", "unexpected data after protocolOp")
-    elif control:
-        controlsLength, controlsContent = _length(pdu, opEnd + 1)
-        controls = ber.tlv(ber.CONTROLS_TAG, pdu[controlsContent : controlsContent + controlsLength] + control)
-    else:
-        controls = pdu[opEnd:]
-    bodyLength = 2 + len(content) + (opEnd - idEnd) + len(controls)
-    if bodyLength < 0x80:
-        header = bytes((0x30, bodyLength, 0x02, len(content))) + content
-    else:
-        header = b"\x30" + ber.encodeLength(bodyLength) + bytes((0x02, len(content))) + content
-    return b"".join((header, pdu[idEnd:opEnd], controls))
-
-
-def proxiedAuthorization(authzId: bytes) -> bytes:
-    """
-    The Proxied Authorization control (RFC 4370), critical, asserting
-    C{authzId} (C{dn:...}, or empty for the anonymous identity).
-    """
-    return ber.tlv(0x30, ber.tlv(0x04, PROXIED_AUTHZ_OID) + b"\x01\x01\xff" + ber.tlv(0x04, authzId))
-
-
-def _controlsOf(pdu: bytes, opTagAt: int) -> bytes:
-    """The raw controls element of a request (empty if it has none)."""
-    opLength, opContent = _length(pdu, opTagAt + 1)
-    return pdu[opContent + opLength :]
-
-
-def _extendedName(pdu: bytes, opTagAt: int) -> bytes:
-    _, pos = _length(pdu, opTagAt + 1)
-    if pdu[pos] != ber.EXTENDED_NAME_TAG:
-        raise ber.FramingError("malformed", "extended request without a name")
-    n, start = _length(pdu, pos + 1)
-    return pdu[start : start + n]
-
-
-def cancelRequest(messageID: int, cancelID: int) -> bytes:
-    """An RFC 3909 Cancel extended request."""
-    value = ber.tlv(0x30, _idElement(cancelID))
-    return ber.message(
-        messageID,
-        ber.tlv(ber.EXTENDED_REQUEST, ber.tlv(ber.EXTENDED_NAME_TAG, CANCEL_OID) + ber.tlv(ber.EXTENDED_VALUE_TAG, value)),
-    )
-
-
-def _cancelID(pdu: bytes, opTagAt: int) -> int | None:
-    """The cancelID of a Cancel request's value, or None if unreadable."""
-    try:
-        _, pos = _length(pdu, opTagAt + 1)
-        n, start = _length(pdu, pos + 1)
-        pos = start + n
-        if pdu[pos] != ber.EXTENDED_VALUE_TAG:
-            return None
-        _, pos = _length(pdu, pos + 1)  # value
-        _, pos = _length(pdu, pos + 1)  # SEQUENCE
-        if pdu[pos] != 0x02:
-            return None
-        n, start = _length(pdu, pos + 1)
-        return int.from_bytes(pdu[start : start + n], "big", signed=True)
-    except (IndexError, ber.FramingError):
-        return None
 
 
 # --- the pool's connections --------------------------------------------------
@@ -373,19 +223,19 @@ class SharedConnection(Protocol):
         """
         Send a client's request here; returns its upstream messageID.
 
-        @param parsed: C{(idEnd, opEnd)} of C{pdu} (L{parseRequest}) when the
+        @param parsed: C{(idEnd, opEnd)} of C{pdu} (L{opSpan}) when the
             caller has read them already.
         @param controlsElement: C{[0]} element holding only C{control}, when
             the caller has it built.
         """
         upstreamID = self._allocate()
         if tag != ber.ABANDON_REQUEST:
-            self.ops[upstreamID] = (link, clientID, tag, _idElement(clientID))
+            self.ops[upstreamID] = (link, clientID, tag, messageIDElement(clientID))
         if parsed is None:
-            parsed = parseRequest(pdu)[1:]
+            parsed = opSpan(pdu)[1:]
         if controlsElement is None:
             controlsElement = ber.tlv(ber.CONTROLS_TAG, control) if control else b""
-        data = _reframeAt(pdu, parsed[0], parsed[1], upstreamID, control, controlsElement)
+        data = reframeAt(pdu, parsed[0], parsed[1], upstreamID, control, controlsElement)
         if self.kind == "bind":
             if self._bindInFlight is not None:
                 self._bindQueue.append((upstreamID, data))
@@ -709,12 +559,9 @@ class SharedPool:
                 transport.resumeProducing()
 
 
-_pools: weakref.WeakKeyDictionary[Any, dict[str, SharedPool]] = weakref.WeakKeyDictionary()
-
-
-def sharedPoolFor(runtime: Any, poolName: str, reactor: IReactorTime) -> SharedPool:
-    """The process's L{SharedPool} for a pool of C{runtime} (made on first use)."""
-    pools = _pools.setdefault(runtime, {})
+def sharedPoolFor(runtime: Runtime, poolName: str, reactor: IReactorTime) -> SharedPool:
+    """The L{SharedPool} for a pool of C{runtime}, which keeps it (made on first use)."""
+    pools = runtime.sharedPools
     poolState = runtime.backends.pools[poolName]
     shared = pools.get(poolName)
     if shared is None or shared.poolState is not poolState:
@@ -759,11 +606,10 @@ class SharedLink:
     def send(self, pdu: bytes) -> None:
         if self.state == "closed":
             return
-        messageID, idEnd, opEnd = parseRequest(pdu)
+        messageID, idEnd, opEnd = opSpan(pdu)
         tag = pdu[idEnd]
         if tag == ber.ABANDON_REQUEST:
-            n, start = _length(pdu, idEnd + 1)
-            self._abandon(int.from_bytes(pdu[start : start + n], "big", signed=True))
+            self._abandon(abandonedIDAt(pdu, idEnd))
             return
         if tag == ber.BIND_REQUEST:
             envelope = ber.Envelope.fromBytes(pdu)
@@ -788,7 +634,7 @@ class SharedLink:
             )
             return
         if tag == ber.EXTENDED_REQUEST:
-            oid = _extendedName(pdu, idEnd)
+            oid = extendedNameAt(pdu, idEnd)
             if oid == CANCEL_OID:
                 self._cancel(messageID, pdu, idEnd)
                 return
@@ -862,7 +708,7 @@ class SharedLink:
                 del self._ops[messageID]
                 self.failed(messageID, tag, ber.UNAVAILABLE, reason)
                 return
-            if tag == ber.SEARCH_REQUEST and kind == "shared" and PAGED_RESULTS_OID in _controlsOf(pdu, readMessageID(pdu)[2]):
+            if tag == ber.SEARCH_REQUEST and kind == "shared" and PAGED_RESULTS_OID in controlsAfter(pdu, messageIDSpan(pdu)[2]):
                 self._pagedConnection = connection
             self._ops[messageID] = (connection, connection.submit(self, messageID, tag, pdu, control))
 
@@ -878,7 +724,7 @@ class SharedLink:
             connection.abandon(upstreamID)
 
     def _cancel(self, messageID: int, pdu: bytes, idEnd: int) -> None:
-        cancelID = _cancelID(pdu, idEnd)
+        cancelID = cancelIDAt(pdu, idEnd)
         entry = self._ops.get(cancelID) if cancelID is not None else None
         if entry is None or entry[0] is None:
             self._answer(messageID, ber.EXTENDED_REQUEST, NO_SUCH_OPERATION, "no such operation to cancel")

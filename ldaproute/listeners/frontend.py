@@ -14,7 +14,7 @@ Notice of Disconnection.
 from __future__ import annotations
 
 import socket
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet import error
 from twisted.internet.interfaces import IAddress, IDelayedCall, IHandshakeListener, IPushProducer, IReactorTime, ISSLTransport
@@ -31,7 +31,6 @@ from ldaproute.wire.fastwrite import writerFor
 from ldaproute.config import Listener
 from ldaproute.core.policy import ListenerPolicy
 from ldaproute.core.routing import noRouteResult
-from ldaproute.runtime import Runtime
 from ldaproute.core.sasllayer import SecurityLayerWatch
 from ldaproute.core.session import Outstanding, Session
 from ldaproute.core.rewrite import Refused, Rewriter
@@ -47,6 +46,9 @@ from ldaproute.wire.pdu import (
     withMessageID,
 )
 from ldaproute.backends.upstream import UpstreamLink
+
+if TYPE_CHECKING:  # the runtime is above this layer: named for annotations only
+    from ldaproute.runtime import Runtime
 
 #: messageIDs of the proxy's fan-out sub-searches on upstream links (below
 #: the links' own internal IDs).

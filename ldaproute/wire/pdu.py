@@ -101,13 +101,6 @@ def messageIDElement(messageID: int) -> bytes:
     return bytes((INTEGER, len(content))) + content
 
 
-def _header(bodyLength: int) -> bytes:
-    """The LDAPMessage SEQUENCE tag and length for a body of C{bodyLength}."""
-    if bodyLength < 0x80:
-        return bytes((SEQUENCE, bodyLength))
-    return b"\x30" + encodeLength(bodyLength)
-
-
 def withMessageID(pdu: bytes, messageID: int) -> bytes:
     """
     The same LDAPMessage under another messageID, every other byte kept.
@@ -115,24 +108,41 @@ def withMessageID(pdu: bytes, messageID: int) -> bytes:
     length is re-encoded too (short or long form as needed).
     """
     _, _, opStart = messageIDSpan(pdu)
-    idElement = messageIDElement(messageID)
-    return b"".join((_header(len(idElement) + len(pdu) - opStart), idElement, pdu[opStart:]))
+    content = encodeInteger(messageID)
+    bodyLength = 2 + len(content) + len(pdu) - opStart
+    if bodyLength < 0x80:
+        return bytes((SEQUENCE, bodyLength, INTEGER, len(content))) + content + pdu[opStart:]
+    return b"\x30" + encodeLength(bodyLength) + bytes((INTEGER, len(content))) + content + pdu[opStart:]
 
 
 def opSpan(pdu: bytes) -> tuple[int, int, int]:
     """
-    C{(messageID, opStart, opEnd)} of a framed LDAPMessage.
+    C{(messageID, opStart, opEnd)} of a framed LDAPMessage, in one pass
+    (shared mode reads this of every request).
 
     @raise FramingError: as L{messageIDSpan}, or a protocolOp that is
         truncated or longer than its message.
     """
-    messageID, _, opStart = messageIDSpan(pdu)
     end = len(pdu)
-    if opStart + 2 > end:
-        raise FramingError("malformed", "truncated protocolOp")
-    first = pdu[opStart + 1]
+    first = pdu[1] if end > 1 else 0x80
     if first < 0x80:
-        opEnd = opStart + 2 + first
+        idStart = 2
+    else:
+        header = readLength(pdu, 1, end)
+        if header is None:
+            raise FramingError("malformed", "truncated LDAPMessage")
+        idStart = header[1]
+    if idStart + 2 > end or pdu[idStart] != INTEGER:
+        raise FramingError("malformed", "LDAPMessage without a messageID")
+    n = pdu[idStart + 1]
+    opStart = idStart + 2 + n
+    if not 1 <= n <= 4 or opStart + 1 >= end:
+        raise FramingError("malformed", "LDAPMessage with a bad messageID")
+    if pdu[idStart + 2] & 0x80:
+        raise FramingError("malformed", "negative messageID")
+    opFirst = pdu[opStart + 1]
+    if opFirst < 0x80:
+        opEnd = opStart + 2 + opFirst
     else:
         header = readLength(pdu, opStart + 1, end)
         if header is None:
@@ -140,7 +150,7 @@ def opSpan(pdu: bytes) -> tuple[int, int, int]:
         opEnd = header[1] + header[0]
     if opEnd > end:
         raise FramingError("malformed", "protocolOp longer than its LDAPMessage")
-    return messageID, opStart, opEnd
+    return int.from_bytes(pdu[idStart + 2 : opStart], "big"), opStart, opEnd
 
 
 def splitMessage(pdu: bytes) -> tuple[bytes, int, bytes, bytes]:
@@ -193,9 +203,14 @@ def reframeAt(pdu: bytes, opStart: int, opEnd: int, messageID: int, control: byt
         controls = tlv(CONTROLS_TAG, pdu[start:end] + control)
     else:
         controls = pdu[opEnd:]
-    idElement = messageIDElement(messageID)
-    header = _header(len(idElement) + (opEnd - opStart) + len(controls))
-    return b"".join((header, idElement, pdu[opStart:opEnd], controls))
+    # the header and messageID in one piece, as withMessageID: per request
+    content = encodeInteger(messageID)
+    bodyLength = 2 + len(content) + (opEnd - opStart) + len(controls)
+    if bodyLength < 0x80:
+        header = bytes((SEQUENCE, bodyLength, INTEGER, len(content))) + content
+    else:
+        header = b"\x30" + encodeLength(bodyLength) + bytes((INTEGER, len(content))) + content
+    return b"".join((header, pdu[opStart:opEnd], controls))
 
 
 def control(oid: bytes, critical: bool = False, value: bytes | None = None) -> bytes:
