@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet import error, tcp
-from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime, ITCPTransport
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -110,6 +110,9 @@ class SharedConnection(Protocol):
     @ivar writable: False while the backend's socket buffer is full.
     """
 
+    #: set by makeConnection: TCP, or TLS over TCP
+    transport: ITCPTransport
+
     def __init__(self, shared: SharedPool, kind: str) -> None:
         self.shared = shared
         self.kind = kind
@@ -165,13 +168,13 @@ class SharedConnection(Protocol):
         self.backend.connectSucceeded()
         self.backend.connections += 1
         if self.state == "closed":
-            self.transport.loseConnection()  # type: ignore[union-attr]
+            self.transport.loseConnection()
             return
         try:
-            self.transport.setTcpNoDelay(True)  # type: ignore[union-attr]
+            self.transport.setTcpNoDelay(True)
         except (AttributeError, OSError):
             pass
-        self.transport.registerProducer(self, True)  # type: ignore[union-attr]
+        self.transport.registerProducer(self, True)  # type: ignore[attr-defined]
         self._write = writerFor(self.transport)
         if self.kind == "shared" and _batches(self.transport):
             # (a bind connection carries one bind at a time: nothing to batch)
@@ -404,7 +407,7 @@ class SharedConnection(Protocol):
             f"backend {self.backend.name if self.backend else '?'} refused the proxy's service identity "
             f"(resultCode {resultCode})"
         )
-        self.transport.loseConnection()  # type: ignore[union-attr]
+        self.transport.loseConnection()
 
     def _unsolicited(self) -> None:
         _log.info(
@@ -413,14 +416,14 @@ class SharedConnection(Protocol):
             pool=self.shared.poolState.name,
         )
         self._closed(f"backend {self.backend.name if self.backend else '?'} ended the connection")
-        self.transport.abortConnection()  # type: ignore[union-attr]
+        self.transport.abortConnection()
 
     # --- failure ---------------------------------------------------------
 
     def protocolFailed(self, reason: str) -> None:
         _log.warn("Backend {backend}: {reason}", backend=self.backend.name if self.backend else None, reason=reason)
         self._closed(reason)
-        self.transport.abortConnection()  # type: ignore[union-attr]
+        self.transport.abortConnection()
 
     def connectionLost(self, reason: Failure = error.ConnectionDone) -> None:  # type: ignore[assignment]
         if self.backend is not None:
@@ -725,11 +728,10 @@ class SharedLink:
 
     def _cancel(self, messageID: int, pdu: bytes, idEnd: int) -> None:
         cancelID = cancelIDAt(pdu, idEnd)
-        entry = self._ops.get(cancelID) if cancelID is not None else None
-        if entry is None or entry[0] is None:
+        connection, upstreamID = self._ops.get(cancelID, (None, 0)) if cancelID is not None else (None, 0)
+        if connection is None:
             self._answer(messageID, ber.EXTENDED_REQUEST, NO_SUCH_OPERATION, "no such operation to cancel")
             return
-        connection, upstreamID = entry
         self._ops[messageID] = (connection, connection.submit(self, messageID, ber.EXTENDED_REQUEST, cancelRequest(messageID, upstreamID), b""))
 
     def _answer(self, messageID: int, requestTag: int, resultCode: int, message: str) -> None:
@@ -768,7 +770,7 @@ class SharedLink:
     def operationStarted(self, messageID: int, timeout: float | None = None) -> None:
         if timeout is not None:
             self._cancelTimer(messageID)
-            self._timers[messageID] = self._reactor.callLater(timeout, self._timedOut, messageID, timeout)  # type: ignore[attr-defined]
+            self._timers[messageID] = self._reactor.callLater(timeout, self._timedOut, messageID, timeout)
 
     def operationEnded(self, messageID: int) -> None:
         self._cancelTimer(messageID)

@@ -26,7 +26,7 @@ from twisted.internet.endpoints import (
     UNIXClientEndpoint,
     wrapClientTLS,
 )
-from twisted.internet.interfaces import IDelayedCall, IHandshakeListener, IReactorTime, IStreamClientEndpoint
+from twisted.internet.interfaces import IDelayedCall, IHandshakeListener, IReactorTime, IStreamClientEndpoint, ITLSTransport
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -97,6 +97,9 @@ class UpstreamProtocol(Protocol):
     (or untouched once C{opaque}: SASL layer or StartTLS passthrough).
     """
 
+    #: set by makeConnection: TCP, or TLS over TCP (ldaps, StartTLS)
+    transport: ITLSTransport
+
     def __init__(self, link: UpstreamLink) -> None:
         self._link = link
         self._scanner = ber.ResponseScanner(MAX_BACKEND_PDU_BYTES)
@@ -109,7 +112,7 @@ class UpstreamProtocol(Protocol):
 
     def connectionMade(self) -> None:
         try:
-            self.transport.setTcpNoDelay(True)  # type: ignore[attr-defined]
+            self.transport.setTcpNoDelay(True)
         except (AttributeError, OSError, socket.error):
             pass  # UNIX sockets have no Nagle
         #: requests go out through this (see L{ldaproute.wire.fastwrite})
@@ -125,7 +128,7 @@ class UpstreamProtocol(Protocol):
             complete, finals = self._scanner.feed(data)
         except ber.FramingError as e:
             self._link.protocolFailed(f"backend sent a malformed response: {e}")
-            self.transport.abortConnection()  # type: ignore[attr-defined]
+            self.transport.abortConnection()
             return
         if complete:
             self._link.responsesReceived(complete, finals)
@@ -218,7 +221,7 @@ class UpstreamLink:
         except ValueError as e:  # unreadable TLS files
             self._connectFailed(Failure(e), state)
             return
-        d: Deferred[UpstreamProtocol] = endpoint.connect(_UpstreamFactory(self))
+        d: Deferred[UpstreamProtocol] = endpoint.connect(_UpstreamFactory(self))  # type: ignore[assignment]
         d.addCallbacks(self._connected, self._connectFailed, errbackArgs=(state,))
 
     def _connected(self, protocol: UpstreamProtocol) -> None:
@@ -229,11 +232,11 @@ class UpstreamLink:
         self.backend.inFlight += len(self._operations)
         self._counted = True
         if self.state == "closed":
-            protocol.transport.loseConnection()  # type: ignore[union-attr]
+            protocol.transport.loseConnection()
             return
         self._protocol = protocol
         if self.backend.backend.sendProxy != "none" and self._clientAddresses is not None:
-            protocol.transport.write(proxyHeader(self.backend.backend.sendProxy, *self._clientAddresses))  # type: ignore[union-attr]
+            protocol.transport.write(proxyHeader(self.backend.backend.sendProxy, *self._clientAddresses))
         self._owner.linkConnected(self)
         tls = self.backend.backend.tls
         if tls == "ldaps":
@@ -248,7 +251,7 @@ class UpstreamLink:
         """The connection is as secure as configured: replay, then ready."""
         if self._replayBind is not None:
             self.state = "replaying"
-            self._sendInternal(lambda messageID: ber.simpleBindRequest(messageID, *self._replayBind))  # type: ignore[misc]
+            self._sendInternal(lambda messageID: ber.simpleBindRequest(messageID, *self._replayBind))
         else:
             self._ready()
 
@@ -296,7 +299,7 @@ class UpstreamLink:
         except ValueError as e:
             self._tlsFailed(str(e))
             return
-        self._protocol.transport.startTLS(options)  # type: ignore[union-attr]
+        self._protocol.transport.startTLS(options)
 
     def _tlsFailed(self, reason: str) -> None:
         """
@@ -322,7 +325,7 @@ class UpstreamLink:
         if protocol is not None:
             protocol.detached = True
             if protocol.transport is not None:
-                protocol.transport.abortConnection()  # type: ignore[attr-defined]
+                protocol.transport.abortConnection()
         if self.state == "closed":
             return
         self.state = "connecting"
@@ -343,7 +346,7 @@ class UpstreamLink:
         fast, finds the operation registered with the owner).
         """
         if self.state == "ready":
-            self._protocol.write(pdu)
+            self._protocol.write(pdu)  # type: ignore[union-attr]
         elif self.state != "closed":
             self._queue.append(pdu)
             if self.state == "new":
@@ -376,13 +379,13 @@ class UpstreamLink:
         self._dropIDs.discard(messageID)
         timer = None
         if timeout is not None:
-            timer = self._reactor.callLater(timeout, self._timedOut, messageID, timeout)  # type: ignore[attr-defined]
+            timer = self._reactor.callLater(timeout, self._timedOut, messageID, timeout)
         old = self._operations.pop(messageID, _ABSENT)
         if old is _ABSENT:
             if self._counted and self.backend is not None:
                 self.backend.inFlight += 1
-        elif old is not None and old.active():  # type: ignore[union-attr]
-            old.cancel()  # type: ignore[union-attr]
+        elif old is not None and old.active():
+            old.cancel()
         self._operations[messageID] = timer
 
     def operationEnded(self, messageID: int) -> None:
@@ -390,8 +393,8 @@ class UpstreamLink:
         timer = self._operations.pop(messageID, _ABSENT)
         if timer is _ABSENT:
             return
-        if timer is not None and timer.active():  # type: ignore[union-attr]
-            timer.cancel()  # type: ignore[union-attr]
+        if timer is not None and timer.active():
+            timer.cancel()
         if self._counted and self.backend is not None:
             self.backend.inFlight -= 1
 
@@ -416,7 +419,7 @@ class UpstreamLink:
         # operation of the session reconnects (to a backend that is up).
         self._dropIDs.add(messageID)
         transport = self._protocol.transport
-        transport.write(ber.abandonRequest(self._nextInternalID(), messageID))  # type: ignore[union-attr]
+        transport.write(ber.abandonRequest(self._nextInternalID(), messageID))
         self._owner.linkOperationTimedOut(self, messageID, reason)
         if self.state != "closed":
             self.state = "closed"
@@ -425,8 +428,8 @@ class UpstreamLink:
             self._owner.linkLost(
                 self, f"backend {backendName} of pool {self.pool.name!r} stopped answering (operation timeout)"
             )
-            transport.write(ber.unbindRequest(_INTERNAL_ID_BASE - 1))  # type: ignore[union-attr]
-            transport.loseConnection()  # type: ignore[union-attr]
+            transport.write(ber.unbindRequest(_INTERNAL_ID_BASE - 1))
+            transport.loseConnection()
 
     def _nextInternalID(self) -> int:
         # an AbandonRequest gets no response, so one fixed ID serves
@@ -524,7 +527,7 @@ class UpstreamLink:
         client's: a backend's Notice of Disconnection becomes a lost link.
         """
         keep: list[bytes] = []
-        keptFinals = []
+        keptFinals: list[tuple[int, int, int]] = []
         finalCodes = {messageID: (tag, code) for messageID, tag, code in finals}
         for pdu in ber.Framer(MAX_BACKEND_PDU_BYTES).feed(data):
             envelopeID = messageIDOf(pdu)
@@ -600,7 +603,7 @@ class UpstreamLink:
         self._uncount()
         self._owner.linkLost(self, reason, resultCode)
         if self._protocol is not None:
-            self._protocol.transport.abortConnection()  # type: ignore[union-attr]
+            self._protocol.transport.abortConnection()
 
     def close(self, unbind: bool = False, abort: bool = False) -> None:
         """Close the upstream connection (politely with an Unbind when asked)."""
@@ -614,7 +617,7 @@ class UpstreamLink:
             return
         transport = self._protocol.transport
         if abort:
-            transport.abortConnection()  # type: ignore[attr-defined]
+            transport.abortConnection()
             return
         if unbind and wasReady:
             transport.write(ber.unbindRequest(_INTERNAL_ID_BASE - 1))

@@ -17,7 +17,7 @@ import socket
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet import error
-from twisted.internet.interfaces import IAddress, IDelayedCall, IHandshakeListener, IPushProducer, IReactorTime, ISSLTransport
+from twisted.internet.interfaces import IAddress, IDelayedCall, IHandshakeListener, IPushProducer, IReactorTime, ISSLTransport, ITLSTransport
 from twisted.internet.protocol import Protocol, ServerFactory
 from twisted.logger import Logger
 from twisted.protocols.haproxy._wrapper import HAProxyProtocolWrapper
@@ -117,6 +117,9 @@ class _ClientReading:
 class FrontendProtocol(Protocol):
     """One client connection on a listener."""
 
+    #: set by makeConnection: TCP, TLS over TCP, or a PROXY-header wrapper of them
+    transport: ITLSTransport
+
     _log = Logger()
 
     def __init__(
@@ -154,7 +157,7 @@ class FrontendProtocol(Protocol):
     # --- connection events ------------------------------------------------
 
     def connectionMade(self) -> None:
-        self._peerText, self._peerAddress = describePeer(self.transport.getPeer())  # type: ignore[union-attr]
+        self._peerText, self._peerAddress = describePeer(self.transport.getPeer())
         self.session = Session(self._peerText, self._listener.name)
         self._secure = ISSLTransport.providedBy(self.transport)
         if not self._policy.limits.allowed(self._peerAddress):
@@ -163,7 +166,7 @@ class FrontendProtocol(Protocol):
                 "Connection from {peer} refused: not in client_network", peer=self._peerText, listener=self._listener.name
             )
             self._closing = True
-            self.transport.abortConnection()  # type: ignore[union-attr]
+            self.transport.abortConnection()
             return
         refusal = self._policy.limits.admit(self._peerAddress)
         if refusal is not None:
@@ -175,12 +178,12 @@ class FrontendProtocol(Protocol):
         self._admitted = True
         self._armIdleTimer()
         try:
-            self.transport.setTcpNoDelay(True)  # type: ignore[union-attr]
+            self.transport.setTcpNoDelay(True)
         except (AttributeError, OSError, socket.error):
             pass
         self._gate = limits.ReadGate(self.transport)
         self._linksProducer = _LinksProducer(self._links)
-        self.transport.registerProducer(self._linksProducer, True)  # type: ignore[union-attr]
+        self.transport.registerProducer(self._linksProducer, True)  # type: ignore[attr-defined]
         self._received, self._sent = self._runtime.observer.connectionOpened(self, self.transport)
         #: relayed responses go out through this (see L{ldaproute.wire.fastwrite})
         self._write = writerFor(self.transport)
@@ -193,7 +196,7 @@ class FrontendProtocol(Protocol):
         header has been read, just before the first bytes reach us.
         """
         del self.dataReceived
-        self._peerText, self._peerAddress = describePeer(self.transport.getPeer())  # type: ignore[union-attr]
+        self._peerText, self._peerAddress = describePeer(self.transport.getPeer())
         self.session.peer = self._peerText
         self.dataReceived(data)
 
@@ -387,7 +390,7 @@ class FrontendProtocol(Protocol):
         pool = runtime.backends.pools[poolName]
         link = UpstreamLink(
             self, pool, self._reactor, pool.pool.connectTimeout, replay, self._peerText, runtime.endpointFactory,
-            (self.transport.getPeer(), self.transport.getHost()),  # type: ignore[union-attr]
+            (self.transport.getPeer(), self.transport.getHost()),
         )
         link.boundVersion = session.identityVersion
         self._links[poolName] = link
@@ -397,9 +400,9 @@ class FrontendProtocol(Protocol):
         """Shared mode: the session's view of the pool's shared connections."""
         link = self._links.get(poolName)
         if link is None:
-            link = shared.linkFor(self, self._runtime, poolName, self._reactor)
-            self._links[poolName] = link
-        link.boundVersion = self.session.identityVersion
+            link = shared.linkFor(self, self._runtime, poolName, self._reactor)  # type: ignore[assignment]
+            self._links[poolName] = link  # type: ignore[assignment]
+        link.boundVersion = self.session.identityVersion  # type: ignore[union-attr]
         return link
 
     def _replayName(self, poolName: str, name: bytes) -> bytes:
@@ -428,7 +431,7 @@ class FrontendProtocol(Protocol):
         self.session.outstanding.clear()
         # a paused producer would keep the transport open after its buffer drains
         limits.releaseProducer(self.transport)
-        self.transport.loseConnection()  # type: ignore[union-attr]
+        self.transport.loseConnection()
 
     # --- answers from links -----------------------------------------------
 
@@ -522,12 +525,12 @@ class FrontendProtocol(Protocol):
 
     def linkReceivedRaw(self, link: UpstreamLink, data: bytes) -> None:
         """Backend bytes of an opaque session."""
-        self.transport.write(data)  # type: ignore[union-attr]
+        self.transport.write(data)
 
     def linkLost(self, link: UpstreamLink, reason: str, resultCode: int = ber.UNAVAILABLE) -> None:
         if self._opaqueLink is link:
             self._closing = True
-            self.transport.loseConnection()  # type: ignore[union-attr]
+            self.transport.loseConnection()
             return
         if self._passthroughID is not None:
             pending = self.session.outstanding.get(self._passthroughID)
@@ -557,7 +560,7 @@ class FrontendProtocol(Protocol):
             resultCode=ber.TIME_LIMIT_EXCEEDED,
             durationMs=round((self._reactor.seconds() - operation.startedAt) * 1000),
         )
-        self.transport.write(  # type: ignore[union-attr]
+        self.transport.write(
             ber.result(messageID, ber.RESPONSE_FOR[operation.opTag], ber.TIME_LIMIT_EXCEEDED, reason)
         )
 
@@ -596,7 +599,7 @@ class FrontendProtocol(Protocol):
             resultCode=resultCode,
             reason=reason,
         )
-        self.transport.writeSequence(answers)  # type: ignore[union-attr]
+        self.transport.writeSequence(answers)
         self._outstandingAnswered()
 
     # --- the slow path: rewriting and searches across routes -------------
@@ -662,6 +665,7 @@ class FrontendProtocol(Protocol):
                 except Refused as e:
                     self._answer(envelope, e.resultCode, e.message)
                     return True
+            assert route.pool is not None  # reject routes are never search targets
             subs.append(fanout.SubSearch(route.name, route.pool, subID, subPDU, rewriter))
         links = []
         for sub in subs:
@@ -678,7 +682,7 @@ class FrontendProtocol(Protocol):
             messageID,
             searchSizeLimit(pdu),
             subs,
-            self.transport.write,  # type: ignore[union-attr]
+            self.transport.write,
             plan.entryHook if plan.rootDSE and subs else None,
         )
         if self._runtime.debug:
@@ -754,7 +758,7 @@ class FrontendProtocol(Protocol):
     ) -> None:
         answer = ber.resultFor(envelope, resultCode, diagnosticMessage)
         if answer is not None:
-            self.transport.write(answer)  # type: ignore[union-attr]
+            self.transport.write(answer)
             now = self._reactor.seconds()
             observer = self._runtime.observer
             summary = observer.summarize(pdu, envelope) if pdu is not None else None
@@ -855,8 +859,8 @@ class FrontendProtocol(Protocol):
         if self._serverTLS is None:
             self._answer(envelope, ber.UNAVAILABLE, "StartTLS is not available: no certificate loaded")
             return True
-        self.transport.write(startTLSResponse(envelope.messageID))  # type: ignore[union-attr]
-        self.transport.startTLS(self._serverTLS)  # type: ignore[union-attr]
+        self.transport.write(startTLSResponse(envelope.messageID))
+        self.transport.startTLS(self._serverTLS)
         self._secure = True  # every byte from now on is inside TLS
         self._tlsState = "handshaking"
         return True
@@ -898,7 +902,7 @@ class FrontendProtocol(Protocol):
     def _armIdleTimer(self) -> None:
         timeout = self._listener.idleTimeout
         if timeout is not None:
-            self._idleTimer = self._reactor.callLater(timeout, self._idleTimedOut)  # type: ignore[attr-defined]
+            self._idleTimer = self._reactor.callLater(timeout, self._idleTimedOut)
 
     def _idleTimedOut(self) -> None:
         self._idleTimer = None
@@ -918,7 +922,7 @@ class FrontendProtocol(Protocol):
         if self._framer.buffered == 0:
             self._cancelTimer("_pduTimer")
         elif self._pduTimer is None:
-            self._pduTimer = self._reactor.callLater(timeout, self._pduTimedOut)  # type: ignore[attr-defined]
+            self._pduTimer = self._reactor.callLater(timeout, self._pduTimedOut)
         elif completed:
             self._pduTimer.reset(timeout)
 
@@ -963,12 +967,12 @@ class FrontendProtocol(Protocol):
     def _disconnect(self, resultCode: int, diagnosticMessage: str) -> None:
         """Notice of Disconnection, then close: the stream cannot go on."""
         self._closing = True
-        self.transport.write(ber.noticeOfDisconnection(resultCode, diagnosticMessage))  # type: ignore[union-attr]
+        self.transport.write(ber.noticeOfDisconnection(resultCode, diagnosticMessage))
         self._closeLinks(unbind=True)
         self.session.outstanding.clear()
         # a paused producer would keep the transport open after its buffer drains
         limits.releaseProducer(self.transport)
-        self.transport.loseConnection()  # type: ignore[union-attr]
+        self.transport.loseConnection()
 
     def _closeLinks(self, unbind: bool) -> None:
         links = list(self._links.values())

@@ -91,6 +91,6 @@ class ServerTLS:
 
 def serverTLSFor(listener: Listener) -> ServerTLS | None:
     """The L{ServerTLS} of a listener with C{tls_cert}, else L{None}."""
-    if listener.tlsCert is None:
+    if listener.tlsCert is None or listener.tlsKey is None:
         return None
     return ServerTLS(listener.tlsCert, listener.tlsKey, listener.tlsMinVersion, listener.name)

@@ -267,7 +267,7 @@ class ReusePortEndpoint:
             sock.bind((self._interface, self._port))
             sock.listen(self._backlog)
             sock.setblocking(False)
-            return self._reactor.adoptStreamPort(sock.fileno(), family, factory)  # type: ignore[no-any-return]
+            return self._reactor.adoptStreamPort(sock.fileno(), family, factory)
         finally:
             sock.close()  # the reactor holds its own duplicate
 

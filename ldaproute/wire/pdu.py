@@ -117,32 +117,19 @@ def withMessageID(pdu: bytes, messageID: int) -> bytes:
 
 def opSpan(pdu: bytes) -> tuple[int, int, int]:
     """
-    C{(messageID, opStart, opEnd)} of a framed LDAPMessage, in one pass
-    (shared mode reads this of every request).
+    C{(messageID, opStart, opEnd)} of a framed LDAPMessage (shared mode
+    reads this of every request).
 
     @raise FramingError: as L{messageIDSpan}, or a protocolOp that is
         truncated or longer than its message.
     """
+    messageID, _, opStart = messageIDSpan(pdu)
     end = len(pdu)
-    first = pdu[1] if end > 1 else 0x80
+    if opStart + 1 >= end:
+        raise FramingError("malformed", "truncated protocolOp")
+    first = pdu[opStart + 1]
     if first < 0x80:
-        idStart = 2
-    else:
-        header = readLength(pdu, 1, end)
-        if header is None:
-            raise FramingError("malformed", "truncated LDAPMessage")
-        idStart = header[1]
-    if idStart + 2 > end or pdu[idStart] != INTEGER:
-        raise FramingError("malformed", "LDAPMessage without a messageID")
-    n = pdu[idStart + 1]
-    opStart = idStart + 2 + n
-    if not 1 <= n <= 4 or opStart + 1 >= end:
-        raise FramingError("malformed", "LDAPMessage with a bad messageID")
-    if pdu[idStart + 2] & 0x80:
-        raise FramingError("malformed", "negative messageID")
-    opFirst = pdu[opStart + 1]
-    if opFirst < 0x80:
-        opEnd = opStart + 2 + opFirst
+        opEnd = opStart + 2 + first
     else:
         header = readLength(pdu, opStart + 1, end)
         if header is None:
@@ -150,7 +137,7 @@ def opSpan(pdu: bytes) -> tuple[int, int, int]:
         opEnd = header[1] + header[0]
     if opEnd > end:
         raise FramingError("malformed", "protocolOp longer than its LDAPMessage")
-    return int.from_bytes(pdu[idStart + 2 : opStart], "big"), opStart, opEnd
+    return messageID, opStart, opEnd
 
 
 def splitMessage(pdu: bytes) -> tuple[bytes, int, bytes, bytes]:
