@@ -114,6 +114,18 @@ class Session:
         self.mustRebind = False
         return True
 
+    def tlsStarted(self) -> None:
+        """
+        TLS was established on the connection (StartTLS): as slapd does,
+        the session goes on anonymous, so an identity bound in cleartext is
+        not carried into TLS (README, "StartTLS and TLS").  Links bound as
+        the old identity are rebound anonymously before their next use.
+        """
+        if self.identity is not ANONYMOUS:
+            self.identity = ANONYMOUS
+            self.identityVersion += 1
+        self.mustRebind = False
+
     def identityLost(self) -> None:
         """
         The identity could not be carried to a new upstream connection; the

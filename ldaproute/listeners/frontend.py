@@ -14,6 +14,7 @@ Notice of Disconnection.
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet import error
@@ -25,8 +26,9 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ldaproute.wire import ber
-from ldaproute.core import fanout, limits
+from ldaproute.core import fanout, limits, secrets
 from ldaproute.backends import shared
+from ldaproute.wire.attributes import isRootDSESearch
 from ldaproute.wire.fastwrite import writerFor
 from ldaproute.config import Listener
 from ldaproute.core.policy import ListenerPolicy
@@ -153,6 +155,9 @@ class FrontendProtocol(Protocol):
         self._fanouts: dict[int, fanout.FanOut] = {}
         self._fanoutSubs: dict[int, tuple[fanout.FanOut, fanout.SubSearch]] = {}
         self._nextSubID = _FANOUT_ID_BASE
+        #: messageIDs of root DSE reads on a cleartext connection, whose
+        #: entries lose the SASL mechanisms the policy refuses here
+        self._cleartextRootDSE: set[int] = set()
 
     # --- connection events ------------------------------------------------
 
@@ -287,6 +292,11 @@ class FrontendProtocol(Protocol):
                 "the upstream connection was lost and a SASL bind cannot be replayed: bind again",
             )
             return
+
+        if tag == ber.SEARCH_REQUEST and not self._secure and self._listener.requireTLSForPasswords:
+            # a second byte test keeps the common case (a non-empty base) cheap
+            if pdu[envelope.contentStart + 1] in (0, 1, 0x81) and isRootDSESearch(pdu, envelope):
+                self._cleartextRootDSE.add(messageID)
 
         runtime = self._runtime
         router = runtime.router
@@ -449,6 +459,8 @@ class FrontendProtocol(Protocol):
     def linkReceived(self, link: UpstreamLink, data: bytes, finals: list[tuple[int, int, int]]) -> None:
         if self._fanoutSubs:
             data = self._fanoutResponses(data)
+        if self._cleartextRootDSE:
+            data = self._filterRootDSE(data, finals)
         if data:
             self._write(data)
             self._sent.inc(len(data))
@@ -474,6 +486,19 @@ class FrontendProtocol(Protocol):
                 self._passthroughAnswered(link, code)
         if finals:
             self._outstandingAnswered()
+
+    def _filterRootDSE(self, data: bytes, finals: list[tuple[int, int, int]]) -> bytes:
+        """
+        The root DSE read on a cleartext connection, as this client may see
+        it: without the SASL mechanisms it would be refused for here.
+        """
+        reads = self._cleartextRootDSE
+        out = []
+        for pdu in ber.Framer(1 << 62).feed(data):
+            out.append(secrets.cleartextRootDSE(pdu) if messageIDOf(pdu) in reads else pdu)
+        for messageID, _, _ in finals:
+            reads.discard(messageID)
+        return b"".join(out)
 
     def _forgetAbandonedBy(self, bind: Outstanding) -> None:
         """
@@ -678,11 +703,15 @@ class FrontendProtocol(Protocol):
                 )
                 return True
             links.append(link)
+        write: Callable[[bytes], None] = self.transport.write
+        if messageID in self._cleartextRootDSE:
+            self._cleartextRootDSE.discard(messageID)
+            write = self._writeCleartextRootDSE
         search = fanout.FanOut(
             messageID,
             searchSizeLimit(pdu),
             subs,
-            self.transport.write,
+            write,
             plan.entryHook if plan.rootDSE and subs else None,
         )
         if self._runtime.debug:
@@ -706,6 +735,10 @@ class FrontendProtocol(Protocol):
                 break
             link.send(sub.pdu)
         return True
+
+    def _writeCleartextRootDSE(self, pdu: bytes) -> None:
+        """A fan-out's root DSE PDU to a cleartext client (see L{_filterRootDSE})."""
+        self.transport.write(secrets.cleartextRootDSE(pdu))
 
     def _fanoutResponses(self, data: bytes) -> bytes:
         """Take the fan-out sub-searches' PDUs out of a chunk."""
@@ -795,17 +828,15 @@ class FrontendProtocol(Protocol):
                 f"too many operations outstanding on this connection (limit {listener.maxOutstanding})",
             )
             return True
+        if listener.requireTLSForPasswords and not self._secure:
+            secret = self._policy.secrets.secretIn(pdu, envelope)
+            if secret is not None:
+                self._refuseSecret(envelope, pdu, secret)
+                return True
         if tag == ber.BIND_REQUEST:
-            choice, credential = envelope.bindAuthentication(pdu)
             name = envelope.targetDN(pdu) or b""
             refusal = None
-            if listener.requireTLSForSimpleBind and not self._secure and choice == ber.SIMPLE_AUTH_TAG and credential:
-                refusal = (
-                    ber.CONFIDENTIALITY_REQUIRED,
-                    "a simple bind with a password needs TLS here: use StartTLS or ldaps",
-                    "cleartext simple bind refused",
-                )
-            elif self._policy.throttle is not None:
+            if self._policy.throttle is not None:
                 reason = self._policy.throttle.refusal(self._peerAddress, name, self._reactor.seconds())
                 if reason is not None:
                     refusal = (ber.UNWILLING_TO_PERFORM, reason, "bind throttled")
@@ -839,6 +870,33 @@ class FrontendProtocol(Protocol):
             return True
         return False
 
+    def _refuseSecret(self, envelope: ber.Envelope, pdu: bytes, secret: secrets.Secret) -> None:
+        """
+        Answer a request that would send a password over this cleartext
+        connection: confidentialityRequired (13), one warning (never the
+        secret), counted by kind; nothing goes upstream.
+        """
+        listener = self._listener.name
+        target = envelope.targetDN(pdu)
+        self._log.warn(
+            "cleartext {kind} refused for {peer} ({description}, DN {bindDN}): TLS is required for passwords",
+            kind=secret.kind.replace("_", " "),
+            description=secret.description,
+            peer=self._peerText,
+            listener=listener,
+            bindDN=target.decode("utf-8", "replace") if target is not None else None,
+            mechanism=secret.mechanism,
+            attribute=secret.attribute,
+            op=ber.OPERATION_NAMES.get(envelope.opTag, hex(envelope.opTag)),
+            messageID=envelope.messageID,
+            resultCode=ber.CONFIDENTIALITY_REQUIRED,
+        )
+        self._runtime.observer.metrics.cleartextSecretRefused(listener, secret.kind)
+        self._answer(envelope, ber.CONFIDENTIALITY_REQUIRED, secret.refusal)
+        if envelope.opTag == ber.BIND_REQUEST:
+            # RFC 4511 4.2.1: a failed bind leaves the connection anonymous
+            self.session.bindCompleted(None, ber.CONFIDENTIALITY_REQUIRED)
+
     def _startTLS(self, envelope: ber.Envelope) -> bool:
         """
         The StartTLS extended request (RFC 4511 4.14, RFC 4513 3); C{True}
@@ -861,6 +919,7 @@ class FrontendProtocol(Protocol):
             return True
         self.transport.write(startTLSResponse(envelope.messageID))
         self.transport.startTLS(self._serverTLS)
+        self.session.tlsStarted()
         self._secure = True  # every byte from now on is inside TLS
         self._tlsState = "handshaking"
         return True
@@ -889,6 +948,7 @@ class FrontendProtocol(Protocol):
             other.close(unbind=True)
         self._opaqueLink = link
         self._secure = True
+        self.session.tlsStarted()  # the backend did the same on its side
         self._cancelTimer("_pduTimer")
         self._runtime.observer.connectionSecured(self, "passthrough")
         link.goOpaque()
