@@ -25,9 +25,9 @@ from twisted.internet.testing import MemoryReactor
 from twisted.python.filepath import FilePath
 
 from ldaproute.core.dn import DN, parseDN
+from ldaproute.core.secrets import DEFAULT_SECRET_ATTRIBUTES
 from ldaproute.wire import ber
 from ldaproute.wire.pem import checkKeyPair
-from ldaproute.core.secrets import DEFAULT_SECRET_ATTRIBUTES
 
 
 class ConfigError(ValueError):

@@ -8,13 +8,13 @@ from ldaptor.protocols import pureldap
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
-from twisted.names import dns
+from twisted.names import client, dns
 
 from ldaproute.wire import ber
 from ldaproute.backends import health
 from ldaproute.wire.pdu import rootDSESearchRequest
 from ldaproute.config import Backend, BackendURL, Pool
-from ldaproute.backends.discovery import SRVDiscovery
+from ldaproute.backends.discovery import SRVDiscovery, resolverFor
 from ldaproute.backends.pool import Backends, PoolState
 
 
@@ -173,3 +173,14 @@ def test_discoveryFollowsRecordsAndKeepsSetOnFailure() -> None:
     assert changes == [1, 1]
     discovery.stop()
     assert not clock.getDelayedCalls()
+
+
+def test_resolverForTheSystemServers() -> None:
+    """Without srv_resolver, SRV lookups ask the servers of /etc/resolv.conf, on the given reactor."""
+    clock = Clock()
+    resolver = resolverFor(None, clock)
+    assert isinstance(resolver, client.Resolver)
+    assert resolver._reactor is clock  # type: ignore[attr-defined]
+    assert resolver.resolv == "/etc/resolv.conf"
+    asked = resolverFor(("127.0.0.1", 5353), clock)
+    assert asked.servers == [("127.0.0.1", 5353)]

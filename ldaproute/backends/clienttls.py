@@ -26,17 +26,12 @@ def clientOptionsFor(backend: Backend) -> IOpenSSLClientConnectionCreator:
 
     @raise ValueError: unreadable or bad PEM files.
     """
-    trustRoot: object  # a Certificate, or the platform's IOpenSSLTrustRoot
-    if backend.caFile is not None:
-        trustRoot = loadCertificate(backend.caFile)
-    else:
-        trustRoot = platformTrust()
     clientCertificate = None
     if backend.clientCert is not None and backend.clientKey is not None:
         clientCertificate = loadKeyPair(backend.clientCert, backend.clientKey)
     return optionsForClientTLS(
         backend.verifyName,
-        trustRoot=trustRoot,
+        trustRoot=loadCertificate(backend.caFile) if backend.caFile is not None else platformTrust(),
         clientCertificate=clientCertificate,
         extraCertificateOptions={"raiseMinimumTo": TLSVersion.TLSv1_2},
     )

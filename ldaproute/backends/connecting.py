@@ -93,8 +93,9 @@ class BackendProtocol(Protocol):
         self.connection = None
 
     def connectionMade(self) -> None:
+        transport: Any = self.transport  # TCP, TLS or UNIX: only TCP has Nagle
         try:
-            self.transport.setTcpNoDelay(True)  # type: ignore[attr-defined]
+            transport.setTcpNoDelay(True)
         except (AttributeError, OSError, socket.error):
             pass  # UNIX sockets have no Nagle
 
@@ -138,6 +139,8 @@ class Connector:
 
     _log = Logger()
     owner: IConnectionOwner
+    #: requests waiting for the connection to be ready (see the subclass)
+    _queue: list[bytes]
 
     def __init__(
         self,

@@ -148,7 +148,7 @@ class BackendConnection(Connector):
         if self.counted:
             self.backend.inFlight += 1  # type: ignore[union-attr]
         if timeout is not None:
-            self.timers[upstreamID] = self.reactor.callLater(timeout, self._timedOut, upstreamID, timeout)  # type: ignore[attr-defined]
+            self.timers[upstreamID] = self.reactor.callLater(timeout, self._timedOut, upstreamID, timeout)
         serial = self._serial
         if serial is not None:
             if self.serialInFlight is not None:
@@ -161,7 +161,7 @@ class BackendConnection(Connector):
             return
         pending.append(data)
         if len(pending) == 1:
-            self.reactor.callLater(0, self._flush)  # type: ignore[attr-defined]
+            self.reactor.callLater(0, self._flush)
 
     def _send(self, data: bytes) -> None:
         """
@@ -175,7 +175,7 @@ class BackendConnection(Connector):
             return
         pending.append(data)
         if len(pending) == 1:
-            self.reactor.callLater(0, self._flush)  # type: ignore[attr-defined]
+            self.reactor.callLater(0, self._flush)
 
     def _flush(self) -> None:
         pending = self._pending
@@ -247,7 +247,7 @@ class BackendConnection(Connector):
             self.backend.inFlight += 1  # type: ignore[union-attr]
         ops[upstreamID] = entry
         if timeout is not None:
-            self.timers[upstreamID] = self.reactor.callLater(timeout, self._timedOut, upstreamID, timeout)  # type: ignore[attr-defined]
+            self.timers[upstreamID] = self.reactor.callLater(timeout, self._timedOut, upstreamID, timeout)
 
     def operationEnded(self, upstreamID: int) -> Any:
         """An operation got its final result (or was abandoned); returns its entry."""

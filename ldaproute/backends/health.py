@@ -18,11 +18,12 @@ C{twisted.application} service that runs them while the proxy runs.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.interfaces import ITCPTransport, ITransport
+from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -36,6 +37,11 @@ _BIND_ID = 1
 _SEARCH_ID = 2
 
 
+def _tcp(transport: ITransport) -> ITCPTransport:
+    """A probe's transport, which is TCP (or TLS over TCP): it can be aborted."""
+    return cast(ITCPTransport, transport)
+
+
 class _ProbeProtocol(Protocol):
     """Sends the probe's requests and fires C{done} with C{None} or a reason."""
 
@@ -45,9 +51,10 @@ class _ProbeProtocol(Protocol):
         self.done: Deferred[str | None] = Deferred()
 
     def connectionMade(self) -> None:
+        assert self.transport is not None
         if self._bind is not None:
-            self.transport.write(ber.simpleBindRequest(_BIND_ID, *self._bind))  # type: ignore[union-attr]
-        self.transport.write(rootDSESearchRequest(_SEARCH_ID))  # type: ignore[union-attr]
+            self.transport.write(ber.simpleBindRequest(_BIND_ID, *self._bind))
+        self.transport.write(rootDSESearchRequest(_SEARCH_ID))
 
     def dataReceived(self, data: bytes) -> None:
         try:
@@ -65,7 +72,7 @@ class _ProbeProtocol(Protocol):
         except ber.FramingError as e:
             self._finish(f"malformed answer: {e}")
 
-    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._finish(f"connection closed before the answer: {reason.getErrorMessage() if reason else ''}")
 
     def _finish(self, outcome: str | None) -> None:
@@ -74,10 +81,10 @@ class _ProbeProtocol(Protocol):
         self.done.callback(outcome)
         if self.transport is not None and self.transport.connected:  # type: ignore[attr-defined]
             if outcome is None:
-                self.transport.write(ber.unbindRequest(3))  # type: ignore[union-attr]
-                self.transport.loseConnection()  # type: ignore[union-attr]
+                self.transport.write(ber.unbindRequest(3))
+                self.transport.loseConnection()
             else:
-                self.transport.abortConnection()  # type: ignore[attr-defined]
+                _tcp(self.transport).abortConnection()
 
 
 def probe(reactor: Any, state: BackendState, pool: PoolState) -> Deferred[str | None]:
@@ -96,7 +103,7 @@ def probe(reactor: Any, state: BackendState, pool: PoolState) -> Deferred[str | 
         if not result.called:
             result.callback(f"no answer within health_timeout {config.healthTimeout:g}s")
         if protocol.transport is not None:
-            protocol.transport.abortConnection()  # type: ignore[attr-defined]
+            _tcp(protocol.transport).abortConnection()
         connecting.cancel()
 
     timer = reactor.callLater(config.healthTimeout, timedOut)

@@ -94,7 +94,7 @@ class Relay(Receiver):
         internal = self._connection.internal
         dropped = self.dropped
         keep: list[bytes] = []
-        keptFinals = []
+        keptFinals: list[tuple[int, int, int]] = []
         finalCodes = {messageID: code for messageID, _, code in finals}
         finalTags = {messageID: tag for messageID, tag, _ in finals}
         for pdu in ber.Framer(MAX_BACKEND_PDU_BYTES).feed(data):

@@ -66,7 +66,7 @@ class SessionLink:
         #: L{IBackendLink.operationStarted}: counted against the backend, timed
         self.operationStarted: Callable[..., None] = connection.operationStarted
         #: L{IBackendLink.operationEnded}
-        self.operationEnded: Callable[[int], object] = connection.operationEnded
+        self.operationEnded: Callable[[int], None] = connection.operationEnded
         #: L{IBackendLink.entriesReturned}
         self.entriesReturned: Callable[[int], int] = connection.entriesReturned
 

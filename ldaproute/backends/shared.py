@@ -266,7 +266,7 @@ class SharedLink:
         self._ops[messageID] = (None, 0)
         timeout = self._timeoutFor(messageID)
         if timeout is not None:
-            self._waitTimers[messageID] = self._reactor.callLater(timeout, self._waitedOut, messageID, timeout)  # type: ignore[attr-defined]
+            self._waitTimers[messageID] = self._reactor.callLater(timeout, self._waitedOut, messageID, timeout)
 
         def ready(connection: BackendConnection | None, reason: str) -> None:
             if self._ops.get(messageID) != (None, 0):
@@ -299,10 +299,10 @@ class SharedLink:
     def _cancel(self, messageID: int, pdu: bytes, idEnd: int) -> None:
         cancelID = cancelIDAt(pdu, idEnd)
         entry = self._ops.get(cancelID) if cancelID is not None else None
-        if entry is None or entry[0] is None:
+        connection, upstreamID = entry if entry is not None else (None, 0)
+        if connection is None:
             self._answer(messageID, ber.EXTENDED_REQUEST, NO_SUCH_OPERATION, "no such operation to cancel")
             return
-        connection, upstreamID = entry
         request = cancelRequest(messageID, upstreamID)
         _, idEnd, opEnd = opSpan(request)
         self._submitTo(connection, messageID, ber.EXTENDED_REQUEST, request, b"", idEnd, opEnd)

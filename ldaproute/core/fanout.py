@@ -174,7 +174,7 @@ class FanOut:
         """The documented rule (module docstring)."""
         for sub in self.subs:
             if sub.resultCode not in (ber.SUCCESS, NO_SUCH_OBJECT, None):
-                return sub.resultCode, f"route {sub.route}: {sub.message}"  # type: ignore[return-value]
+                return sub.resultCode, f"route {sub.route}: {sub.message}"
         if not self.subs or any(sub.resultCode == ber.SUCCESS for sub in self.subs):
             return ber.SUCCESS, ""
         return NO_SUCH_OBJECT, "no route holds this base"
@@ -248,7 +248,7 @@ def planSearch(
         route = router.routeFor(listener, ber.SEARCH_REQUEST, base, boundDN, peerAddress)
         targets = [SearchTarget(route, base, 0)] if route is not None and route.reject is None else []
         return Plan(targets, rootDSE=True, namingContexts=router.namingContexts(listener, boundDN, peerAddress))
-    targets = router.routesForSearch(listener, base, scope, boundDN, peerAddress)
-    if targets is None:
+    spanning = router.routesForSearch(listener, base, scope, boundDN, peerAddress)
+    if spanning is None:
         return None
-    return Plan(targets)
+    return Plan(spanning)

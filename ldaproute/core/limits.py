@@ -17,9 +17,6 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from twisted.internet.interfaces import IPushProducer
-from zope.interface import implementer
-
 from ldaproute.wire import ber
 from ldaproute.wire.ber import readTLV
 
@@ -78,7 +75,6 @@ def filterDepth(pdu: bytes, envelope: ber.Envelope, limit: int) -> int:
     return deepest
 
 
-@implementer(IPushProducer)
 class ReadGate:
     """
     The client transport's reading, paused while any reason holds: an

@@ -61,7 +61,8 @@ class Router:
         @param peerAddress: the client's IP address, L{None} for non-IP
             transports (UNIX sockets), which match no C{client_network}.
         """
-        parsed: DN | None | bool = False  # False: not parsed yet
+        parsed: DN | None = None
+        isParsed = False
         peer = None
         for route in self.routes:
             if route.listener is not None and route.listener != listener:
@@ -83,8 +84,8 @@ class Router:
                 if peer is False or not any(peer in network for network in route.clientNetworks):
                     continue
             if route.suffix is not None:
-                if parsed is False:
-                    parsed = self._parseOrNone(targetDN)
+                if not isParsed:
+                    parsed, isParsed = self._parseOrNone(targetDN), True
                 if parsed is None or not parsed.isWithin(route.suffix):
                     continue
             return route
@@ -196,7 +197,7 @@ def _holdsForSearch(route: Route, listener: str, boundDN: DN | None, peer: objec
         return False
     if route.bindDN is not None and (boundDN is None or not boundDN.isWithin(route.bindDN)):
         return False
-    if route.clientNetworks and (peer is False or not any(peer in network for network in route.clientNetworks)):  # type: ignore[operator]
+    if route.clientNetworks and (peer is False or not any(peer in network for network in route.clientNetworks)):
         return False
     return True
 

@@ -46,7 +46,7 @@ from twisted.application.service import Service
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import connectProtocol
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
-from twisted.internet.protocol import DatagramProtocol, Protocol
+from twisted.internet.protocol import DatagramProtocol, Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -182,12 +182,13 @@ class _RootDSEFetch(Protocol):
     """One TCP connection that reads a backend's rootDSE, then closes."""
 
     def __init__(self, done: Deferred[bytes]) -> None:
-        self._done = done
+        self._done: Deferred[bytes] | None = done
         self._scanner = ber.Framer(16 * 1024 * 1024)
         self._entry = b""
 
     def connectionMade(self) -> None:
-        self.transport.write(rootDSESearchRequest(1, (b"*", b"+"), timeLimit=10))  # type: ignore[union-attr]
+        assert self.transport is not None
+        self.transport.write(rootDSESearchRequest(1, (b"*", b"+"), timeLimit=10))
 
     def dataReceived(self, data: bytes) -> None:
         try:
@@ -202,13 +203,13 @@ class _RootDSEFetch(Protocol):
             elif tag == ber.SEARCH_RESULT_DONE:
                 self._finish(self._entry)
 
-    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._finish(Failure(ConnectionError("connection closed before the rootDSE arrived")))
 
     def _finish(self, result: Any) -> None:
         if self._done is None:
             return
-        done, self._done = self._done, None  # type: ignore[assignment]
+        done, self._done = self._done, None
         if self.transport is not None:
             self.transport.loseConnection()
         if isinstance(result, Failure):
@@ -263,7 +264,7 @@ class RootDSECache:
         self.fetches += 1
         done: Deferred[bytes] = Deferred()
         done.addTimeout(self.timeout, self._reactor)
-        self._connect(state, _RootDSEFetch(done)).addErrback(lambda f: done.called or done.errback(f))
+        self._connect(state, _RootDSEFetch(done)).addErrback(self._connectFailed, done)
 
         def ok(entry: bytes) -> None:
             attributes = _rootDSEAttributes(entry)
@@ -278,6 +279,12 @@ class RootDSECache:
             self._fetch(pool, rest)
 
         done.addCallbacks(ok, failed)
+
+    @staticmethod
+    def _connectFailed(reason: Failure, done: Deferred[bytes]) -> None:
+        """The fetch's connection failed: fail the fetch, unless it ended already (timeout)."""
+        if not done.called:
+            done.errback(reason)
 
     def _deliver(self, poolName: str, result: Any) -> None:
         for d in self._waiting.pop(poolName, []):
@@ -342,7 +349,8 @@ class CLDAPRelay:
         protocol = _UpstreamDatagrams(self)
 
         def send(datagram: bytes, addr: tuple[str, int]) -> None:
-            protocol.transport.write(datagram, addr)  # type: ignore[union-attr]
+            assert protocol.transport is not None, "sending before the upstream port is listening"
+            protocol.transport.write(datagram, addr)
 
         self._sendUpstream = send
         return protocol
@@ -389,7 +397,7 @@ class CLDAPRelay:
             return
         route = self._runtime.router.routeFor(LISTENER, ber.SEARCH_REQUEST, search.base, None, addr[0])
         if route is None or route.reject is not None:
-            code, text = noRouteResult(ber.SEARCH_REQUEST) if route is None else (route.reject.resultCode, route.reject.message)  # type: ignore[union-attr]
+            code, text = noRouteResult(ber.SEARCH_REQUEST) if route is None else (route.reject.resultCode, route.reject.message)
             self._answer(downstream, addr, requestSize, ber.resultFor(envelope, code, text))
             return
         pool = self._runtime.backends.pools[route.pool]
@@ -515,7 +523,8 @@ class CLDAPRelay:
         if not fromBackendPing and len(reply) > config.cldapAmplification * requestSize:
             self.counters.drop("amplification")
             return
-        downstream.transport.write(reply, addr)  # type: ignore[union-attr]
+        assert downstream.transport is not None  # answers go to the port a datagram came in on
+        downstream.transport.write(reply, addr)
 
     def stop(self) -> None:
         for pending in self._pending.values():
@@ -558,7 +567,7 @@ class CLDAPService(Service):
             port, interface = parseUDPEndpoint(description)
             self.ports.append(self.reactor.listenUDP(port, CLDAPProtocol(self.relay), interface=interface))
 
-    def stopService(self) -> Deferred[Any] | None:  # type: ignore[override]
+    def stopService(self) -> Deferred[Any] | None:
         super().stopService()
         self.relay.stop()
         ports, self.ports = self.ports, []

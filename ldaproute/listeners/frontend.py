@@ -14,10 +14,11 @@ Notice of Disconnection.
 from __future__ import annotations
 
 import socket
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet import error
-from twisted.internet.interfaces import IAddress, IDelayedCall, IHandshakeListener, IPushProducer, IReactorTime, ISSLTransport
+from twisted.internet.interfaces import IAddress, IDelayedCall, IHandshakeListener, IPushProducer, IReactorTime, ISSLTransport, ITLSTransport
 from twisted.internet.protocol import Protocol, ServerFactory
 from twisted.logger import Logger
 from twisted.protocols.haproxy._wrapper import HAProxyProtocolWrapper
@@ -32,7 +33,6 @@ from ldaproute.wire.fastwrite import writerFor
 from ldaproute.config import Listener
 from ldaproute.core.policy import ListenerPolicy
 from ldaproute.core.routing import noRouteResult
-from ldaproute.runtime import Runtime
 from ldaproute.core.sasllayer import SecurityLayerWatch
 from ldaproute.core.session import Outstanding, Session
 from ldaproute.core.rewrite import Refused, Rewriter
@@ -47,8 +47,11 @@ from ldaproute.wire.pdu import (
     startTLSResponse,
     withMessageID,
 )
-from ldaproute.backends.interfaces import IBackendLink
+from ldaproute.backends.interfaces import IBackendLink, ILinkOwner
 from ldaproute.backends.sessionlink import SessionLink
+
+if TYPE_CHECKING:  # the runtime is above this layer: named for annotations only
+    from ldaproute.runtime import Runtime
 
 #: messageIDs of the proxy's fan-out sub-searches on upstream links (below
 #: the links' own internal IDs).
@@ -113,9 +116,12 @@ class _ClientReading:
         self._gate.resume(self)  # the backend that paused us is gone
 
 
-@implementer(IHandshakeListener)
+@implementer(IHandshakeListener, ILinkOwner)
 class FrontendProtocol(Protocol):
     """One client connection on a listener."""
+
+    #: set by makeConnection: TCP, TLS over TCP, or a PROXY-header wrapper of them
+    transport: ITLSTransport
 
     _log = Logger()
 
@@ -157,7 +163,7 @@ class FrontendProtocol(Protocol):
     # --- connection events ------------------------------------------------
 
     def connectionMade(self) -> None:
-        self._peerText, self._peerAddress = describePeer(self.transport.getPeer())  # type: ignore[union-attr]
+        self._peerText, self._peerAddress = describePeer(self.transport.getPeer())
         self.session = Session(self._peerText, self._listener.name)
         self._secure = ISSLTransport.providedBy(self.transport)
         if not self._policy.limits.allowed(self._peerAddress):
@@ -166,7 +172,7 @@ class FrontendProtocol(Protocol):
                 "Connection from {peer} refused: not in client_network", peer=self._peerText, listener=self._listener.name
             )
             self._closing = True
-            self.transport.abortConnection()  # type: ignore[union-attr]
+            self.transport.abortConnection()
             return
         refusal = self._policy.limits.admit(self._peerAddress)
         if refusal is not None:
@@ -178,12 +184,12 @@ class FrontendProtocol(Protocol):
         self._admitted = True
         self._armIdleTimer()
         try:
-            self.transport.setTcpNoDelay(True)  # type: ignore[union-attr]
+            self.transport.setTcpNoDelay(True)
         except (AttributeError, OSError, socket.error):
             pass
         self._gate = limits.ReadGate(self.transport)
         self._linksProducer = _LinksProducer(self._links)
-        self.transport.registerProducer(self._linksProducer, True)  # type: ignore[union-attr]
+        self.transport.registerProducer(self._linksProducer, True)  # type: ignore[attr-defined]
         self._received, self._sent = self._runtime.observer.connectionOpened(self, self.transport)
         #: relayed responses go out through this (see L{ldaproute.wire.fastwrite})
         self._write = writerFor(self.transport)
@@ -196,7 +202,7 @@ class FrontendProtocol(Protocol):
         header has been read, just before the first bytes reach us.
         """
         del self.dataReceived
-        self._peerText, self._peerAddress = describePeer(self.transport.getPeer())  # type: ignore[union-attr]
+        self._peerText, self._peerAddress = describePeer(self.transport.getPeer())
         self.session.peer = self._peerText
         self.dataReceived(data)
 
@@ -395,7 +401,7 @@ class FrontendProtocol(Protocol):
         pool = runtime.backends.pools[poolName]
         link = SessionLink(
             self, pool, self._reactor, replay, self._peerText, runtime.endpointFactory,
-            (self.transport.getPeer(), self.transport.getHost()),  # type: ignore[union-attr]
+            (self.transport.getPeer(), self.transport.getHost()),
         )
         link.boundVersion = session.identityVersion
         self._links[poolName] = link
@@ -436,7 +442,7 @@ class FrontendProtocol(Protocol):
         self.session.outstanding.clear()
         # a paused producer would keep the transport open after its buffer drains
         limits.releaseProducer(self.transport)
-        self.transport.loseConnection()  # type: ignore[union-attr]
+        self.transport.loseConnection()
 
     # --- answers from links -----------------------------------------------
 
@@ -545,12 +551,12 @@ class FrontendProtocol(Protocol):
 
     def linkReceivedRaw(self, link: IBackendLink, data: bytes) -> None:
         """Backend bytes of an opaque session."""
-        self.transport.write(data)  # type: ignore[union-attr]
+        self.transport.write(data)
 
     def linkLost(self, link: IBackendLink, reason: str, resultCode: int = ber.UNAVAILABLE) -> None:
         if self._opaqueLink is link:
             self._closing = True
-            self.transport.loseConnection()  # type: ignore[union-attr]
+            self.transport.loseConnection()
             return
         if self._passthroughID is not None:
             pending = self.session.outstanding.get(self._passthroughID)
@@ -580,7 +586,7 @@ class FrontendProtocol(Protocol):
             resultCode=ber.TIME_LIMIT_EXCEEDED,
             durationMs=round((self._reactor.seconds() - operation.startedAt) * 1000),
         )
-        self.transport.write(  # type: ignore[union-attr]
+        self.transport.write(
             ber.result(messageID, ber.RESPONSE_FOR[operation.opTag], ber.TIME_LIMIT_EXCEEDED, reason)
         )
 
@@ -619,7 +625,7 @@ class FrontendProtocol(Protocol):
             resultCode=resultCode,
             reason=reason,
         )
-        self.transport.writeSequence(answers)  # type: ignore[union-attr]
+        self.transport.writeSequence(answers)
         self._outstandingAnswered()
 
     # --- the slow path: rewriting and searches across routes -------------
@@ -685,6 +691,7 @@ class FrontendProtocol(Protocol):
                 except Refused as e:
                     self._answer(envelope, e.resultCode, e.message)
                     return True
+            assert route.pool is not None  # reject routes are never search targets
             subs.append(fanout.SubSearch(route.name, route.pool, subID, subPDU, rewriter))
         links = []
         for sub in subs:
@@ -697,7 +704,7 @@ class FrontendProtocol(Protocol):
                 )
                 return True
             links.append(link)
-        write = self.transport.write  # type: ignore[union-attr]
+        write: Callable[[bytes], None] = self.transport.write
         if messageID in self._cleartextRootDSE:
             self._cleartextRootDSE.discard(messageID)
             write = self._writeCleartextRootDSE
@@ -732,7 +739,7 @@ class FrontendProtocol(Protocol):
 
     def _writeCleartextRootDSE(self, pdu: bytes) -> None:
         """A fan-out's root DSE PDU to a cleartext client (see L{_filterRootDSE})."""
-        self.transport.write(secrets.cleartextRootDSE(pdu))  # type: ignore[union-attr]
+        self.transport.write(secrets.cleartextRootDSE(pdu))
 
     def _fanoutResponses(self, data: bytes) -> bytes:
         """Take the fan-out sub-searches' PDUs out of a chunk."""
@@ -785,7 +792,7 @@ class FrontendProtocol(Protocol):
     ) -> None:
         answer = ber.resultFor(envelope, resultCode, diagnosticMessage)
         if answer is not None:
-            self.transport.write(answer)  # type: ignore[union-attr]
+            self.transport.write(answer)
             now = self._reactor.seconds()
             observer = self._runtime.observer
             summary = observer.summarize(pdu, envelope) if pdu is not None else None
@@ -911,8 +918,8 @@ class FrontendProtocol(Protocol):
         if self._serverTLS is None:
             self._answer(envelope, ber.UNAVAILABLE, "StartTLS is not available: no certificate loaded")
             return True
-        self.transport.write(startTLSResponse(envelope.messageID))  # type: ignore[union-attr]
-        self.transport.startTLS(self._serverTLS)  # type: ignore[union-attr]
+        self.transport.write(startTLSResponse(envelope.messageID))
+        self.transport.startTLS(self._serverTLS)
         self.session.tlsStarted()
         self._secure = True  # every byte from now on is inside TLS
         self._tlsState = "handshaking"
@@ -956,7 +963,7 @@ class FrontendProtocol(Protocol):
     def _armIdleTimer(self) -> None:
         timeout = self._listener.idleTimeout
         if timeout is not None:
-            self._idleTimer = self._reactor.callLater(timeout, self._idleTimedOut)  # type: ignore[attr-defined]
+            self._idleTimer = self._reactor.callLater(timeout, self._idleTimedOut)
 
     def _idleTimedOut(self) -> None:
         self._idleTimer = None
@@ -976,7 +983,7 @@ class FrontendProtocol(Protocol):
         if self._framer.buffered == 0:
             self._cancelTimer("_pduTimer")
         elif self._pduTimer is None:
-            self._pduTimer = self._reactor.callLater(timeout, self._pduTimedOut)  # type: ignore[attr-defined]
+            self._pduTimer = self._reactor.callLater(timeout, self._pduTimedOut)
         elif completed:
             self._pduTimer.reset(timeout)
 
@@ -1021,12 +1028,12 @@ class FrontendProtocol(Protocol):
     def _disconnect(self, resultCode: int, diagnosticMessage: str) -> None:
         """Notice of Disconnection, then close: the stream cannot go on."""
         self._closing = True
-        self.transport.write(ber.noticeOfDisconnection(resultCode, diagnosticMessage))  # type: ignore[union-attr]
+        self.transport.write(ber.noticeOfDisconnection(resultCode, diagnosticMessage))
         self._closeLinks(unbind=True)
         self.session.outstanding.clear()
         # a paused producer would keep the transport open after its buffer drains
         limits.releaseProducer(self.transport)
-        self.transport.loseConnection()  # type: ignore[union-attr]
+        self.transport.loseConnection()
 
     def _closeLinks(self, unbind: bool) -> None:
         links = list(self._links.values())

@@ -19,7 +19,12 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from ldaproute.config import Listener
+from ldaproute.wire.pdu import startTLSRequest, startTLSResponse
 from ldaproute.wire.pem import loadKeyPair, readPEM
+
+#: The StartTLS PDUs are written in L{ldaproute.wire.pdu}; importable from
+#: here too, where they used to live.
+__all__ = ["MIN_VERSIONS", "ServerTLS", "serverTLSFor", "startTLSRequest", "startTLSResponse"]
 
 #: C{tls_min_version} values and the TLS versions they stand for.
 MIN_VERSIONS: dict[str, TLSVersion] = {"1.2": TLSVersion.TLSv1_2, "1.3": TLSVersion.TLSv1_3}
@@ -91,6 +96,6 @@ class ServerTLS:
 
 def serverTLSFor(listener: Listener) -> ServerTLS | None:
     """The L{ServerTLS} of a listener with C{tls_cert}, else L{None}."""
-    if listener.tlsCert is None:
+    if listener.tlsCert is None or listener.tlsKey is None:
         return None
     return ServerTLS(listener.tlsCert, listener.tlsKey, listener.tlsMinVersion, listener.name)

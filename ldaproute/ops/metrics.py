@@ -395,7 +395,7 @@ class MetricsResource(Resource):
         accept = request.getHeader("accept")
         encoder, contentType = choose_encoder(accept or "")
         request.setHeader("Content-Type", contentType)
-        return encoder(self._registry)  # type: ignore[no-any-return]
+        return encoder(self._registry)
 
 
 class JSONStatus(Resource):

@@ -101,13 +101,6 @@ def messageIDElement(messageID: int) -> bytes:
     return bytes((INTEGER, len(content))) + content
 
 
-def _header(bodyLength: int) -> bytes:
-    """The LDAPMessage SEQUENCE tag and length for a body of C{bodyLength}."""
-    if bodyLength < 0x80:
-        return bytes((SEQUENCE, bodyLength))
-    return b"\x30" + encodeLength(bodyLength)
-
-
 def withMessageID(pdu: bytes, messageID: int) -> bytes:
     """
     The same LDAPMessage under another messageID, every other byte kept.
@@ -115,20 +108,24 @@ def withMessageID(pdu: bytes, messageID: int) -> bytes:
     length is re-encoded too (short or long form as needed).
     """
     _, _, opStart = messageIDSpan(pdu)
-    idElement = messageIDElement(messageID)
-    return b"".join((_header(len(idElement) + len(pdu) - opStart), idElement, pdu[opStart:]))
+    content = encodeInteger(messageID)
+    bodyLength = 2 + len(content) + len(pdu) - opStart
+    if bodyLength < 0x80:
+        return bytes((SEQUENCE, bodyLength, INTEGER, len(content))) + content + pdu[opStart:]
+    return b"\x30" + encodeLength(bodyLength) + bytes((INTEGER, len(content))) + content + pdu[opStart:]
 
 
 def opSpan(pdu: bytes) -> tuple[int, int, int]:
     """
-    C{(messageID, opStart, opEnd)} of a framed LDAPMessage.
+    C{(messageID, opStart, opEnd)} of a framed LDAPMessage (shared mode
+    reads this of every request).
 
     @raise FramingError: as L{messageIDSpan}, or a protocolOp that is
         truncated or longer than its message.
     """
     messageID, _, opStart = messageIDSpan(pdu)
     end = len(pdu)
-    if opStart + 2 > end:
+    if opStart + 1 >= end:
         raise FramingError("malformed", "truncated protocolOp")
     first = pdu[opStart + 1]
     if first < 0x80:
@@ -193,9 +190,14 @@ def reframeAt(pdu: bytes, opStart: int, opEnd: int, messageID: int, control: byt
         controls = tlv(CONTROLS_TAG, pdu[start:end] + control)
     else:
         controls = pdu[opEnd:]
-    idElement = messageIDElement(messageID)
-    header = _header(len(idElement) + (opEnd - opStart) + len(controls))
-    return b"".join((header, idElement, pdu[opStart:opEnd], controls))
+    # the header and messageID in one piece, as withMessageID: per request
+    content = encodeInteger(messageID)
+    bodyLength = 2 + len(content) + (opEnd - opStart) + len(controls)
+    if bodyLength < 0x80:
+        header = bytes((SEQUENCE, bodyLength, INTEGER, len(content))) + content
+    else:
+        header = b"\x30" + encodeLength(bodyLength) + bytes((INTEGER, len(content))) + content
+    return b"".join((header, pdu[opStart:opEnd], controls))
 
 
 def control(oid: bytes, critical: bool = False, value: bytes | None = None) -> bytes:
