@@ -141,8 +141,8 @@ class BackendConnection(Connector):
     def submit(self, upstreamID: int, entry: Any, data: bytes, timeout: float | None = None) -> None:
         """
         Send a request of a demultiplexed connection under C{upstreamID}
-        (fresh from L{allocateID}): L{operationStarted} and L{_send},
-        inline, as this is shared mode's per-operation path.
+        (fresh from L{allocateID}): L{operationStarted}, inline, as this is
+        shared mode's per-operation path, then L{_send}.
         """
         self.ops[upstreamID] = entry
         if self.counted:
@@ -155,13 +155,7 @@ class BackendConnection(Connector):
                 serial.append((upstreamID, data))
                 return
             self.serialInFlight = upstreamID
-        pending = self._pending
-        if pending is None:
-            self._write(data)
-            return
-        pending.append(data)
-        if len(pending) == 1:
-            self.reactor.callLater(0, self._flush)
+        self._send(data)
 
     def _send(self, data: bytes) -> None:
         """
