@@ -32,7 +32,7 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "ldaproute"
 
-LAYERS = ["wire", "core", "backends", "listeners", "ops", "top"]
+LAYERS = ["wire", "core", "backends", "listeners", "ops", "fleet", "top"]
 TOP = {"ldaproute.runtime", "ldaproute.service", "ldaproute.__main__"}
 
 #: Imports inside a function that are not there to dodge a cycle: the

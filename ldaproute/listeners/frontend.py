@@ -539,7 +539,7 @@ class FrontendProtocol(Protocol):
         binds wait; what the link sends meanwhile queues behind them.
         """
         self._heldAnswers = [first]
-        timer = self._reactor.callLater(FLEET_WAIT, self._releaseAnswers)  # type: ignore[attr-defined]
+        timer = self._reactor.callLater(FLEET_WAIT, self._releaseAnswers)
         gatherResults(acknowledged, consumeErrors=True).addBoth(lambda _: self._releaseAnswers(timer))
 
     def _releaseAnswers(self, timer: IDelayedCall | None = None) -> None:
@@ -956,7 +956,7 @@ class FrontendProtocol(Protocol):
             return False
         self._parkedPDUs = []
         self._gate.pause("fleet")
-        timer = self._reactor.callLater(FLEET_WAIT, self._fleetAnswered, pdu, None)  # type: ignore[attr-defined]
+        timer = self._reactor.callLater(FLEET_WAIT, self._fleetAnswered, pdu, None)
         answer.addBoth(lambda _: self._fleetAnswered(pdu, timer))
         return True
 
