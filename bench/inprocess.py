@@ -23,7 +23,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
 from ldaproute.wire import ber  # noqa: E402
-from ldaproute.backends import shared  # noqa: E402
+from ldaproute.wire.pdu import messageIDOf, opTagOf  # noqa: E402
 from tests import pdus  # noqa: E402
 from tests.fakes import Client, proxy  # noqa: E402
 
@@ -52,17 +52,14 @@ DONE_OP = b"\x65\x07\x0a\x01\x00\x04\x00\x04\x00"
 def answers(data):
     """Entry + done for every search request in the proxy's output."""
     out = []
-    pos = 0
-    while pos < len(data):
-        messageID, _, idEnd = shared.readMessageID(data[pos:pos + 16])
-        length, start = shared._length(data, pos + 1)
-        tag = data[pos + idEnd]
+    for request in ber.Framer(1 << 30).feed(data):
+        messageID = messageIDOf(request)
+        tag = opTagOf(request)
         if tag == ber.SEARCH_REQUEST:
             out.append(ber.message(messageID, ENTRY_OP))
             out.append(ber.message(messageID, DONE_OP))
         elif tag == ber.BIND_REQUEST:
             out.append(ber.message(messageID, b"\x61\x07\x0a\x01\x00\x04\x00\x04\x00"))
-        pos = start + length
     return b"".join(out)
 
 

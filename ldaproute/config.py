@@ -25,9 +25,10 @@ from twisted.internet.endpoints import serverFromString
 from twisted.internet.testing import MemoryReactor
 from twisted.python.filepath import FilePath
 
-from ldaproute.wire import ber
 from ldaproute.core.dn import DN, parseDN
 from ldaproute.core.secrets import DEFAULT_SECRET_ATTRIBUTES
+from ldaproute.wire import ber
+from ldaproute.wire.pem import checkKeyPair
 
 
 class ConfigError(ValueError):
@@ -869,8 +870,6 @@ class _Loader:
             missing = "tls_key" if key is None else "tls_cert"
             raise self.error(section, missing, "missing: tls_cert and tls_key go together")
         if cert is not None:
-            from ldaproute.listeners.tls import checkKeyPair
-
             assert key is not None
             try:
                 checkKeyPair(cert, key)
@@ -900,8 +899,6 @@ class _Loader:
             missing = "client_key" if values.get("clientKey") is None else "client_cert"
             raise self.error(section, missing, "missing: client_cert and client_key go together")
         if values.get("clientCert") is not None:
-            from ldaproute.listeners.tls import checkKeyPair
-
             try:
                 checkKeyPair(values["clientCert"], values["clientKey"])
             except ValueError as e:
@@ -942,14 +939,6 @@ class _Loader:
                 _dn(values["serviceBindDN"])
             except _Invalid as e:
                 raise self.error(section, "service_bind_dn", str(e)) from None
-
-    def sharedBackends(self, backends: dict[str, Backend]) -> None:
-        """Shared mode speaks plain LDAP or ldaps to backends (no StartTLS yet)."""
-        for name, backend in backends.items():
-            if backend.tls == "starttls":
-                raise self.error(
-                    f"backend:{name}", "tls", "starttls is not supported with mode = shared: use ldaps or mode = session"
-                )
 
     def load(self, text: str) -> Config:
         parser = configparser.ConfigParser(
@@ -1094,8 +1083,6 @@ class _Loader:
             routes.append(Route(name, **values))
         if not routes:
             raise self.error(None, None, "no route: add a [route:NAME] section with pool = NAME")
-        if globalValues.get("mode") == "shared":
-            self.sharedBackends(backends)
         expectations = []
         for name, items in sections["expect"].items():
             section = f"expect:{name}"

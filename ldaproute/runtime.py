@@ -13,11 +13,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from ldaproute.config import Config
+from ldaproute.config import Config, Route
+from ldaproute.core.dn import DNCache
+from ldaproute.core.rewrite import Rewriter
 from ldaproute.ops.observer import Observer
 from ldaproute.backends.pool import Backends, BackendState
 from ldaproute.core.routing import Router
-from ldaproute.backends.upstream import endpointFor
+from ldaproute.backends.connection import endpointFor
+from ldaproute.backends.sharedpool import SharedPool
 
 
 class Runtime:
@@ -38,8 +41,16 @@ class Runtime:
         @param reactor: schedules the access log's batched writes; without
             one (tests) every access-log line is written at once.
         """
+        #: parsed DNs, kept across reloads (a DN's meaning does not depend
+        #: on the configuration)
+        self.dnCache = DNCache()
+        self._rewriters: dict[Route, Rewriter] = {}
         self.backends = Backends()
         self.endpointFactory = endpointFactory
+        #: shared mode's backend connections, by pool name (made on first
+        #: use by L{ldaproute.backends.shared.sharedPoolFor}; a pool that a
+        #: reload rebuilt gets new ones, operations in flight finish on the old)
+        self.sharedPools: dict[str, SharedPool] = {}
         callLater = reactor.callLater if reactor is not None else None
         self.observer = Observer(accessLog=config.accessLog, logFormat=config.logFormat, callLater=callLater)
         self.observer.metrics.watchState(lambda: self)
@@ -48,9 +59,21 @@ class Runtime:
     def apply(self, config: Config) -> None:
         """Make C{config} the one in force for new operations."""
         self.backends.configure(config.backends, config.pools)
-        self.router = Router(config.routes)
+        self.router = Router(config.routes, self.dnCache)
+        self._rewriters = {}
         self.config = config
         #: whether per-operation debug events are emitted at all (twistd's
         #: observers would format and write every debug event otherwise)
         self.debug = config.logLevel == "debug"
         self.observer.configure(config.accessLog, config.logFormat)
+
+    def rewriterFor(self, route: Route) -> Rewriter:
+        """
+        The rewriter of a route with rewrite rules, built once per
+        configuration: a reload starts afresh, so rewriters of routes that
+        are gone are not kept.
+        """
+        rewriter = self._rewriters.get(route)
+        if rewriter is None:
+            rewriter = self._rewriters[route] = Rewriter(route, self.dnCache.parse)
+        return rewriter

@@ -27,11 +27,21 @@ from twisted.python import usage
 from twisted.python.filepath import FilePath
 
 from ldaproute import __version__, config
+from ldaproute.backends.discovery import DiscoveryService
+from ldaproute.backends.health import HealthService
 from ldaproute.fleet.wiring import wireFleet
 from ldaproute.listeners import tls
 from ldaproute.ops import check
+from ldaproute.listeners.cldap import CLDAPService
 from ldaproute.listeners.frontend import FrontendFactory
-from ldaproute.ops.lifecycle import ProxyService, WorkerSupervisor, reusePortEndpoint, workerMetricsEndpoint
+from ldaproute.ops.demo import DemoDirectoryService, demoLDIFPath
+from ldaproute.ops.lifecycle import (
+    ProxyService,
+    WorkerSupervisor,
+    jsonLogObserver,
+    reusePortEndpoint,
+    workerMetricsEndpoint,
+)
 from ldaproute.ops.metrics import healthSite
 from ldaproute.ops.status import StatusService, statusSnapshot
 from ldaproute.runtime import Runtime
@@ -155,7 +165,7 @@ class _RemoveDirectoryOnStop(Service):
     def __init__(self, path: str) -> None:
         self._path = path
 
-    def stopService(self) -> None:  # type: ignore[override]
+    def stopService(self) -> None:
         super().stopService()
         shutil.rmtree(self._path, ignore_errors=True)
 
@@ -179,8 +189,6 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         runtime.apply(routes)
     top = ProxyService(runtime, reactor, installSignals=installSignals)
     if options.demoSocket is not None:
-        from ldaproute.ops.demo import DemoDirectoryService, demoLDIFPath
-
         # added first, so stopped last: the socket's temporary directory goes
         _RemoveDirectoryOnStop(os.path.dirname(options.demoSocket)).setServiceParent(top)
         DemoDirectoryService(f"unix:{options.demoSocket}", demoLDIFPath(), reactor).setServiceParent(top)
@@ -217,12 +225,7 @@ def makeService(options: Options, reactor: Any = None) -> IService:
             service.setName(f"listener:{listener.name}:{description}")
             service.setServiceParent(top)
     if options.routes.cldapEndpoints:
-        from ldaproute.listeners.cldap import CLDAPService
-
         CLDAPService(runtime, reactor).setServiceParent(top)
-    from ldaproute.backends.discovery import DiscoveryService
-    from ldaproute.backends.health import HealthService
-
     health = HealthService(runtime, reactor)
     health.setName("health")
     health.setServiceParent(top)
@@ -239,8 +242,3 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         top.workers.setName("workers")
         top.workers.setServiceParent(top)
     return top
-
-
-def jsonLogObserver() -> ILogObserver:
-    """For C{twistd --logger=ldaproute.service.jsonLogObserver}: JSON lines on stdout."""
-    return jsonFileLogObserver(sys.stdout, recordSeparator="")

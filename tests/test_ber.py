@@ -226,3 +226,43 @@ class TestFourOctetLengths:
             second, finals2 = scanner.feed(data[cut:])
             assert first + second == data
             assert finals1 + finals2 == [(2, ber.SEARCH_RESULT_DONE, 32)]
+
+
+class TestElementReader:
+    """readTLV and elements: the one element reader, and its one set of reasons."""
+
+    def test_shortAndLongForms(self) -> None:
+        for size in (0, 5, 127, 128, 255, 256, 70000):
+            element = ber.tlv(ber.OCTET_STRING, b"v" * size) + b"trailing"
+            tag, start, end = ber.readTLV(element, 0)
+            assert (tag, element[start:end]) == (ber.OCTET_STRING, b"v" * size)
+
+    def test_elements(self) -> None:
+        body = ber.tlv(ber.INTEGER, b"\x03") + ber.tlv(ber.OCTET_STRING, b"cn=x") + ber.tlv(0x80, b"pw")
+        assert ber.elements(body, 0, len(body)) == [
+            (ber.INTEGER, b"\x02\x01\x03", 2, 3),
+            (ber.OCTET_STRING, b"\x04\x04cn=x", 5, 9),
+            (0x80, b"\x80\x02pw", 11, 13),
+        ]
+        assert ber.readInteger(body, 2, 3) == 3
+
+    @pytest.mark.parametrize(
+        "data, reason, detail",
+        [
+            (b"\x04", "malformed", "truncated element"),
+            (b"\x1f\x01\x00", "malformed", "multi-octet tags are not LDAP"),
+            (b"\x04\x82\x01", "malformed", "truncated element"),
+            (b"\x04\x05abc", "malformed", "truncated element: its length runs past what holds it"),
+            (b"\x04\x80abc\x00\x00", "indefinite-length", "indefinite-length BER is not allowed in LDAP"),
+            (b"\x04\x85\x00\x00\x00\x00\x01a", "oversized", "BER length of 5 octets"),
+        ],
+    )
+    def test_refused(self, data: bytes, reason: str, detail: str) -> None:
+        with pytest.raises(ber.FramingError) as caught:
+            ber.readTLV(data, 0)
+        assert (caught.value.reason, caught.value.detail) == (reason, detail)
+
+    def test_endBoundsTheElement(self) -> None:
+        data = ber.tlv(ber.OCTET_STRING, b"abcd")
+        with pytest.raises(ber.FramingError):
+            ber.readTLV(data, 0, 4)

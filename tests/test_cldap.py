@@ -14,6 +14,7 @@ from twisted.internet.task import Clock
 
 from ldaproute.wire import ber
 from ldaproute.listeners import cldap
+from ldaproute.wire.pdu import messageIDOf, opTagOf, withMessageID
 from ldaproute.config import Config
 from ldaproute.runtime import Runtime
 
@@ -98,8 +99,8 @@ class TestForward:
         protocol.datagramReceived(ping(7), CLIENT)
         [(sent, addr)] = upstream
         assert addr == ("10.0.0.1", 389)
-        proxyID = cldap._messageIDOf(sent)
-        assert cldap.withMessageID(sent, 7) == ping(7)
+        proxyID = messageIDOf(sent)
+        assert withMessageID(sent, 7) == ping(7)
         relay.backendReplied(reply(proxyID), addr)
         assert transport.written == [(reply(7), CLIENT)]
         assert relay.counters.relayed == 1 and relay.counters.forwarded == 1
@@ -109,7 +110,7 @@ class TestForward:
         protocol.datagramReceived(ping(9), CLIENT)
         clock.advance(1.0)
         assert [addr for _, addr in upstream] == [("10.0.0.1", 389), ("10.0.0.2", 3890)]
-        relay.backendReplied(reply(cldap._messageIDOf(upstream[1][0])), ("10.0.0.2", 3890))
+        relay.backendReplied(reply(messageIDOf(upstream[1][0])), ("10.0.0.2", 3890))
         assert transport.written == [(reply(9), CLIENT)]
 
     def test_unavailableWhenNoBackendAnswers(self) -> None:
@@ -124,7 +125,7 @@ class TestForward:
     def test_replyFromElsewhereDropped(self) -> None:
         relay, protocol, transport, upstream, clock = build(FORWARD_INI)
         protocol.datagramReceived(ping(9), CLIENT)
-        proxyID = cldap._messageIDOf(upstream[0][0])
+        proxyID = messageIDOf(upstream[0][0])
         relay.backendReplied(reply(proxyID), ("10.6.6.6", 389))
         relay.backendReplied(reply(proxyID + 1), ("10.0.0.1", 389))
         assert transport.written == []
@@ -133,10 +134,10 @@ class TestForward:
     def test_oversizedReplyAnsweredSizeLimitExceeded(self) -> None:
         relay, protocol, transport, upstream, clock = build(FORWARD_INI)
         protocol.datagramReceived(ping(3), CLIENT)
-        relay.backendReplied(reply(cldap._messageIDOf(upstream[0][0]), size=1500), ("10.0.0.1", 389))
+        relay.backendReplied(reply(messageIDOf(upstream[0][0]), size=1500), ("10.0.0.1", 389))
         [(data, _)] = transport.written
         assert data[:2] == b"\x30\x5a" or data.startswith(b"0")
-        assert cldap._tagOf(data) == ber.SEARCH_RESULT_DONE
+        assert opTagOf(data) == ber.SEARCH_RESULT_DONE
         assert b"use LDAP over TCP" in data and b"\x0a\x01\x04" in data
         assert relay.counters.oversized == 1
 
@@ -146,7 +147,7 @@ class TestForward:
         relay, protocol, transport, upstream, clock = build(FORWARD_INI)
         request = ping(4, attributes=[])
         protocol.datagramReceived(request, CLIENT)
-        big = reply(cldap._messageIDOf(upstream[0][0]), size=8 * len(request) + 10)
+        big = reply(messageIDOf(upstream[0][0]), size=8 * len(request) + 10)
         relay.backendReplied(big, ("10.0.0.1", 389))
         assert transport.written == []
         assert relay.counters.dropped == {"amplification": 1}
@@ -237,5 +238,5 @@ def test_withMessageIDKeepsOtherBytes() -> None:
     pdu = reply(5)
     framed = ber.Framer().feed(pdu)
     for original in framed:
-        again = cldap.withMessageID(cldap.withMessageID(original, 0x12345678), 5)
+        again = withMessageID(withMessageID(original, 0x12345678), 5)
         assert again == original

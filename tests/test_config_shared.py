@@ -72,6 +72,6 @@ def test_badServiceDN() -> None:
 
 
 def test_starttlsBackendInSharedMode() -> None:
-    assert error(backendText="tls = starttls\n") == (
-        "routes.ini [backend:a] tls: starttls is not supported with mode = shared: use ldaps or mode = session"
-    )
+    """Shared connections are BackendConnections too: StartTLS to the backend works in both modes."""
+    config = load(backendText="tls = starttls\n")
+    assert config.mode == "shared" and config.backends["a"].tls == "starttls"

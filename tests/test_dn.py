@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ldaproute.core.dn import parseDN
+from ldaproute.core.dn import DNCache, parseDN, rdnTexts
 from ldaproute.core.rewrite import swapSuffix
 
 settings.register_profile("ldaproute", deadline=None, derandomize=True, max_examples=60)
@@ -163,3 +163,28 @@ def test_rootAndWithin() -> None:
     assert parseDN("dc=example,dc=com").isWithin(parseDN(""))
     assert not parseDN("dc=com").isWithin(parseDN("dc=example,dc=com"))
     assert not parseDN("dc=xexample,dc=com").isWithin(parseDN("dc=example,dc=com"))
+
+
+def test_dnCacheRemembersAndStaysBounded() -> None:
+    """The runtime's cache: one parse per text, never more than its limit held."""
+    cache = DNCache(limit=3)
+    first = cache.parse("CN=Foo , dc=example")
+    assert cache.parse("CN=Foo , dc=example") is first
+    assert cache.parseBytes(b"CN=Foo , dc=example") is first
+    assert first == parseDN("cn=foo,dc=example")
+    for i in range(10):
+        cache.parse(f"cn=u{i}")
+        assert len(cache) <= 3
+
+
+def test_dnCacheRefusesWhatParseDNRefuses() -> None:
+    cache = DNCache()
+    with pytest.raises(ValueError, match="not attribute=value"):
+        cache.parse("nonsense")
+    with pytest.raises(ValueError, match="not UTF-8"):
+        cache.parseBytes(b"cn=\xff")
+    assert len(cache) == 0
+
+
+def test_rdnTextsKeepsEscapedSpaces() -> None:
+    assert rdnTexts("cn=a\\ , ou=b ;dc=c") == ["cn=a\\ ", "ou=b", "dc=c"]

@@ -10,7 +10,7 @@ from ldaptor.protocols import pureldap
 
 from ldaproute.wire import ber
 from ldaproute.core import fanout
-from ldaproute.core.rewrite import messageIDOf, splitMessage
+from ldaproute.wire.pdu import PAGED_RESULTS_OID, controlOIDs, messageIDOf, searchSizeLimit, searchWith, splitMessage
 
 
 def entry(messageID: int, dn: bytes) -> bytes:
@@ -94,7 +94,7 @@ def test_referralBecomesAContinuationReference() -> None:
 
 def test_singleSubSearchPassesItsOwnDone() -> None:
     search, written, (a,) = make(1)
-    cookie = ber.tlv(0xA0, ber.tlv(0x30, ber.tlv(0x04, fanout.PAGED_RESULTS_OID)))
+    cookie = ber.tlv(0xA0, ber.tlv(0x30, ber.tlv(0x04, PAGED_RESULTS_OID)))
     search.pduReceived(a, ber.message(100, ber.tlv(ber.SEARCH_RESULT_DONE, b"\x0a\x01\x00\x04\x00\x04\x00"), cookie))
     assert written == [ber.message(5, ber.tlv(ber.SEARCH_RESULT_DONE, b"\x0a\x01\x00\x04\x00\x04\x00"), cookie)]
 
@@ -102,15 +102,15 @@ def test_singleSubSearchPassesItsOwnDone() -> None:
 def test_controlOIDsAndSearchWith() -> None:
     request = pureldap.LDAPMessage(
         pureldap.LDAPSearchRequest(baseObject=b"dc=com", scope=2, sizeLimit=7),
-        controls=[(fanout.PAGED_RESULTS_OID, False, b"\x30\x05\x02\x01\x05\x04\x00"), (b"1.2.3", True, None)],
+        controls=[(PAGED_RESULTS_OID, False, b"\x30\x05\x02\x01\x05\x04\x00"), (b"1.2.3", True, None)],
         id=3,
     ).toWire()
-    assert fanout.controlOIDs(splitMessage(request)[3]) == [fanout.PAGED_RESULTS_OID, b"1.2.3"]
-    assert fanout.searchSizeLimit(request) == 7
-    moved = fanout.searchWith(request, b"dc=corp,dc=com", 0)
+    assert controlOIDs(splitMessage(request)[3]) == [PAGED_RESULTS_OID, b"1.2.3"]
+    assert searchSizeLimit(request) == 7
+    moved = searchWith(request, b"dc=corp,dc=com", 0)
     expected = pureldap.LDAPMessage(
         pureldap.LDAPSearchRequest(baseObject=b"dc=corp,dc=com", scope=0, sizeLimit=7),
-        controls=[(fanout.PAGED_RESULTS_OID, False, b"\x30\x05\x02\x01\x05\x04\x00"), (b"1.2.3", True, None)],
+        controls=[(PAGED_RESULTS_OID, False, b"\x30\x05\x02\x01\x05\x04\x00"), (b"1.2.3", True, None)],
         id=3,
     ).toWire()
     assert moved == expected

@@ -307,7 +307,7 @@ def test_endpointForAddressesAvoidsTheResolver() -> None:
 
     from ldaproute.config import Backend, BackendURL
     from ldaproute.backends.pool import BackendState
-    from ldaproute.backends.upstream import endpointFor
+    from ldaproute.backends.connection import endpointFor
 
     reactor = MemoryReactor()
     for host, kind in (("127.0.0.1", TCP4ClientEndpoint), ("::1", TCP6ClientEndpoint), ("ldap.example.com", HostnameEndpoint)):

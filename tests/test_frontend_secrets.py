@@ -21,7 +21,7 @@ from twisted.logger import capturedLogs
 from ldaproute.core import secrets
 from ldaproute.core.session import ANONYMOUS
 from ldaproute.listeners.frontend import FrontendFactory
-from ldaproute.listeners.tls import startTLSRequest
+from ldaproute.wire.pdu import startTLSRequest
 from ldaproute.wire import ber
 from tests import pdus
 from tests.fakes import Client, FakeBackends, proxy

@@ -18,7 +18,7 @@ from ldaproute.config import Config
 from ldaproute.listeners.frontend import FrontendFactory, FrontendProtocol
 from ldaproute.runtime import Runtime
 from ldaproute.core.session import Outstanding
-from ldaproute.listeners.tls import startTLSRequest
+from ldaproute.wire.pdu import startTLSRequest
 
 BASE = "[backend:b]\nurl = ldap://127.0.0.1:1\n[pool:p]\nbackends = b\n[route:r]\npool = p\n"
 

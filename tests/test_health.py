@@ -8,12 +8,13 @@ from ldaptor.protocols import pureldap
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
-from twisted.names import dns
+from twisted.names import client, dns
 
 from ldaproute.wire import ber
 from ldaproute.backends import health
+from ldaproute.wire.pdu import rootDSESearchRequest
 from ldaproute.config import Backend, BackendURL, Pool
-from ldaproute.backends.discovery import SRVDiscovery
+from ldaproute.backends.discovery import SRVDiscovery, resolverFor
 from ldaproute.backends.pool import Backends, PoolState
 
 
@@ -25,17 +26,11 @@ def test_rootDSESearchRequestDecodes() -> None:
         inherit=pureldap.LDAPBERDecoderContext_LDAPMessage(
             fallback=pureldap.LDAPBERDecoderContext(fallback=pureldap.BERDecoderContext()),
             inherit=pureldap.LDAPBERDecoderContext(fallback=pureldap.BERDecoderContext()),
-        )), health.rootDSESearchRequest(7))
+        )), rootDSESearchRequest(7))
     assert message.id == 7
     request = message.value
     assert isinstance(request, pureldap.LDAPSearchRequest)
     assert (request.baseObject, request.scope, request.attributes) == (b"", 0, [b"1.1"])
-
-
-def test_readResult() -> None:
-    assert health.readResult(ber.result(5, ber.SEARCH_RESULT_DONE, 32, "no such")) == (5, ber.SEARCH_RESULT_DONE, 32)
-    entry = ber.message(5, ber.tlv(ber.SEARCH_RESULT_ENTRY, ber.tlv(0x04, b"") + ber.tlv(0x30, b"")))
-    assert health.readResult(entry) == (5, ber.SEARCH_RESULT_ENTRY, -1)
 
 
 def probeProtocol(bind: tuple[bytes, bytes] | None = None) -> tuple[Any, StringTransport, list[Any]]:
@@ -49,7 +44,7 @@ def probeProtocol(bind: tuple[bytes, bytes] | None = None) -> tuple[Any, StringT
 
 def test_probeSucceedsOnRootDSE() -> None:
     protocol, transport, outcomes = probeProtocol()
-    assert transport.value() == health.rootDSESearchRequest(2)
+    assert transport.value() == rootDSESearchRequest(2)
     answer = ber.message(2, ber.tlv(ber.SEARCH_RESULT_ENTRY, ber.tlv(0x04, b"") + ber.tlv(0x30, b"")))
     answer += ber.result(2, ber.SEARCH_RESULT_DONE, 0)
     for i in range(len(answer)):  # byte at a time
@@ -178,3 +173,14 @@ def test_discoveryFollowsRecordsAndKeepsSetOnFailure() -> None:
     assert changes == [1, 1]
     discovery.stop()
     assert not clock.getDelayedCalls()
+
+
+def test_resolverForTheSystemServers() -> None:
+    """Without srv_resolver, SRV lookups ask the servers of /etc/resolv.conf, on the given reactor."""
+    clock = Clock()
+    resolver = resolverFor(None, clock)
+    assert isinstance(resolver, client.Resolver)
+    assert resolver._reactor is clock  # type: ignore[attr-defined]
+    assert resolver.resolv == "/etc/resolv.conf"
+    asked = resolverFor(("127.0.0.1", 5353), clock)
+    assert asked.servers == [("127.0.0.1", 5353)]

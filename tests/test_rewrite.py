@@ -11,7 +11,10 @@ from ldaptor.protocols import pureber, pureldap
 
 from ldaproute.wire import ber
 from ldaproute.config import Config
-from ldaproute.core.rewrite import Refused, Rewriter, readTLV, splitMessage
+from ldaproute.core.rewrite import Refused, Rewriter
+from ldaproute.runtime import Runtime
+from ldaproute.wire.ber import readTLV
+from ldaproute.wire.pdu import splitMessage
 
 ROUTE = """
 [ldaproute]
@@ -231,3 +234,15 @@ def test_searchResultReference(rewriter: Rewriter) -> None:
     assert op[start:end] == ber.tlv(0x04, b"ldap://h:389/ou=a%5C,b,dc=corp,dc=example,dc=com") + ber.tlv(0x04, b"ldap://h/dc=else")
     # not a DN once decoded: left as it came
     assert rewriter.urlToClient(b"ldap://h/ou=a%2Cb,dc=ad,dc=example,dc=local") == b"ldap://h/ou=a%2Cb,dc=ad,dc=example,dc=local"
+
+
+def test_runtimeBuildsOneRewriterPerRouteAndConfiguration() -> None:
+    """The rewriters live in the runtime: a reload starts afresh."""
+    config = Config.fromString(ROUTE)
+    runtime = Runtime(config)
+    route = config.routes[0]
+    rewriter = runtime.rewriterFor(route)
+    assert runtime.rewriterFor(route) is rewriter
+    assert rewriter.dnToBackend(b"cn=x,dc=corp,dc=example,dc=com") == b"cn=x,dc=ad,dc=example,dc=local"
+    runtime.apply(Config.fromString(ROUTE))
+    assert runtime.rewriterFor(route) is not rewriter

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from ldaptor.protocols import pureldap
 
-from ldaproute.backends import shared
+from ldaproute.backends import connection as backendConnection
 from tests import pdus
 from tests.fakes import Client, FakeConnection, proxy
 from tests.test_shared import CONFIG, SERVICE_BIND
@@ -30,8 +30,8 @@ def writes(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, bytes]]:
 
         return write
 
-    monkeypatch.setattr(shared, "_batches", lambda transport: True)
-    monkeypatch.setattr(shared, "writerFor", writerFor)
+    monkeypatch.setattr(backendConnection, "batches", lambda transport: True)
+    monkeypatch.setattr(backendConnection, "writerFor", writerFor)
     return recorded
 
 
@@ -82,7 +82,7 @@ def test_closeFlushesPendingRequests(writes: list[tuple[Any, bytes]]) -> None:
     (connection,) = backends.connections
     readyBatched(connection, reactor)
     client.send(pdus.search("ou=b,dc=example,dc=com", messageID=2))
-    connection.protocol.close()
+    connection.protocol.connection.close(unbind=True)
     assert connection.transport is not None and connection.transport.disconnecting
     sent = pdus.decode(connection.sent())
     assert [type(m.value).__name__ for m in sent] == ["LDAPSearchRequest", "LDAPSearchRequest", "LDAPUnbindRequest"]
@@ -100,7 +100,7 @@ def test_responsesRenumberedForEveryIDLength(clientID: int, upstreamFirst: int) 
     (connection,) = backends.connections
     connection.accept()
     connection.sent()
-    connection.protocol._nextID = upstreamFirst
+    connection.protocol.connection._nextID = upstreamFirst
     connection.respond(pdus.bindResponse(1))
     (request,) = pdus.decode(connection.sent())
     assert request.id == upstreamFirst

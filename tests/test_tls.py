@@ -9,7 +9,10 @@ import pytest
 from OpenSSL import SSL, crypto
 
 from ldaproute.config import Backend, BackendURL
-from ldaproute.listeners.tls import ServerTLS, clientOptionsFor, startTLSRequest, startTLSResponse
+from ldaproute.backends.clienttls import clientOptionsFor
+from ldaproute.backends.pool import BackendState
+from ldaproute.listeners.tls import ServerTLS
+from ldaproute.wire.pdu import startTLSRequest, startTLSResponse
 from tests.certs import CA, makeCA, makeCert
 
 
@@ -90,10 +93,15 @@ def test_minimumVersion(ca: CA, tmp_path: object) -> None:
         handshake(strict, maxVersion=SSL.TLS1_2_VERSION)
 
 
-def test_clientOptionsCached(ca: CA, tmp_path: object) -> None:
+def test_clientOptionsCachedPerBackendValue(ca: CA, tmp_path: object) -> None:
+    """The backend's run-time state keeps its options until a reload changes the backend."""
     backend = Backend("b", BackendURL("ldap", "h", 389), tls="starttls", caFile=ca.certFile, serverName="n")
-    assert clientOptionsFor(backend) is clientOptionsFor(backend)
-    assert clientOptionsFor(backend)._hostnameASCII == "n"
+    state = BackendState(backend)
+    options = state.clientTLSOptions()
+    assert state.clientTLSOptions() is options
+    assert options._hostnameASCII == "n"  # type: ignore[attr-defined]
+    state.backend = Backend("b", BackendURL("ldap", "h", 389), tls="starttls", caFile=ca.certFile, serverName="m")
+    assert state.clientTLSOptions()._hostnameASCII == "m"  # type: ignore[attr-defined]
 
 
 def test_clientOptionsBadCA(tmp_path: object) -> None:

@@ -1,5 +1,5 @@
 """
-UpstreamLink's pool hooks on in-memory transports: in-flight counting,
+SessionLink's pool hooks on in-memory transports: in-flight counting,
 operation timeouts (Abandon upstream, timeLimitExceeded to the client, the
 link given up), busy when every backend is at its cap.
 """
@@ -11,15 +11,21 @@ from typing import Any
 from twisted.internet.defer import succeed
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from zope.interface import implementer
+from zope.interface.verify import verifyObject
 
 from ldaproute.wire import ber
-from ldaproute.backends import upstream
+from ldaproute.backends import connection
 from ldaproute.config import Backend, BackendURL, Pool
 from ldaproute.backends.pool import Backends
-from ldaproute.backends.upstream import UpstreamLink
+from ldaproute.backends.interfaces import IBackendLink, ILinkOwner
+from ldaproute.backends.sessionlink import SessionLink
 
 
+@implementer(ILinkOwner)
 class Owner:
+    """A verified fake of the client connection a link reports to."""
+
     def __init__(self) -> None:
         self.events: list[tuple[Any, ...]] = []
 
@@ -38,6 +44,12 @@ class Owner:
     def linkOperationTimedOut(self, link: Any, messageID: int, reason: str) -> None:
         self.events.append(("timedOut", messageID, reason))
 
+    def linkReceivedRaw(self, link: Any, data: bytes) -> None:
+        self.events.append(("raw", data))
+
+    def linkTLSHandshake(self, link: Any, outcome: str) -> None:
+        self.events.append(("tls", outcome))
+
 
 class FakeEndpoint:
     def __init__(self, transports: list[StringTransport]) -> None:
@@ -51,15 +63,16 @@ class FakeEndpoint:
         return succeed(protocol)
 
 
-def makeLink(monkeypatch: Any, **backendKeys: Any) -> tuple[UpstreamLink, Owner, list[StringTransport], Any]:
+def makeLink(monkeypatch: Any, **backendKeys: Any) -> tuple[SessionLink, Owner, list[StringTransport], Any]:
     transports: list[StringTransport] = []
-    monkeypatch.setattr(upstream, "endpointFor", lambda reactor, state, timeout: FakeEndpoint(transports))
     backend = Backend("a", BackendURL("ldap", "127.0.0.1", 1), **backendKeys)
     registry = Backends()
     registry.configure({"a": backend}, {"p": Pool("p", (backend,))})
     owner = Owner()
+    verifyObject(ILinkOwner, owner)
     clock = Clock()
-    link = UpstreamLink(owner, registry.pools["p"], clock, 5.0, None, "peer")
+    link = SessionLink(owner, registry.pools["p"], clock, None, "peer", lambda reactor, state, timeout: FakeEndpoint(transports))
+    verifyObject(IBackendLink, link)
     return link, owner, transports, (registry.states["a"], clock)
 
 
@@ -90,8 +103,8 @@ def test_operationTimeout(monkeypatch: Any) -> None:
     assert owner.events == [("connected",)]
     clock.advance(0.1)
     written = transports[0].value()
-    assert ber.abandonRequest(upstream._INTERNAL_ID_BASE - 2, 1) in written
-    assert written.endswith(ber.unbindRequest(upstream._INTERNAL_ID_BASE - 1))
+    assert ber.abandonRequest(connection.ABANDON_ID, 1) in written
+    assert written.endswith(ber.unbindRequest(connection.UNBIND_ID))
     kinds = [event[0] for event in owner.events]
     assert kinds == ["connected", "timedOut", "lost"]
     assert "operation_timeout of 2s" in owner.events[1][2]

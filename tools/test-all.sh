@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install everything the test suite needs (Debian packages when missing, the
-# package itself with its test extra) and run the whole suite.
+# package itself with its test extra), type-check the package and run the
+# whole suite.
 # Usage: bash tools/test-all.sh [pytest arguments]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -38,4 +39,7 @@ if ! command -v ldclt >/dev/null && [ ! -x bench/.tools/usr/bin/ldclt ]; then
 fi
 
 python3 -m pip install --quiet --disable-pip-version-check '.[test]'
+# the type checker over ldaproute/ (setup.cfg [mypy], with mypy-zope for the
+# zope interfaces at the seams); a type error fails the run before the tests
+python3 -m mypy
 exec python3 -m pytest "$@"

@@ -32,21 +32,26 @@ RETRY_AFTER = 5.0
 LOOKUP_TIMEOUTS = (1.0, 2.0)
 
 
-def resolverFor(server: tuple[str, int] | None, reactor: Any) -> Any:
-    """A resolver asking C{server}, or the system's (C{/etc/resolv.conf})."""
+def resolverFor(server: tuple[str, int] | None, reactor: Any) -> client.Resolver:
+    """
+    A resolver asking C{server}, or the servers of C{/etc/resolv.conf}
+    (re-read as it changes); SRV records are never in a hosts file, so no
+    hosts resolver is chained in front.
+    """
     if server is None:
-        return client.createResolver(reactor=reactor)
+        return client.Resolver(resolv="/etc/resolv.conf", reactor=reactor)
     return client.Resolver(servers=[server], reactor=reactor)
 
 
 def backendsFromAnswers(poolName: str, answers: list[dns.RRHeader]) -> tuple[list[Backend], float | None]:
     """The backends an SRV answer names, ordered by priority, and its least TTL."""
-    found = []
+    found: list[Backend] = []
     ttl: float | None = None
     for record in answers:
         if record.type != dns.SRV:
             continue
         payload = record.payload
+        assert isinstance(payload, dns.Record_SRV)
         target = payload.target.name.decode("ascii").rstrip(".")
         if not target:
             continue  # "." means: no service here
@@ -140,7 +145,7 @@ class SRVDiscovery:
             "SRV lookup {srv} for pool {pool} failed ({error}); keeping {count} backend(s)",
             srv=self.pool.pool.srv,
             pool=self.pool.name,
-            error=reason.getErrorMessage() or reason.type.__name__,
+            error=reason.getErrorMessage() or (reason.type.__name__ if reason.type else "?"),
             count=len(self.pool.backends),
         )
         self._schedule(RETRY_AFTER)

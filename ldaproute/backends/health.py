@@ -18,61 +18,28 @@ C{twisted.application} service that runs them while the proxy runs.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.interfaces import ITCPTransport, ITransport
+from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from ldaproute.wire import ber
 from ldaproute.backends.pool import BackendState, PoolState
+from ldaproute.backends.connecting import endpointFor
+from ldaproute.wire import ber
+from ldaproute.wire.pdu import readResponse, rootDSESearchRequest
 
 _BIND_ID = 1
 _SEARCH_ID = 2
 
 
-def rootDSESearchRequest(messageID: int) -> bytes:
-    """A base search of the rootDSE for C{(objectClass=*)}, asking for C{1.1} (no attributes)."""
-    content = (
-        ber.tlv(0x04, b"")  # baseObject: the rootDSE
-        + ber.tlv(0x0A, b"\x00")  # scope: baseObject
-        + ber.tlv(0x0A, b"\x00")  # derefAliases: never
-        + ber.tlv(0x02, b"\x00")  # sizeLimit
-        + ber.tlv(0x02, b"\x00")  # timeLimit
-        + ber.tlv(0x01, b"\x00")  # typesOnly: false
-        + ber.tlv(0x87, b"objectClass")  # filter: present
-        + ber.tlv(0x30, ber.tlv(0x04, b"1.1"))
-    )
-    return ber.message(messageID, ber.tlv(ber.SEARCH_REQUEST, content))
-
-
-def readResult(pdu: bytes) -> tuple[int, int, int]:
-    """
-    C{(messageID, protocolOp tag, resultCode)} of one response PDU;
-    C{resultCode} is -1 for PDUs that carry none (search entries).
-
-    @raise ValueError: not a response the probe understands.
-    """
-    pos = 1
-    first = pdu[pos]
-    pos += 1 + (first & 0x7F if first & 0x80 else 0)
-    if pdu[pos] != 0x02:
-        raise ValueError("no messageID")
-    n = pdu[pos + 1]
-    messageID = int.from_bytes(pdu[pos + 2 : pos + 2 + n], "big")
-    pos += 2 + n
-    tag = pdu[pos]
-    if tag not in ber.FINAL_RESPONSES:
-        return messageID, tag, -1
-    first = pdu[pos + 1]
-    pos += 2 + (first & 0x7F if first & 0x80 else 0)
-    if pdu[pos] != 0x0A:
-        raise ValueError("no resultCode")
-    n = pdu[pos + 1]
-    return messageID, tag, int.from_bytes(pdu[pos + 2 : pos + 2 + n], "big")
+def _tcp(transport: ITransport) -> ITCPTransport:
+    """A probe's transport, which is TCP (or TLS over TCP): it can be aborted."""
+    return cast(ITCPTransport, transport)
 
 
 class _ProbeProtocol(Protocol):
@@ -84,14 +51,15 @@ class _ProbeProtocol(Protocol):
         self.done: Deferred[str | None] = Deferred()
 
     def connectionMade(self) -> None:
+        assert self.transport is not None
         if self._bind is not None:
-            self.transport.write(ber.simpleBindRequest(_BIND_ID, *self._bind))  # type: ignore[union-attr]
-        self.transport.write(rootDSESearchRequest(_SEARCH_ID))  # type: ignore[union-attr]
+            self.transport.write(ber.simpleBindRequest(_BIND_ID, *self._bind))
+        self.transport.write(rootDSESearchRequest(_SEARCH_ID))
 
     def dataReceived(self, data: bytes) -> None:
         try:
             for pdu in self._framer.feed(data):
-                messageID, tag, code = readResult(pdu)
+                messageID, _, code = readResponse(pdu)[:3]
                 if code == -1:
                     continue
                 if code != ber.SUCCESS:
@@ -101,10 +69,10 @@ class _ProbeProtocol(Protocol):
                 if messageID == _SEARCH_ID:
                     self._finish(None)
                     return
-        except (ber.FramingError, ValueError, IndexError) as e:
+        except ber.FramingError as e:
             self._finish(f"malformed answer: {e}")
 
-    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._finish(f"connection closed before the answer: {reason.getErrorMessage() if reason else ''}")
 
     def _finish(self, outcome: str | None) -> None:
@@ -113,10 +81,10 @@ class _ProbeProtocol(Protocol):
         self.done.callback(outcome)
         if self.transport is not None and self.transport.connected:  # type: ignore[attr-defined]
             if outcome is None:
-                self.transport.write(ber.unbindRequest(3))  # type: ignore[union-attr]
-                self.transport.loseConnection()  # type: ignore[union-attr]
+                self.transport.write(ber.unbindRequest(3))
+                self.transport.loseConnection()
             else:
-                self.transport.abortConnection()  # type: ignore[attr-defined]
+                _tcp(self.transport).abortConnection()
 
 
 def probe(reactor: Any, state: BackendState, pool: PoolState) -> Deferred[str | None]:
@@ -124,8 +92,6 @@ def probe(reactor: Any, state: BackendState, pool: PoolState) -> Deferred[str | 
     Probe one backend; fires with L{None} when healthy, else with a
     sentence saying why not.  Never fails.
     """
-    from ldaproute.backends.upstream import endpointFor
-
     config = pool.pool
     bind = None
     if config.healthBindDN is not None and config.healthBindPassword is not None:
@@ -137,7 +103,7 @@ def probe(reactor: Any, state: BackendState, pool: PoolState) -> Deferred[str | 
         if not result.called:
             result.callback(f"no answer within health_timeout {config.healthTimeout:g}s")
         if protocol.transport is not None:
-            protocol.transport.abortConnection()  # type: ignore[attr-defined]
+            _tcp(protocol.transport).abortConnection()
         connecting.cancel()
 
     timer = reactor.callLater(config.healthTimeout, timedOut)

@@ -90,3 +90,49 @@ class ILinkOwner(Interface):
 
     def linkTLSHandshake(link: IBackendLink, outcome: str) -> None:
         """A TLS handshake towards the backend ended (C{success}, C{failure})."""
+
+
+class IConnectionOwner(Interface):
+    """
+    What a L{ldaproute.backends.connection.BackendConnection} reports to: a
+    session link (the connection is its own) or the shared pool (the
+    connection carries many clients' operations).
+    """
+
+    def connectionAttempt(connection: object, backend: object) -> None:
+        """The connection tries C{backend} (a L{ldaproute.backends.pool.BackendState}) now."""
+
+    def connectionMadeTo(connection: object) -> None:
+        """The connection's transport exists now (for flow control); not secured yet."""
+
+    def connectionReady(connection: object) -> None:
+        """The connection is secured and bound as asked: it carries operations now."""
+
+    def connectionBindRefused(connection: object, resultCode: int) -> None:
+        """
+        The bind the connection carried for its owner was refused; unless
+        the owner fails the connection, it goes on, unbound.
+        """
+
+    def connectionTLSHandshake(connection: object, outcome: str) -> None:
+        """A TLS handshake towards the backend ended (C{success}, C{failure})."""
+
+    def connectionLost(connection: object, reason: str, resultCode: int, operations: dict[int, object]) -> None:
+        """
+        The connection cannot carry operations any more (every candidate
+        failed, the backend dropped or said goodbye, or sent garbage);
+        C{operations} are those it carried, by upstream messageID.  Not
+        called when the owner closed it.
+        """
+
+    def connectionOperationTimedOut(connection: object, messageID: int, operation: object, timeout: float) -> None:
+        """An operation exceeded C{timeout} and was abandoned upstream (or taken out of the queue)."""
+
+    def connectionWritable(connection: object) -> None:
+        """The backend's socket buffer drained (connections that are their transport's producer)."""
+
+    def responsesReceived(connection: object, data: bytes, finals: list[tuple[int, int, int]]) -> None:
+        """Whole response PDUs of a relayed connection, and the operations they end."""
+
+    def rawReceived(connection: object, data: bytes) -> None:
+        """Bytes of an opaque connection, to relay as they are."""

@@ -21,8 +21,10 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterator, Sequence
 
+from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
 from twisted.logger import Logger
 
+from ldaproute.backends.clienttls import clientOptionsFor
 from ldaproute.config import Backend, Pool
 
 _log = Logger()
@@ -54,10 +56,25 @@ class BackendState:
         self.lastReason = ""
         self.connectsOK = 0
         self.connectsFailed = 0
+        self._tls: tuple[Backend, IOpenSSLClientConnectionCreator] | None = None
 
     @property
     def name(self) -> str:
         return self.backend.name
+
+    def clientTLSOptions(self) -> IOpenSSLClientConnectionCreator:
+        """
+        The client TLS options towards this backend, built once for each
+        configuration value of it (building reads the CA and key files): a
+        reload that changes the backend's TLS settings builds new ones.
+
+        @raise ValueError: unreadable or bad PEM files.
+        """
+        cached = self._tls
+        if cached is None or cached[0] is not self.backend:
+            options = clientOptionsFor(self.backend)
+            self._tls = cached = (self.backend, options)
+        return cached[1]
 
     def atCapacity(self) -> bool:
         """Whether another upstream connection would exceed C{max_connections}."""

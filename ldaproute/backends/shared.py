@@ -3,13 +3,14 @@
 Shared mode (C{[ldaproute] mode = shared}): many clients multiplexed, per
 operation, over a few upstream connections per pool.
 
-Each client session gets a L{SharedLink} per pool, which offers the
-frontend the methods of an L{ldaproute.backends.upstream.UpstreamLink} (C{send},
-C{operationStarted}, C{close}...), but owns no connection: its operations go
-out on the pool's L{SharedConnection}s under upstream messageIDs of the
+Each client session gets a L{SharedLink} per pool, which provides
+L{IBackendLink} like session mode's link, but owns no connection: its
+operations go out on the pool's backend connections
+(L{ldaproute.backends.sharedpool}) under upstream messageIDs of the
 connection's choosing, and their responses come back with the client's
-messageID restored.  The rewrite is byte-level (L{reframe}): the messageID
-INTEGER and the lengths around it, never a decode.
+messageID restored.  The rewrite is byte-level
+(L{ldaproute.wire.pdu.reframeAt}): the messageID INTEGER and the lengths
+around it, never a decode.
 
 Identity: binds are checked on dedicated bind connections (the result goes
 back to the client; on success the frontend records the session's
@@ -25,722 +26,112 @@ one whose backend issued the cookie.
 
 from __future__ import annotations
 
-import weakref
-from collections import deque
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
-from twisted.internet import error, tcp
-from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
-from twisted.internet.protocol import Factory, Protocol
-from twisted.logger import Logger
-from twisted.python.failure import Failure
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from zope.interface import implementer
 
+from ldaproute.backends.connection import BackendConnection
+from ldaproute.backends.interfaces import IBackendLink
+from ldaproute.backends.pool import BackendState
+from ldaproute.backends.sharedpool import SharedPool
 from ldaproute.wire import ber
-from ldaproute.wire.fastwrite import writerFor
-from ldaproute.backends.pool import BackendState, PoolState
+from ldaproute.wire.pdu import (
+    CANCEL_OID,
+    PAGED_RESULTS_OID,
+    PROXIED_AUTHZ_OID,
+    abandonedIDAt,
+    cancelIDAt,
+    cancelRequest,
+    extendedNameAt,
+    messageIDElement,
+    opSpan,
+    proxiedAuthorization,
+    reframeAt,
+)
 
-PROXIED_AUTHZ_OID = b"2.16.840.1.113730.3.4.18"
-PAGED_RESULTS_OID = b"1.2.840.113556.1.4.319"
+if TYPE_CHECKING:
+    from ldaproute.runtime import Runtime
+
 WHOAMI_OID = b"1.3.6.1.4.1.4203.1.11.3"
 PASSWORD_MODIFY_OID = b"1.3.6.1.4.1.4203.1.11.1"
-CANCEL_OID = b"1.3.6.1.1.8"
 
 #: Extended operations that run per operation and accept the Proxied
 #: Authorization control in slapd.
 _PROXIABLE_EXTENDED = frozenset({WHOAMI_OID, PASSWORD_MODIFY_OID})
 
 NO_SUCH_OPERATION = 119
-MAX_BACKEND_PDU_BYTES = 64 * 1024 * 1024
-_MAX_ID = 0x7FFFFFFF
-
-_log = Logger()
 
 
-# --- byte-level rewriting -----------------------------------------------------
-
-
-def _length(buf: bytes, pos: int) -> tuple[int, int]:
-    """A BER definite length at C{buf[pos]}: C{(length, position after it)}."""
-    first = buf[pos]
-    if first < 0x80:
-        return first, pos + 1
-    count = first & 0x7F
-    if count == 0 or count > 4:
-        raise ber.FramingError("malformed", "bad BER length form")
-    return int.from_bytes(buf[pos + 1 : pos + 1 + count], "big"), pos + 1 + count
-
-
-def _idElement(messageID: int) -> bytes:
-    content = ber.encodeInteger(messageID)
-    return bytes((0x02, len(content))) + content
-
-
-def readMessageID(pdu: bytes) -> tuple[int, int, int]:
+def refusal(pdu: bytes, tag: int, opStart: int, controls: bytes) -> tuple[int, str] | None:
     """
-    C{(messageID, offset of the messageID element, offset just past it)} of
-    a framed LDAPMessage, for any form of the outer length.
+    C{(resultCode, diagnosticMessage)} for a request that cannot share a
+    connection (SASL binds, extended operations that change the
+    connection's state, StartTLS among them), or that would undo the
+    identity the proxy asserts (its own Proxied Authorization); else None.
     """
-    _, bodyStart = _length(pdu, 1)
-    if pdu[bodyStart] != 0x02:
-        raise ber.FramingError("malformed", "LDAPMessage without a messageID")
-    n = pdu[bodyStart + 1]
-    if not 1 <= n <= 4:
-        raise ber.FramingError("malformed", "LDAPMessage with a bad messageID")
-    end = bodyStart + 2 + n
-    return int.from_bytes(pdu[bodyStart + 2 : end], "big", signed=True), bodyStart, end
-
-
-def withMessageID(pdu: bytes, messageID: int) -> bytes:
-    """
-    The same LDAPMessage under another messageID.  The INTEGER may change
-    length (1 to 4 octets), so the outer SEQUENCE length is re-encoded too
-    (short or long form as needed).
-    """
-    _, _, idEnd = readMessageID(pdu)
-    content = ber.encodeInteger(messageID)
-    rest = len(pdu) - idEnd
-    bodyLength = 2 + len(content) + rest
-    if bodyLength < 0x80:
-        return bytes((0x30, bodyLength, 0x02, len(content))) + content + pdu[idEnd:]
-    return b"\x30" + ber.encodeLength(bodyLength) + bytes((0x02, len(content))) + content + pdu[idEnd:]
-
-
-def parseRequest(pdu: bytes) -> tuple[int, int, int]:
-    """
-    C{(messageID, idEnd, opEnd)} of a framed request in one pass: C{idEnd}
-    is the offset of the protocolOp's tag, C{opEnd} the offset just past
-    the protocolOp (the controls, if any, follow).
-    """
-    first = pdu[1]
-    bodyStart = 2 if first < 0x80 else 2 + (first & 0x7F)
-    if first >= 0x80 and not 1 <= first & 0x7F <= 4:
-        raise ber.FramingError("malformed", "bad BER length form")
-    if pdu[bodyStart] != 0x02:
-        raise ber.FramingError("malformed", "LDAPMessage without a messageID")
-    n = pdu[bodyStart + 1]
-    if not 1 <= n <= 4:
-        raise ber.FramingError("malformed", "LDAPMessage with a bad messageID")
-    idEnd = bodyStart + 2 + n
-    opFirst = pdu[idEnd + 1]
-    if opFirst < 0x80:
-        opEnd = idEnd + 2 + opFirst
-    else:
-        count = opFirst & 0x7F
-        if count == 0 or count > 4:
-            raise ber.FramingError("malformed", "bad BER length form")
-        opEnd = idEnd + 2 + count + int.from_bytes(pdu[idEnd + 2 : idEnd + 2 + count], "big")
-    if opEnd > len(pdu):
-        raise ber.FramingError("malformed", "protocolOp longer than its LDAPMessage")
-    return int.from_bytes(pdu[bodyStart + 2 : idEnd], "big", signed=True), idEnd, opEnd
-
-
-def reframe(pdu: bytes, messageID: int, control: bytes = b"") -> bytes:
-    """
-    A request under another messageID, with C{control} (one encoded
-    Control) appended to its controls: a C{[0]} controls element is added
-    when the request has none, or the existing one grows by C{control}.
-    """
-    if not control:
-        return withMessageID(pdu, messageID)
-    _, idEnd, opEnd = parseRequest(pdu)
-    return _reframeAt(pdu, idEnd, opEnd, messageID, control, ber.tlv(ber.CONTROLS_TAG, control))
-
-
-def _reframeAt(pdu: bytes, idEnd: int, opEnd: int, messageID: int, control: bytes, controlsElement: bytes) -> bytes:
-    """
-    L{reframe} with the request already parsed (L{parseRequest}) and, for a
-    request without controls of its own, the whole C{[0]} element holding
-    C{control} given (C{controlsElement}: the same for every operation of
-    an identity, so built once).
-    """
-    content = ber.encodeInteger(messageID)
-    if opEnd == len(pdu):
-        controls = controlsElement
-    elif pdu[opEnd] != ber.CONTROLS_TAG:
-        raise ber.FramingError("malformed", "unexpected data after protocolOp")
-    elif control:
-        controlsLength, controlsContent = _length(pdu, opEnd + 1)
-        controls = ber.tlv(ber.CONTROLS_TAG, pdu[controlsContent : controlsContent + controlsLength] + control)
-    else:
-        controls = pdu[opEnd:]
-    bodyLength = 2 + len(content) + (opEnd - idEnd) + len(controls)
-    if bodyLength < 0x80:
-        header = bytes((0x30, bodyLength, 0x02, len(content))) + content
-    else:
-        header = b"\x30" + ber.encodeLength(bodyLength) + bytes((0x02, len(content))) + content
-    return b"".join((header, pdu[idEnd:opEnd], controls))
-
-
-def proxiedAuthorization(authzId: bytes) -> bytes:
-    """
-    The Proxied Authorization control (RFC 4370), critical, asserting
-    C{authzId} (C{dn:...}, or empty for the anonymous identity).
-    """
-    return ber.tlv(0x30, ber.tlv(0x04, PROXIED_AUTHZ_OID) + b"\x01\x01\xff" + ber.tlv(0x04, authzId))
-
-
-def _controlsOf(pdu: bytes, opTagAt: int) -> bytes:
-    """The raw controls element of a request (empty if it has none)."""
-    opLength, opContent = _length(pdu, opTagAt + 1)
-    return pdu[opContent + opLength :]
-
-
-def _extendedName(pdu: bytes, opTagAt: int) -> bytes:
-    _, pos = _length(pdu, opTagAt + 1)
-    if pdu[pos] != ber.EXTENDED_NAME_TAG:
-        raise ber.FramingError("malformed", "extended request without a name")
-    n, start = _length(pdu, pos + 1)
-    return pdu[start : start + n]
-
-
-def cancelRequest(messageID: int, cancelID: int) -> bytes:
-    """An RFC 3909 Cancel extended request."""
-    value = ber.tlv(0x30, _idElement(cancelID))
-    return ber.message(
-        messageID,
-        ber.tlv(ber.EXTENDED_REQUEST, ber.tlv(ber.EXTENDED_NAME_TAG, CANCEL_OID) + ber.tlv(ber.EXTENDED_VALUE_TAG, value)),
-    )
-
-
-def _cancelID(pdu: bytes, opTagAt: int) -> int | None:
-    """The cancelID of a Cancel request's value, or None if unreadable."""
-    try:
-        _, pos = _length(pdu, opTagAt + 1)
-        n, start = _length(pdu, pos + 1)
-        pos = start + n
-        if pdu[pos] != ber.EXTENDED_VALUE_TAG:
-            return None
-        _, pos = _length(pdu, pos + 1)  # value
-        _, pos = _length(pdu, pos + 1)  # SEQUENCE
-        if pdu[pos] != 0x02:
-            return None
-        n, start = _length(pdu, pos + 1)
-        return int.from_bytes(pdu[start : start + n], "big", signed=True)
-    except (IndexError, ber.FramingError):
+    if tag == ber.BIND_REQUEST:
+        if ber.Envelope.fromBytes(pdu).bindAuthentication(pdu)[0] != ber.SIMPLE_AUTH_TAG:
+            return (
+                ber.AUTH_METHOD_NOT_SUPPORTED,
+                "SASL binds are not supported in shared mode: use mode = session for SASL clients",
+            )
         return None
-
-
-# --- the pool's connections --------------------------------------------------
-
-
-def _batches(transport: object) -> bool:
-    """
-    Whether writes to C{transport} are collected and sent once per reactor
-    turn: for TCP connections, where each write is otherwise a C{send()}
-    of its own (L{writerFor}).  Other transports (TLS, test doubles) keep
-    their own buffering.
-    """
-    return isinstance(transport, tcp.Connection)
-
-
-class _Factory(Factory):
-    noisy = False
-
-    def __init__(self, connection: SharedConnection) -> None:
-        self._connection = connection
-
-    def buildProtocol(self, addr: object) -> SharedConnection:
-        return self._connection
-
-
-@implementer(IPushProducer)
-class SharedConnection(Protocol):
-    """
-    One upstream connection of a shared pool, carrying the operations of
-    many clients.
-
-    States: C{connecting}, C{binding} (the service identity's bind is in
-    flight), C{ready}, C{closed}.  C{kind} is C{"shared"} (operations,
-    bound as the service identity) or C{"bind"} (client binds only).
-
-    @ivar ops: upstream messageID -> C{(link, client messageID, request tag,
-        the client's messageID INTEGER element)}.
-    @ivar writable: False while the backend's socket buffer is full.
-    """
-
-    def __init__(self, shared: SharedPool, kind: str) -> None:
-        self.shared = shared
-        self.kind = kind
-        self.state = "connecting"
-        self.backend: BackendState | None = None
-        self.ops: dict[int, tuple[SharedLink, int, int, bytes]] = {}
-        self.writable = True
-        self._nextID = 1
-        self._serviceBindID: int | None = None
-        self._buffer = b""
-        self._candidates: Iterator[BackendState] = iter(())
-        self._tried: list[str] = []
-        # bind connections carry one bind at a time: slapd abandons every
-        # operation outstanding on a connection when a bind arrives
-        self._bindInFlight: int | None = None
-        self._bindQueue: deque[tuple[int, bytes]] = deque()
-        self._write: Callable[[bytes], None] = lambda data: None
-        #: requests of this reactor turn, sent together (None: no batching)
-        self._pending: list[bytes] | None = None
-
-    @property
-    def load(self) -> int:
-        """Binds in flight or queued here."""
-        return len(self._bindQueue) + (self._bindInFlight is not None)
-
-    # --- connecting ------------------------------------------------------
-
-    def start(self) -> None:
-        self._candidates = self.shared.poolState.candidates()
-        self._connectNext()
-
-    def _connectNext(self) -> None:
-        state = next(self._candidates, None)
-        if state is None:
-            tried = ", ".join(self._tried) or "none configured"
-            self._closed(f"no backend of pool {self.shared.poolState.name!r} is reachable (tried: {tried})")
-            return
-        self.backend = state
-        self._tried.append(state.name)
-        state.connecting += 1
-        shared = self.shared
-        try:
-            endpoint = shared.endpointFactory(shared.reactor, state, shared.poolState.pool.connectTimeout)
-        except ValueError as e:
-            self._connectFailed(Failure(e), state)
-            return
-        d = endpoint.connect(_Factory(self))
-        d.addCallbacks(self._connected, self._connectFailed, errbackArgs=(state,))
-
-    def _connected(self, protocol: object) -> None:
-        assert self.backend is not None
-        self.backend.connecting -= 1
-        self.backend.connectSucceeded()
-        self.backend.connections += 1
-        if self.state == "closed":
-            self.transport.loseConnection()  # type: ignore[union-attr]
-            return
-        try:
-            self.transport.setTcpNoDelay(True)  # type: ignore[union-attr]
-        except (AttributeError, OSError):
-            pass
-        self.transport.registerProducer(self, True)  # type: ignore[union-attr]
-        self._write = writerFor(self.transport)
-        if self.kind == "shared" and _batches(self.transport):
-            # (a bind connection carries one bind at a time: nothing to batch)
-            self._pending = []
-        service = self.shared.serviceIdentity if self.kind == "shared" else None
-        if service is not None:
-            self.state = "binding"
-            self._serviceBindID = self._allocate()
-            self._send(ber.simpleBindRequest(self._serviceBindID, *service))
-        else:
-            self._ready()
-
-    def _connectFailed(self, reason: Failure, state: BackendState) -> None:
-        state.connecting -= 1
-        state.connectFailed(f"cannot connect: {reason.getErrorMessage()}", self.shared.poolState.name)
-        _log.warn(
-            "Shared connection to backend {backend} of pool {pool} failed: {error}",
-            backend=state.name,
-            pool=self.shared.poolState.name,
-            error=reason.getErrorMessage(),
+    if controls and PROXIED_AUTHZ_OID in controls:
+        return (
+            ber.UNWILLING_TO_PERFORM,
+            "the proxy asserts each client's identity with Proxied Authorization in shared mode: "
+            "clients cannot send their own",
         )
-        if self.state != "closed":
-            self._connectNext()
-
-    def _ready(self) -> None:
-        self.state = "ready"
-        self.shared.connectionReady(self)
-
-    # --- sending ---------------------------------------------------------
-
-    def _allocate(self) -> int:
-        ops = self.ops
-        messageID = self._nextID
-        while messageID in ops or messageID == self._serviceBindID:
-            messageID = messageID + 1 if messageID < _MAX_ID else 1
-        self._nextID = messageID + 1 if messageID < _MAX_ID else 1
-        return messageID
-
-    def submit(
-        self,
-        link: SharedLink,
-        clientID: int,
-        tag: int,
-        pdu: bytes,
-        control: bytes,
-        parsed: tuple[int, int] | None = None,
-        controlsElement: bytes | None = None,
-    ) -> int:
-        """
-        Send a client's request here; returns its upstream messageID.
-
-        @param parsed: C{(idEnd, opEnd)} of C{pdu} (L{parseRequest}) when the
-            caller has read them already.
-        @param controlsElement: C{[0]} element holding only C{control}, when
-            the caller has it built.
-        """
-        upstreamID = self._allocate()
-        if tag != ber.ABANDON_REQUEST:
-            self.ops[upstreamID] = (link, clientID, tag, _idElement(clientID))
-        if parsed is None:
-            parsed = parseRequest(pdu)[1:]
-        if controlsElement is None:
-            controlsElement = ber.tlv(ber.CONTROLS_TAG, control) if control else b""
-        data = _reframeAt(pdu, parsed[0], parsed[1], upstreamID, control, controlsElement)
-        if self.kind == "bind":
-            if self._bindInFlight is not None:
-                self._bindQueue.append((upstreamID, data))
-                return upstreamID
-            self._bindInFlight = upstreamID
-        self._send(data)
-        return upstreamID
-
-    def _send(self, data: bytes) -> None:
-        """
-        Write C{data} to the backend: at the end of this reactor turn,
-        together with every other request written meanwhile (many clients'
-        PDUs in one C{send()}), or at once when not batching.
-        """
-        pending = self._pending
-        if pending is None:
-            self._write(data)
-            return
-        pending.append(data)
-        if len(pending) == 1:
-            self.shared.reactor.callLater(0, self._flush)
-
-    def _flush(self) -> None:
-        pending = self._pending
-        if pending:
-            data = pending[0] if len(pending) == 1 else b"".join(pending)
-            pending.clear()
-            self._write(data)
-
-    def _nextBind(self) -> None:
-        self._bindInFlight = None
-        queue = self._bindQueue
-        while queue:
-            upstreamID, data = queue.popleft()
-            if upstreamID in self.ops:  # not given up by its client meanwhile
-                self._bindInFlight = upstreamID
-                self._send(data)
-                return
-
-    def abandon(self, upstreamID: int) -> None:
-        """Abandon an operation upstream; its late responses are dropped."""
-        entry = self.ops.pop(upstreamID, None)
-        if entry is None or self.state != "ready":
-            return
-        if entry[2] != ber.BIND_REQUEST:  # binds cannot be abandoned (RFC 4511 4.11)
-            self._send(ber.abandonRequest(self._allocate(), upstreamID))
-
-    # IPushProducer: the backend's socket buffer
-    def pauseProducing(self) -> None:
-        self.writable = False
-
-    def resumeProducing(self) -> None:
-        self.writable = True
-        self.shared.connectionWritable(self)
-
-    def stopProducing(self) -> None:
-        pass
-
-    # --- receiving -------------------------------------------------------
-
-    def dataReceived(self, data: bytes) -> None:
-        buf = self._buffer + data if self._buffer else data
-        end = len(buf)
-        pos = 0
-        ops = self.ops
-        out: dict[SharedLink, list[bytes]] = {}
-        finals: dict[SharedLink, list[tuple[int, int, int]]] = {}
-        bindDone = False
-        try:
-            while end - pos >= 2:
-                if buf[pos] != 0x30:
-                    raise ber.FramingError("not-ldap", f"backend sent tag 0x{buf[pos]:02x}, not an LDAPMessage")
-                first = buf[pos + 1]
-                if first < 0x80:
-                    bodyStart = pos + 2
-                    total = 2 + first
-                else:
-                    count = first & 0x7F
-                    if count == 0 or count > 4:
-                        raise ber.FramingError("malformed", "bad BER length from backend")
-                    if end - pos < 2 + count:
-                        break
-                    bodyStart = pos + 2 + count
-                    total = 2 + count + int.from_bytes(buf[pos + 2 : bodyStart], "big")
-                    if total > MAX_BACKEND_PDU_BYTES:
-                        raise ber.FramingError("oversized", f"backend PDU of {total} bytes")
-                if end - pos < total:
-                    break
-                pduEnd = pos + total
-                if buf[bodyStart] != 0x02:
-                    raise ber.FramingError("malformed", "backend PDU without a messageID")
-                idLength = buf[bodyStart + 1]
-                idEnd = bodyStart + 2 + idLength
-                if not 1 <= idLength <= 4 or idEnd >= pduEnd:
-                    raise ber.FramingError("malformed", "backend PDU with a bad messageID")
-                upstreamID = int.from_bytes(buf[bodyStart + 2 : idEnd], "big")
-                tag = buf[idEnd]
-                if upstreamID == self._bindInFlight and tag == ber.BIND_RESPONSE:
-                    bindDone = True
-                entry = ops.get(upstreamID)
-                if entry is None:
-                    if upstreamID == 0:
-                        self._unsolicited()
-                        return
-                    if upstreamID == self._serviceBindID and tag == ber.BIND_RESPONSE:
-                        self._serviceBound(ber._resultCodeAt(buf, idEnd, pduEnd))
-                    pos = pduEnd
-                    continue  # abandoned: dropped
-                link, clientID, _, idElement = entry
-                pieces = out.get(link)
-                if pieces is None:
-                    pieces = out[link] = []
-                if len(idElement) == idEnd - bodyStart:
-                    # same length: only the INTEGER changes, lengths stay
-                    pieces.append(buf[pos:bodyStart])
-                    pieces.append(idElement)
-                else:
-                    bodyLength = pduEnd - idEnd + len(idElement)
-                    if bodyLength < 0x80:
-                        pieces.append(bytes((0x30, bodyLength)))
-                    else:
-                        pieces.append(b"\x30" + ber.encodeLength(bodyLength))
-                    pieces.append(idElement)
-                pieces.append(buf[idEnd:pduEnd])
-                if tag == ber.SEARCH_RESULT_ENTRY:
-                    link.entries[clientID] = link.entries.get(clientID, 0) + 1
-                if tag in ber.FINAL_RESPONSES:
-                    del ops[upstreamID]
-                    code = ber._resultCodeAt(buf, idEnd, pduEnd)
-                    link.ended(clientID)
-                    linkFinals = finals.get(link)
-                    if linkFinals is None:
-                        finals[link] = [(clientID, tag, code)]
-                    else:
-                        linkFinals.append((clientID, tag, code))
-                pos = pduEnd
-        except ber.FramingError as e:
-            self._buffer = b""
-            self._deliver(out, finals)
-            self.protocolFailed(f"backend sent a malformed response: {e}")
-            return
-        self._buffer = buf[pos:] if pos < end else b""
-        if bindDone and self.state == "ready":
-            self._nextBind()
-        self._deliver(out, finals)
-
-    def _deliver(self, out: dict[SharedLink, list[bytes]], finals: dict[SharedLink, list[tuple[int, int, int]]]) -> None:
-        for link, pieces in out.items():
-            link.deliver(b"".join(pieces), finals.get(link, []))
-
-    def _serviceBound(self, resultCode: int) -> None:
-        self._serviceBindID = None
-        if self.state != "binding":
-            return
-        if resultCode == ber.SUCCESS:
-            self._ready()
-            return
-        _log.error(
-            "Backend {backend} of pool {pool} refused the proxy's service identity (resultCode {resultCode}): "
-            "check service_bind_dn and service_bind_password",
-            backend=self.backend.name if self.backend else None,
-            pool=self.shared.poolState.name,
-            resultCode=resultCode,
-        )
-        self._closed(
-            f"backend {self.backend.name if self.backend else '?'} refused the proxy's service identity "
-            f"(resultCode {resultCode})"
-        )
-        self.transport.loseConnection()  # type: ignore[union-attr]
-
-    def _unsolicited(self) -> None:
-        _log.info(
-            "Backend {backend} sent an unsolicited notification; closing that shared connection",
-            backend=self.backend.name if self.backend else None,
-            pool=self.shared.poolState.name,
-        )
-        self._closed(f"backend {self.backend.name if self.backend else '?'} ended the connection")
-        self.transport.abortConnection()  # type: ignore[union-attr]
-
-    # --- failure ---------------------------------------------------------
-
-    def protocolFailed(self, reason: str) -> None:
-        _log.warn("Backend {backend}: {reason}", backend=self.backend.name if self.backend else None, reason=reason)
-        self._closed(reason)
-        self.transport.abortConnection()  # type: ignore[union-attr]
-
-    def connectionLost(self, reason: Failure = error.ConnectionDone) -> None:  # type: ignore[assignment]
-        if self.backend is not None:
-            self.backend.connections -= 1
-            if self.ops and self.state != "closed":
-                self.backend.connectFailed(f"connection lost: {reason.getErrorMessage()}", self.shared.poolState.name)
-        name = self.backend.name if self.backend else "?"
-        self._closed(f"connection to backend {name} of pool {self.shared.poolState.name!r} lost")
-
-    def _closed(self, reason: str) -> None:
-        """Fail every operation this connection carried (52), once."""
-        if self.state == "closed":
-            return
-        self.state = "closed"
-        ops, self.ops = self.ops, {}
-        self.shared.connectionClosed(self, reason)
-        for link, clientID, tag, _ in ops.values():
-            link.failed(clientID, tag, ber.UNAVAILABLE, reason)
-
-    def close(self) -> None:
-        if self.state == "closed":
-            return
-        ready = self.state in ("ready", "binding")
-        self.state = "closed"
-        self.shared.connectionClosed(self, "closed")
-        if self.transport is not None:
-            if ready:
-                self._send(ber.unbindRequest(self._allocate()))
-            self._flush()
-            self.transport.loseConnection()
+    if tag == ber.EXTENDED_REQUEST:
+        oid = extendedNameAt(pdu, opStart)
+        if oid != CANCEL_OID and oid not in _PROXIABLE_EXTENDED:
+            what = "StartTLS" if oid == ber.STARTTLS_OID else f"the extended operation {oid.decode('ascii', 'replace')}"
+            return (
+                ber.UNWILLING_TO_PERFORM,
+                f"{what} is not supported in shared mode (the upstream connection is shared): use mode = session",
+            )
+    return None
 
 
-class SharedPool:
-    """
-    The shared connections of one pool: C{shared_connections} per backend
-    for operations, C{bind_connections} per backend for binds, opened on
-    first use and reopened on demand after a loss.  Requests wait in a
-    queue while no connection of their kind is ready.
-    """
-
-    def __init__(self, poolState: PoolState, reactor: IReactorTime, endpointFactory: Callable[..., Any]) -> None:
-        self.poolState = poolState
-        self.reactor = reactor
-        self.endpointFactory = endpointFactory
-        pool = poolState.pool
-        self.serviceIdentity: tuple[bytes, bytes] | None = None
-        if pool.serviceBindDN:
-            self.serviceIdentity = (pool.serviceBindDN.encode("utf-8"), (pool.serviceBindPassword or "").encode("utf-8"))
-        self.connections: dict[str, list[SharedConnection]] = {"shared": [], "bind": []}
-        self.ready: dict[str, list[SharedConnection]] = {"shared": [], "bind": []}
-        self._turn = {"shared": 0, "bind": 0}
-        self._waiting: dict[str, deque[Callable[[SharedConnection | None, str], None]]] = {
-            "shared": deque(),
-            "bind": deque(),
-        }
-        self._pausedClients: list[Any] = []
-
-    def wanted(self, kind: str) -> int:
-        pool = self.poolState.pool
-        perBackend = pool.sharedConnections if kind == "shared" else pool.bindConnections
-        return perBackend * max(1, len(self.poolState.backends))
-
-    def pick(self, kind: str) -> SharedConnection | None:
-        """A ready connection of C{kind}, in turn, preferring writable ones."""
-        ready = self.ready[kind]
-        pool = self.poolState.pool
-        perBackend = pool.sharedConnections if kind == "shared" else pool.bindConnections
-        missing = perBackend * max(1, len(self.poolState.backends)) - len(self.connections[kind])
-        for _ in range(missing):
-            self._open(kind)
-        if not ready:
-            return None
-        if kind == "bind":
-            return min(ready, key=lambda connection: connection.load)
-        n = len(ready)
-        turn = self._turn[kind]
-        for i in range(n):
-            connection = ready[(turn + i) % n]
-            if connection.writable:
-                self._turn[kind] = turn + i + 1
-                return connection
-        self._turn[kind] = turn + 1
-        return ready[turn % n]
-
-    def whenReady(self, kind: str, callback: Callable[[SharedConnection | None, str], None]) -> None:
-        """Call C{callback(connection, "")} when one is ready, or C{(None, reason)}."""
-        self._waiting[kind].append(callback)
-        if not self.connections[kind]:
-            self._open(kind)
-
-    def _open(self, kind: str) -> None:
-        connection = SharedConnection(self, kind)
-        self.connections[kind].append(connection)
-        connection.start()
-
-    def connectionReady(self, connection: SharedConnection) -> None:
-        kind = connection.kind
-        self.ready[kind].append(connection)
-        _log.info(
-            "Shared {kind} connection to backend {backend} of pool {pool} is ready",
-            kind=kind,
-            backend=connection.backend.name if connection.backend else None,
-            pool=self.poolState.name,
-        )
-        waiting = self._waiting[kind]
-        while waiting and connection.state == "ready":
-            waiting.popleft()(connection, "")
-
-    def connectionClosed(self, connection: SharedConnection, reason: str) -> None:
-        kind = connection.kind
-        if connection in self.connections[kind]:
-            self.connections[kind].remove(connection)
-        if connection in self.ready[kind]:
-            self.ready[kind].remove(connection)
-        if not connection.writable:
-            connection.writable = True
-            self.connectionWritable(connection)
-        waiting = self._waiting[kind]
-        if waiting and not self.connections[kind]:
-            # every attempt of this kind failed: the waiting requests too
-            failed = list(waiting)
-            waiting.clear()
-            for callback in failed:
-                callback(None, reason)
-
-    def pauseClient(self, transport: Any) -> None:
-        """A client fed a connection whose buffer is full: stop reading it."""
-        if transport is not None and transport not in self._pausedClients:
-            self._pausedClients.append(transport)
-            transport.pauseProducing()
-
-    def connectionWritable(self, connection: SharedConnection) -> None:
-        if self._pausedClients and all(c.writable for c in self.ready["shared"] + self.ready["bind"]):
-            paused, self._pausedClients = self._pausedClients, []
-            for transport in paused:
-                transport.resumeProducing()
+# --- the pool's connections (L{ldaproute.backends.sharedpool}) -------------------
 
 
-_pools: weakref.WeakKeyDictionary[Any, dict[str, SharedPool]] = weakref.WeakKeyDictionary()
-
-
-def sharedPoolFor(runtime: Any, poolName: str, reactor: IReactorTime) -> SharedPool:
-    """The process's L{SharedPool} for a pool of C{runtime} (made on first use)."""
-    pools = _pools.setdefault(runtime, {})
+def sharedPoolFor(runtime: Runtime, poolName: str, reactor: IReactorTime) -> SharedPool:
+    """The runtime's L{SharedPool} for one of its pools (made on first use)."""
     poolState = runtime.backends.pools[poolName]
-    shared = pools.get(poolName)
+    shared = runtime.sharedPools.get(poolName)
     if shared is None or shared.poolState is not poolState:
-        shared = pools[poolName] = SharedPool(poolState, reactor, runtime.endpointFactory)
+        metrics = runtime.observer.metrics
+        shared = runtime.sharedPools[poolName] = SharedPool(
+            poolState, reactor, runtime.endpointFactory, lambda outcome: metrics.tlsHandshake("backend", outcome)
+        )
     return shared
 
 
 # --- one client's view ------------------------------------------------------------
 
 
+@implementer(IBackendLink)
 class SharedLink:
     """
-    One client session's link to a pool in shared mode, with the interface
-    the frontend uses on an L{ldaproute.backends.upstream.UpstreamLink}.
+    One client session's link to a pool in shared mode.
 
+    @ivar backend: the backend whose answers are being delivered (while the
+        owner's L{ILinkOwner.linkReceived} runs), else L{None}: the
+        client's operations spread over the pool's backends.
     @ivar _ops: client messageID -> C{(connection, upstream messageID)} of
         operations sent and not yet answered (C{connection} is None while
         the request waits for a ready connection).
     """
 
-    backend = None
     transport = None
 
     def __init__(self, owner: Any, shared: SharedPool, reactor: IReactorTime) -> None:
         #: search result entries relayed, by client messageID
         self.entries: dict[int, int] = {}
+        self.backend: BackendState | None = None
         self._owner = owner
         self._shared = shared
         self._reactor = reactor
@@ -748,58 +139,36 @@ class SharedLink:
         self.state = "ready"
         self.boundVersion = 0
         self.responseTransformer: Callable[[bytes], bytes] | None = None
-        self._ops: dict[int, tuple[SharedConnection | None, int]] = {}
-        self._timers: dict[int, IDelayedCall] = {}
+        self._ops: dict[int, tuple[BackendConnection | None, int]] = {}
+        #: C{(messageID, timeout)} of the operation about to be sent, when it has one
+        self._timing: tuple[int, float] | None = None
+        #: timers of operations waiting for a ready connection
+        self._waitTimers: dict[int, IDelayedCall] = {}
         self._control: tuple[Any, bytes] = (None, b"")
         self._controlsElement = b""
-        self._pagedConnection: SharedConnection | None = None
+        self._pagedConnection: BackendConnection | None = None
 
     # --- requests ----------------------------------------------------------
 
     def send(self, pdu: bytes) -> None:
         if self.state == "closed":
             return
-        messageID, idEnd, opEnd = parseRequest(pdu)
+        messageID, idEnd, opEnd = opSpan(pdu)
         tag = pdu[idEnd]
         if tag == ber.ABANDON_REQUEST:
-            n, start = _length(pdu, idEnd + 1)
-            self._abandon(int.from_bytes(pdu[start : start + n], "big", signed=True))
-            return
-        if tag == ber.BIND_REQUEST:
-            envelope = ber.Envelope.fromBytes(pdu)
-            if envelope.bindAuthentication(pdu)[0] != ber.SIMPLE_AUTH_TAG:
-                self._answer(
-                    messageID,
-                    tag,
-                    ber.AUTH_METHOD_NOT_SUPPORTED,
-                    "SASL binds are not supported in shared mode: use mode = session for SASL clients",
-                )
-                return
-            self._submit("bind", messageID, tag, pdu, b"")
+            self._abandon(abandonedIDAt(pdu, idEnd))
             return
         controls = pdu[opEnd:]
-        if controls and PROXIED_AUTHZ_OID in controls:
-            self._answer(
-                messageID,
-                tag,
-                ber.UNWILLING_TO_PERFORM,
-                "the proxy asserts each client's identity with Proxied Authorization in shared mode: "
-                "clients cannot send their own",
-            )
-            return
-        if tag == ber.EXTENDED_REQUEST:
-            oid = _extendedName(pdu, idEnd)
-            if oid == CANCEL_OID:
-                self._cancel(messageID, pdu, idEnd)
+        if tag == ber.BIND_REQUEST or tag == ber.EXTENDED_REQUEST or (controls and PROXIED_AUTHZ_OID in controls):
+            refused = refusal(pdu, tag, idEnd, controls)
+            if refused is not None:
+                self._answer(messageID, tag, *refused)
                 return
-            if oid not in _PROXIABLE_EXTENDED:
-                what = "StartTLS" if oid == ber.STARTTLS_OID else f"the extended operation {oid.decode('ascii', 'replace')}"
-                self._answer(
-                    messageID,
-                    tag,
-                    ber.UNWILLING_TO_PERFORM,
-                    f"{what} is not supported in shared mode (the upstream connection is shared): use mode = session",
-                )
+            if tag == ber.BIND_REQUEST:
+                self._submit("bind", messageID, tag, pdu, b"")
+                return
+            if extendedNameAt(pdu, idEnd) == CANCEL_OID:
+                self._cancel(messageID, pdu, idEnd)
                 return
         connection = None
         if tag == ber.SEARCH_REQUEST and controls and PAGED_RESULTS_OID in controls:
@@ -811,10 +180,20 @@ class SharedLink:
         if connection is None:
             connection = self._shared.pick("shared")
             if connection is not None:
-                # the common case, inline: a ready connection
-                self._ops[messageID] = (
-                    connection,
-                    connection.submit(self, messageID, tag, pdu, control, (idEnd, opEnd), self._controlsElement),
+                # the common case, inline (L{_submitTo}): a ready connection
+                upstreamID = connection.allocateID()
+                self._ops[messageID] = (connection, upstreamID)
+                timing = self._timing
+                timeout = None
+                if timing is not None:
+                    self._timing = None
+                    if timing[0] == messageID:
+                        timeout = timing[1]
+                connection.submit(
+                    upstreamID,
+                    (self, messageID, tag, messageIDElement(messageID)),
+                    reframeAt(pdu, idEnd, opEnd, upstreamID, control, self._controlsElement),
+                    timeout,
                 )
                 if not connection.writable:
                     self._shared.pauseClient(getattr(self._owner, "transport", None))
@@ -842,35 +221,75 @@ class SharedLink:
         self._controlsElement = ber.tlv(ber.CONTROLS_TAG, control) if control else b""
         return control
 
+    def _timeoutFor(self, messageID: int) -> float | None:
+        """The operation_timeout the owner gave for C{messageID} (L{operationStarted}), once."""
+        timing = self._timing
+        if timing is None:
+            return None
+        self._timing = None
+        return timing[1] if timing[0] == messageID else None
+
+    def _submitTo(
+        self,
+        connection: BackendConnection,
+        messageID: int,
+        tag: int,
+        pdu: bytes,
+        control: bytes,
+        idEnd: int,
+        opEnd: int,
+        controlsElement: bytes | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        """Send a request on C{connection} under an upstream messageID of its choosing."""
+        upstreamID = connection.allocateID()
+        if controlsElement is None:
+            controlsElement = ber.tlv(ber.CONTROLS_TAG, control) if control else b""
+        data = reframeAt(pdu, idEnd, opEnd, upstreamID, control, controlsElement)
+        self._ops[messageID] = (connection, upstreamID)
+        if timeout is None:
+            timeout = self._timeoutFor(messageID)
+        connection.submit(upstreamID, (self, messageID, tag, messageIDElement(messageID)), data, timeout)
+        if not connection.writable:
+            self._shared.pauseClient(getattr(self._owner, "transport", None))
+
     def _submit(
-        self, kind: str, messageID: int, tag: int, pdu: bytes, control: bytes, connection: SharedConnection | None = None
+        self, kind: str, messageID: int, tag: int, pdu: bytes, control: bytes, connection: BackendConnection | None = None
     ) -> None:
         shared = self._shared
         if connection is None:
             connection = shared.pick(kind)
         if connection is not None:
-            self._ops[messageID] = (connection, connection.submit(self, messageID, tag, pdu, control))
-            if not connection.writable:
-                shared.pauseClient(getattr(self._owner, "transport", None))
+            _, idEnd, opEnd = opSpan(pdu)
+            self._submitTo(connection, messageID, tag, pdu, control, idEnd, opEnd)
             return
         self._ops[messageID] = (None, 0)
+        timeout = self._timeoutFor(messageID)
+        if timeout is not None:
+            self._waitTimers[messageID] = self._reactor.callLater(timeout, self._waitedOut, messageID, timeout)
 
-        def ready(connection: SharedConnection | None, reason: str) -> None:
+        def ready(connection: BackendConnection | None, reason: str) -> None:
             if self._ops.get(messageID) != (None, 0):
                 return  # abandoned or closed meanwhile
+            remaining = None
+            timer = self._waitTimers.pop(messageID, None)
+            if timer is not None:
+                remaining = max(0.0, timer.getTime() - self._reactor.seconds())
+                timer.cancel()
             if connection is None:
                 del self._ops[messageID]
-                self.failed(messageID, tag, ber.UNAVAILABLE, reason)
+                self._answerFailed(None, messageID, tag, ber.UNAVAILABLE, reason)
                 return
-            if tag == ber.SEARCH_REQUEST and kind == "shared" and PAGED_RESULTS_OID in _controlsOf(pdu, readMessageID(pdu)[2]):
+            _, idEnd, opEnd = opSpan(pdu)
+            if tag == ber.SEARCH_REQUEST and kind == "shared" and PAGED_RESULTS_OID in pdu[opEnd:]:
                 self._pagedConnection = connection
-            self._ops[messageID] = (connection, connection.submit(self, messageID, tag, pdu, control))
+            self._submitTo(connection, messageID, tag, pdu, control, idEnd, opEnd, timeout=remaining)
 
         shared.whenReady(kind, ready)
 
     def _abandon(self, abandonedID: int) -> None:
         entry = self._ops.pop(abandonedID, None)
-        self._cancelTimer(abandonedID)
+        self._cancelWait(abandonedID)
         if entry is None:
             return
         connection, upstreamID = entry
@@ -878,22 +297,25 @@ class SharedLink:
             connection.abandon(upstreamID)
 
     def _cancel(self, messageID: int, pdu: bytes, idEnd: int) -> None:
-        cancelID = _cancelID(pdu, idEnd)
+        cancelID = cancelIDAt(pdu, idEnd)
         entry = self._ops.get(cancelID) if cancelID is not None else None
-        if entry is None or entry[0] is None:
+        connection, upstreamID = entry if entry is not None else (None, 0)
+        if connection is None:
             self._answer(messageID, ber.EXTENDED_REQUEST, NO_SUCH_OPERATION, "no such operation to cancel")
             return
-        connection, upstreamID = entry
-        self._ops[messageID] = (connection, connection.submit(self, messageID, ber.EXTENDED_REQUEST, cancelRequest(messageID, upstreamID), b""))
+        request = cancelRequest(messageID, upstreamID)
+        _, idEnd, opEnd = opSpan(request)
+        self._submitTo(connection, messageID, ber.EXTENDED_REQUEST, request, b"", idEnd, opEnd)
 
     def _answer(self, messageID: int, requestTag: int, resultCode: int, message: str) -> None:
         """The proxy's own final answer to a request, through the usual path."""
         responseTag = ber.RESPONSE_FOR[requestTag]
+        self.backend = None
         self._owner.linkReceived(
             self, ber.result(messageID, responseTag, resultCode, message), [(messageID, responseTag, resultCode)]
         )
 
-    # --- responses ---------------------------------------------------------
+    # --- from the pool's connections ------------------------------------------
 
     def entriesReturned(self, messageID: int) -> int:
         """Search result entries relayed for C{messageID} (for the access log)."""
@@ -903,47 +325,74 @@ class SharedLink:
         """A final response for C{clientID} arrived (called before L{deliver})."""
         self._ops.pop(clientID, None)
 
-    def deliver(self, data: bytes, finals: list[tuple[int, int, int]]) -> None:
+    def deliver(self, connection: BackendConnection, data: bytes, finals: list[tuple[int, int, int]]) -> None:
         if self.state == "closed":
             return
         if self.responseTransformer is not None:
             data = self.responseTransformer(data)
+        self.backend = connection.backend
         self._owner.linkReceived(self, data, finals)
+        self.backend = None
 
-    def failed(self, clientID: int, requestTag: int, resultCode: int, reason: str) -> None:
+    def failed(self, connection: BackendConnection, clientID: int, requestTag: int, resultCode: int, reason: str) -> None:
         """The connection carrying C{clientID} died: answer it C{resultCode}."""
         self._ops.pop(clientID, None)
+        self._answerFailed(connection, clientID, requestTag, resultCode, reason)
+
+    def _answerFailed(
+        self, connection: BackendConnection | None, clientID: int, requestTag: int, resultCode: int, reason: str
+    ) -> None:
         if self.state == "closed" or requestTag not in ber.RESPONSE_FOR:
             return
-        self._answer(clientID, requestTag, resultCode, reason)
+        responseTag = ber.RESPONSE_FOR[requestTag]
+        self.backend = connection.backend if connection is not None else None
+        self._owner.linkReceived(
+            self, ber.result(clientID, responseTag, resultCode, reason), [(clientID, responseTag, resultCode)]
+        )
+        self.backend = None
+
+    def timedOut(self, connection: BackendConnection, clientID: int, timeout: float) -> None:
+        """The operation exceeded its time limit; its connection abandoned it upstream."""
+        self._ops.pop(clientID, None)
+        if self.state == "closed":
+            return
+        self.backend = connection.backend
+        name = self.backend.name if self.backend is not None else "?"
+        self._owner.linkOperationTimedOut(
+            self,
+            clientID,
+            f"no answer from backend {name} of pool {self.pool.name!r} within the operation_timeout of {timeout:g}s; "
+            "the operation was abandoned",
+        )
+        self.backend = None
+
+    def _waitedOut(self, clientID: int, timeout: float) -> None:
+        self._waitTimers.pop(clientID, None)
+        if self._ops.pop(clientID, None) is None or self.state == "closed":
+            return
+        self._owner.linkOperationTimedOut(
+            self,
+            clientID,
+            f"no connection to pool {self.pool.name!r} was ready within the operation_timeout of {timeout:g}s; "
+            "the operation was abandoned",
+        )
 
     # --- operation timers ----------------------------------------------------
 
     def operationStarted(self, messageID: int, timeout: float | None = None) -> None:
+        """The next request sent carries C{timeout} to the connection that takes it."""
         if timeout is not None:
-            self._cancelTimer(messageID)
-            self._timers[messageID] = self._reactor.callLater(timeout, self._timedOut, messageID, timeout)  # type: ignore[attr-defined]
+            self._timing = (messageID, timeout)
 
     def operationEnded(self, messageID: int) -> None:
-        self._cancelTimer(messageID)
+        """Counted by the connection when its final arrived; a waiting one stops waiting."""
+        if self._waitTimers:
+            self._cancelWait(messageID)
 
-    def _cancelTimer(self, messageID: int) -> None:
-        if self._timers:
-            timer = self._timers.pop(messageID, None)
-            if timer is not None and timer.active():
-                timer.cancel()
-
-    def _timedOut(self, messageID: int, timeout: float) -> None:
-        self._timers.pop(messageID, None)
-        if messageID not in self._ops or self.state == "closed":
-            return
-        self._abandon(messageID)
-        self._owner.linkOperationTimedOut(
-            self,
-            messageID,
-            f"no answer from pool {self.pool.name!r} within the operation_timeout of {timeout:g}s; "
-            "the operation was abandoned",
-        )
+    def _cancelWait(self, messageID: int) -> None:
+        timer = self._waitTimers.pop(messageID, None)
+        if timer is not None and timer.active():
+            timer.cancel()
 
     # --- the rest of the link interface ------------------------------------
 
@@ -954,7 +403,7 @@ class SharedLink:
         """A slow client cannot pause a connection other clients share."""
 
     def resumeReading(self) -> None:
-        pass
+        """See L{pauseReading}."""
 
     def goOpaque(self) -> None:  # pragma: no cover - SASL layers are refused
         raise RuntimeError("shared links carry no opaque sessions")
@@ -967,16 +416,16 @@ class SharedLink:
         if self.state == "closed":
             return
         self.state = "closed"
-        for timer in self._timers.values():
+        for timer in self._waitTimers.values():
             if timer.active():
                 timer.cancel()
-        self._timers.clear()
+        self._waitTimers.clear()
         ops, self._ops = self._ops, {}
         for connection, upstreamID in ops.values():
             if connection is not None:
                 connection.abandon(upstreamID)
 
 
-def linkFor(owner: Any, runtime: Any, poolName: str, reactor: IReactorTime) -> SharedLink:
+def linkFor(owner: Any, runtime: Runtime, poolName: str, reactor: IReactorTime) -> SharedLink:
     """A new L{SharedLink} of a client session to a pool."""
     return SharedLink(owner, sharedPoolFor(runtime, poolName, reactor), reactor)

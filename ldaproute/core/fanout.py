@@ -36,45 +36,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Final
 
-from twisted.logger import Logger
-
+from ldaproute.core.dn import DN, parseDN
+from ldaproute.core.rewrite import Rewriter
+from ldaproute.core.routing import Router, SearchTarget
 from ldaproute.wire import ber
-from ldaproute.core.rewrite import Rewriter, _elements, joinMessage, readTLV, splitMessage, withMessageID
+from ldaproute.wire.pdu import readEntry, readResponse, searchResultEntry, searchScope, splitMessage, withMessageID
 
-PAGED_RESULTS_OID: Final = b"1.2.840.113556.1.4.319"
+#: What the root DSE's entries pass through: attributes in, attributes out.
+EntryHook = Callable[[list[tuple[bytes, list[bytes]]]], list[tuple[bytes, list[bytes]]]]
+
 NO_SUCH_OBJECT: Final = 32
 REFERRAL: Final = 10
-
-_log = Logger()
-
-
-def controlOIDs(rest: bytes) -> list[bytes]:
-    """The OIDs of the controls in the bytes after a message's protocolOp."""
-    oids = []
-    if rest[:1] != bytes((ber.CONTROLS_TAG,)):
-        return oids
-    _, start, end = readTLV(rest, 0)
-    for _, _, cstart, cend in _elements(rest, start, end):
-        inner = _elements(rest, cstart, cend)
-        if inner and inner[0][0] == 0x04:
-            oids.append(rest[inner[0][2] : inner[0][3]])
-    return oids
-
-
-def searchWith(pdu: bytes, base: bytes, scope: int) -> bytes:
-    """A search request PDU with another base and scope, all else as sent."""
-    messageID, opTag, op, rest = splitMessage(pdu)
-    _, start, end = readTLV(op, 0)
-    elements = _elements(op, start, end)
-    body = ber.tlv(0x04, base) + ber.tlv(0x0A, bytes((scope,))) + b"".join(e[1] for e in elements[2:])
-    return joinMessage(messageID, ber.tlv(opTag, body), rest)
-
-
-def searchSizeLimit(pdu: bytes) -> int:
-    _, _, op, _ = splitMessage(pdu)
-    _, start, end = readTLV(op, 0)
-    elements = _elements(op, start, end)
-    return int.from_bytes(op[elements[3][2] : elements[3][3]], "big")
 
 
 class SubSearch:
@@ -109,7 +81,7 @@ class FanOut:
         sizeLimit: int,
         subs: list[SubSearch],
         write: Callable[[bytes], None],
-        entryHook: Callable[[list[tuple[bytes, list[bytes]]]], list[tuple[bytes, list[bytes]]]] | None = None,
+        entryHook: EntryHook | None = None,
     ) -> None:
         self.messageID = messageID
         self.sizeLimit = sizeLimit
@@ -145,12 +117,12 @@ class FanOut:
             return []
         if opTag == ber.SEARCH_RESULT_ENTRY:
             if self._entryHook is not None:
-                op = self._hookEntry(op)
+                op = self._hookEntry(self._entryHook, op)
             if not self.writeEntry(op):
                 return self._finish(ber.SIZE_LIMIT_EXCEEDED, "size limit reached across routes")
             return []
         if opTag == ber.SEARCH_RESULT_DONE:
-            self._subDone(sub, op, pdu)
+            self._subDone(sub, pdu)
             if not self.pending():
                 return self._finish()
             return []
@@ -171,27 +143,20 @@ class FanOut:
         if not self.pending():
             self._finish()
 
-    def _subDone(self, sub: SubSearch, op: bytes, pdu: bytes) -> None:
-        _, start, end = readTLV(op, 0)
-        elements = _elements(op, start, end)
-        code = int.from_bytes(op[elements[0][2] : elements[0][3]], "big")
-        sub.message = op[elements[2][2] : elements[2][3]].decode("utf-8", "replace")
+    def _subDone(self, sub: SubSearch, pdu: bytes) -> None:
+        response = readResponse(pdu)
+        code = response.resultCode
+        sub.message = response.diagnosticMessage
         sub.done = pdu
         if code == REFERRAL and len(self.subs) > 1:
-            for tag, _, cstart, cend in elements[3:]:
-                if tag == 0xA3:
-                    self._write(ber.message(self.messageID, ber.tlv(ber.SEARCH_RESULT_REFERENCE, op[cstart:cend])))
+            if response.referral:
+                self._write(ber.message(self.messageID, ber.tlv(ber.SEARCH_RESULT_REFERENCE, response.referral)))
             code = ber.SUCCESS
         sub.resultCode = code
 
-    def _hookEntry(self, op: bytes) -> bytes:
-        from ldaproute.core.rewrite import _decode
-        from ldaptor.protocols import pureldap
-
-        entry = _decode(op)
-        return pureldap.LDAPSearchResultEntry(
-            objectName=entry.objectName, attributes=self._entryHook(list(entry.attributes))  # type: ignore[misc]
-        ).toWire()
+    def _hookEntry(self, hook: EntryHook, op: bytes) -> bytes:
+        objectName, attributes = readEntry(op)
+        return searchResultEntry(objectName, hook(attributes))
 
     def _finish(self, code: int | None = None, message: str = "") -> list[SubSearch]:
         self.finished = True
@@ -209,7 +174,7 @@ class FanOut:
         """The documented rule (module docstring)."""
         for sub in self.subs:
             if sub.resultCode not in (ber.SUCCESS, NO_SUCH_OBJECT, None):
-                return sub.resultCode, f"route {sub.route}: {sub.message}"  # type: ignore[return-value]
+                return sub.resultCode, f"route {sub.route}: {sub.message}"
         if not self.subs or any(sub.resultCode == ber.SUCCESS for sub in self.subs):
             return ber.SUCCESS, ""
         return NO_SUCH_OBJECT, "no route holds this base"
@@ -224,7 +189,7 @@ class Plan:
     @ivar namingContexts: for the root DSE, the contexts to present.
     """
 
-    def __init__(self, targets: list[Any], rootDSE: bool = False, namingContexts: list[str] | None = None) -> None:
+    def __init__(self, targets: list[SearchTarget], rootDSE: bool = False, namingContexts: list[str] | None = None) -> None:
         self.targets = targets
         self.rootDSE = rootDSE
         self.namingContexts = namingContexts or []
@@ -232,8 +197,6 @@ class Plan:
     def entryHook(self, attributes: list[tuple[bytes, list[bytes]]]) -> list[tuple[bytes, list[bytes]]]:
         """The root DSE as presented: the routes' suffixes first, then the
         backend's own contexts that no route suffix already names."""
-        from ldaproute.core.dn import parseDN
-
         listed = [context.encode("utf-8") for context in self.namingContexts]
         parsed = []
         for context in self.namingContexts:
@@ -260,39 +223,32 @@ class Plan:
 
 def rootDSEEntry(namingContexts: list[str]) -> bytes:
     """The root DSE the proxy presents when no route serves the empty DN."""
-    from ldaptor.protocols import pureldap
-
     attributes: list[tuple[bytes, list[bytes]]] = [
         (b"objectClass", [b"top"]),
         (b"supportedLDAPVersion", [b"3"]),
     ]
     if namingContexts:
         attributes.append((b"namingContexts", [context.encode("utf-8") for context in namingContexts]))
-    return pureldap.LDAPSearchResultEntry(objectName=b"", attributes=attributes).toWire()
+    return searchResultEntry(b"", attributes)
 
 
-def planSearch(router: Any, listener: str, pdu: bytes, base: bytes | None, boundDN: Any, peerAddress: str | None) -> Plan | None:
+def planSearch(
+    router: Router, listener: str, pdu: bytes, base: bytes | None, boundDN: DN | None, peerAddress: str | None
+) -> Plan | None:
     """
     L{None} for a search one route serves as is; otherwise the L{Plan}:
     a read of the root DSE (base "" scope base), or a search spanning routes.
     """
     if base is None:
         return None
-    _, _, op, _ = splitMessage(pdu)
-    _, start, end = readTLV(op, 0)
-    elements = _elements(op, start, end)
-    if len(elements) < 2 or elements[1][0] != 0x0A:
-        raise ber.FramingError("malformed", "search request without a scope")
-    scope = int.from_bytes(op[elements[1][2] : elements[1][3]], "big")
+    scope = searchScope(pdu)
     if scope == 0:
         if base.strip(b" "):
             return None
         route = router.routeFor(listener, ber.SEARCH_REQUEST, base, boundDN, peerAddress)
-        from ldaproute.core.routing import SearchTarget
-
         targets = [SearchTarget(route, base, 0)] if route is not None and route.reject is None else []
         return Plan(targets, rootDSE=True, namingContexts=router.namingContexts(listener, boundDN, peerAddress))
-    targets = router.routesForSearch(listener, base, scope, boundDN, peerAddress)
-    if targets is None:
+    spanning = router.routesForSearch(listener, base, scope, boundDN, peerAddress)
+    if spanning is None:
         return None
-    return Plan(targets)
+    return Plan(spanning)

@@ -17,10 +17,8 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from twisted.internet.interfaces import IPushProducer
-from zope.interface import implementer
-
 from ldaproute.wire import ber
+from ldaproute.wire.ber import readTLV
 
 #: Default deepest filter nesting accepted (C{[ldaproute] max_filter_depth}).
 DEFAULT_MAX_FILTER_DEPTH: Final = 64
@@ -39,24 +37,6 @@ _OR: Final = 0xA1
 _NOT: Final = 0xA2
 
 
-def _header(pdu: bytes, pos: int, end: int) -> tuple[int, int, int]:
-    """C{(tag, contentStart, contentEnd)} of the element at C{pos}."""
-    if pos + 2 > end:
-        raise ber.FramingError("malformed", "truncated search request")
-    first = pdu[pos + 1]
-    if first < 0x80:
-        start, length = pos + 2, first
-    else:
-        count = first & 0x7F
-        if count == 0 or count > 4 or pos + 2 + count > end:
-            raise ber.FramingError("malformed", "bad length in search request")
-        start = pos + 2 + count
-        length = int.from_bytes(pdu[pos + 2 : start], "big")
-    if start + length > end:
-        raise ber.FramingError("malformed", "search request field overruns its operation")
-    return pdu[pos], start, start + length
-
-
 def filterDepth(pdu: bytes, envelope: ber.Envelope, limit: int) -> int:
     """
     The nesting depth of a search request's filter, counting up to
@@ -68,9 +48,9 @@ def filterDepth(pdu: bytes, envelope: ber.Envelope, limit: int) -> int:
     pos = envelope.contentStart
     # baseObject, scope, derefAliases, sizeLimit, timeLimit, typesOnly
     for _ in range(6):
-        _, _, pos = _header(pdu, pos, end)
+        _, _, pos = readTLV(pdu, pos, end)
     # an explicit stack of container ends: no recursion on hostile input
-    tag, start, stop = _header(pdu, pos, end)
+    tag, start, stop = readTLV(pdu, pos, end)
     if tag not in (_AND, _OR, _NOT):
         return 1
     stack = [stop]
@@ -81,7 +61,7 @@ def filterDepth(pdu: bytes, envelope: ber.Envelope, limit: int) -> int:
             pos = stack.pop()
             depth -= 1
             continue
-        tag, start, stop = _header(pdu, pos, stack[-1])
+        tag, start, stop = readTLV(pdu, pos, stack[-1])
         if tag in (_AND, _OR, _NOT):
             depth += 1
             if depth > deepest:
@@ -95,7 +75,6 @@ def filterDepth(pdu: bytes, envelope: ber.Envelope, limit: int) -> int:
     return deepest
 
 
-@implementer(IPushProducer)
 class ReadGate:
     """
     The client transport's reading, paused while any reason holds: an

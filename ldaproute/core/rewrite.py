@@ -24,14 +24,17 @@ responses backend -> client.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, Final
 from urllib.parse import quote, unquote
 
 from ldaptor.protocols import pureber, pureldap
-from ldaproute.wire import ber
+
 from ldaproute.config import Route
-from ldaproute.core.dn import DN, _isEscaped, _split, parseDN
+from ldaproute.core.dn import DN, parseDN, rdnTexts
+from ldaproute.wire import ber
+from ldaproute.wire.ber import FramingError, elements, readTLV
+from ldaproute.wire.pdu import decodeOp, joinMessage, splitMessage
 
 #: Attributes whose values are DNs in the standard schemas (RFC 4519,
 #: RFC 2798, RFC 2307bis) and in Active Directory; their values are
@@ -67,132 +70,24 @@ class Refused(Exception):
         self.message = message
 
 
-class _Undecodable(ber.FramingError):
-    """
-    A PDU this module cannot take apart.  Rewriting passes such a PDU on as
-    bytes; where nothing catches it (a malformed request that must be
-    planned, such as a search spanning routes) it is the client's protocol
-    error, answered with a Notice of Disconnection like any other.
-    """
-
-    def __init__(self, detail: str) -> None:
-        super().__init__("malformed", detail)
-
-
-# --- byte-level BER -----------------------------------------------------------
-
-
-def readTLV(buf: bytes, pos: int, end: int | None = None) -> tuple[int, int, int]:
-    """
-    C{(tag, contentStart, contentEnd)} of the element at C{pos}.
-
-    @raise _Undecodable: truncated or indefinite-length element.
-    """
-    if end is None:
-        end = len(buf)
-    if pos + 2 > end:
-        raise _Undecodable("truncated element")
-    tag = buf[pos]
-    if tag & 0x1F == 0x1F:
-        raise _Undecodable("multi-byte tags are not LDAP")
-    first = buf[pos + 1]
-    pos += 2
-    if first < 0x80:
-        length = first
-    else:
-        n = first & 0x7F
-        if n == 0 or n > 4 or pos + n > end:
-            raise _Undecodable("bad length")
-        length = int.from_bytes(buf[pos : pos + n], "big")
-        pos += n
-    if pos + length > end:
-        raise _Undecodable("truncated element")
-    return tag, pos, pos + length
-
-
-def splitMessage(pdu: bytes) -> tuple[bytes, int, bytes, bytes]:
-    """
-    C{(messageID element, protocolOp tag, protocolOp element, rest)}, where
-    C{rest} holds the controls exactly as sent.
-    """
-    tag, start, end = readTLV(pdu, 0)
-    if tag != 0x30:
-        raise _Undecodable("not an LDAPMessage")
-    _, _, idEnd = readTLV(pdu, start, end)
-    opTag, _, opEnd = readTLV(pdu, idEnd, end)
-    return pdu[start:idEnd], opTag, pdu[idEnd:opEnd], pdu[opEnd:end]
-
-
-def joinMessage(messageID: bytes, op: bytes, rest: bytes) -> bytes:
-    return ber.tlv(0x30, messageID + op + rest)
-
-
-def messageIDOf(pdu: bytes) -> int:
-    idElement = splitMessage(pdu)[0]
-    _, start, end = readTLV(idElement, 0)
-    return int.from_bytes(idElement[start:end], "big", signed=True)
-
-
-def withMessageID(pdu: bytes, messageID: int) -> bytes:
-    """The same PDU under another messageID (fan-out sub-searches)."""
-    _, opTag, op, rest = splitMessage(pdu)
-    return joinMessage(ber.tlv(0x02, ber.encodeInteger(messageID)), op, rest)
-
-
-def _elements(buf: bytes, start: int, end: int) -> list[tuple[int, bytes, int, int]]:
-    """The elements between C{start} and C{end}: (tag, whole, contentStart, contentEnd)."""
-    out = []
-    pos = start
-    while pos < end:
-        tag, cstart, cend = readTLV(buf, pos, end)
-        out.append((tag, buf[pos:cend], cstart, cend))
-        pos = cend
-    return out
-
-
-_DECODER: Final = pureldap.LDAPBERDecoderContext(
-    fallback=pureber.BERDecoderContext(),
-    inherit=pureldap.LDAPBERDecoderContext(fallback=pureber.BERDecoderContext()),
-)
-
-
-def _decode(op: bytes) -> Any:
-    try:
-        decoded, used = pureber.berDecodeObject(_DECODER, op)
-    except Exception as e:  # ldaptor raises assorted errors on odd input
-        raise _Undecodable(f"ldaptor cannot decode it: {e.__class__.__name__}") from None
-    if decoded is None or used != len(op):
-        raise _Undecodable("ldaptor cannot decode it")
-    return decoded
-
-
 # --- DN helpers ---------------------------------------------------------------
 
 
-def _rdnTexts(text: str) -> list[str]:
-    """The RDNs of a DN as written, without the spaces around separators."""
-    out = []
-    for raw in _split(text, ",;"):
-        raw = raw.lstrip(" ")
-        while raw.endswith(" ") and not _isEscaped(raw, len(raw) - 1):
-            raw = raw[:-1]
-        out.append(raw)
-    return out
-
-
-def swapSuffix(text: str, old: DN, new: DN) -> str | None:
+def swapSuffix(text: str, old: DN, new: DN, parse: Callable[[str], DN] = parseDN) -> str | None:
     """
     C{text} with suffix C{old} replaced by C{new}, keeping the RDNs below it
     as written; L{None} when C{text} is not within C{old} or not a DN.
+
+    @param parse: how to parse C{text} (the runtime's L{DNCache.parse}).
     """
     try:
-        parsed = parseDN(text)
+        parsed = parse(text)
     except ValueError:
         return None
     if not parsed.isWithin(old):
         return None
     keep = len(parsed.rdns) - len(old.rdns)
-    rdns = _rdnTexts(text)[:keep] if keep else []
+    rdns = rdnTexts(text)[:keep] if keep else []
     if new.rdns:
         rdns.append(new.text)
     return ",".join(rdns)
@@ -210,8 +105,13 @@ class Rewriter:
     @ivar route: the route, for log events.
     """
 
-    def __init__(self, route: Route) -> None:
+    def __init__(self, route: Route, parse: Callable[[str], DN] = parseDN) -> None:
+        """
+        @param parse: how DN values are parsed: the runtime passes its
+            L{DNCache}'s, since entries repeat the same member DNs.
+        """
         self.route = route
+        self._parse = parse
         suffix = route.rewriteSuffix
         self._clientSuffix = suffix.client if suffix is not None else None
         self._backendSuffix = suffix.backend if suffix is not None else None
@@ -235,15 +135,14 @@ class Rewriter:
     def dnToClient(self, value: bytes) -> bytes:
         return self._swapBytes(value, self._backendSuffix, self._clientSuffix)
 
-    @staticmethod
-    def _swapBytes(value: bytes, old: DN | None, new: DN | None) -> bytes:
+    def _swapBytes(self, value: bytes, old: DN | None, new: DN | None) -> bytes:
         if old is None or new is None:
             return value
         try:
             text = value.decode("utf-8")
         except UnicodeDecodeError:
             return value
-        swapped = swapSuffix(text, old, new)
+        swapped = swapSuffix(text, old, new, self._parse)
         return value if swapped is None else swapped.encode("utf-8")
 
     def attributeToBackend(self, name: bytes) -> bytes:
@@ -267,7 +166,7 @@ class Rewriter:
 
     def urlToClient(self, url: bytes) -> bytes:
         """An LDAP URL's DN (backend -> client); host and port untouched."""
-        if self._backendSuffix is None:
+        if self._backendSuffix is None or self._clientSuffix is None:
             return url
         try:
             text = url.decode("utf-8")
@@ -280,7 +179,7 @@ class Rewriter:
         if not slash:
             return url
         dnPart, question, query = tail.partition("?")
-        swapped = swapSuffix(unquote(dnPart), self._backendSuffix, self._clientSuffix)  # type: ignore[arg-type]
+        swapped = swapSuffix(unquote(dnPart), self._backendSuffix, self._clientSuffix, self._parse)
         if swapped is None:
             return url
         return f"{scheme}://{hostport}/{quote(swapped, safe='=,+;')}{question}{query}".encode("utf-8")
@@ -297,7 +196,7 @@ class Rewriter:
         try:
             messageID, opTag, op, rest = splitMessage(pdu)
             newOp = self._requestOp(opTag, op)
-        except _Undecodable:
+        except FramingError:
             return pdu
         if newOp is op:
             return pdu
@@ -310,7 +209,7 @@ class Rewriter:
             _, start, end = readTLV(op, 0)
             return ber.tlv(opTag, self.dnToBackend(op[start:end]))
         if opTag == ber.SEARCH_REQUEST:
-            search = _decode(op)
+            search = decodeOp(op)
             search.baseObject = self.dnToBackend(search.baseObject)
             self._filterToBackend(search.filter)
             search.attributes = [
@@ -318,7 +217,7 @@ class Rewriter:
             ] or ([b"1.1"] if search.attributes else [])
             return search.toWire()
         if opTag == ber.ADD_REQUEST:
-            add = _decode(op)
+            add = decodeOp(op)
             attributes = []
             for element in add.attributes.data:
                 name, values = element.data[0].value, [v.value for v in element.data[1].data]
@@ -331,7 +230,7 @@ class Rewriter:
                 ],
             ).toWire()
         if opTag == ber.MODIFY_REQUEST:
-            modify = _decode(op)
+            modify = decodeOp(op)
             changes = []
             for change in modify.modification:
                 operation = change.data[0].value
@@ -353,13 +252,13 @@ class Rewriter:
                 )
             return pureldap.LDAPModifyRequest(object=self.dnToBackend(modify.object), modification=changes).toWire()
         if opTag == ber.MODDN_REQUEST:
-            moddn = _decode(op)
+            moddn = decodeOp(op)
             moddn.entry = self.dnToBackend(moddn.entry)
             if moddn.newSuperior is not None:
                 moddn.newSuperior = self.dnToBackend(moddn.newSuperior)
             return moddn.toWire()
         if opTag == ber.COMPARE_REQUEST:
-            compare = _decode(op)
+            compare = decodeOp(op)
             compare.entry = self.dnToBackend(compare.entry)
             self._avaToBackend(compare.ava)
             return compare.toWire()
@@ -367,12 +266,12 @@ class Rewriter:
 
     def _bindRequest(self, op: bytes) -> bytes:
         _, start, end = readTLV(op, 0)
-        elements = _elements(op, start, end)
-        if len(elements) < 3 or elements[1][0] != 0x04:
-            raise _Undecodable("bad bind request")
-        _, _, nameStart, nameEnd = elements[1]
+        fields = elements(op, start, end)
+        if len(fields) < 3 or fields[1][0] != ber.OCTET_STRING:
+            raise FramingError("malformed", "bad bind request")
+        _, _, nameStart, nameEnd = fields[1]
         name = self.dnToBackend(op[nameStart:nameEnd])
-        body = elements[0][1] + ber.tlv(0x04, name) + b"".join(element[1] for element in elements[2:])
+        body = fields[0][1] + ber.tlv(0x04, name) + b"".join(field[1] for field in fields[2:])
         return ber.tlv(ber.BIND_REQUEST, body)
 
     def _attributeToBackend(self, name: bytes, values: list[bytes]) -> tuple[bytes, list[bytes]]:
@@ -423,7 +322,7 @@ class Rewriter:
         try:
             messageID, opTag, op, rest = splitMessage(pdu)
             newOp = self._responseOp(opTag, op)
-        except _Undecodable:
+        except FramingError:
             return pdu
         if newOp is op:
             return pdu
@@ -434,7 +333,7 @@ class Rewriter:
             return self._entryToClient(op)
         if opTag == ber.SEARCH_RESULT_REFERENCE:
             _, start, end = readTLV(op, 0)
-            urls = [op[s:e] for tag, _, s, e in _elements(op, start, end)]
+            urls = [op[s:e] for tag, _, s, e in elements(op, start, end)]
             return ber.tlv(opTag, b"".join(ber.tlv(0x04, self.urlToClient(url)) for url in urls))
         if opTag in ber.FINAL_RESPONSES:
             return self._resultToClient(opTag, op)
@@ -447,22 +346,22 @@ class Rewriter:
         PartialAttribute's type and, for DN-valued ones, its values.
         """
         _, start, end = readTLV(op, 0)
-        parts = _elements(op, start, end)
+        parts = elements(op, start, end)
         if len(parts) != 2 or parts[0][0] != 0x04 or parts[1][0] != 0x30:
-            raise _Undecodable("bad entry")
+            raise FramingError("malformed", "bad entry")
         objectName = self.dnToClient(op[parts[0][2] : parts[0][3]])
         attributes = []
-        for tag, whole, cstart, cend in _elements(op, parts[1][2], parts[1][3]):
-            inner = _elements(op, cstart, cend)
+        for tag, whole, cstart, cend in elements(op, parts[1][2], parts[1][3]):
+            inner = elements(op, cstart, cend)
             if tag != 0x30 or len(inner) != 2 or inner[0][0] != 0x04:
-                raise _Undecodable("bad partial attribute")
+                raise FramingError("malformed", "bad partial attribute")
             name = op[inner[0][2] : inner[0][3]]
             if self.isHidden(name):
                 continue
             clientName = self.attributeToClient(name)
             if self.isDNValued(name):
                 values = b"".join(
-                    ber.tlv(0x04, self.dnToClient(op[vs:ve])) for _, _, vs, ve in _elements(op, inner[1][2], inner[1][3])
+                    ber.tlv(0x04, self.dnToClient(op[vs:ve])) for _, _, vs, ve in elements(op, inner[1][2], inner[1][3])
                 )
                 attributes.append(ber.tlv(0x30, ber.tlv(0x04, clientName) + ber.tlv(inner[1][0], values)))
             elif clientName is name:
@@ -482,35 +381,22 @@ class Rewriter:
     def _resultToClient(self, opTag: int, op: bytes) -> bytes:
         """resultCode, matchedDN, diagnosticMessage, [referral], the rest kept."""
         _, start, end = readTLV(op, 0)
-        elements = _elements(op, start, end)
-        if len(elements) < 3 or elements[1][0] != 0x04:
-            raise _Undecodable("bad result")
-        parts = [elements[0][1], ber.tlv(0x04, self.dnToClient(op[elements[1][2] : elements[1][3]])), elements[2][1]]
-        for tag, whole, cstart, cend in elements[3:]:
+        fields = elements(op, start, end)
+        if len(fields) < 3 or fields[1][0] != ber.OCTET_STRING:
+            raise FramingError("malformed", "bad result")
+        parts = [fields[0][1], ber.tlv(0x04, self.dnToClient(op[fields[1][2] : fields[1][3]])), fields[2][1]]
+        for tag, whole, cstart, cend in fields[3:]:
             if tag == 0xA3:  # referral: SEQUENCE OF URI
-                urls = [op[s:e] for _, _, s, e in _elements(op, cstart, cend)]
+                urls = [op[s:e] for _, _, s, e in elements(op, cstart, cend)]
                 whole = ber.tlv(0xA3, b"".join(ber.tlv(0x04, self.urlToClient(url)) for url in urls))
             parts.append(whole)
         return ber.tlv(opTag, b"".join(parts))
 
 
-def responseTransformer(rewriter: Rewriter) -> Any:
+def responseTransformer(rewriter: Rewriter) -> Callable[[bytes], bytes]:
     """A link hook: a chunk of whole response PDUs in, rewritten chunk out."""
 
     def transform(data: bytes) -> bytes:
         return b"".join(rewriter.response(pdu) for pdu in ber.Framer(1 << 31).feed(data))
 
     return transform
-
-
-_rewriters: dict[Route, Rewriter] = {}
-
-
-def rewriterFor(route: Route) -> Rewriter:
-    """The (cached) rewriter of a route with rewrite rules."""
-    rewriter = _rewriters.get(route)
-    if rewriter is None:
-        if len(_rewriters) > 1024:
-            _rewriters.clear()  # old configurations after many reloads
-        rewriter = _rewriters[route] = Rewriter(route)
-    return rewriter

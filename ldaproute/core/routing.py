@@ -19,7 +19,7 @@ import attrs
 
 from ldaproute.wire import ber
 from ldaproute.config import Route
-from ldaproute.core.dn import DN, parseDNBytes
+from ldaproute.core.dn import DN, DNCache
 
 
 class Router:
@@ -31,8 +31,14 @@ class Router:
     @ivar needsBoundDN: likewise for the bound identity.
     """
 
-    def __init__(self, routes: Sequence[Route]) -> None:
+    def __init__(self, routes: Sequence[Route], dnCache: DNCache | None = None) -> None:
+        """
+        @param dnCache: where parsed target DNs are remembered: the
+            runtime's, which outlives one configuration (a fresh one when
+            not given).
+        """
         self.routes = tuple(routes)
+        self._dnCache = dnCache if dnCache is not None else DNCache()
         self.needsTargetDN = any(route.suffix is not None for route in self.routes)
         self.needsBoundDN = any(route.bindDN is not None or route.bindAnonymous for route in self.routes)
         self._suffixes = tuple({route.suffix for route in self.routes if route.suffix is not None})
@@ -55,7 +61,8 @@ class Router:
         @param peerAddress: the client's IP address, L{None} for non-IP
             transports (UNIX sockets), which match no C{client_network}.
         """
-        parsed: DN | None | bool = False  # False: not parsed yet
+        parsed: DN | None = None
+        isParsed = False
         peer = None
         for route in self.routes:
             if route.listener is not None and route.listener != listener:
@@ -77,8 +84,8 @@ class Router:
                 if peer is False or not any(peer in network for network in route.clientNetworks):
                     continue
             if route.suffix is not None:
-                if parsed is False:
-                    parsed = _parseOrNone(targetDN)
+                if not isParsed:
+                    parsed, isParsed = self._parseOrNone(targetDN), True
                 if parsed is None or not parsed.isWithin(route.suffix):
                     continue
             return route
@@ -121,7 +128,7 @@ class Router:
             if peer is False or not any(peer in network for network in route.clientNetworks):
                 return "the client address is not in its client_network"
         if route.suffix is not None:
-            parsed = _parseOrNone(targetDN)
+            parsed = self._parseOrNone(targetDN)
             if parsed is None:
                 return f"the operation has no DN within suffix {route.suffix.text}"
             if not parsed.isWithin(route.suffix):
@@ -154,7 +161,7 @@ class Router:
         """
         if not self.needsTargetDN or scope not in (1, 2, 3):
             return None
-        parsedBase = _parseOrNone(base)
+        parsedBase = self._parseOrNone(base)
         if parsedBase is None:
             return None
         depth = len(parsedBase.rdns)
@@ -204,6 +211,14 @@ class Router:
                 contexts.append(suffix.text)
         return contexts
 
+    def _parseOrNone(self, raw: bytes | None) -> DN | None:
+        if raw is None:
+            return None
+        try:
+            return self._dnCache.parseBytes(raw)
+        except ValueError:
+            return None
+
 
 @attrs.frozen
 class SearchTarget:
@@ -225,18 +240,9 @@ def _holdsForSearch(route: Route, listener: str, boundDN: DN | None, peer: objec
         return False
     if route.bindDN is not None and (boundDN is None or not boundDN.isWithin(route.bindDN)):
         return False
-    if route.clientNetworks and (peer is False or not any(peer in network for network in route.clientNetworks)):  # type: ignore[operator]
+    if route.clientNetworks and (peer is False or not any(peer in network for network in route.clientNetworks)):
         return False
     return True
-
-
-def _parseOrNone(raw: bytes | None) -> DN | None:
-    if raw is None:
-        return None
-    try:
-        return parseDNBytes(raw)
-    except ValueError:
-        return None
 
 
 def _address(text: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6Address | bool:

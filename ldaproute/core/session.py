@@ -14,6 +14,7 @@ again.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import attrs
@@ -41,9 +42,10 @@ class Identity:
     def replayable(self) -> bool:
         return self.kind != "sasl"
 
-    @property
+    @functools.cached_property
     def dn(self) -> DN | None:
-        """The bound DN, parsed, or L{None} for anonymous or unparsable."""
+        """The bound DN, parsed (once: routing reads it per operation), or
+        L{None} for anonymous or unparsable."""
         if self.kind == "anonymous" or not self.name:
             return None
         try:

@@ -242,7 +242,7 @@ class GroupHub(Service):
         for channel in list(self.members.values()):
             channel.transport.loseConnection()  # type: ignore[union-attr]
         if self._port is not None:
-            return defer.maybeDeferred(self._port.stopListening)  # type: ignore[call-overload,misc,no-any-return]
+            return defer.maybeDeferred(self._port.stopListening)  # type: ignore[call-overload]
         return None
 
     def _received(self, channel: GroupChannel, message: dict[str, Any]) -> None:
@@ -381,7 +381,7 @@ class GroupMember(Service):
         self._connector.failed = self.health.unreachable
         self._connector.start()
 
-    def stopService(self) -> None:  # type: ignore[override]
+    def stopService(self) -> None:
         super().stopService()
         if self._connector is not None:
             self._connector.stop()

@@ -394,13 +394,13 @@ def _noDelay(transport: Any) -> None:
         transport = getattr(transport, "transport", None)
 
 
-class _Command(txredisapi.RedisProtocol):  # type: ignore[misc]
+class _Command(txredisapi.RedisProtocol):
     def connectionMade(self) -> Any:
         _noDelay(self.transport)
         return super().connectionMade()
 
 
-class _Subscriber(txredisapi.SubscriberProtocol):  # type: ignore[misc]
+class _Subscriber(txredisapi.SubscriberProtocol):
     def connectionMade(self) -> Any:
         _noDelay(self.transport)
         return super().connectionMade()
@@ -457,7 +457,7 @@ class RedisStore(Service):
             connector.start()
             self._connectors.append(connector)
 
-    def stopService(self) -> None:  # type: ignore[override]
+    def stopService(self) -> None:
         super().stopService()
         connectors, self._connectors = self._connectors, []
         for connector in connectors:
@@ -534,7 +534,7 @@ class RedisStore(Service):
             self._command = None
             if protocol.transport is not None:
                 protocol.transport.abortConnection()  # the Reconnector reconnects
-        self.health.unreachable(failure.getErrorMessage() or failure.type.__name__)
+        self.health.unreachable(failure.getErrorMessage() or getattr(failure.type, "__name__", "error"))
 
     def _notRecorded(self, failure: Failure, protocol: Any, report: tuple[str, str, float, float]) -> None:
         self._pending.append(report)
@@ -542,7 +542,7 @@ class RedisStore(Service):
             self._command = None
             if protocol.transport is not None:
                 protocol.transport.abortConnection()  # the Reconnector reconnects
-        self.health.unreachable(failure.getErrorMessage() or failure.type.__name__)
+        self.health.unreachable(failure.getErrorMessage() or getattr(failure.type, "__name__", "error"))
 
     def _replay(self) -> None:
         now = self._reactor.seconds()

@@ -89,7 +89,7 @@ class ConfigWatcher(Service):
             self._poll.start(POLL_INTERVAL, now=False)
         self._log.info("Watching {path} for changes ({mode})", path=self.path, mode=self.mode)
 
-    def stopService(self) -> None:  # type: ignore[override]
+    def stopService(self) -> None:
         super().stopService()
         if self._notifier is not None:
             self._notifier.connectionLost(None)

@@ -37,7 +37,7 @@ class _RemoveDirectory(Service):
     def __init__(self, path: str) -> None:
         self._path = path
 
-    def stopService(self) -> None:  # type: ignore[override]
+    def stopService(self) -> None:
         super().stopService()
         shutil.rmtree(self._path, ignore_errors=True)
 

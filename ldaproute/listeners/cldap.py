@@ -44,23 +44,30 @@ from typing import Any
 import attrs
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import connectProtocol
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
-from twisted.internet.protocol import DatagramProtocol, Protocol
+from twisted.internet.protocol import DatagramProtocol, Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from ldaproute.wire import ber
-from ldaproute.config import parseUDPEndpoint
 from ldaproute.backends.pool import BackendState, PoolState
+from ldaproute.backends.connecting import endpointFor
+from ldaproute.config import parseUDPEndpoint
 from ldaproute.core.routing import noRouteResult
+from ldaproute.wire import ber
+from ldaproute.wire.ber import ENUMERATED, OCTET_STRING, SEQUENCE, readTLV
+from ldaproute.wire.pdu import (
+    messageIDOf,
+    opTagOf,
+    readEntry,
+    rootDSESearchRequest,
+    searchResultEntry,
+    splitMessage,
+    withMessageID,
+)
 
 #: The listener name CLDAP datagrams are routed under (C{listener = cldap}).
 LISTENER = "cldap"
-
-_SEQUENCE = 0x30
-_INTEGER = 0x02
-_OCTET_STRING = 0x04
-_ENUMERATED = 0x0A
 
 #: Sources remembered by the rate limiter before stale ones are forgotten.
 _MAX_SOURCES = 65536
@@ -88,19 +95,6 @@ class SearchRequest:
         )
 
 
-def _element(pdu: bytes, pos: int, end: int) -> tuple[int, int, int]:
-    """C{(tag, contentStart, contentEnd)} of the BER element at C{pos}."""
-    if pos + 2 > end:
-        raise ber.FramingError("malformed", "truncated search request")
-    header = ber._readLength(pdu, pos + 1, end)
-    if header is None:
-        raise ber.FramingError("malformed", "truncated search request")
-    length, start = header
-    if start + length > end:
-        raise ber.FramingError("malformed", "search request field overruns its operation")
-    return pdu[pos], start, start + length
-
-
 def readSearchRequest(pdu: bytes, envelope: ber.Envelope) -> SearchRequest:
     """
     Read base, scope and attribute list of a search request without ldaptor.
@@ -111,52 +105,24 @@ def readSearchRequest(pdu: bytes, envelope: ber.Envelope) -> SearchRequest:
     fields = []
     pos = envelope.contentStart
     for _ in range(7):  # base, scope, deref, sizeLimit, timeLimit, typesOnly, filter
-        tag, start, stop = _element(pdu, pos, end)
+        tag, start, stop = readTLV(pdu, pos, end)
         fields.append((tag, start, stop))
         pos = stop
-    tag, start, stop = _element(pdu, pos, end)
-    if tag != _SEQUENCE or stop != end:
+    tag, start, stop = readTLV(pdu, pos, end)
+    if tag != SEQUENCE or stop != end:
         raise ber.FramingError("malformed", "search request without an attribute list")
     attributes = []
     pos = start
     while pos < stop:
-        tag, aStart, aStop = _element(pdu, pos, stop)
-        if tag != _OCTET_STRING:
+        tag, aStart, aStop = readTLV(pdu, pos, stop)
+        if tag != OCTET_STRING:
             raise ber.FramingError("malformed", "attribute list item is not a string")
         attributes.append(pdu[aStart:aStop])
         pos = aStop
     (baseTag, bStart, bStop), (scopeTag, sStart, sStop) = fields[0], fields[1]
-    if baseTag != _OCTET_STRING or scopeTag != _ENUMERATED or sStop - sStart != 1:
+    if baseTag != OCTET_STRING or scopeTag != ENUMERATED or sStop - sStart != 1:
         raise ber.FramingError("malformed", "search request with a bad base or scope")
     return SearchRequest(pdu[bStart:bStop], pdu[sStart], tuple(attributes))
-
-
-def withMessageID(pdu: bytes, messageID: int) -> bytes:
-    """The same LDAPMessage with another messageID, every other byte kept."""
-    header = ber._readLength(pdu, 1, len(pdu))
-    if header is None or pdu[header[1]] != _INTEGER:
-        raise ber.FramingError("malformed", "LDAPMessage without a messageID")
-    _, pos = header
-    rest = pdu[pos + 2 + pdu[pos + 1] :]
-    return ber.tlv(_SEQUENCE, ber.tlv(_INTEGER, ber.encodeInteger(messageID)) + rest)
-
-
-def _messageIDOf(pdu: bytes) -> int:
-    header = ber._readLength(pdu, 1, len(pdu))
-    if header is None or header[1] + 2 > len(pdu) or pdu[header[1]] != _INTEGER:
-        raise ber.FramingError("malformed", "LDAPMessage without a messageID")
-    _, pos = header
-    n = pdu[pos + 1]
-    if not 1 <= n <= 4:
-        raise ber.FramingError("malformed", "bad messageID")
-    return int.from_bytes(pdu[pos + 2 : pos + 2 + n], "big")
-
-
-def _tagOf(pdu: bytes) -> int:
-    header = ber._readLength(pdu, 1, len(pdu))
-    assert header is not None
-    _, pos = header
-    return pdu[pos + 2 + pdu[pos + 1]]
 
 
 # --- counters ----------------------------------------------------------------
@@ -216,18 +182,13 @@ class _RootDSEFetch(Protocol):
     """One TCP connection that reads a backend's rootDSE, then closes."""
 
     def __init__(self, done: Deferred[bytes]) -> None:
-        self._done = done
+        self._done: Deferred[bytes] | None = done
         self._scanner = ber.Framer(16 * 1024 * 1024)
         self._entry = b""
 
     def connectionMade(self) -> None:
-        from ldaptor.protocols import pureldap
-
-        request = pureldap.LDAPSearchRequest(
-            baseObject=b"", scope=pureldap.LDAP_SCOPE_baseObject, derefAliases=0, sizeLimit=0,
-            timeLimit=10, typesOnly=0, filterText=b"(objectClass=*)", attributes=[b"*", b"+"],
-        )
-        self.transport.write(pureldap.LDAPMessage(request, id=1).toWire())  # type: ignore[union-attr]
+        assert self.transport is not None
+        self.transport.write(rootDSESearchRequest(1, (b"*", b"+"), timeLimit=10))
 
     def dataReceived(self, data: bytes) -> None:
         try:
@@ -236,19 +197,19 @@ class _RootDSEFetch(Protocol):
             self._finish(Failure(e))
             return
         for pdu in pdus:
-            tag = _tagOf(pdu)
+            tag = opTagOf(pdu)
             if tag == ber.SEARCH_RESULT_ENTRY:
                 self._entry = pdu
             elif tag == ber.SEARCH_RESULT_DONE:
                 self._finish(self._entry)
 
-    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._finish(Failure(ConnectionError("connection closed before the rootDSE arrived")))
 
     def _finish(self, result: Any) -> None:
         if self._done is None:
             return
-        done, self._done = self._done, None  # type: ignore[assignment]
+        done, self._done = self._done, None
         if self.transport is not None:
             self.transport.loseConnection()
         if isinstance(result, Failure):
@@ -260,23 +221,7 @@ class _RootDSEFetch(Protocol):
 
 
 def _rootDSEAttributes(entryPDU: bytes) -> list[tuple[bytes, list[bytes]]]:
-    from ldaptor.protocols import pureber, pureldap
-
-    decoder = pureldap.LDAPBERDecoderContext_TopLevel(
-        inherit=pureldap.LDAPBERDecoderContext_LDAPMessage(
-            fallback=pureldap.LDAPBERDecoderContext(fallback=pureber.BERDecoderContext()),
-            inherit=pureldap.LDAPBERDecoderContext(fallback=pureber.BERDecoderContext()),
-        )
-    )
-    message, _ = pureber.berDecodeObject(decoder, entryPDU)
-    attributes = []
-    for name, values in message.value.attributes:
-        attributes.append((_asBytes(name), [_asBytes(v) for v in values]))
-    return attributes
-
-
-def _asBytes(value: Any) -> bytes:
-    return value if isinstance(value, bytes) else str(value).encode("utf-8")
+    return readEntry(splitMessage(entryPDU)[2])[1]
 
 
 class RootDSECache:
@@ -319,7 +264,7 @@ class RootDSECache:
         self.fetches += 1
         done: Deferred[bytes] = Deferred()
         done.addTimeout(self.timeout, self._reactor)
-        self._connect(state, _RootDSEFetch(done)).addErrback(lambda f: done.called or done.errback(f))
+        self._connect(state, _RootDSEFetch(done)).addErrback(self._connectFailed, done)
 
         def ok(entry: bytes) -> None:
             attributes = _rootDSEAttributes(entry)
@@ -335,6 +280,12 @@ class RootDSECache:
 
         done.addCallbacks(ok, failed)
 
+    @staticmethod
+    def _connectFailed(reason: Failure, done: Deferred[bytes]) -> None:
+        """The fetch's connection failed: fail the fetch, unless it ended already (timeout)."""
+        if not done.called:
+            done.errback(reason)
+
     def _deliver(self, poolName: str, result: Any) -> None:
         for d in self._waiting.pop(poolName, []):
             if isinstance(result, Failure):
@@ -343,10 +294,6 @@ class RootDSECache:
                 d.callback(result)
 
     def _connectTCP(self, state: BackendState, protocol: Protocol) -> Deferred[Any]:
-        from twisted.internet.endpoints import connectProtocol
-
-        from ldaproute.backends.upstream import endpointFor
-
         return connectProtocol(endpointFor(self._reactor, state, self.timeout), protocol)
 
 
@@ -402,7 +349,8 @@ class CLDAPRelay:
         protocol = _UpstreamDatagrams(self)
 
         def send(datagram: bytes, addr: tuple[str, int]) -> None:
-            protocol.transport.write(datagram, addr)  # type: ignore[union-attr]
+            assert protocol.transport is not None, "sending before the upstream port is listening"
+            protocol.transport.write(datagram, addr)
 
         self._sendUpstream = send
         return protocol
@@ -449,7 +397,7 @@ class CLDAPRelay:
             return
         route = self._runtime.router.routeFor(LISTENER, ber.SEARCH_REQUEST, search.base, None, addr[0])
         if route is None or route.reject is not None:
-            code, text = noRouteResult(ber.SEARCH_REQUEST) if route is None else (route.reject.resultCode, route.reject.message)  # type: ignore[union-attr]
+            code, text = noRouteResult(ber.SEARCH_REQUEST) if route is None else (route.reject.resultCode, route.reject.message)
             self._answer(downstream, addr, requestSize, ber.resultFor(envelope, code, text))
             return
         pool = self._runtime.backends.pools[route.pool]
@@ -497,7 +445,7 @@ class CLDAPRelay:
             pdus = ber.Framer(65536).feed(datagram)
             if not pdus:
                 raise ber.FramingError("malformed", "empty reply")
-            proxyID = _messageIDOf(pdus[0])
+            proxyID = messageIDOf(pdus[0])
         except ber.FramingError:
             self.counters.drop("backend-malformed")
             return
@@ -507,10 +455,10 @@ class CLDAPRelay:
             self.counters.drop("unexpected-reply")
             return
         try:
-            ids = {_messageIDOf(pdu) for pdu in pdus}
+            ids = {messageIDOf(pdu) for pdu in pdus}
             if ids != {proxyID}:
                 raise ber.FramingError("malformed", "reply mixes messageIDs")
-            finished = any(_tagOf(pdu) == ber.SEARCH_RESULT_DONE for pdu in pdus)
+            finished = any(opTagOf(pdu) == ber.SEARCH_RESULT_DONE for pdu in pdus)
             reply = b"".join(withMessageID(pdu, pending.clientID) for pdu in pdus)
         except ber.FramingError:
             self.counters.drop("backend-malformed")
@@ -542,12 +490,10 @@ class CLDAPRelay:
             return
 
         def answer(attributes: list[tuple[bytes, list[bytes]]]) -> None:
-            from ldaptor.protocols import pureldap
-
             wanted = {a.lower() for a in search.attributes}
             everything = not wanted or b"*" in wanted or b"+" in wanted
             chosen = [(n, v) for n, v in attributes if everything or n.lower() in wanted]
-            entry = pureldap.LDAPMessage(pureldap.LDAPSearchResultEntry(b"", chosen), id=envelope.messageID).toWire()
+            entry = ber.message(envelope.messageID, searchResultEntry(b"", chosen))
             done = ber.result(envelope.messageID, ber.SEARCH_RESULT_DONE, ber.SUCCESS)
             self.counters.answered += 1
             self._answer(downstream, addr, requestSize, entry + done, messageID=envelope.messageID)
@@ -570,14 +516,15 @@ class CLDAPRelay:
         if len(reply) > config.cldapMaxDatagram:
             self.counters.oversized += 1
             if messageID is None:
-                messageID = _messageIDOf(reply)
+                messageID = messageIDOf(reply)
             reply = ber.result(messageID, ber.SEARCH_RESULT_DONE, ber.SIZE_LIMIT_EXCEEDED,
                                f"reply of {len(reply)} bytes exceeds the CLDAP datagram limit: use LDAP over TCP")
             fromBackendPing = False
         if not fromBackendPing and len(reply) > config.cldapAmplification * requestSize:
             self.counters.drop("amplification")
             return
-        downstream.transport.write(reply, addr)  # type: ignore[union-attr]
+        assert downstream.transport is not None  # answers go to the port a datagram came in on
+        downstream.transport.write(reply, addr)
 
     def stop(self) -> None:
         for pending in self._pending.values():
@@ -620,7 +567,7 @@ class CLDAPService(Service):
             port, interface = parseUDPEndpoint(description)
             self.ports.append(self.reactor.listenUDP(port, CLDAPProtocol(self.relay), interface=interface))
 
-    def stopService(self) -> Deferred[Any] | None:  # type: ignore[override]
+    def stopService(self) -> Deferred[Any] | None:
         super().stopService()
         self.relay.stop()
         ports, self.ports = self.ports, []

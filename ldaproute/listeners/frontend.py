@@ -14,11 +14,12 @@ Notice of Disconnection.
 from __future__ import annotations
 
 import socket
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet import error
 from twisted.internet.defer import Deferred, gatherResults
-from twisted.internet.interfaces import IAddress, IDelayedCall, IHandshakeListener, IPushProducer, IReactorTime, ISSLTransport
+from twisted.internet.interfaces import IAddress, IDelayedCall, IHandshakeListener, IPushProducer, IReactorTime, ISSLTransport, ITLSTransport
 from twisted.internet.protocol import Protocol, ServerFactory
 from twisted.logger import Logger
 from twisted.protocols.haproxy._wrapper import HAProxyProtocolWrapper
@@ -34,12 +35,25 @@ from ldaproute.wire.fastwrite import writerFor
 from ldaproute.config import Listener
 from ldaproute.core.policy import ListenerPolicy
 from ldaproute.core.routing import noRouteResult
-from ldaproute.runtime import Runtime
 from ldaproute.core.sasllayer import SecurityLayerWatch
 from ldaproute.core.session import Outstanding, Session
-from ldaproute.core.rewrite import Refused, Rewriter, messageIDOf, rewriterFor, withMessageID
-from ldaproute.listeners.tls import ServerTLS, startTLSResponse
-from ldaproute.backends.upstream import UpstreamLink
+from ldaproute.core.rewrite import Refused, Rewriter
+from ldaproute.listeners.tls import ServerTLS
+from ldaproute.wire.pdu import (
+    PAGED_RESULTS_OID,
+    controlOIDs,
+    messageIDOf,
+    searchSizeLimit,
+    searchWith,
+    splitMessage,
+    startTLSResponse,
+    withMessageID,
+)
+from ldaproute.backends.interfaces import IBackendLink, ILinkOwner
+from ldaproute.backends.sessionlink import SessionLink
+
+if TYPE_CHECKING:  # the runtime is above this layer: named for annotations only
+    from ldaproute.runtime import Runtime
 
 #: messageIDs of the proxy's fan-out sub-searches on upstream links (below
 #: the links' own internal IDs).
@@ -68,7 +82,7 @@ class _LinksProducer:
     full, so a slow reader does not make the proxy hold a whole result.
     """
 
-    def __init__(self, links: dict[str, UpstreamLink]) -> None:
+    def __init__(self, links: dict[str, IBackendLink]) -> None:
         self._links = links
         self.paused = False
 
@@ -109,9 +123,12 @@ class _ClientReading:
         self._gate.resume(self)  # the backend that paused us is gone
 
 
-@implementer(IHandshakeListener)
+@implementer(IHandshakeListener, ILinkOwner)
 class FrontendProtocol(Protocol):
     """One client connection on a listener."""
+
+    #: set by makeConnection: TCP, TLS over TCP, or a PROXY-header wrapper of them
+    transport: ITLSTransport
 
     _log = Logger()
 
@@ -135,7 +152,7 @@ class FrontendProtocol(Protocol):
         self._idleTimer: IDelayedCall | None = None
         self._pduTimer: IDelayedCall | None = None
         self._framer = ber.Framer(runtime.config.maxPDUBytes)
-        self._links: dict[str, UpstreamLink] = {}
+        self._links: dict[str, IBackendLink] = {}
         self._closing = False
         #: answers queued behind a failed bind the fleet has not counted yet
         self._heldAnswers: list[tuple[Any, bytes, list[Any]]] | None = None
@@ -148,7 +165,7 @@ class FrontendProtocol(Protocol):
         self._fleetShared = self._policy.throttle is not None and self._policy.throttle.shared
         self.session: Session
         self._layerWatch = SecurityLayerWatch()
-        self._opaqueLink: UpstreamLink | None = None
+        self._opaqueLink: IBackendLink | None = None
         # slow path state: rewritten operations by messageID, fan-outs by
         # client messageID, their sub-searches by sub-search messageID
         self._rewritingOps: dict[int, Rewriter] = {}
@@ -162,7 +179,7 @@ class FrontendProtocol(Protocol):
     # --- connection events ------------------------------------------------
 
     def connectionMade(self) -> None:
-        self._peerText, self._peerAddress = describePeer(self.transport.getPeer())  # type: ignore[union-attr]
+        self._peerText, self._peerAddress = describePeer(self.transport.getPeer())
         self.session = Session(self._peerText, self._listener.name)
         self._secure = ISSLTransport.providedBy(self.transport)
         if not self._policy.limits.allowed(self._peerAddress):
@@ -171,7 +188,7 @@ class FrontendProtocol(Protocol):
                 "Connection from {peer} refused: not in client_network", peer=self._peerText, listener=self._listener.name
             )
             self._closing = True
-            self.transport.abortConnection()  # type: ignore[union-attr]
+            self.transport.abortConnection()
             return
         refusal = self._policy.limits.admit(self._peerAddress)
         if refusal is not None:
@@ -183,12 +200,12 @@ class FrontendProtocol(Protocol):
         self._admitted = True
         self._armIdleTimer()
         try:
-            self.transport.setTcpNoDelay(True)  # type: ignore[union-attr]
+            self.transport.setTcpNoDelay(True)
         except (AttributeError, OSError, socket.error):
             pass
         self._gate = limits.ReadGate(self.transport)
         self._linksProducer = _LinksProducer(self._links)
-        self.transport.registerProducer(self._linksProducer, True)  # type: ignore[union-attr]
+        self.transport.registerProducer(self._linksProducer, True)  # type: ignore[attr-defined]
         self._received, self._sent = self._runtime.observer.connectionOpened(self, self.transport)
         #: relayed responses go out through this (see L{ldaproute.wire.fastwrite})
         self._write = writerFor(self.transport)
@@ -201,7 +218,7 @@ class FrontendProtocol(Protocol):
         header has been read, just before the first bytes reach us.
         """
         del self.dataReceived
-        self._peerText, self._peerAddress = describePeer(self.transport.getPeer())  # type: ignore[union-attr]
+        self._peerText, self._peerAddress = describePeer(self.transport.getPeer())
         self.session.peer = self._peerText
         self.dataReceived(data)
 
@@ -382,7 +399,7 @@ class FrontendProtocol(Protocol):
         if self._gate.paused and len(self.session.outstanding) < limits.PAUSE_OUTSTANDING:
             self._gate.resume("outstanding")
 
-    def _linkFor(self, poolName: str, isBind: bool) -> UpstreamLink | None:
+    def _linkFor(self, poolName: str, isBind: bool) -> IBackendLink | None:
         """
         The session's link to a pool, opened if need be, carrying the
         client's current identity (replayed when it does not yet).
@@ -406,15 +423,15 @@ class FrontendProtocol(Protocol):
             replay = None
         runtime = self._runtime
         pool = runtime.backends.pools[poolName]
-        link = UpstreamLink(
-            self, pool, self._reactor, pool.pool.connectTimeout, replay, self._peerText, runtime.endpointFactory,
-            (self.transport.getPeer(), self.transport.getHost()),  # type: ignore[union-attr]
+        link = SessionLink(
+            self, pool, self._reactor, replay, self._peerText, runtime.endpointFactory,
+            (self.transport.getPeer(), self.transport.getHost()),
         )
         link.boundVersion = session.identityVersion
         self._links[poolName] = link
         return link
 
-    def _sharedLinkFor(self, poolName: str) -> Any:
+    def _sharedLinkFor(self, poolName: str) -> IBackendLink:
         """Shared mode: the session's view of the pool's shared connections."""
         link = self._links.get(poolName)
         if link is None:
@@ -428,7 +445,7 @@ class FrontendProtocol(Protocol):
         the first route to that pool that has one."""
         for route in self._runtime.router.routes:
             if route.pool == poolName and route.rewriteSuffix is not None:
-                return rewriterFor(route).dnToBackend(name)
+                return self._runtime.rewriterFor(route).dnToBackend(name)
         return name
 
     def _abandon(self, messageID: int, pdu: bytes) -> None:
@@ -450,11 +467,11 @@ class FrontendProtocol(Protocol):
         self.session.outstanding.clear()
         # a paused producer would keep the transport open after its buffer drains
         limits.releaseProducer(self.transport)
-        self.transport.loseConnection()  # type: ignore[union-attr]
+        self.transport.loseConnection()
 
     # --- answers from links -----------------------------------------------
 
-    def linkConnected(self, link: UpstreamLink) -> None:
+    def linkConnected(self, link: IBackendLink) -> None:
         """Back-pressure from the backend's side: its full buffer pauses us."""
         transport: Any = link.transport
         if transport is not None and self.transport is not None:
@@ -465,7 +482,7 @@ class FrontendProtocol(Protocol):
             if self._linksProducer.paused:  # the client is not reading
                 link.pauseReading()
 
-    def linkReceived(self, link: UpstreamLink, data: bytes, finals: list[tuple[int, int, int]]) -> None:
+    def linkReceived(self, link: IBackendLink, data: bytes, finals: list[tuple[int, int, int]]) -> None:
         if self._fleetShared:
             if self._heldAnswers is not None:
                 self._heldAnswers.append((link, data, finals))
@@ -529,7 +546,7 @@ class FrontendProtocol(Protocol):
         binds wait; what the link sends meanwhile queues behind them.
         """
         self._heldAnswers = [first]
-        timer = self._reactor.callLater(FLEET_WAIT, self._releaseAnswers)  # type: ignore[attr-defined]
+        timer = self._reactor.callLater(FLEET_WAIT, self._releaseAnswers)
         gatherResults(acknowledged, consumeErrors=True).addBoth(lambda _: self._releaseAnswers(timer))
 
     def _releaseAnswers(self, timer: IDelayedCall | None = None) -> None:
@@ -604,18 +621,18 @@ class FrontendProtocol(Protocol):
         link.writeRaw(data)
         return True
 
-    def linkTLSHandshake(self, link: UpstreamLink, outcome: str) -> None:
+    def linkTLSHandshake(self, link: IBackendLink, outcome: str) -> None:
         """A TLS handshake towards a backend: C{success} or C{failure}."""
         self._runtime.observer.metrics.tlsHandshake("backend", outcome)
 
-    def linkReceivedRaw(self, link: UpstreamLink, data: bytes) -> None:
+    def linkReceivedRaw(self, link: IBackendLink, data: bytes) -> None:
         """Backend bytes of an opaque session."""
-        self.transport.write(data)  # type: ignore[union-attr]
+        self.transport.write(data)
 
-    def linkLost(self, link: UpstreamLink, reason: str, resultCode: int = ber.UNAVAILABLE) -> None:
+    def linkLost(self, link: IBackendLink, reason: str, resultCode: int = ber.UNAVAILABLE) -> None:
         if self._opaqueLink is link:
             self._closing = True
-            self.transport.loseConnection()  # type: ignore[union-attr]
+            self.transport.loseConnection()
             return
         if self._passthroughID is not None:
             pending = self.session.outstanding.get(self._passthroughID)
@@ -626,7 +643,7 @@ class FrontendProtocol(Protocol):
         self._failSubSearches(link, resultCode, reason)
         self._failOperations(link, resultCode, reason)
 
-    def linkOperationTimedOut(self, link: UpstreamLink, messageID: int, reason: str) -> None:
+    def linkOperationTimedOut(self, link: IBackendLink, messageID: int, reason: str) -> None:
         """Answer an operation the link abandoned after its operation_timeout."""
         operation = self.session.outstanding.pop(messageID, None)
         if operation is None or self._closing:
@@ -646,12 +663,12 @@ class FrontendProtocol(Protocol):
             resultCode=ber.TIME_LIMIT_EXCEEDED,
             durationMs=round((self._reactor.seconds() - operation.startedAt) * 1000),
         )
-        self.transport.write(  # type: ignore[union-attr]
+        self.transport.write(
             ber.result(messageID, ber.RESPONSE_FOR[operation.opTag], ber.TIME_LIMIT_EXCEEDED, reason)
         )
         self._completed(operation, ber.TIME_LIMIT_EXCEEDED, link, reason)
 
-    def linkReplayFailed(self, link: UpstreamLink, resultCode: int) -> None:
+    def linkReplayFailed(self, link: IBackendLink, resultCode: int) -> None:
         self.session.identityLost()
         self._failSubSearches(
             link, ber.OPERATIONS_ERROR, f"the backend refused to restore this session's bind (resultCode {resultCode})"
@@ -662,7 +679,7 @@ class FrontendProtocol(Protocol):
             f"the backend refused to restore this session's bind (resultCode {resultCode}): bind again",
         )
 
-    def _failOperations(self, link: UpstreamLink, resultCode: int, reason: str) -> None:
+    def _failOperations(self, link: IBackendLink, resultCode: int, reason: str) -> None:
         outstanding = self.session.outstanding
         failed = [operation for operation in outstanding.values() if operation.link is link]
         if not failed or self._closing:
@@ -687,15 +704,15 @@ class FrontendProtocol(Protocol):
             resultCode=resultCode,
             reason=reason,
         )
-        self.transport.writeSequence(answers)  # type: ignore[union-attr]
+        self.transport.writeSequence(answers)
         self._outstandingAnswered()
 
     # --- the slow path: rewriting and searches across routes -------------
 
-    def _rewriteRequest(self, route: Any, link: UpstreamLink, messageID: int, pdu: bytes) -> bytes:
+    def _rewriteRequest(self, route: Any, link: IBackendLink, messageID: int, pdu: bytes) -> bytes:
         """The request through the route's rewriter; responses to it will
         come back through the same rewriter (the link's transformer)."""
-        rewriter = rewriterFor(route)
+        rewriter = self._runtime.rewriterFor(route)
         rewritten = rewriter.request(pdu)
         self._rewritingOps[messageID] = rewriter
         if link.responseTransformer is None:
@@ -732,7 +749,7 @@ class FrontendProtocol(Protocol):
         if plan is None:
             return False
         messageID = envelope.messageID
-        if len(plan.targets) > 1 and fanout.PAGED_RESULTS_OID in fanout.controlOIDs(fanout.splitMessage(pdu)[3]):
+        if len(plan.targets) > 1 and PAGED_RESULTS_OID in controlOIDs(splitMessage(pdu)[3]):
             self._answer(
                 envelope,
                 ber.UNWILLING_TO_PERFORM,
@@ -744,15 +761,16 @@ class FrontendProtocol(Protocol):
             route = target.route
             subID = self._nextSubID
             self._nextSubID = _FANOUT_ID_BASE + (self._nextSubID + 1 - _FANOUT_ID_BASE) % 0x0FFFFF00
-            subPDU = fanout.searchWith(withMessageID(pdu, subID), target.base, target.scope)
+            subPDU = searchWith(withMessageID(pdu, subID), target.base, target.scope)
             rewriter = None
             if route.rewrites:
-                rewriter = rewriterFor(route)
+                rewriter = self._runtime.rewriterFor(route)
                 try:
                     subPDU = rewriter.request(subPDU)
                 except Refused as e:
                     self._answer(envelope, e.resultCode, e.message)
                     return True
+            assert route.pool is not None  # reject routes are never search targets
             subs.append(fanout.SubSearch(route.name, route.pool, subID, subPDU, rewriter))
         links = []
         for sub in subs:
@@ -765,12 +783,12 @@ class FrontendProtocol(Protocol):
                 )
                 return True
             links.append(link)
-        write = self.transport.write  # type: ignore[union-attr]
+        write: Callable[[bytes], None] = self.transport.write
         if plan.rootDSE and not self._secure and self._listener.requireTLSForPasswords:
             write = self._writeCleartextRootDSE
         search = fanout.FanOut(
             messageID,
-            fanout.searchSizeLimit(pdu),
+            searchSizeLimit(pdu),
             subs,
             write,
             plan.entryHook if plan.rootDSE and subs else None,
@@ -799,7 +817,7 @@ class FrontendProtocol(Protocol):
 
     def _writeCleartextRootDSE(self, pdu: bytes) -> None:
         """A fan-out's root DSE PDU to a cleartext client (see L{_filterRootDSE})."""
-        self.transport.write(secrets.cleartextRootDSE(pdu))  # type: ignore[union-attr]
+        self.transport.write(secrets.cleartextRootDSE(pdu))
 
     def _fanoutResponses(self, data: bytes) -> bytes:
         """Take the fan-out sub-searches' PDUs out of a chunk."""
@@ -817,7 +835,7 @@ class FrontendProtocol(Protocol):
             self._fanoutProgress(search, abandon)
         return b"".join(keep)
 
-    def _failSubSearches(self, link: UpstreamLink, resultCode: int, reason: str) -> None:
+    def _failSubSearches(self, link: IBackendLink, resultCode: int, reason: str) -> None:
         """Sub-searches on a link that lost them count as failed."""
         if not self._fanoutSubs:
             return
@@ -838,7 +856,7 @@ class FrontendProtocol(Protocol):
             if sub.link is not None:
                 sub.link.send(ber.message(self._nextSubID, ber.tlv(ber.ABANDON_REQUEST, ber.encodeInteger(sub.subID))))
                 self._nextSubID += 1
-    def _completed(self, operation: Outstanding, resultCode: int, link: UpstreamLink | None, message: str = "") -> None:
+    def _completed(self, operation: Outstanding, resultCode: int, link: IBackendLink | None, message: str = "") -> None:
         now = self._reactor.seconds()
         self._runtime.observer.operationCompleted(
             self, operation.opTag, operation.messageID, operation.route, link, resultCode,
@@ -852,7 +870,7 @@ class FrontendProtocol(Protocol):
     ) -> None:
         answer = ber.resultFor(envelope, resultCode, diagnosticMessage)
         if answer is not None:
-            self.transport.write(answer)  # type: ignore[union-attr]
+            self.transport.write(answer)
             now = self._reactor.seconds()
             observer = self._runtime.observer
             summary = observer.summarize(self, pdu, envelope) if pdu is not None else None
@@ -951,7 +969,7 @@ class FrontendProtocol(Protocol):
             return False
         self._parkedPDUs = []
         self._gate.pause("fleet")
-        timer = self._reactor.callLater(FLEET_WAIT, self._fleetAnswered, pdu, None)  # type: ignore[attr-defined]
+        timer = self._reactor.callLater(FLEET_WAIT, self._fleetAnswered, pdu, None)
         answer.addBoth(lambda _: self._fleetAnswered(pdu, timer))
         return True
 
@@ -1022,8 +1040,8 @@ class FrontendProtocol(Protocol):
         if self._serverTLS is None:
             self._answer(envelope, ber.UNAVAILABLE, "StartTLS is not available: no certificate loaded")
             return True
-        self.transport.write(startTLSResponse(envelope.messageID))  # type: ignore[union-attr]
-        self.transport.startTLS(self._serverTLS)  # type: ignore[union-attr]
+        self.transport.write(startTLSResponse(envelope.messageID))
+        self.transport.startTLS(self._serverTLS)
         self.session.tlsStarted()
         self._secure = True  # every byte from now on is inside TLS
         self._tlsState = "handshaking"
@@ -1037,7 +1055,7 @@ class FrontendProtocol(Protocol):
             self._runtime.observer.connectionSecured(self, "starttls")
             self._log.info("TLS established with {peer}", peer=self._peerText, listener=self._listener.name)
 
-    def _passthroughAnswered(self, link: UpstreamLink, resultCode: int) -> None:
+    def _passthroughAnswered(self, link: IBackendLink, resultCode: int) -> None:
         self._passthroughID = None
         if resultCode != ber.SUCCESS:
             return  # the session stays cleartext and usable
@@ -1068,7 +1086,7 @@ class FrontendProtocol(Protocol):
     def _armIdleTimer(self) -> None:
         timeout = self._listener.idleTimeout
         if timeout is not None:
-            self._idleTimer = self._reactor.callLater(timeout, self._idleTimedOut)  # type: ignore[attr-defined]
+            self._idleTimer = self._reactor.callLater(timeout, self._idleTimedOut)
 
     def _idleTimedOut(self) -> None:
         self._idleTimer = None
@@ -1088,7 +1106,7 @@ class FrontendProtocol(Protocol):
         if self._framer.buffered == 0:
             self._cancelTimer("_pduTimer")
         elif self._pduTimer is None:
-            self._pduTimer = self._reactor.callLater(timeout, self._pduTimedOut)  # type: ignore[attr-defined]
+            self._pduTimer = self._reactor.callLater(timeout, self._pduTimedOut)
         elif completed:
             self._pduTimer.reset(timeout)
 
@@ -1133,12 +1151,12 @@ class FrontendProtocol(Protocol):
     def _disconnect(self, resultCode: int, diagnosticMessage: str) -> None:
         """Notice of Disconnection, then close: the stream cannot go on."""
         self._closing = True
-        self.transport.write(ber.noticeOfDisconnection(resultCode, diagnosticMessage))  # type: ignore[union-attr]
+        self.transport.write(ber.noticeOfDisconnection(resultCode, diagnosticMessage))
         self._closeLinks(unbind=True)
         self.session.outstanding.clear()
         # a paused producer would keep the transport open after its buffer drains
         limits.releaseProducer(self.transport)
-        self.transport.loseConnection()  # type: ignore[union-attr]
+        self.transport.loseConnection()
 
     def _closeLinks(self, unbind: bool) -> None:
         links = list(self._links.values())

@@ -1,83 +1,38 @@
 # -*- test-case-name: tests.test_tls -*-
 """
-TLS context factories for both sides of the proxy.
+The server side of TLS: a L{ServerTLS} per listener, built from its
+C{tls_cert} and C{tls_key} files, used for StartTLS (terminate) and
+LDAPS.  L{ServerTLS.reload} re-reads the files; handshakes that start
+afterwards use the new certificate, connections already encrypted keep
+theirs.  Nothing here opens sockets.
 
-Server side: a L{ServerTLS} per listener, built from its C{tls_cert} and
-C{tls_key} files, used for StartTLS (terminate).  L{ServerTLS.reload}
-re-reads the files; handshakes that start afterwards use the new
-certificate, connections already encrypted keep theirs.
-
-Client side: L{clientOptionsFor} gives the pyOpenSSL options for a backend
-with C{tls = ldaps | starttls}: verification against C{ca_file} (or the
-platform's trust store) and the backend's name with service-identity, an
-optional client certificate, TLS 1.2 at least.  Nothing here opens sockets.
+The client side (towards backends) is L{ldaproute.backends.clienttls};
+both read their files through L{ldaproute.wire.pem}.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
-from OpenSSL import SSL
+from OpenSSL import SSL, crypto
 from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
-from twisted.internet.ssl import (
-    Certificate,
-    CertificateOptions,
-    KeyPair,
-    PrivateCertificate,
-    TLSVersion,
-    optionsForClientTLS,
-    platformTrust,
-)
+from twisted.internet.ssl import Certificate, CertificateOptions, TLSVersion
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from ldaproute.wire import ber
-from ldaproute.config import Backend
+from ldaproute.config import Listener
+from ldaproute.wire.pdu import startTLSRequest, startTLSResponse
+from ldaproute.wire.pem import loadKeyPair, readPEM
+
+#: The StartTLS PDUs are written in L{ldaproute.wire.pdu}; importable from
+#: here too, where they used to live.
+__all__ = ["MIN_VERSIONS", "ServerTLS", "serverTLSFor", "startTLSRequest", "startTLSResponse"]
 
 #: C{tls_min_version} values and the TLS versions they stand for.
-MIN_VERSIONS: dict[str, Any] = {"1.2": TLSVersion.TLSv1_2, "1.3": TLSVersion.TLSv1_3}
+MIN_VERSIONS: dict[str, TLSVersion] = {"1.2": TLSVersion.TLSv1_2, "1.3": TLSVersion.TLSv1_3}
 
 
-def _read(path: str) -> bytes:
-    try:
-        with open(path, "rb") as f:
-            return f.read()
-    except OSError as e:
-        raise ValueError(f"cannot read {path!r}: {e.strerror or e}") from None
-
-
-def loadKeyPair(certPath: str, keyPath: str) -> PrivateCertificate:
-    """
-    A certificate (first PEM block of C{certPath}, which may hold a chain)
-    and its private key.
-
-    @raise ValueError: unreadable files, bad PEM, or a key that does not
-        match the certificate.
-    """
-    certPEM = _read(certPath)
-    keyPEM = _read(keyPath)
-    try:
-        certificate = Certificate.loadPEM(certPEM)
-    except Exception:
-        raise ValueError(f"{certPath!r} holds no PEM certificate") from None
-    try:
-        key = KeyPair.load(keyPEM, 1)  # FILETYPE_PEM
-    except Exception:
-        raise ValueError(f"{keyPath!r} holds no PEM private key") from None
-    try:
-        return PrivateCertificate.fromCertificateAndKeyPair(certificate, key)
-    except Exception:
-        raise ValueError(f"the key in {keyPath!r} does not match the certificate in {certPath!r}") from None
-
-
-def checkKeyPair(certPath: str, keyPath: str) -> None:
-    """For configuration loading: L{loadKeyPair} without keeping the result."""
-    loadKeyPair(certPath, keyPath)
-
-
-def _chain(certPath: str) -> list[Any]:
+def _chain(certPath: str) -> list[crypto.X509]:
     """Intermediate certificates after the leaf in a PEM file."""
-    blocks = _read(certPath).split(b"-----END CERTIFICATE-----")
+    blocks = readPEM(certPath).split(b"-----END CERTIFICATE-----")
     extra = []
     for block in blocks[1:]:
         if b"-----BEGIN CERTIFICATE-----" in block:
@@ -139,61 +94,8 @@ class ServerTLS:
         return SSL.Connection(self.options.getContext(), None)
 
 
-def serverTLSFor(listener: Any) -> ServerTLS | None:
+def serverTLSFor(listener: Listener) -> ServerTLS | None:
     """The L{ServerTLS} of a listener with C{tls_cert}, else L{None}."""
-    if listener.tlsCert is None:
+    if listener.tlsCert is None or listener.tlsKey is None:
         return None
     return ServerTLS(listener.tlsCert, listener.tlsKey, listener.tlsMinVersion, listener.name)
-
-
-_clientCache: dict[Backend, Any] = {}
-
-
-def clientOptionsFor(backend: Backend) -> Any:
-    """
-    The client TLS options (an C{IOpenSSLClientConnectionCreator}) for a
-    backend: its certificate must chain to C{ca_file} (the platform's trust
-    store without one) and carry C{server_name} or the URL's host.  Cached
-    per backend value, so a reload that changes a backend builds new ones.
-
-    @raise ValueError: unreadable or bad PEM files.
-    """
-    cached = _clientCache.get(backend)
-    if cached is not None:
-        return cached
-    if backend.caFile is not None:
-        try:
-            trustRoot: Any = Certificate.loadPEM(_read(backend.caFile))
-        except ValueError:
-            raise
-        except Exception:
-            raise ValueError(f"{backend.caFile!r} holds no PEM certificate") from None
-    else:
-        trustRoot = platformTrust()
-    clientCertificate = None
-    if backend.clientCert is not None and backend.clientKey is not None:
-        clientCertificate = loadKeyPair(backend.clientCert, backend.clientKey)
-    options = optionsForClientTLS(
-        backend.verifyName,
-        trustRoot=trustRoot,
-        clientCertificate=clientCertificate,
-        extraCertificateOptions={"raiseMinimumTo": TLSVersion.TLSv1_2},
-    )
-    _clientCache[backend] = options
-    return options
-
-
-def startTLSRequest(messageID: int) -> bytes:
-    """The StartTLS extended request (RFC 4511 4.14.1)."""
-    return ber.message(messageID, ber.tlv(ber.EXTENDED_REQUEST, ber.tlv(ber.EXTENDED_NAME_TAG, ber.STARTTLS_OID)))
-
-
-def startTLSResponse(messageID: int, resultCode: int = 0, diagnosticMessage: str = "") -> bytes:
-    """The StartTLS extended response, carrying the OID as responseName."""
-    return ber.result(
-        messageID,
-        ber.EXTENDED_RESPONSE,
-        resultCode,
-        diagnosticMessage,
-        extra=ber.tlv(ber.EXTENDED_RESPONSE_NAME_TAG, ber.STARTTLS_OID),
-    )

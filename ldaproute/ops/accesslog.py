@@ -38,7 +38,7 @@ import attrs
 from twisted.logger import Logger
 
 from ldaproute.wire import ber
-from ldaproute.wire.ber import _readLength
+from ldaproute.wire.ber import readLength
 
 _log = Logger()
 
@@ -118,7 +118,7 @@ class RequestSummary:
 
 
 def _string(pdu: bytes, pos: int, end: int) -> tuple[bytes, int] | None:
-    header = _readLength(pdu, pos + 1, end)
+    header = readLength(pdu, pos + 1, end)
     if header is None:
         return None
     length, start = header
@@ -289,7 +289,7 @@ def _compareFields(pdu: bytes, envelope: ber.Envelope, fields: list[tuple[str, s
         return
     fields.append(("dn", _text(entry[0])))
     pos = entry[1]
-    ava = _readLength(pdu, pos + 1, end) if pos < end else None
+    ava = ber.readLength(pdu, pos + 1, end) if pos < end else None
     if ava is None:
         return
     attribute = _string(pdu, ava[1], end)

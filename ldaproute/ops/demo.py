@@ -79,10 +79,10 @@ def _loadDirectory(ldifPath: str) -> Deferred[Any]:
     # ends any last line and last entry; extra blank lines are allowed
     loader.dataReceived(data + b"\n\n")
     loader.connectionLost(Failure(error.ConnectionDone()))
-    return loader.completed  # type: ignore[no-any-return]
+    return loader.completed
 
 
-class DemoLDAPServer(LDAPServer):  # type: ignore[misc]
+class DemoLDAPServer(LDAPServer):
     """
     ldaptor's LDAP server plus the "Who am I?" extended operation, which
     OpenLDAP's C{ldapwhoami} sends after binding.

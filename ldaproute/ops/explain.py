@@ -30,10 +30,11 @@ from ldaproute.config import Config, Listener, Route
 from ldaproute.core import fanout, limits
 from ldaproute.core.policy import ListenerPolicy
 from ldaproute.core.dn import DN, parseDN
-from ldaproute.core.rewrite import Refused, rewriterFor
+from ldaproute.core.rewrite import Refused, Rewriter
 from ldaproute.core.routing import Router, noRouteResult
 from ldaproute.ops.accesslog import describeRequest
 from ldaproute.wire import ber
+from ldaproute.wire.pdu import searchWith
 
 #: C{explain}'s operation words and the request tags they stand for.
 OPERATIONS = ("search", "bind", "modify", "add", "delete", "modifydn", "compare", "extended")
@@ -296,7 +297,7 @@ def _explainRewrite(out: Explanation, route: Route, pdu: bytes, indent: str = ""
         out.add(f"{indent}rewrite:   none (the request is relayed as the client sent it)")
         return True
     try:
-        rewritten = rewriterFor(route).request(pdu)
+        rewritten = Rewriter(route).request(pdu)
     except Refused as e:
         out.answer = e.resultCode
         out.add(f"{indent}answer:    the proxy answers {e.resultCode} ({e.message}): the route's rewrite refuses it")
@@ -340,12 +341,13 @@ def _explainFanOut(
         out.add(f"fan-out:   the search spans {len(plan.targets)} routes; the proxy merges their entries:")
     for target in plan.targets:
         route = target.route
+        assert route.pool is not None  # reject routes are never search targets
         out.add(
             f"  - route {route.name}: base {target.base.decode('utf-8', 'replace')!r} scope "
             f"{_SCOPE_NAMES.get(target.scope, target.scope)} -> pool {route.pool}"
         )
         if route.rewrites:
-            _explainRewrite(out, route, fanout.searchWith(pdu, target.base, target.scope), indent="    ")
+            _explainRewrite(out, route, searchWith(pdu, target.base, target.scope), indent="    ")
         strategy, order = _candidates(config, route.pool, live)
         out.add(f"    backends ({strategy}): {', '.join(f'{n} ({s})' for n, s in order)}")
     out.route = ",".join(t.route.name for t in plan.targets)

@@ -33,7 +33,7 @@ import os
 import signal
 import socket
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 from twisted.application.service import MultiService, Service
@@ -42,14 +42,16 @@ from twisted.internet.defer import Deferred
 from twisted.internet.error import ProcessDone, ProcessTerminated
 from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IStreamServerEndpoint
 from twisted.internet.protocol import ProcessProtocol
-from twisted.logger import Logger
+from twisted.logger import ILogObserver, Logger, jsonFileLogObserver
 from twisted.python.failure import Failure
 from twisted.protocols.haproxy import proxyEndpoint
 from zope.interface import implementer
 
 from ldaproute.config import Config, ConfigError
 from ldaproute.ops.metrics import Readiness
-from ldaproute.runtime import Runtime
+
+if TYPE_CHECKING:  # the runtime is above this layer: named for annotations only
+    from ldaproute.runtime import Runtime
 
 #: How often the drain looks for connections that became idle, seconds.
 DRAIN_POLL = 0.05
@@ -105,10 +107,6 @@ class ProxyService(MultiService):
         """Under twistd, choose the log observer (C{log_format = json})."""
         super().setServiceParent(parent)
         if self.runtime.config.logFormat == "json" and hasattr(parent, "setComponent"):
-            from twisted.logger import ILogObserver
-
-            from ldaproute.service import jsonLogObserver
-
             parent.setComponent(ILogObserver, jsonLogObserver())
 
     def startService(self) -> None:
@@ -290,7 +288,7 @@ class ReusePortEndpoint:
             sock.bind((self._interface, self._port))
             sock.listen(self._backlog)
             sock.setblocking(False)
-            return self._reactor.adoptStreamPort(sock.fileno(), family, factory)  # type: ignore[no-any-return]
+            return self._reactor.adoptStreamPort(sock.fileno(), family, factory)
         finally:
             sock.close()  # the reactor holds its own duplicate
 
@@ -418,3 +416,11 @@ class WorkerSupervisor(Service):
 
 
 __all__ = ["ProxyService", "Drain", "WorkerSupervisor", "reusePortEndpoint", "restartOnlyChanges"]
+
+
+def jsonLogObserver() -> ILogObserver:
+    """
+    For C{twistd --logger=ldaproute.service.jsonLogObserver} (also what
+    C{log_format = json} installs): JSON lines on stdout.
+    """
+    return jsonFileLogObserver(sys.stdout, recordSeparator="")

@@ -362,16 +362,11 @@ class _StateCollector:
         families = self._families()
         up, connections, inFlight, poolHealthy, connects = families
         if state is not None:
-            counts: dict[str, int] = {}
-            for protocol in list(state.observer.connections):
-                for operation in protocol.session.outstanding.values():
-                    backend = getattr(operation.link, "backend", None)
-                    if backend is not None:
-                        counts[backend.name] = counts.get(backend.name, 0) + 1
             for name, backendState in sorted(state.backends.states.items()):
                 up.add_metric([name], 1 if backendState.up else 0)
                 connections.add_metric([name], backendState.connections)
-                inFlight.add_metric([name], counts.get(name, 0))
+                # kept by the backend connections in both modes (what least-outstanding orders by)
+                inFlight.add_metric([name], backendState.inFlight)
                 connects.add_metric([name, "ok"], getattr(backendState, "connectsOK", 0))
                 connects.add_metric([name, "failed"], getattr(backendState, "connectsFailed", 0))
             for name, pool in sorted(state.backends.pools.items()):
@@ -409,7 +404,7 @@ class MetricsResource(Resource):
         accept = request.getHeader("accept")
         encoder, contentType = choose_encoder(accept or "")
         request.setHeader("Content-Type", contentType)
-        return encoder(self._registry)  # type: ignore[no-any-return]
+        return encoder(self._registry)
 
 
 class JSONStatus(Resource):

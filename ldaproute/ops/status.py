@@ -148,7 +148,7 @@ class StatusService(Service):
         super().startService()
         self._publisher.addObserver(self._watch)
 
-    def stopService(self) -> None:  # type: ignore[override]
+    def stopService(self) -> None:
         super().stopService()
         self._publisher.removeObserver(self._watch)
 

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from typing import Final
 
 from ldaproute.wire import ber
-from ldaproute.wire.ber import FramingError, readElement
+from ldaproute.wire.ber import FramingError, readTLV
 
 _SEQUENCE: Final = 0x30
 _SET: Final = 0x31
@@ -27,7 +27,7 @@ _ENUMERATED: Final = 0x0A
 
 def _valuesPresent(pdu: bytes, pos: int, end: int) -> bool:
     """Whether the C{SET OF value} at C{pos} holds at least one value."""
-    tag, start, stop = readElement(pdu, pos, end)
+    tag, start, stop = readTLV(pdu, pos, end)
     if tag != _SET:
         raise FramingError("malformed", "attribute without a value set")
     return stop > start
@@ -35,17 +35,17 @@ def _valuesPresent(pdu: bytes, pos: int, end: int) -> bool:
 
 def _attribute(pdu: bytes, pos: int, end: int) -> tuple[bytes, bool]:
     """C{(type, has values)} of the C{SEQUENCE {type, vals}} at C{pos}."""
-    tag, start, stop = readElement(pdu, pos, end)
+    tag, start, stop = readTLV(pdu, pos, end)
     if tag != _SEQUENCE:
         raise FramingError("malformed", "attribute is not a SEQUENCE")
-    typeTag, typeStart, typeEnd = readElement(pdu, start, stop)
+    typeTag, typeStart, typeEnd = readTLV(pdu, start, stop)
     if typeTag != _OCTET_STRING:
         raise FramingError("malformed", "attribute without a type")
     return pdu[typeStart:typeEnd], _valuesPresent(pdu, typeEnd, stop)
 
 
 def _afterDN(pdu: bytes, envelope: ber.Envelope) -> int:
-    tag, _, dnEnd = readElement(pdu, envelope.contentStart, envelope.contentEnd)
+    tag, _, dnEnd = readTLV(pdu, envelope.contentStart, envelope.contentEnd)
     if tag != _OCTET_STRING:
         raise FramingError("malformed", "operation without a DN")
     return dnEnd
@@ -66,23 +66,23 @@ def valuedAttributes(pdu: bytes, envelope: ber.Envelope) -> Iterator[bytes]:
     tag = envelope.opTag
     end = envelope.contentEnd
     if tag == ber.ADD_REQUEST:
-        listTag, pos, listEnd = readElement(pdu, _afterDN(pdu, envelope), end)
+        listTag, pos, listEnd = readTLV(pdu, _afterDN(pdu, envelope), end)
         if listTag != _SEQUENCE:
             raise FramingError("malformed", "add request without an attribute list")
         while pos < listEnd:
             name, valued = _attribute(pdu, pos, listEnd)
             if valued:
                 yield name
-            pos = readElement(pdu, pos, listEnd)[2]
+            pos = readTLV(pdu, pos, listEnd)[2]
     elif tag == ber.MODIFY_REQUEST:
-        listTag, pos, listEnd = readElement(pdu, _afterDN(pdu, envelope), end)
+        listTag, pos, listEnd = readTLV(pdu, _afterDN(pdu, envelope), end)
         if listTag != _SEQUENCE:
             raise FramingError("malformed", "modify request without a change list")
         while pos < listEnd:
-            changeTag, changeStart, changeEnd = readElement(pdu, pos, listEnd)
+            changeTag, changeStart, changeEnd = readTLV(pdu, pos, listEnd)
             if changeTag != _SEQUENCE:
                 raise FramingError("malformed", "modify change is not a SEQUENCE")
-            opTag, _, opEnd = readElement(pdu, changeStart, changeEnd)
+            opTag, _, opEnd = readTLV(pdu, changeStart, changeEnd)
             if opTag != _ENUMERATED:
                 raise FramingError("malformed", "modify change without an operation")
             name, valued = _attribute(pdu, opEnd, changeEnd)
@@ -90,10 +90,10 @@ def valuedAttributes(pdu: bytes, envelope: ber.Envelope) -> Iterator[bytes]:
                 yield name
             pos = changeEnd
     elif tag == ber.COMPARE_REQUEST:
-        avaTag, avaStart, avaEnd = readElement(pdu, _afterDN(pdu, envelope), end)
+        avaTag, avaStart, avaEnd = readTLV(pdu, _afterDN(pdu, envelope), end)
         if avaTag != _SEQUENCE:
             raise FramingError("malformed", "compare request without an assertion")
-        typeTag, typeStart, typeEnd = readElement(pdu, avaStart, avaEnd)
+        typeTag, typeStart, typeEnd = readTLV(pdu, avaStart, avaEnd)
         if typeTag != _OCTET_STRING:
             raise FramingError("malformed", "compare assertion without a type")
         yield pdu[typeStart:typeEnd]
@@ -112,10 +112,10 @@ def isRootDSESearch(pdu: bytes, envelope: ber.Envelope) -> bool:
     if pdu[pos : pos + 5] == b"\x04\x00\x0a\x01\x00":
         return True
     try:
-        tag, start, stop = readElement(pdu, pos, end)
+        tag, start, stop = readTLV(pdu, pos, end)
         if tag != _OCTET_STRING or pdu[start:stop].strip(b" "):
             return False
-        scopeTag, scopeStart, scopeEnd = readElement(pdu, stop, end)
+        scopeTag, scopeStart, scopeEnd = readTLV(pdu, stop, end)
     except FramingError:
         return False
     return scopeTag == _ENUMERATED and int.from_bytes(pdu[scopeStart:scopeEnd], "big") == 0
@@ -134,15 +134,15 @@ def withoutValues(pdu: bytes, attribute: bytes, drop: Callable[[bytes], bool]) -
     @raise FramingError: the entry is malformed.
     """
     end = len(pdu)
-    tag, msgStart, msgEnd = readElement(pdu, 0, end)
+    tag, msgStart, msgEnd = readTLV(pdu, 0, end)
     if tag != _SEQUENCE:
         raise FramingError("malformed", "not an LDAPMessage")
-    _, _, idEnd = readElement(pdu, msgStart, msgEnd)
-    opTag, opStart, opEnd = readElement(pdu, idEnd, msgEnd)
+    _, _, idEnd = readTLV(pdu, msgStart, msgEnd)
+    opTag, opStart, opEnd = readTLV(pdu, idEnd, msgEnd)
     if opTag != ber.SEARCH_RESULT_ENTRY:
         return pdu
-    _, _, nameEnd = readElement(pdu, opStart, opEnd)
-    listTag, listStart, listEnd = readElement(pdu, nameEnd, opEnd)
+    _, _, nameEnd = readTLV(pdu, opStart, opEnd)
+    listTag, listStart, listEnd = readTLV(pdu, nameEnd, opEnd)
     if listTag != _SEQUENCE:
         raise FramingError("malformed", "entry without an attribute list")
     wanted = attribute.lower()
@@ -150,14 +150,14 @@ def withoutValues(pdu: bytes, attribute: bytes, drop: Callable[[bytes], bool]) -
     changed = False
     pos = listStart
     while pos < listEnd:
-        _, attrStart, attrEnd = readElement(pdu, pos, listEnd)
-        typeTag, typeStart, typeEnd = readElement(pdu, attrStart, attrEnd)
+        _, attrStart, attrEnd = readTLV(pdu, pos, listEnd)
+        typeTag, typeStart, typeEnd = readTLV(pdu, attrStart, attrEnd)
         if typeTag == _OCTET_STRING and pdu[typeStart:typeEnd].lower() == wanted:
-            setTag, setStart, setEnd = readElement(pdu, typeEnd, attrEnd)
+            setTag, setStart, setEnd = readTLV(pdu, typeEnd, attrEnd)
             kept = []
             vpos = setStart
             while vpos < setEnd:
-                _, valueStart, valueEnd = readElement(pdu, vpos, setEnd)
+                _, valueStart, valueEnd = readTLV(pdu, vpos, setEnd)
                 if drop(pdu[valueStart:valueEnd]):
                     changed = True
                 else:

@@ -1,8 +1,14 @@
 # -*- test-case-name: tests.test_ber -*-
 """
 Byte-level BER for the hot path: framing LDAPMessages out of a byte stream,
-reading their envelope (messageID, operation, first field), and writing the
-few small PDUs the proxy says itself (results, Notice of Disconnection).
+reading their envelope (messageID, operation, first field), the element
+readers every other module walks a PDU with (L{readLength}, L{readTLV},
+L{elements}), and writing the few small PDUs the proxy says itself
+(results, Notice of Disconnection).  Edits of a whole PDU (another
+messageID, an added control) are in L{ldaproute.wire.pdu}.
+
+Every reader here raises L{FramingError} with one of its four reason words;
+no other module defines BER errors of its own.
 
 Nothing here builds ldaptor objects: a proxied operation costs a handful of
 slice and integer reads, which is what keeps the relay cheaper than a full
@@ -103,10 +109,16 @@ OTHER: Final = 80
 #: buffer gigabytes.
 DEFAULT_MAX_PDU_BYTES: Final = 4 * 1024 * 1024
 
-_SEQUENCE: Final = 0x30
-_INTEGER: Final = 0x02
-_ENUMERATED: Final = 0x0A
-_OCTET_STRING: Final = 0x04
+# universal tags of the BER elements LDAP is made of
+BOOLEAN: Final = 0x01
+INTEGER: Final = 0x02
+OCTET_STRING: Final = 0x04
+ENUMERATED: Final = 0x0A
+SEQUENCE: Final = 0x30
+SET: Final = 0x31
+
+#: The context tag of a referral inside an LDAPResult (RFC 4511 4.1.9).
+REFERRAL_TAG: Final = 0xA3
 
 
 class FramingError(Exception):
@@ -126,7 +138,7 @@ class FramingError(Exception):
         self.detail = detail
 
 
-def _readLength(buf: bytes | bytearray | memoryview, pos: int, end: int) -> tuple[int, int] | None:
+def readLength(buf: bytes | bytearray | memoryview, pos: int, end: int) -> tuple[int, int] | None:
     """
     Read a BER definite length at C{buf[pos]}.
 
@@ -147,6 +159,62 @@ def _readLength(buf: bytes | bytearray | memoryview, pos: int, end: int) -> tupl
     if pos + 1 + count > end:
         return None
     return int.from_bytes(buf[pos + 1 : pos + 1 + count], "big"), pos + 1 + count
+
+
+def readTLV(buf: bytes, pos: int, end: int | None = None) -> tuple[int, int, int]:
+    """
+    C{(tag, contentStart, contentEnd)} of the BER element at C{pos}, which
+    must lie wholly before C{end} (the end of C{buf} by default).
+
+    The one element reader of the package: every module that takes a PDU
+    apart below its envelope walks it with this (and L{elements}), so a
+    truncated or forged element gets the same answer everywhere.
+
+    @raise FramingError: C{"malformed"} for a truncated element, a
+        multi-octet tag (LDAP has none) or content that overruns C{end};
+        C{"indefinite-length"} and C{"oversized"} as L{readLength}.
+    """
+    if end is None:
+        end = len(buf)
+    if pos + 2 > end:
+        raise FramingError("malformed", "truncated element")
+    tag = buf[pos]
+    if tag & 0x1F == 0x1F:
+        raise FramingError("malformed", "multi-octet tags are not LDAP")
+    first = buf[pos + 1]
+    if first < 0x80:
+        start = pos + 2
+        stop = start + first
+    else:
+        header = readLength(buf, pos + 1, end)
+        if header is None:
+            raise FramingError("malformed", "truncated element")
+        length, start = header
+        stop = start + length
+    if stop > end:
+        raise FramingError("malformed", "truncated element: its length runs past what holds it")
+    return tag, start, stop
+
+
+def elements(buf: bytes, start: int, end: int) -> list[tuple[int, bytes, int, int]]:
+    """
+    The elements between C{start} and C{end} (the content of a SEQUENCE or
+    SET), each as C{(tag, whole element, contentStart, contentEnd)}.
+
+    @raise FramingError: as L{readTLV}.
+    """
+    out = []
+    pos = start
+    while pos < end:
+        tag, contentStart, contentEnd = readTLV(buf, pos, end)
+        out.append((tag, buf[pos:contentEnd], contentStart, contentEnd))
+        pos = contentEnd
+    return out
+
+
+def readInteger(buf: bytes, start: int, end: int) -> int:
+    """The value of the INTEGER or ENUMERATED whose content is C{buf[start:end]}."""
+    return int.from_bytes(buf[start:end], "big", signed=True)
 
 
 class Framer:
@@ -178,7 +246,7 @@ class Framer:
         if not self._buffer:
             # the common case: a read that is exactly one PDU
             end = len(data)
-            if end >= 2 and data[0] == _SEQUENCE:
+            if end >= 2 and data[0] == SEQUENCE:
                 first = data[1]
                 if first < 0x80:
                     total = 2 + first
@@ -198,13 +266,13 @@ class Framer:
         pdus = []
         maxBytes = self.maxPDUBytes
         while end - pos >= 2:
-            if buf[pos] != _SEQUENCE:
+            if buf[pos] != SEQUENCE:
                 raise FramingError("not-ldap", f"expected an LDAPMessage SEQUENCE, got tag 0x{buf[pos]:02x}")
             first = buf[pos + 1]
             if first < 0x80:
                 total = 2 + first
             else:
-                header = _readLength(buf, pos + 1, end)
+                header = readLength(buf, pos + 1, end)
                 if header is None:
                     break
                 length, bodyStart = header
@@ -249,7 +317,7 @@ class ResponseScanner:
         maxBytes = self.maxPDUBytes
         entries = self.entries
         while end - pos >= 2:
-            if buf[pos] != _SEQUENCE:
+            if buf[pos] != SEQUENCE:
                 raise FramingError("not-ldap", f"backend sent tag 0x{buf[pos]:02x}, not an LDAPMessage")
             first = buf[pos + 1]
             if first < 0x80:  # the length forms slapd uses, inline
@@ -259,7 +327,7 @@ class ResponseScanner:
                 bodyStart = pos + 6
                 total = 6 + int.from_bytes(buf[pos + 2 : pos + 6], "big")
             else:
-                header = _readLength(buf, pos + 1, end)
+                header = readLength(buf, pos + 1, end)
                 if header is None:
                     break
                 length, bodyStart = header
@@ -269,7 +337,7 @@ class ResponseScanner:
             if end - pos < total:
                 break
             # messageID: INTEGER, short length
-            if buf[bodyStart] != _INTEGER or bodyStart + 2 >= pos + total:
+            if buf[bodyStart] != INTEGER or bodyStart + 2 >= pos + total:
                 raise FramingError("malformed", "backend PDU without a messageID")
             idLength = buf[bodyStart + 1]
             tagAt = bodyStart + 2 + idLength
@@ -280,7 +348,7 @@ class ResponseScanner:
             tag = buf[tagAt]
             if tag in FINAL_RESPONSES:
                 messageID = int.from_bytes(buf[bodyStart + 2 : tagAt], "big")
-                finals.append((messageID, tag, _resultCodeAt(buf, tagAt, pos + total)))
+                finals.append((messageID, tag, resultCodeAt(buf, tagAt, pos + total)))
             elif tag == SEARCH_RESULT_ENTRY:
                 messageID = int.from_bytes(buf[bodyStart + 2 : tagAt], "big")
                 entries[messageID] = entries.get(messageID, 0) + 1
@@ -292,45 +360,23 @@ class ResponseScanner:
         return buf[:pos], finals
 
 
-def _resultCodeAt(buf: bytes, tagAt: int, end: int) -> int:
-    """The resultCode of the LDAPResult whose protocolOp tag is at C{tagAt}."""
+def resultCodeAt(buf: bytes, tagAt: int, end: int) -> int:
+    """
+    The resultCode of the LDAPResult whose protocolOp tag is at C{tagAt}, or
+    -1 when it cannot be read (the relay passes such a PDU on regardless).
+    """
     first = buf[tagAt + 1] if tagAt + 1 < end else 0x80
     if first < 0x80:
         pos = tagAt + 2
     else:
-        header = _readLength(buf, tagAt + 1, end)
+        header = readLength(buf, tagAt + 1, end)
         if header is None:
             return -1
         _, pos = header
-    if pos + 2 >= end or buf[pos] != _ENUMERATED:
+    if pos + 2 >= end or buf[pos] != ENUMERATED:
         return -1
     n = buf[pos + 1]
     return int.from_bytes(buf[pos + 2 : pos + 2 + n], "big")
-
-
-def readElement(buf: bytes, pos: int, end: int) -> tuple[int, int, int]:
-    """
-    C{(tag, contentStart, contentEnd)} of the BER element at C{buf[pos]},
-    which must end by C{end}: the one step every byte-level walk inside an
-    operation takes.
-
-    @raise FramingError: truncated, indefinite-length or overrunning.
-    """
-    if pos + 2 > end:
-        raise FramingError("malformed", "truncated BER element")
-    tag = buf[pos]
-    first = buf[pos + 1]
-    if first < 0x80:
-        start = pos + 2
-        length = first
-    else:
-        header = _readLength(buf, pos + 1, end)
-        if header is None:
-            raise FramingError("malformed", "truncated BER length")
-        length, start = header
-    if start + length > end:
-        raise FramingError("malformed", "BER element overruns its container")
-    return tag, start, start + length
 
 
 class Envelope:
@@ -381,11 +427,11 @@ class Envelope:
         @raise FramingError: not a well-formed LDAPMessage request.
         """
         end = len(pdu)
-        header = _readLength(pdu, 1, end)
+        header = readLength(pdu, 1, end)
         if header is None:
             raise FramingError("malformed", "truncated LDAPMessage")
         _, pos = header
-        if pos + 2 > end or pdu[pos] != _INTEGER:
+        if pos + 2 > end or pdu[pos] != INTEGER:
             raise FramingError("malformed", "LDAPMessage without a messageID")
         idLength = pdu[pos + 1]
         if not 1 <= idLength <= 4 or pos + 2 + idLength >= end:
@@ -397,7 +443,7 @@ class Envelope:
         opTag = pdu[pos]
         if opTag not in REQUEST_TAGS:
             raise FramingError("malformed", f"unknown request operation tag 0x{opTag:02x}")
-        header = _readLength(pdu, pos + 1, end)
+        header = readLength(pdu, pos + 1, end)
         if header is None:
             raise FramingError("malformed", "truncated protocolOp")
         length, contentStart = header
@@ -413,7 +459,7 @@ class Envelope:
 
     def _firstString(self, pdu: bytes, pos: int) -> tuple[bytes, int]:
         """Read the OCTET STRING (any tag) at C{pos} in the content."""
-        header = _readLength(pdu, pos + 1, self.contentEnd)
+        header = readLength(pdu, pos + 1, self.contentEnd)
         if header is None:
             raise FramingError("malformed", "truncated operation field")
         length, start = header
@@ -435,15 +481,15 @@ class Envelope:
         if tag == BIND_REQUEST:
             # version INTEGER, then name
             pos = self.contentStart
-            if pos + 2 > self.contentEnd or pdu[pos] != _INTEGER:
+            if pos + 2 > self.contentEnd or pdu[pos] != INTEGER:
                 raise FramingError("malformed", "bind request without a version")
             pos += 2 + pdu[pos + 1]
-            if pos >= self.contentEnd or pdu[pos] != _OCTET_STRING:
+            if pos >= self.contentEnd or pdu[pos] != OCTET_STRING:
                 raise FramingError("malformed", "bind request without a name")
             return self._firstString(pdu, pos)[0]
         if tag in (SEARCH_REQUEST, MODIFY_REQUEST, ADD_REQUEST, MODDN_REQUEST, COMPARE_REQUEST):
             pos = self.contentStart
-            if pos >= self.contentEnd or pdu[pos] != _OCTET_STRING:
+            if pos >= self.contentEnd or pdu[pos] != OCTET_STRING:
                 raise FramingError("malformed", "operation without a DN")
             return self._firstString(pdu, pos)[0]
         return None
@@ -457,10 +503,10 @@ class Envelope:
         @raise FramingError: not a well-formed bind request.
         """
         pos = self.contentStart
-        if pos + 2 > self.contentEnd or pdu[pos] != _INTEGER:
+        if pos + 2 > self.contentEnd or pdu[pos] != INTEGER:
             raise FramingError("malformed", "bind request without a version")
         pos += 2 + pdu[pos + 1]
-        if pos >= self.contentEnd or pdu[pos] != _OCTET_STRING:
+        if pos >= self.contentEnd or pdu[pos] != OCTET_STRING:
             raise FramingError("malformed", "bind request without a name")
         _, pos = self._firstString(pdu, pos)
         if pos >= self.contentEnd:
@@ -469,11 +515,11 @@ class Envelope:
         if choice == SIMPLE_AUTH_TAG:
             return choice, self._firstString(pdu, pos)[0]
         if choice == SASL_AUTH_TAG:
-            header = _readLength(pdu, pos + 1, self.contentEnd)
+            header = readLength(pdu, pos + 1, self.contentEnd)
             if header is None:
                 raise FramingError("malformed", "truncated SASL credentials")
             _, inner = header
-            if inner >= self.contentEnd or pdu[inner] != _OCTET_STRING:
+            if inner >= self.contentEnd or pdu[inner] != OCTET_STRING:
                 raise FramingError("malformed", "SASL bind without a mechanism")
             return choice, self._firstString(pdu, inner)[0]
         return choice, b""
@@ -518,7 +564,7 @@ def encodeInteger(value: int) -> bytes:
 
 def message(messageID: int, protocolOp: bytes, controls: bytes = b"") -> bytes:
     """An LDAPMessage around an already encoded protocolOp."""
-    return tlv(_SEQUENCE, tlv(_INTEGER, encodeInteger(messageID)) + protocolOp + controls)
+    return tlv(SEQUENCE, tlv(INTEGER, encodeInteger(messageID)) + protocolOp + controls)
 
 
 def result(
@@ -534,9 +580,9 @@ def result(
     unavailable (52) for a backend that cannot be reached.
     """
     body = (
-        tlv(_ENUMERATED, encodeInteger(resultCode))
-        + tlv(_OCTET_STRING, matchedDN)
-        + tlv(_OCTET_STRING, diagnosticMessage.encode("utf-8"))
+        tlv(ENUMERATED, encodeInteger(resultCode))
+        + tlv(OCTET_STRING, matchedDN)
+        + tlv(OCTET_STRING, diagnosticMessage.encode("utf-8"))
         + extra
     )
     return message(messageID, tlv(responseTag, body))
@@ -569,7 +615,7 @@ def noticeOfDisconnection(resultCode: int, diagnosticMessage: str) -> bytes:
 
 def simpleBindRequest(messageID: int, name: bytes, password: bytes) -> bytes:
     """A version 3 simple BindRequest PDU (used to replay a client's bind)."""
-    content = tlv(_INTEGER, b"\x03") + tlv(_OCTET_STRING, name) + tlv(SIMPLE_AUTH_TAG, password)
+    content = tlv(INTEGER, b"\x03") + tlv(OCTET_STRING, name) + tlv(SIMPLE_AUTH_TAG, password)
     return message(messageID, tlv(BIND_REQUEST, content))
 
 

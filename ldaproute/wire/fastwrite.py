@@ -29,7 +29,7 @@ from twisted.internet import tcp
 def writerFor(transport: Any) -> Callable[[bytes], None]:
     """The fastest correct way to write to C{transport}."""
     if not isinstance(transport, tcp.Connection):
-        return transport.write  # type: ignore[no-any-return]
+        return transport.write
     send = transport.socket.send
     fallback = transport.write
 

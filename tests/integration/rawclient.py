@@ -2,8 +2,8 @@
 A tiny blocking LDAP client for pool tests that need to see every PDU: it
 sends binds and searches, and checks that each request gets exactly one
 final response (and nothing for IDs it did not send).  Uses the proxy's
-ber helpers to build requests, but reads answers with a separate parser
-(L{ldaproute.backends.health.readResult}) only for messageID, tag and result code.
+ber helpers to build requests, and reads of answers only their messageID,
+tag and result code (L{ldaproute.wire.pdu.readResponse}).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import socket
 import time
 
 from ldaproute.wire import ber
-from ldaproute.backends.health import readResult
+from ldaproute.wire.pdu import readResponse
 
 
 def searchRequest(messageID: int, base: str, attribute: str, value: str) -> bytes:
@@ -53,7 +53,7 @@ class RawClient:
         while True:
             while self.pending:
                 pdu = self.pending.pop(0)
-                gotID, tag, code = readResult(pdu)
+                gotID, tag, code = readResponse(pdu)[:3]
                 if code == -1:
                     continue
                 if gotID in self.answered or gotID > messageID or gotID == 0:

@@ -417,7 +417,7 @@ def test_cleartextUnbindAfterTLSClosure(samba: SambaDC, proxy: Proxy) -> None:
     from ldaptor.protocols import pureldap
 
     from ldaproute.wire import ber
-    from ldaproute.listeners.tls import startTLSRequest
+    from ldaproute.wire.pdu import startTLSRequest
     from tests import pdus
 
     logBefore = len(proxy.logText())

@@ -360,6 +360,41 @@ def test_backendTLSVerificationFails(
     assert ("verif" in reason or "certificate" in reason or "hostname" in reason), reason
 
 
+@pytest.mark.parametrize("mode", ["ldaps", "starttls"])
+@pytest.mark.parametrize("problem", [None, "name"])
+def test_backendTLSInSharedMode(slapd: Slapd, startProxy: Any, mode: str, problem: str | None) -> None:
+    """
+    Shared mode's connections are the same backend connections: TLS
+    (StartTLS too, once a configuration error there) is verified the same
+    way, and a bad certificate is a failed connection (52), never cleartext.
+    """
+    port = freePort()
+    url = slapd.ldapsURL if mode == "ldaps" else slapd.url
+    assert url is not None and slapd.caFile is not None
+    name = "wrong.example.org" if problem == "name" else "localhost"
+    extra = f"tls = {mode}\nca_file = {slapd.caFile}\nserver_name = {name}\n"
+    proxy = startProxy(
+        "[ldaproute]\n"
+        f"listen = tcp:{port}:interface=127.0.0.1\nrequire_tls_for_simple_bind = off\nmode = shared\n"
+        + backendSection(slapd, extra, url.rstrip("/")),
+        [port],
+    )
+    before = logMentions(slapd, "tls_ssf=")
+    result = run(
+        "ldapsearch", "-x", "-LLL", "-H", f"ldap://127.0.0.1:{port}", "-b", slapd.peopleDN, "(uid=user43)", "uid",
+        env=slapd.clientEnv(),
+    )
+    if problem is None:
+        assert result.returncode == 0, result.stderr + proxy.log()
+        assert "uid: user43" in result.stdout
+        assert logMentions(slapd, "tls_ssf=") > before  # slapd saw the shared connection encrypted
+        return
+    assert result.returncode != 0
+    assert "(52)" in result.stderr or "Server is unavailable" in result.stderr, result.stderr
+    failures = [e for e in events(proxy) if "TLS to backend" in e.get("log_format", "")]
+    assert failures, proxy.log()
+
+
 # --- policy ------------------------------------------------------------------
 
 

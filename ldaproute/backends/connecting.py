@@ -1,0 +1,407 @@
+# -*- test-case-name: tests.test_connection -*-
+"""
+Reaching a backend and preparing the connection: the first half of a
+L{ldaproute.backends.connection.BackendConnection}'s life, and what ends it
+from the backend's side.
+
+L{Connector} goes through the pool's candidates, best first, until one
+accepts, counting every attempt against its backend (C{connecting},
+C{connections}, and the C{ok}/C{failed} connects: an attempt succeeds only
+once it is as secure as configured, so a backend whose certificate fails
+verification counts one failed attempt, not one of each).  It sends the
+PROXY header when the backend wants one and secures the connection:
+C{ldaps} (the endpoint is TLS-wrapped) or StartTLS, the proxy's own first
+request; a refused or failed TLS set-up is a failed attempt, never a
+cleartext fallback.
+
+Then it binds, when given an identity to carry (the session's replayed
+bind, or the pool's service identity): the proxy's own requests (StartTLS,
+binds) go out under messageIDs of their own and their answers never reach a
+client.  A backend that sends what is not LDAP, or its Notice of
+Disconnection, ends the connection.
+
+L{BackendProtocol} is one attempt's protocol; an attempt given up is
+detached, so its transport's late events reach nobody.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from twisted.internet import error
+from twisted.internet.abstract import isIPAddress, isIPv6Address
+from twisted.internet.endpoints import (
+    HostnameEndpoint,
+    TCP4ClientEndpoint,
+    TCP6ClientEndpoint,
+    UNIXClientEndpoint,
+    wrapClientTLS,
+)
+from twisted.internet.interfaces import IHandshakeListener, IReactorTime, IStreamClientEndpoint
+from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from ldaproute.backends.interfaces import IConnectionOwner
+from ldaproute.backends.pool import BackendState, PoolState
+from ldaproute.wire import ber
+from ldaproute.wire.pdu import noticeOf, startTLSRequest
+from ldaproute.wire.proxyheader import proxyHeader
+
+#: messageIDs of the proxy's own requests on a relayed connection (StartTLS,
+#: bind replay): clients count up from 1, so the top of the range does not
+#: collide in practice, and collisions are checked.
+INTERNAL_ID_BASE = 0x7FFFFF00
+ABANDON_ID = INTERNAL_ID_BASE - 2  # an AbandonRequest gets no response: one ID serves
+UNBIND_ID = INTERNAL_ID_BASE - 1
+_MAX_ID = 0x7FFFFFFF
+
+EndpointFactory = Callable[[Any, BackendState, float], IStreamClientEndpoint]
+
+
+def endpointFor(reactor: Any, state: BackendState, timeout: float) -> IStreamClientEndpoint:
+    """The Twisted endpoint that reaches a backend (TLS-wrapped for C{ldaps})."""
+    url = state.backend.url
+    if url.scheme == "ldapi":
+        return UNIXClientEndpoint(reactor, url.host, timeout=timeout)
+    endpoint: IStreamClientEndpoint
+    if isIPAddress(url.host):
+        # an address needs no resolver thread and no happy-eyeballs race:
+        # connecting is most of what connection churn costs
+        endpoint = TCP4ClientEndpoint(reactor, url.host, url.port, timeout=timeout)
+    elif isIPv6Address(url.host):
+        endpoint = TCP6ClientEndpoint(reactor, url.host, url.port, timeout=timeout)
+    else:
+        endpoint = HostnameEndpoint(reactor, url.host, url.port, timeout=timeout)
+    if state.backend.tls == "ldaps" or url.scheme == "ldaps":
+        endpoint = wrapClientTLS(state.clientTLSOptions(), endpoint)
+    return endpoint
+
+
+@implementer(IHandshakeListener)
+class BackendProtocol(Protocol):
+    """One connection attempt's protocol: transport events to its connection."""
+
+    def __init__(self, connection: Any) -> None:
+        #: the L{ldaproute.backends.connection.BackendConnection}, or None once detached
+        self.connection = connection
+
+    def detach(self) -> None:
+        self.connection = None
+
+    def connectionMade(self) -> None:
+        transport: Any = self.transport  # TCP, TLS or UNIX: only TCP has Nagle
+        try:
+            transport.setTcpNoDelay(True)
+        except (AttributeError, OSError, socket.error):
+            pass  # UNIX sockets have no Nagle
+
+    def dataReceived(self, data: bytes) -> None:
+        connection = self.connection
+        if connection is not None:
+            connection.receiver.feed(data)
+
+    def handshakeCompleted(self) -> None:
+        if self.connection is not None:
+            self.connection.tlsHandshakeCompleted()
+
+    def connectionLost(self, reason: Failure = error.ConnectionDone) -> None:  # type: ignore[assignment]
+        if self.connection is not None:
+            self.connection.connectionLost(reason)
+
+
+class _AttemptFactory(Factory):
+    """One connection attempt's factory; quiet, as there are many."""
+
+    noisy = False
+
+    def __init__(self, connection: Connector) -> None:
+        self._connection = connection
+
+    def buildProtocol(self, addr: object) -> BackendProtocol:
+        return BackendProtocol(self._connection)
+
+
+class Connector:
+    """
+    Candidates to a secured, bound transport.  A subclass carries on from
+    L{_attached} (a transport exists), L{_ready} (secured and bound) and
+    L{_detached} (TLS failed: forget that transport), and provides C{fail}
+    and C{_send}.
+
+    States here: C{new}, C{connecting}, C{starttls} (our StartTLS request
+    is out), C{handshaking}, C{binding} (our bind is out); C{closed} at any
+    point.
+    """
+
+    _log = Logger()
+    owner: IConnectionOwner
+    #: requests waiting for the connection to be ready (see the subclass)
+    _queue: list[bytes]
+
+    def __init__(
+        self,
+        pool: PoolState,
+        reactor: IReactorTime,
+        endpointFactory: EndpointFactory | None,
+        peer: str,
+        clientAddresses: tuple[Any, Any] | None,
+        bindAs: tuple[bytes, bytes] | None,
+        demux: bool,
+    ) -> None:
+        self.pool = pool
+        self.reactor = reactor
+        self._endpointFactory = endpointFactory or endpointFor
+        self._peer = peer
+        self._clientAddresses = clientAddresses  # (peer, host), for send_proxy
+        self.state = "new"
+        self.backend: BackendState | None = None
+        self._protocol: BackendProtocol | None = None
+        self._candidates: Iterator[BackendState] = iter(())
+        self._tried: list[str] = []
+        self._skippedFull: list[str] = []
+        self._bindAs = bindAs
+        self._demux = demux
+        self._nextID = 1
+        #: operations carried, by upstream messageID (see the subclass)
+        self.ops: dict[int, Any] = {}
+        #: our own requests in flight: messageID -> what to do with the resultCode
+        self.internal: dict[int, Callable[[int], None]] = {}
+
+    def connect(self) -> None:
+        """Start connecting to the best candidate of the pool."""
+        if self.state != "new":
+            return
+        self.state = "connecting"
+        self._candidates = self.pool.candidates()
+        self._connectNext()
+
+    def _connectNext(self) -> None:
+        state = next(self._candidates, None)
+        if state is None:
+            self._giveUp()
+            return
+        if state.atCapacity():
+            self._skippedFull.append(state.name)
+            self._connectNext()
+            return
+        self.backend = state
+        self.owner.connectionAttempt(self, state)
+        self._tried.append(state.name)
+        state.connecting += 1
+        try:
+            endpoint = self._endpointFactory(self.reactor, state, self.pool.pool.connectTimeout)
+        except ValueError as e:  # unreadable TLS files
+            self._connectFailed(Failure(e), state)
+            return
+        d = endpoint.connect(_AttemptFactory(self))
+        d.addCallbacks(self._connected, self._connectFailed, errbackArgs=(state,))
+
+    def _connected(self, protocol: BackendProtocol) -> None:
+        state = self.backend
+        assert state is not None
+        state.connecting -= 1
+        state.connections += 1
+        transport: Any = protocol.transport
+        if self.state == "closed":
+            state.connections -= 1
+            protocol.detach()
+            transport.loseConnection()
+            return
+        self._protocol = protocol
+        self._attached(transport)
+        sendProxy = state.backend.sendProxy
+        if sendProxy != "none" and self._clientAddresses is not None:
+            transport.write(proxyHeader(sendProxy, *self._clientAddresses))
+        self.owner.connectionMadeTo(self)
+        if state.backend.tls == "ldaps" or state.backend.url.scheme == "ldaps":
+            self.state = "handshaking"
+        elif state.backend.tls == "starttls":
+            self.state = "starttls"
+            self._sendInternal(startTLSRequest, self._startTLSAnswered)
+        else:
+            self._secured()
+
+    def _secured(self) -> None:
+        assert self.backend is not None
+        self.backend.connectSucceeded()
+        self._proceed()
+
+    def _connectFailed(self, reason: Failure, state: BackendState) -> None:
+        state.connecting -= 1
+        state.connectFailed(f"cannot connect: {reason.getErrorMessage()}", self.pool.name)
+        self._log.warn(
+            "Cannot connect to backend {backend} of pool {pool}: {error}",
+            backend=state.name,
+            pool=self.pool.name,
+            error=reason.getErrorMessage(),
+            peer=self._peer,
+        )
+        if self.state != "closed":
+            self._connectNext()
+
+    def _giveUp(self) -> None:
+        if not self._tried and (self._skippedFull or self.pool.allAtCapacity()):
+            full = ", ".join(self._skippedFull or [state.name for state in self.pool.backends])
+            self.fail(
+                f"every backend of pool {self.pool.name!r} is at its max_connections ({full}): try again later",
+                ber.BUSY,
+            )
+            return
+        tried = ", ".join(self._tried) or "none configured"
+        self.fail(f"no backend of pool {self.pool.name!r} is reachable (tried: {tried})")
+
+    # --- TLS towards the backend -------------------------------------------
+
+    def tlsHandshakeCompleted(self) -> None:
+        self.owner.connectionTLSHandshake(self, "success")
+        if self.state == "handshaking":
+            self._secured()
+
+    def _startTLSAnswered(self, resultCode: int) -> None:
+        assert self.backend is not None and self._protocol is not None
+        if resultCode != ber.SUCCESS:
+            self._tlsFailed(f"the backend refused StartTLS (resultCode {resultCode})")
+            return
+        self.state = "handshaking"
+        try:
+            options = self.backend.clientTLSOptions()
+        except ValueError as e:
+            self._tlsFailed(str(e))
+            return
+        self._protocol.transport.startTLS(options)  # type: ignore[union-attr]
+
+    def _tlsFailed(self, reason: str) -> None:
+        """TLS could not be set up (refused, untrusted or misnamed certificate): try the next candidate."""
+        state = self.backend
+        assert state is not None
+        self.owner.connectionTLSHandshake(self, "failure")
+        self._log.error(
+            "TLS to backend {backend} of pool {pool} failed: {reason}",
+            backend=state.name,
+            pool=self.pool.name,
+            reason=reason,
+            peer=self._peer,
+            tls=state.backend.tls,
+        )
+        state.connectFailed(f"TLS failed: {reason}", self.pool.name)
+        state.connections -= 1
+        self._detached()
+        protocol, self._protocol = self._protocol, None
+        if protocol is not None:
+            protocol.detach()
+            if protocol.transport is not None:
+                protocol.transport.abortConnection()  # type: ignore[attr-defined]
+        if self.state != "closed":
+            self.state = "connecting"
+            self._connectNext()
+
+    # --- the proxy's own requests ---------------------------------------------
+
+    def allocateID(self) -> int:
+        """A free upstream messageID (demultiplexed connections)."""
+        ops = self.ops
+        internal = self.internal
+        messageID = self._nextID
+        while messageID in ops or messageID in internal:
+            messageID = messageID + 1 if messageID < _MAX_ID else 1
+        self._nextID = messageID + 1 if messageID < _MAX_ID else 1
+        return messageID
+
+    def _internalID(self) -> int:
+        if self._demux:
+            return self.allocateID()
+        messageID = INTERNAL_ID_BASE
+        while messageID in self.internal or messageID in self.ops:
+            messageID += 1
+        return messageID
+
+    def _sendInternal(self, makePDU: Callable[[int], bytes], answered: Callable[[int], None]) -> None:
+        messageID = self._internalID()
+        self.internal[messageID] = answered
+        self._send(makePDU(messageID))
+
+    def bind(self, credentials: tuple[bytes, bytes]) -> None:
+        """
+        Carry C{credentials} (a simple bind's DN and password) to the
+        backend before anything else that is sent: a bind the proxy sends
+        and answers itself.  Before the connection is secured, this only
+        changes what will be bound.
+        """
+        self._bindAs = credentials
+        if self.state == "ready":
+            self._startBind(credentials)
+
+    def _startBind(self, credentials: tuple[bytes, bytes]) -> None:
+        self.state = "binding"
+        self._sendInternal(lambda messageID: ber.simpleBindRequest(messageID, *credentials), self._bindAnswered)
+
+    def _bindAnswered(self, resultCode: int) -> None:
+        if self.state != "binding":
+            return
+        if resultCode != ber.SUCCESS:
+            self._queue = []
+            self.owner.connectionBindRefused(self, resultCode)
+            if self.state != "binding":
+                return
+        self._ready()
+
+    def _proceed(self) -> None:
+        """Secured: bind as asked, then ready."""
+        if self._bindAs is not None:
+            self._startBind(self._bindAs)
+        else:
+            self._ready()
+
+    def protocolFailed(self, reason: str) -> None:
+        """The backend sent something that is not LDAP: give it up."""
+        self._log.warn("Backend {backend}: {reason}", backend=self.backend.name if self.backend else None, reason=reason, peer=self._peer)
+        self.fail(reason)
+
+    def noticeReceived(self, pdu: bytes) -> None:
+        """
+        The backend's unsolicited notification (in practice the Notice of
+        Disconnection, RFC 4511 4.4.1, as AD sends on its idle timeout):
+        this connection is over.  Like a dropped connection, every
+        operation on it is answered unavailable (52); unlike one, the
+        backend is not marked down (it said goodbye, it did not fail).
+        """
+        resultCode, text = noticeOf(pdu)
+        name = self.backend.name if self.backend else "?"
+        self._log.info(
+            "Backend {backend} sent a Notice of Disconnection (resultCode {resultCode}: {reason}); "
+            "closing that upstream connection",
+            backend=name,
+            pool=self.pool.name,
+            resultCode=resultCode,
+            reason=text,
+            peer=self._peer,
+        )
+        detail = f": {text}" if text else ""
+        self.fail(
+            f"backend {name} of pool {self.pool.name!r} ended the connection with a Notice of "
+            f"Disconnection (resultCode {resultCode}{detail})"
+        )
+
+    # --- what a subclass does -------------------------------------------------
+
+    def _attached(self, transport: Any) -> None:
+        """A transport exists now (not secured yet)."""
+        raise NotImplementedError
+
+    def _detached(self) -> None:
+        """The transport is given up (TLS failed); another candidate follows."""
+        raise NotImplementedError
+
+    def fail(self, reason: str, resultCode: int = ber.UNAVAILABLE) -> None:
+        raise NotImplementedError
+
+    def _ready(self) -> None:
+        """Secured and bound: carry operations."""
+        raise NotImplementedError
+
+    def _send(self, data: bytes) -> None:
+        raise NotImplementedError

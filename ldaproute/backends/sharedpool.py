@@ -1,0 +1,210 @@
+# -*- test-case-name: tests.test_shared -*-
+"""
+Shared mode's backend connections of one pool: C{shared_connections} per
+backend for operations (bound as the pool's service identity, requests
+batched per reactor turn), C{bind_connections} per backend for client
+binds (one bind at a time: slapd abandons every operation outstanding on a
+connection when a bind arrives).  Each is a
+L{ldaproute.backends.connection.BackendConnection} that demultiplexes its
+responses to the clients' L{ldaproute.backends.shared.SharedLink}s; the
+pool opens them on first use, reopens them on demand after a loss, and
+keeps requests waiting while no connection of their kind is ready.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from ldaproute.backends.connection import DEMUX, BackendConnection, EndpointFactory
+from ldaproute.backends.interfaces import IConnectionOwner
+from ldaproute.backends.pool import PoolState
+from ldaproute.wire import ber
+
+_log = Logger()
+
+KINDS = ("shared", "bind")
+
+
+@implementer(IConnectionOwner)
+class SharedPool:
+    """The shared and bind connections of one pool, and who waits for them."""
+
+    def __init__(
+        self,
+        poolState: PoolState,
+        reactor: IReactorTime,
+        endpointFactory: EndpointFactory,
+        tlsHandshake: Callable[[str], None] | None = None,
+    ) -> None:
+        self.poolState = poolState
+        self.reactor = reactor
+        self.endpointFactory = endpointFactory
+        self._tlsHandshake = tlsHandshake
+        pool = poolState.pool
+        self.serviceIdentity: tuple[bytes, bytes] | None = None
+        if pool.serviceBindDN:
+            self.serviceIdentity = (pool.serviceBindDN.encode("utf-8"), (pool.serviceBindPassword or "").encode("utf-8"))
+        self.connections: dict[str, list[BackendConnection]] = {"shared": [], "bind": []}
+        self.ready: dict[str, list[BackendConnection]] = {"shared": [], "bind": []}
+        self._kinds: dict[BackendConnection, str] = {}
+        self._turn = {"shared": 0, "bind": 0}
+        self._waiting: dict[str, deque[Callable[[BackendConnection | None, str], None]]] = {
+            "shared": deque(),
+            "bind": deque(),
+        }
+        self._pausedClients: list[Any] = []
+
+    def wanted(self, kind: str) -> int:
+        pool = self.poolState.pool
+        perBackend = pool.sharedConnections if kind == "shared" else pool.bindConnections
+        return perBackend * max(1, len(self.poolState.backends))
+
+    def pick(self, kind: str) -> BackendConnection | None:
+        """
+        A ready connection of C{kind}: for binds the least loaded; for
+        operations in turn, preferring writable ones (and, with C{strategy =
+        least-outstanding}, the backend with the fewest operations in flight).
+        """
+        ready = self.ready[kind]
+        pool = self.poolState.pool
+        # L{wanted}, inline: this runs for every operation
+        perBackend = pool.sharedConnections if kind == "shared" else pool.bindConnections
+        missing = perBackend * max(1, len(self.poolState.backends)) - len(self.connections[kind])
+        for _ in range(missing):
+            self._open(kind)
+        if not ready:
+            return None
+        if kind == "bind":
+            return min(ready, key=lambda connection: len(connection.ops))
+        n = len(ready)
+        turn = self._turn[kind]
+        if pool.strategy == "least-outstanding" and n > 1:
+            self._turn[kind] = turn + 1
+            return min(
+                (ready[(turn + i) % n] for i in range(n)),
+                key=lambda c: (not c.writable, c.backend.inFlight if c.backend else 0, len(c.ops)),
+            )
+        for i in range(n):
+            connection = ready[(turn + i) % n]
+            if connection.writable:
+                self._turn[kind] = turn + i + 1
+                return connection
+        self._turn[kind] = turn + 1
+        return ready[turn % n]
+
+    def whenReady(self, kind: str, callback: Callable[[BackendConnection | None, str], None]) -> None:
+        """Call C{callback(connection, "")} when one is ready, or C{(None, reason)}."""
+        self._waiting[kind].append(callback)
+        if not self.connections[kind]:
+            self._open(kind)
+
+    def _open(self, kind: str) -> None:
+        operations = kind == "shared"
+        connection = BackendConnection(
+            self,
+            self.poolState,
+            self.reactor,
+            self.endpointFactory,
+            DEMUX,
+            bindAs=self.serviceIdentity if operations else None,
+            batch=operations,  # a bind connection carries one bind at a time: nothing to batch
+            oneAtATime=not operations,
+            produces=True,
+        )
+        self.connections[kind].append(connection)
+        self._kinds[connection] = kind
+        connection.connect()
+
+    def _forget(self, connection: BackendConnection, reason: str) -> None:
+        kind = self._kinds.pop(connection, None)
+        if kind is None:
+            return
+        if connection in self.connections[kind]:
+            self.connections[kind].remove(connection)
+        if connection in self.ready[kind]:
+            self.ready[kind].remove(connection)
+        if not connection.writable:
+            connection.writable = True
+            self.connectionWritable(connection)
+        waiting = self._waiting[kind]
+        if waiting and not self.connections[kind]:
+            # every attempt of this kind failed: the waiting requests too
+            failed = list(waiting)
+            waiting.clear()
+            for callback in failed:
+                callback(None, reason)
+
+    def pauseClient(self, transport: Any) -> None:
+        """A client fed a connection whose buffer is full: stop reading it."""
+        if transport is not None and transport not in self._pausedClients:
+            self._pausedClients.append(transport)
+            transport.pauseProducing()
+
+    # --- IConnectionOwner --------------------------------------------------
+
+    def connectionAttempt(self, connection: object, backend: object) -> None:
+        """Each shared connection knows its own backend."""
+
+    def connectionMadeTo(self, connection: object) -> None:
+        """The connection is its transport's producer: nothing else to register."""
+
+    def connectionReady(self, connection: BackendConnection) -> None:  # type: ignore[override]
+        kind = self._kinds.get(connection)
+        if kind is None:
+            return
+        self.ready[kind].append(connection)
+        _log.info(
+            "Shared {kind} connection to backend {backend} of pool {pool} is ready",
+            kind=kind,
+            backend=connection.backend.name if connection.backend else None,
+            pool=self.poolState.name,
+        )
+        waiting = self._waiting[kind]
+        while waiting and connection.state == "ready":
+            waiting.popleft()(connection, "")
+
+    def connectionBindRefused(self, connection: BackendConnection, resultCode: int) -> None:  # type: ignore[override]
+        name = connection.backend.name if connection.backend else "?"
+        _log.error(
+            "Backend {backend} of pool {pool} refused the proxy's service identity (resultCode {resultCode}): "
+            "check service_bind_dn and service_bind_password",
+            backend=name,
+            pool=self.poolState.name,
+            resultCode=resultCode,
+        )
+        connection.fail(f"backend {name} refused the proxy's service identity (resultCode {resultCode})")
+
+    def connectionTLSHandshake(self, connection: object, outcome: str) -> None:
+        if self._tlsHandshake is not None:
+            self._tlsHandshake(outcome)
+
+    def connectionLost(self, connection: BackendConnection, reason: str, resultCode: int, operations: dict[int, Any]) -> None:  # type: ignore[override]
+        """Fail every operation the connection carried (52), once."""
+        self._forget(connection, reason)
+        for entry in operations.values():
+            if entry is not None:
+                link, clientID, tag, _ = entry
+                link.failed(connection, clientID, tag, ber.UNAVAILABLE, reason)
+
+    def connectionOperationTimedOut(self, connection: object, messageID: int, operation: Any, timeout: float) -> None:
+        if operation is not None:
+            link, clientID, _, _ = operation
+            link.timedOut(connection, clientID, timeout)
+
+    def connectionWritable(self, connection: object) -> None:
+        if self._pausedClients and all(c.writable for c in self.ready["shared"] + self.ready["bind"]):
+            paused, self._pausedClients = self._pausedClients, []
+            for transport in paused:
+                transport.resumeProducing()
+
+    def responsesReceived(self, connection: object, data: bytes, finals: list[tuple[int, int, int]]) -> None:
+        """Not called: shared connections demultiplex to links."""
+
+    def rawReceived(self, connection: object, data: bytes) -> None:
+        """Not called: shared connections carry no opaque sessions."""
