@@ -33,7 +33,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "ldaproute"
 
 LAYERS = ["wire", "core", "backends", "listeners", "ops", "fleet", "top"]
-TOP = {"ldaproute.runtime", "ldaproute.service", "ldaproute.__main__"}
+TOP = {"ldaproute.runtime", "ldaproute.service", "ldaproute.__main__", "ldaproute.cli"}
 
 #: Imports inside a function that are not there to dodge a cycle: the
 #: global reactor is installed by its first import, so it is imported when
