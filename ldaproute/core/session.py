@@ -1,87 +1,248 @@
 # -*- test-case-name: tests.test_session -*-
 """
-Per-client state, free of transports: who the client is bound as, which
-operations are outstanding, and whether an upstream connection carries the
-client's current identity.
+One client's session as a state machine, free of transports.
 
-Identity changes only through binds.  Each completed bind bumps
-C{identityVersion}; an upstream connection remembers the version it was
-bound at, so a connection opened later (a second pool, or a reconnect after
-a backend died) knows it must replay the client's simple bind first, or,
-for a SASL identity that cannot be replayed, that the client must bind
-again.
+The client connection (L{ldaproute.listeners.frontend}) hands every request
+PDU to L{Session.request} and gets back a decision: the L{Route} to forward
+it to (the common case, returned as it is so the hot path allocates
+nothing), or an L{Answer}, L{StartTLS}, L{PassStartTLS}, L{SpanSearch},
+L{Abandon}, L{Unbind} or L{Close}.  What comes back from the backends
+(finals, a lost link, a timeout, a refused bind replay) goes through
+L{Session.responded}, L{Session.linkLost} and L{Session.timedOut}, which
+keep the books and return the operations they end, with the answers the
+proxy owes for them.
+
+State kept here:
+  - the bound identity, changed only through binds.  Each completed bind
+    bumps C{identityVersion}; an upstream link remembers the version it
+    was bound at (C{boundVersion}), so a link opened later (a second pool,
+    a reconnect) knows it must replay the client's simple bind first, or,
+    for a SASL identity that cannot be replayed, that the client must bind
+    again;
+  - the outstanding operations, by messageID, in the order they were sent;
+  - the TLS phase, one of L{TLSPhase} (see there for the transitions);
+  - the bind throttle's view of failed binds, and the SASL-layer watch
+    (L{ldaproute.core.sasllayer}).
+
+No Twisted imports: the tests in C{tests/test_session.py} drive it with
+envelopes and bytes, and read as traces.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Final, Generic
 
 import attrs
 
+from ldaproute.core import limits
+from ldaproute.core.decisions import (
+    ANONYMOUS,
+    IDENTITY_LOST,
+    START_TLS,
+    THROTTLED,
+    UNBIND,
+    Abandon,
+    Answer,
+    Close,
+    Identity,
+    L,
+    Outstanding,
+    PassStartTLS,
+    SpanSearch,
+    StartTLS,
+    Unbind,
+)
+from ldaproute.core.routing import noRouteResult
+from ldaproute.core.slowpath import FanOuts, Rewriting
+from ldaproute.core.tlsphase import TLSPhase, TLSState
 from ldaproute.wire import ber
-from ldaproute.core.dn import DN, parseDNBytes
+
+__all__ = [
+    "ANONYMOUS",
+    "IDENTITY_LOST",
+    "START_TLS",
+    "THROTTLED",
+    "UNBIND",
+    "Abandon",
+    "Answer",
+    "Close",
+    "Identity",
+    "Outstanding",
+    "PassStartTLS",
+    "Session",
+    "SpanSearch",
+    "StartTLS",
+    "TLSPhase",
+    "Unbind",
+]
+
+if TYPE_CHECKING:
+    from ldaproute.config import Listener, Route
+    from ldaproute.core.policy import ListenerPolicy
+    from ldaproute.core.routing import Router
 
 
-@attrs.frozen
-class Identity:
+_MUST_REBIND: Final = Answer(
+    ber.OPERATIONS_ERROR, "the upstream connection was lost and a SASL bind cannot be replayed: bind again"
+)
+_ANONYMOUS_REFUSED: Final = Answer(
+    ber.INSUFFICIENT_ACCESS_RIGHTS, "anonymous access is not allowed on this listener: bind first"
+)
+_ANONYMOUS_BIND_OK: Final = Answer(ber.SUCCESS, "")
+
+
+class Session(Generic[L]):
     """
-    The bound identity of a session.
+    The state of one client connection; see the module docstring.
 
-    @ivar kind: C{"anonymous"}, C{"simple"} or C{"sasl"}.
-    @ivar name: the bind DN as the client sent it.
-    @ivar password: for simple binds only, kept in memory for replay on
-        other upstream connections and never logged (C{repr=False}).
-    """
+    @ivar outstanding: operations by messageID, in the order sent.
+    @ivar address: the client's IP address (for routing and throttling),
+        or L{None} (a UNIX socket).
+    @ivar tls: the L{TLSState}: its C{phase}, the link it pins an opaque
+        session to, the SASL-layer watch.
 
-    kind: str
-    name: bytes = b""
-    password: bytes = attrs.field(default=b"", repr=False)
-
-    @property
-    def replayable(self) -> bool:
-        return self.kind != "sasl"
-
-    @property
-    def dn(self) -> DN | None:
-        """The bound DN, parsed, or L{None} for anonymous or unparsable."""
-        if self.kind == "anonymous" or not self.name:
-            return None
-        try:
-            return parseDNBytes(self.name)
-        except ValueError:
-            return None
-
-
-ANONYMOUS = Identity("anonymous")
-
-
-@attrs.define
-class Outstanding:
-    """An operation sent upstream and not yet answered."""
-
-    messageID: int
-    opTag: int
-    link: Any
-    startedAt: float
-    route: str
-    pending: Identity | None = None  # for binds: the identity on success
-    summary: Any = None  # for the access log: accesslog.RequestSummary
-
-
-class Session:
-    """
-    The state of one client connection.
-
-    @ivar outstanding: operations by messageID.
+    @param completed: called C{(operation, resultCode, link)} when a
+        forwarded operation gets its final result (for metrics and the
+        access log), before the session's identity follows a bind's result.
+    @param clock: the time now, in seconds (C{reactor.seconds}), for the
+        bind throttle's window.
+    @param canTerminateTLS: whether a certificate is loaded for
+        C{starttls = terminate}.
     """
 
-    def __init__(self, peer: str, listener: str) -> None:
+    def __init__(
+        self,
+        peer: str,
+        listener: Listener,
+        policy: ListenerPolicy,
+        completed: Callable[[Outstanding[L], int, L], None],
+        clock: Callable[[], float],
+        address: str | None = None,
+        secure: bool = False,
+        canTerminateTLS: bool = False,
+    ) -> None:
         self.peer = peer
-        self.listener = listener
+        self.listener = listener.name
+        self._config = listener
+        self._policy = policy
+        self._completed = completed
+        self._clock = clock
+        self.address = address
         self.identity: Identity = ANONYMOUS
         self.identityVersion = 0
-        self.outstanding: dict[int, Outstanding] = {}
+        self.outstanding: dict[int, Outstanding[L]] = {}
         self.mustRebind = False
+        self.tls: TLSState[L] = TLSState(listener.starttls, secure, canTerminateTLS)
+        self.fanouts: FanOuts[L] = FanOuts()
+        self.rewriting = Rewriting()
+
+    # --- requests ------------------------------------------------------
+
+    def request(
+        self, envelope: ber.Envelope, pdu: bytes, router: Router, maxFilterDepth: int
+    ) -> Route | Answer | Close | StartTLS | PassStartTLS | SpanSearch | Abandon | Unbind:
+        """
+        Decide what becomes of one request PDU.  Forwarded requests are
+        recorded by L{forwarded} once the caller has a link for them.
+        """
+        messageID = envelope.messageID
+        tag = envelope.opTag
+        if messageID == 0:
+            return Close(ber.PROTOCOL_ERROR, "messageID 0 is reserved for unsolicited notifications", "malformed")
+        if tag == ber.UNBIND_REQUEST:
+            return UNBIND
+        if tag == ber.ABANDON_REQUEST:
+            return Abandon(envelope.abandonedID(pdu))
+        if messageID in self.outstanding or messageID in self.fanouts:
+            return Close(
+                ber.PROTOCOL_ERROR, f"messageID {messageID} is already in use by an outstanding operation", "malformed"
+            )
+        refusal = self._refusedByPolicy(envelope, pdu)
+        if refusal is not None:
+            return refusal
+        extendedOID = None
+        passStartTLS = False
+        if tag == ber.EXTENDED_REQUEST:
+            extendedOID = envelope.extendedName(pdu)
+            if extendedOID == ber.STARTTLS_OID:
+                startTLS = self.tls.startTLS(len(self.outstanding))
+                if startTLS is not None:
+                    return startTLS
+                passStartTLS = True
+        if tag == ber.SEARCH_REQUEST:
+            # every filter level takes at least two bytes: a short request
+            # cannot nest too deep, so only longer ones are walked
+            if envelope.contentEnd - envelope.contentStart > 2 * maxFilterDepth and limits.filterDepth(
+                pdu, envelope, maxFilterDepth
+            ) > maxFilterDepth:
+                return Answer(
+                    limits.ADMIN_LIMIT_EXCEEDED, f"search filter nested deeper than {maxFilterDepth} levels"
+                )
+        if self.mustRebind and tag != ber.BIND_REQUEST:
+            return _MUST_REBIND
+
+        targetDN = envelope.targetDN(pdu) if router.needsTargetDN else None
+        if tag == ber.SEARCH_REQUEST and router.needsTargetDN:
+            span = self.fanouts.plan(router, self.listener, pdu, targetDN, self.identity.dn, self.address)
+            if span is not None:
+                return span
+        route = router.routeFor(
+            self.listener,
+            tag,
+            targetDN,
+            self.identity.dn if router.needsBoundDN else None,
+            self.address,
+            extendedOID,
+        )
+        if route is None:
+            if tag == ber.BIND_REQUEST and self.bindStarted(pdu, envelope).kind == "anonymous":
+                # an anonymous simple bind that no route claims: the proxy
+                # can say yes itself, since the links it opens later are
+                # anonymous
+                self.bindCompleted(None, ber.SUCCESS)
+                return _ANONYMOUS_BIND_OK
+            code, text = noRouteResult(tag)
+            return Answer(code, text)
+        if route.reject is not None:
+            return Answer(route.reject.resultCode, route.reject.message, route.name, summarize=True)
+        if passStartTLS:
+            return PassStartTLS(route)
+        return route
+
+    def _refusedByPolicy(self, envelope: ber.Envelope, pdu: bytes) -> Answer | None:
+        """
+        The security policy step before anything is forwarded: the answer
+        for a request the listener's policy refuses, or L{None}.
+        """
+        listener = self._config
+        tag = envelope.opTag
+        waiting = self.tls.refusal()
+        if waiting is not None:
+            return waiting
+        if listener.maxOutstanding is not None and len(self.outstanding) >= listener.maxOutstanding:
+            return Answer(
+                ber.BUSY, f"too many operations outstanding on this connection (limit {listener.maxOutstanding})"
+            )
+        if tag == ber.BIND_REQUEST:
+            choice, credential = envelope.bindAuthentication(pdu)
+            refusal = None
+            if listener.requireTLSForSimpleBind and not self.tls.secure and choice == ber.SIMPLE_AUTH_TAG and credential:
+                refusal = Answer(
+                    ber.CONFIDENTIALITY_REQUIRED,
+                    "a simple bind with a password needs TLS here: use StartTLS or ldaps",
+                    refusal="cleartext simple bind refused",
+                )
+            elif self._policy.throttle is not None:
+                reason = self._policy.throttle.refusal(self.address, envelope.targetDN(pdu) or b"", self._clock())
+                if reason is not None:
+                    refusal = Answer(ber.UNWILLING_TO_PERFORM, reason, refusal=THROTTLED)
+            return refusal
+        if not listener.allowAnonymous and self.identity.kind == "anonymous":
+            if tag == ber.EXTENDED_REQUEST and envelope.extendedName(pdu) == ber.STARTTLS_OID:
+                return None
+            return _ANONYMOUS_REFUSED
+        return None
 
     def bindStarted(self, pdu: bytes, envelope: ber.Envelope) -> Identity:
         """
@@ -96,6 +257,171 @@ class Session:
                 return ANONYMOUS
             return Identity("simple", name, credential)
         return Identity("sasl", name)
+
+    def replayFor(self, boundVersion: int | None, isBind: bool) -> tuple[bytes, bytes] | Answer | None:
+        """
+        How a link that carries identity version C{boundVersion} (L{None}:
+        a link about to be opened) can serve the next operation: L{None}
+        as it is, the C{(bindDN, password)} to replay first, or
+        L{IDENTITY_LOST} when the identity cannot be carried.
+        """
+        identity = self.identity
+        if boundVersion is not None and (isBind or boundVersion == self.identityVersion):
+            return None
+        if not isBind and not identity.replayable:
+            self.identityLost()
+            return IDENTITY_LOST
+        if isBind or (boundVersion is None and identity.kind == "anonymous"):
+            return None
+        return (identity.name, identity.password)
+
+    def forwarded(
+        self,
+        envelope: ber.Envelope,
+        pdu: bytes,
+        link: L,
+        route: Route,
+        now: float,
+        summary: object,
+        startTLS: bool = False,
+    ) -> bool:
+        """
+        The request goes to C{link} now (C{startTLS}: a L{PassStartTLS}
+        decision): record it.  Returns whether the client has so many
+        operations outstanding that its reading pauses.
+        """
+        messageID = envelope.messageID
+        tag = envelope.opTag
+        pending = None
+        if tag == ber.BIND_REQUEST:
+            pending = self.bindStarted(pdu, envelope)
+            choice, mechanism = envelope.bindAuthentication(pdu)
+            self.tls.layerWatch.bindSent(messageID, mechanism if choice == ber.SASL_AUTH_TAG else None, link)
+        elif startTLS:
+            self.tls.passing(messageID)
+        self.outstanding[messageID] = Outstanding(messageID, tag, link, now, route.name, pending, summary)
+        return len(self.outstanding) >= limits.PAUSE_OUTSTANDING
+
+    def answered(self, answer: Answer) -> None:
+        """
+        C{answer} was written to the client: a bind refused by policy
+        leaves the connection anonymous (RFC 4511 4.2.1).
+        """
+        if answer.refusal is not None:
+            self.bindCompleted(None, answer.resultCode)
+
+    def refused(self, envelope: ber.Envelope, resultCode: int) -> None:
+        """A request could not be forwarded after all (its rewrite refused it)."""
+        if envelope.opTag == ber.BIND_REQUEST:
+            self.bindCompleted(None, resultCode)
+
+    def abandon(self, messageID: int) -> Outstanding[L] | None:
+        """The client abandoned an operation: the forwarded one, if any."""
+        return self.outstanding.pop(messageID, None)
+
+    # --- answers from links --------------------------------------------
+
+    def responded(self, link: L, finals: list[tuple[int, int, int]]) -> None:
+        """
+        Final responses from C{link}, as C{(messageID, tag, resultCode)}:
+        the operations they end are completed, binds change the identity
+        (and count as failures for the throttle on 49), a StartTLS passed
+        through pins C{link} on success.
+        """
+        outstanding = self.outstanding
+        for messageID, tag, code in finals:
+            operation = outstanding.get(messageID)
+            if operation is None:
+                continue
+            if tag == ber.BIND_RESPONSE and code != ber.SASL_BIND_IN_PROGRESS:
+                self._forgetAbandonedBy(operation)
+            del outstanding[messageID]
+            link.operationEnded(messageID)
+            self._completed(operation, code, link)
+            if tag == ber.BIND_RESPONSE:
+                self.tls.layerWatch.bindAnswered(messageID, code)
+                if code == ber.INVALID_CREDENTIALS:
+                    self._bindFailed(operation.pending)
+                if self.bindCompleted(operation.pending, code):
+                    link.boundVersion = self.identityVersion
+            else:
+                self.tls.answered(messageID, code, link)
+
+    def _forgetAbandonedBy(self, bind: Outstanding[L]) -> None:
+        """
+        A bind completed: RFC 4511 4.2.1 has the server finish or abandon
+        (slapd: without an answer) every operation sent before it on that
+        connection, so those still outstanding will never be answered.
+        Forget them, or they pile up to the read-pause limit.
+        """
+        outstanding = self.outstanding
+        stale = []
+        for op in outstanding.values():  # in the order they were sent
+            if op is bind:
+                break
+            if op.link is bind.link:
+                stale.append(op.messageID)
+        for messageID in stale:
+            del outstanding[messageID]
+            bind.link.operationEnded(messageID)
+
+    def _bindFailed(self, pending: Identity | None) -> None:
+        """A bind was refused with invalidCredentials (49): the throttle counts it."""
+        throttle = self._policy.throttle
+        if throttle is not None:
+            throttle.failed(self.address, pending.name if pending is not None else b"", self._clock())
+
+    def linkLost(self, link: L, resultCode: int, reason: str) -> list[bytes]:
+        """
+        C{link} cannot carry operations any more: its operations complete
+        with C{resultCode}, and the answers the client is owed for them
+        are returned, in the order the operations were sent.
+        """
+        passthroughID = self.tls.passthroughID
+        if passthroughID is not None:
+            pending = self.outstanding.get(passthroughID)
+            self.tls.linkLost(pending.link if pending is not None else None, link)
+        failed = [operation for operation in self.outstanding.values() if operation.link is link]
+        answers = []
+        for operation in failed:
+            del self.outstanding[operation.messageID]
+            self._completed(operation, resultCode, link)
+            answers.append(ber.result(operation.messageID, ber.RESPONSE_FOR[operation.opTag], resultCode, reason))
+            if operation.opTag == ber.BIND_REQUEST:
+                self.bindCompleted(None, resultCode)
+        return answers
+
+    def replayRefused(self, link: L, resultCode: int) -> list[bytes]:
+        """
+        The backend refused the bind replayed on C{link}: the identity is
+        lost, and the link's operations are answered operationsError.
+        """
+        self.identityLost()
+        return self.linkLost(
+            link,
+            ber.OPERATIONS_ERROR,
+            f"the backend refused to restore this session's bind (resultCode {resultCode}): bind again",
+        )
+
+    def timedOut(self, messageID: int, reason: str) -> tuple[Outstanding[L], bytes] | None:
+        """
+        An operation exceeded its time limit (its link abandoned it): the
+        operation and its answer, timeLimitExceeded (3).
+        """
+        operation = self.outstanding.pop(messageID, None)
+        if operation is None:
+            return None
+        if operation.opTag == ber.BIND_REQUEST:
+            self.bindCompleted(None, ber.TIME_LIMIT_EXCEEDED)
+        answer = ber.result(messageID, ber.RESPONSE_FOR[operation.opTag], ber.TIME_LIMIT_EXCEEDED, reason)
+        return operation, answer
+
+    def ended(self) -> None:
+        """The connection is gone: nothing is outstanding any more."""
+        self.outstanding.clear()
+        self.fanouts.clear()
+
+    # --- identity ------------------------------------------------------
 
     def bindCompleted(self, pending: Identity | None, resultCode: int) -> bool:
         """

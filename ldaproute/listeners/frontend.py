@@ -1,14 +1,17 @@
 # -*- test-case-name: tests.test_frontend -*-
 """
-The proxy's server side: one client connection.
+The proxy's server side: one client connection, as a thin adapter.
 
-L{FrontendProtocol} turns client bytes into PDUs (L{ber.Framer}), reads
-each PDU's envelope, asks the router where it goes, and writes it to the
-session's upstream link for that pool; response bytes from the links are
-written back untouched.  Every operation the client sent gets a final
-result: from the backend, or from the proxy when the backend cannot give
-one (unavailable, 52).  Bytes that are not LDAP end the connection with a
-Notice of Disconnection.
+L{FrontendProtocol} turns client bytes into PDUs (L{ber.Framer}) and hands
+each to the connection's L{Session} (L{ldaproute.core.session}), which
+decides; this module carries the decisions out: writes the proxy's own
+answers, sends forwarded PDUs on the session's link to each pool
+(L{IBackendLink}), relays response bytes from the links untouched, and
+owns what needs a reactor or a transport: timers, flow control, TLS.
+Every operation the client sent gets a final result: from the backend,
+or from the proxy when the backend cannot give one (unavailable, 52).
+Bytes that are not LDAP end the connection with a Notice of
+Disconnection.
 """
 
 from __future__ import annotations
@@ -24,23 +27,19 @@ from twisted.protocols.haproxy._wrapper import HAProxyProtocolWrapper
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from ldaproute.wire import ber
-from ldaproute.core import fanout, limits
 from ldaproute.backends import shared
-from ldaproute.wire.fastwrite import writerFor
-from ldaproute.config import Listener
-from ldaproute.core.policy import ListenerPolicy
-from ldaproute.core.routing import noRouteResult
-from ldaproute.runtime import Runtime
-from ldaproute.core.sasllayer import SecurityLayerWatch
-from ldaproute.core.session import Outstanding, Session
-from ldaproute.core.rewrite import Refused, Rewriter, messageIDOf, rewriterFor, withMessageID
-from ldaproute.listeners.tls import ServerTLS, startTLSResponse
+from ldaproute.backends.interfaces import IBackendLink, ILinkOwner
 from ldaproute.backends.upstream import UpstreamLink
-
-#: messageIDs of the proxy's fan-out sub-searches on upstream links (below
-#: the links' own internal IDs).
-_FANOUT_ID_BASE = 0x70000000
+from ldaproute.config import Listener, Route
+from ldaproute.core import limits, session as core
+from ldaproute.core.policy import ListenerPolicy
+from ldaproute.core.rewrite import Refused
+from ldaproute.core.session import Outstanding, Session
+from ldaproute.core.slowpath import replayName
+from ldaproute.listeners.tls import ServerTLS, startTLSResponse
+from ldaproute.runtime import Runtime
+from ldaproute.wire import ber
+from ldaproute.wire.fastwrite import writerFor
 
 
 def describePeer(address: IAddress) -> tuple[str, str | None]:
@@ -60,7 +59,7 @@ class _LinksProducer:
     full, so a slow reader does not make the proxy hold a whole result.
     """
 
-    def __init__(self, links: dict[str, UpstreamLink]) -> None:
+    def __init__(self, links: dict[str, IBackendLink]) -> None:
         self._links = links
         self.paused = False
 
@@ -101,7 +100,7 @@ class _ClientReading:
         self._gate.resume(self)  # the backend that paused us is gone
 
 
-@implementer(IHandshakeListener)
+@implementer(IHandshakeListener, ILinkOwner)
 class FrontendProtocol(Protocol):
     """One client connection on a listener."""
 
@@ -121,30 +120,22 @@ class FrontendProtocol(Protocol):
         self._policy = policy if policy is not None else ListenerPolicy.fromListener(listener)
         self._serverTLS = serverTLS
         self._admitted = False
-        self._secure = False  # TLS: ldaps listener or after StartTLS
-        self._tlsState = "none"  # "none", "handshaking" (terminate), "done"
-        self._passthroughID: int | None = None  # StartTLS forwarded, not answered
         self._idleTimer: IDelayedCall | None = None
         self._pduTimer: IDelayedCall | None = None
         self._framer = ber.Framer(runtime.config.maxPDUBytes)
-        self._links: dict[str, UpstreamLink] = {}
+        self._links: dict[str, IBackendLink] = {}
         self._closing = False
-        self.session: Session
-        self._layerWatch = SecurityLayerWatch()
-        self._opaqueLink: UpstreamLink | None = None
-        # slow path state: rewritten operations by messageID, fan-outs by
-        # client messageID, their sub-searches by sub-search messageID
-        self._rewritingOps: dict[int, Rewriter] = {}
-        self._fanouts: dict[int, fanout.FanOut] = {}
-        self._fanoutSubs: dict[int, tuple[fanout.FanOut, fanout.SubSearch]] = {}
-        self._nextSubID = _FANOUT_ID_BASE
+        self._opaque = False  # bytes relayed to one pinned link
+        self.session: Session[IBackendLink]
 
     # --- connection events ------------------------------------------------
 
     def connectionMade(self) -> None:
         self._peerText, self._peerAddress = describePeer(self.transport.getPeer())  # type: ignore[union-attr]
-        self.session = Session(self._peerText, self._listener.name)
-        self._secure = ISSLTransport.providedBy(self.transport)
+        self.session = Session(
+            self._peerText, self._listener, self._policy, self._completed, self._reactor.seconds,
+            self._peerAddress, ISSLTransport.providedBy(self.transport), self._serverTLS is not None,
+        )  # fmt: skip
         if not self._policy.limits.allowed(self._peerAddress):
             # behind haproxy: endpoints, the real client address is only known now
             self._log.warn(
@@ -182,7 +173,7 @@ class FrontendProtocol(Protocol):
         """
         del self.dataReceived
         self._peerText, self._peerAddress = describePeer(self.transport.getPeer())  # type: ignore[union-attr]
-        self.session.peer = self._peerText
+        self.session.peer, self.session.address = self._peerText, self._peerAddress
         self.dataReceived(data)
 
     def dataReceived(self, data: bytes) -> None:
@@ -191,7 +182,8 @@ class FrontendProtocol(Protocol):
             return
         if self._idleTimer is not None:
             self._idleTimer.reset(self._listener.idleTimeout)  # type: ignore[arg-type]
-        if self._opaqueLink is not None or self._layerWatch.armed is not None:
+        session = self.session
+        if session.tls.opaqueLink is not None or session.tls.layerWatch.armed is not None:
             if self._relayOpaque(data):
                 return
         try:
@@ -203,12 +195,12 @@ class FrontendProtocol(Protocol):
                 if self._closing:
                     return
         except ber.FramingError as e:
-            self._protocolError(e)
+            self._protocolError(e.reason, e.detail)
 
     def connectionLost(self, reason: Failure = error.ConnectionDone) -> None:  # type: ignore[assignment]
         if (
             not self._closing
-            and (self._tlsState == "done" or ISSLTransport.providedBy(self.transport))
+            and (self.session.tls.phase is core.TLSPhase.SECURE or ISSLTransport.providedBy(self.transport))
             and isinstance(reason, Failure)
             and reason.check(error.ConnectionDone)
         ):
@@ -223,204 +215,178 @@ class FrontendProtocol(Protocol):
                 listener=self._listener.name,
             )
         self._closing = True
-        self._securityConnectionLost(reason)
-        self._closeLinks(unbind=True)
-        self.session.outstanding.clear()
-        self._fanouts.clear()
-        self._fanoutSubs.clear()
+        self._cancelTimers()
+        if self._admitted:
+            self._admitted = False
+            self._policy.limits.release(self._peerAddress)
+        if self.session.tls.phase is core.TLSPhase.HANDSHAKING:
+            self._runtime.observer.metrics.tlsHandshake("client", "failure")
+            self._log.warn(
+                "TLS handshake with {peer} failed: {reason}",
+                peer=self._peerText, listener=self._listener.name, reason=reason.getErrorMessage(),
+            )  # fmt: skip
+        self._closeLinks()
+        self.session.ended()
         self._runtime.observer.connectionClosed(self)
 
-    # --- requests ---------------------------------------------------------
+    def handshakeCompleted(self) -> None:
+        """IHandshakeListener: the client finished a TLS handshake."""
+        self._runtime.observer.metrics.tlsHandshake("client", "success")
+        if self.session.tls.handshakeCompleted():
+            self._runtime.observer.connectionSecured(self, "starttls")
+            self._log.info("TLS established with {peer}", peer=self._peerText, listener=self._listener.name)
+
+    # --- requests: the session decides, this carries it out ---------------
 
     def _request(self, pdu: bytes) -> None:
         envelope = ber.Envelope.fromBytes(pdu)
-        messageID = envelope.messageID
-        tag = envelope.opTag
-        session = self.session
-        if messageID == 0:
-            raise ber.FramingError("malformed", "messageID 0 is reserved for unsolicited notifications")
-        if tag == ber.UNBIND_REQUEST:
-            self._unbind()
-            return
-        if tag == ber.ABANDON_REQUEST:
-            self._abandon(envelope.abandonedID(pdu), pdu)
-            return
-        if messageID in session.outstanding or messageID in self._fanouts:
-            raise ber.FramingError("malformed", f"messageID {messageID} is already in use by an outstanding operation")
-        if self._refusedByPolicy(envelope, pdu):
-            return
-        extendedOID = None
-        if tag == ber.EXTENDED_REQUEST:
-            extendedOID = envelope.extendedName(pdu)
-            if extendedOID == ber.STARTTLS_OID and self._startTLS(envelope):
-                return
-        if tag == ber.SEARCH_REQUEST:
-            maxDepth = self._runtime.config.maxFilterDepth
-            # every filter level takes at least two bytes: a short request
-            # cannot nest too deep, so only longer ones are walked
-            if envelope.contentEnd - envelope.contentStart > 2 * maxDepth and limits.filterDepth(
-                pdu, envelope, maxDepth
-            ) > maxDepth:
-                self._answer(
-                    envelope, limits.ADMIN_LIMIT_EXCEEDED, f"search filter nested deeper than {maxDepth} levels"
-                )
-                return
-        if session.mustRebind and tag != ber.BIND_REQUEST:
-            self._answer(
-                envelope,
-                ber.OPERATIONS_ERROR,
-                "the upstream connection was lost and a SASL bind cannot be replayed: bind again",
-            )
-            return
+        config = self._runtime.config
+        decision = self.session.request(envelope, pdu, self._runtime.router, config.maxFilterDepth)
+        if type(decision) is Route:  # the hot path: a plain forward
+            self._forward(envelope, pdu, decision)
+        elif isinstance(decision, core.Answer):
+            self._answer(envelope, decision, pdu)
+        elif isinstance(decision, core.PassStartTLS):
+            self._forward(envelope, pdu, decision.route, startTLS=True)
+        elif isinstance(decision, core.SpanSearch):
+            self._spanSearch(envelope, decision)
+        elif isinstance(decision, core.Abandon):
+            self._abandon(decision.messageID, pdu)
+        elif decision is core.UNBIND:
+            self._disconnect(None, "")
+        elif decision is core.START_TLS:
+            self.transport.write(startTLSResponse(envelope.messageID))  # type: ignore[union-attr]
+            self.transport.startTLS(self._serverTLS)  # type: ignore[union-attr]
+        elif isinstance(decision, core.Close):
+            self._protocolError(decision.reason, decision.message)
 
+    def _forward(self, envelope: ber.Envelope, pdu: bytes, route: Route, startTLS: bool = False) -> None:
+        """Send a request to the session's link to C{route}'s pool."""
+        messageID = envelope.messageID
         runtime = self._runtime
-        router = runtime.router
-        targetDN = envelope.targetDN(pdu) if router.needsTargetDN else None
-        if tag == ber.SEARCH_REQUEST and router.needsTargetDN and self._searchAcrossRoutes(envelope, pdu, targetDN):
-            return
-        route = router.routeFor(
-            self._listener.name,
-            tag,
-            targetDN,
-            session.identity.dn if router.needsBoundDN else None,
-            self._peerAddress,
-            extendedOID,
-        )
         if runtime.debug:
             self._log.debug(
                 "Operation {messageID} ({op}) routed by {route} to {pool}",
-                messageID=messageID,
-                op=ber.OPERATION_NAMES.get(tag, hex(tag)),
-                route=route.name if route is not None else None,
-                pool=route.pool if route is not None else None,
-                peer=self._peerText,
-                listener=self._listener.name,
-            )
-        if route is None and tag == ber.BIND_REQUEST and session.bindStarted(pdu, envelope).kind == "anonymous":
-            # an anonymous simple bind that no route claims: the proxy can
-            # say yes itself, since the links it opens later are anonymous
-            session.bindCompleted(None, ber.SUCCESS)
-            self._answer(envelope, ber.SUCCESS, "")
-            return
-        if route is None:
-            code, text = noRouteResult(tag)
-            self._answer(envelope, code, text)
-            return
-        if route.reject is not None:
-            self._answer(envelope, route.reject.resultCode, route.reject.message, route.name, pdu)
-            return
+                messageID=messageID, op=ber.OPERATION_NAMES.get(envelope.opTag, hex(envelope.opTag)),
+                route=route.name, pool=route.pool, peer=self._peerText, listener=self._listener.name,
+            )  # fmt: skip
         assert route.pool is not None
-
-        pending = None
-        isBind = tag == ber.BIND_REQUEST
-        if isBind:
-            pending = session.bindStarted(pdu, envelope)
-        link = self._linkFor(route.pool, isBind)
+        link = self._linkFor(route.pool, envelope.opTag == ber.BIND_REQUEST)
         if link is None:
-            self._answer(
-                envelope,
-                ber.OPERATIONS_ERROR,
-                "this operation needs a new upstream connection and a SASL bind cannot be replayed: bind again",
-            )
+            self._answer(envelope, core.IDENTITY_LOST)
             return
+        sent = pdu
         if route.rewrites:
             try:
-                pdu = self._rewriteRequest(route, link, messageID, pdu)
+                sent = self._rewriteRequest(route, link, messageID, pdu)
             except Refused as e:
-                if isBind:
-                    session.bindCompleted(None, e.resultCode)
-                self._answer(envelope, e.resultCode, e.message)
+                self.session.refused(envelope, e.resultCode)
+                self._answer(envelope, core.Answer(e.resultCode, e.message))
                 return
-        session.outstanding[messageID] = Outstanding(
-            messageID, tag, link, self._reactor.seconds(), route.name, pending, runtime.observer.summarize(pdu, envelope)
-        )
-        if isBind:
-            choice, mechanism = envelope.bindAuthentication(pdu)
-            self._layerWatch.bindSent(messageID, mechanism if choice == ber.SASL_AUTH_TAG else None, link)
-        elif extendedOID == ber.STARTTLS_OID:
-            self._passthroughID = messageID
-        timeout = route.operationTimeout or link.pool.pool.operationTimeout
-        link.operationStarted(messageID, timeout)
-        link.send(pdu)
-        if len(session.outstanding) >= limits.PAUSE_OUTSTANDING:
+        summary = runtime.observer.summarize(sent, envelope)
+        pause = self.session.forwarded(envelope, pdu, link, route, self._reactor.seconds(), summary, startTLS)
+        link.operationStarted(messageID, route.operationTimeout or link.pool.pool.operationTimeout)
+        link.send(sent)
+        if pause:
             self._gate.pause("outstanding")
 
-    def _outstandingAnswered(self) -> None:
-        if self._gate.paused and len(self.session.outstanding) < limits.PAUSE_OUTSTANDING:
-            self._gate.resume("outstanding")
-
-    def _linkFor(self, poolName: str, isBind: bool) -> UpstreamLink | None:
+    def _linkFor(self, poolName: str, isBind: bool) -> IBackendLink | None:
         """
         The session's link to a pool, opened if need be, carrying the
         client's current identity (replayed when it does not yet).
         """
-        if self._runtime.config.mode == "shared":
-            return self._sharedLinkFor(poolName)
         session = self.session
-        identity = session.identity
         link = self._links.get(poolName)
-        if link is not None and (isBind or link.boundVersion == session.identityVersion):
-            return link
-        if not isBind and not identity.replayable:
-            session.identityLost()
-            return None
-        replay = None if isBind else (self._replayName(poolName, identity.name), identity.password)
-        if link is not None:
-            link.rebind(replay)  # type: ignore[arg-type]
+        if self._runtime.config.mode == "shared":
+            if link is None:
+                link = self._links[poolName] = shared.linkFor(self, self._runtime, poolName, self._reactor)
             link.boundVersion = session.identityVersion
             return link
-        if identity.kind == "anonymous":
-            replay = None
+        if link is not None and (isBind or link.boundVersion == session.identityVersion):
+            return link
+        replay = session.replayFor(link.boundVersion if link is not None else None, isBind)
+        if isinstance(replay, core.Answer):
+            return None
+        if replay is not None:
+            replay = (replayName(self._runtime.router, poolName, replay[0]), replay[1])
+        if link is not None:
+            link.rebind(replay)  # type: ignore[arg-type]
+        else:
+            link = self._links[poolName] = self._openLink(poolName, replay)
+        link.boundVersion = session.identityVersion
+        return link
+
+    def _openLink(self, poolName: str, replay: tuple[bytes, bytes] | None) -> IBackendLink:
+        """A new session-mode link to a pool."""
         runtime = self._runtime
         pool = runtime.backends.pools[poolName]
-        link = UpstreamLink(
+        return UpstreamLink(
             self, pool, self._reactor, pool.pool.connectTimeout, replay, self._peerText, runtime.endpointFactory,
             (self.transport.getPeer(), self.transport.getHost()),  # type: ignore[union-attr]
-        )
-        link.boundVersion = session.identityVersion
-        self._links[poolName] = link
-        return link
-
-    def _sharedLinkFor(self, poolName: str) -> Any:
-        """Shared mode: the session's view of the pool's shared connections."""
-        link = self._links.get(poolName)
-        if link is None:
-            link = shared.linkFor(self, self._runtime, poolName, self._reactor)
-            self._links[poolName] = link
-        link.boundVersion = self.session.identityVersion
-        return link
-
-    def _replayName(self, poolName: str, name: bytes) -> bytes:
-        """The bind DN to replay on a pool, through the suffix rewrite of
-        the first route to that pool that has one."""
-        for route in self._runtime.router.routes:
-            if route.pool == poolName and route.rewriteSuffix is not None:
-                return rewriterFor(route).dnToBackend(name)
-        return name
+        )  # fmt: skip
 
     def _abandon(self, messageID: int, pdu: bytes) -> None:
-        search = self._fanouts.pop(messageID, None)
-        if search is not None:
-            search.finished = True
-            self._abandonSubs(search.pending())
+        sends = self.session.fanouts.abandon(messageID)
+        if sends is not None:
+            self._send(sends)
             return
-        operation = self.session.outstanding.pop(messageID, None)
+        operation = self.session.abandon(messageID)
         if operation is not None:
             operation.link.operationEnded(messageID)
             operation.link.send(pdu)
             self._outstandingAnswered()
 
-    def _unbind(self) -> None:
-        self._closing = True
-        self._closeLinks(unbind=True)
-        self.session.outstanding.clear()
-        # a paused producer would keep the transport open after its buffer drains
-        limits.releaseProducer(self.transport)
-        self.transport.loseConnection()  # type: ignore[union-attr]
+    def _outstandingAnswered(self) -> None:
+        if self._gate.paused and len(self.session.outstanding) < limits.PAUSE_OUTSTANDING:
+            self._gate.resume("outstanding")
+
+    @staticmethod
+    def _send(sends: list[tuple[IBackendLink, bytes]]) -> None:
+        for link, pdu in sends:
+            link.send(pdu)
+
+    # --- the slow path: rewriting and searches across routes -------------
+
+    def _rewriteRequest(self, route: Route, link: IBackendLink, messageID: int, pdu: bytes) -> bytes:
+        """The request through the route's rewriter; responses to it will
+        come back through the same rewriter (the link's transformer)."""
+        rewriting = self.session.rewriting
+        rewritten = rewriting.request(route, messageID, pdu)
+        if link.responseTransformer is None:
+            link.responseTransformer = rewriting.responses
+        if self._runtime.debug:
+            self._log.debug(
+                "Operation {messageID} rewritten by route {route} for pool {pool}: target {rewrittenDN}",
+                messageID=messageID, route=route.name, pool=route.pool, rewrittenDN=_targetText(rewritten),
+                peer=self._peerText,
+            )  # fmt: skip
+        return rewritten
+
+    def _spanSearch(self, envelope: ber.Envelope, span: core.SpanSearch) -> None:
+        """Serve a root DSE read or a search spanning routes."""
+        links = []
+        for sub in span.subs:
+            link = self._linkFor(sub.pool, False)
+            if link is None:
+                self._answer(envelope, core.IDENTITY_LOST)
+                return
+            links.append(link)
+        messageID = envelope.messageID
+        if self._runtime.debug:
+            self._log.debug(
+                "Search {messageID} spans routes {routes}",
+                messageID=messageID, routes=[f"{sub.route}->{sub.pool}" for sub in span.subs],
+                peer=self._peerText, listener=self._listener.name,
+            )  # fmt: skip
+        fanouts = self.session.fanouts
+        for link, pdu in fanouts.start(messageID, span, links, self.transport.write):  # type: ignore[union-attr]
+            if messageID not in fanouts:
+                break  # finished already
+            link.send(pdu)
 
     # --- answers from links -----------------------------------------------
 
-    def linkConnected(self, link: UpstreamLink) -> None:
+    def linkConnected(self, link: IBackendLink) -> None:
         """Back-pressure from the backend's side: its full buffer pauses us."""
         transport: Any = link.transport
         if transport is not None and self.transport is not None:
@@ -431,304 +397,121 @@ class FrontendProtocol(Protocol):
             if self._linksProducer.paused:  # the client is not reading
                 link.pauseReading()
 
-    def linkReceived(self, link: UpstreamLink, data: bytes, finals: list[tuple[int, int, int]]) -> None:
-        if self._fanoutSubs:
-            data = self._fanoutResponses(data)
+    def linkReceived(self, link: IBackendLink, data: bytes, finals: list[tuple[int, int, int]]) -> None:
+        session = self.session
+        if session.fanouts.subs:
+            sends: list[tuple[IBackendLink, bytes]] = []
+            data = session.fanouts.responses(data, sends)
+            self._send(sends)
         if data:
             self._write(data)
             self._sent.inc(len(data))
-        outstanding = self.session.outstanding
-        for messageID, tag, code in finals:
-            if self._rewritingOps:
-                self._rewritingOps.pop(messageID, None)
-            operation = outstanding.get(messageID)
-            if operation is None:
-                continue
-            if tag == ber.BIND_RESPONSE and code != ber.SASL_BIND_IN_PROGRESS:
-                self._forgetAbandonedBy(operation)
-            del outstanding[messageID]
-            link.operationEnded(messageID)
-            self._completed(operation, code, link)
-            if tag == ber.BIND_RESPONSE:
-                self._layerWatch.bindAnswered(messageID, code)
-                if code == ber.INVALID_CREDENTIALS:
-                    self._bindFailed(operation.pending)
-                if self.session.bindCompleted(operation.pending, code):
-                    link.boundVersion = self.session.identityVersion
-            elif messageID == self._passthroughID:
-                self._passthroughAnswered(link, code)
         if finals:
+            rewritingOps = session.rewriting.ops
+            if rewritingOps:
+                for messageID, _, _ in finals:
+                    rewritingOps.pop(messageID, None)
+            session.responded(link, finals)
+            if session.tls.opaqueLink is link and not self._opaque:
+                self._pin(link, "passthrough")
             self._outstandingAnswered()
-
-    def _forgetAbandonedBy(self, bind: Outstanding) -> None:
-        """
-        A bind completed: RFC 4511 4.2.1 has the server finish or abandon
-        (slapd: without an answer) every operation sent before it on that
-        connection, so those still outstanding will never be answered.
-        Forget them, or they pile up to the read-pause limit.
-        """
-        outstanding = self.session.outstanding
-        stale = []
-        for op in outstanding.values():  # in the order they were sent
-            if op is bind:
-                break
-            if op.link is bind.link:
-                stale.append(op.messageID)
-        for messageID in stale:
-            del outstanding[messageID]
-            bind.link.operationEnded(messageID)
 
     def _relayOpaque(self, data: bytes) -> bool:
         """
         Relay C{data} untouched if this session is (or now becomes) an
         opaque SASL-layer session; see L{ldaproute.core.sasllayer}.
         """
-        link = self._opaqueLink
+        link = self.session.tls.clientBytes(data, self._framer.buffered == 0)
         if link is None:
-            link = self._layerWatch.check(data, self._framer.buffered == 0)
-            if link is None:
-                return False
-            self._opaqueLink = link
-            for name, other in list(self._links.items()):
-                if other is not link:
-                    del self._links[name]
-                    other.close(unbind=True)
-            link.goOpaque()
-            self._log.info(
-                "{peer} negotiated a SASL security layer ({mechanism}); relaying its bytes opaquely to {backend}",
-                peer=self._peerText,
-                listener=self._listener.name,
-                mechanism=(self._layerWatch.mechanism or b"?").decode("ascii", "replace"),
-                backend=link.backend.name if link.backend else None,
-            )
+            return False
+        if not self._opaque:
+            self._pin(link, "sasl")
         link.writeRaw(data)
         return True
 
-    def linkTLSHandshake(self, link: UpstreamLink, outcome: str) -> None:
+    def _pin(self, link: IBackendLink, how: str) -> None:
+        """
+        The session is opaque now (C{how}: a SASL layer, or StartTLS passed
+        through): only C{link} carries it, its bytes relayed as they are.
+        """
+        for other in [other for other in self._links.values() if other is not link]:
+            del self._links[other.pool.name]
+            other.close(unbind=True)
+        backend = link.backend.name if link.backend else None
+        if how == "sasl":
+            self._log.info(
+                "{peer} negotiated a SASL security layer ({mechanism}); relaying its bytes opaquely to {backend}",
+                peer=self._peerText, listener=self._listener.name, backend=backend,
+                mechanism=(self.session.tls.layerWatch.mechanism or b"?").decode("ascii", "replace"),
+            )  # fmt: skip
+        else:
+            self._log.info(
+                "StartTLS passed through for {peer}: relaying to backend {backend} untouched",
+                peer=self._peerText, listener=self._listener.name, pool=link.pool.name, backend=backend,
+            )  # fmt: skip
+            self._cancelPDUTimer()
+            self._runtime.observer.connectionSecured(self, "passthrough")
+        self._opaque = True
+        link.goOpaque()
+
+    def linkTLSHandshake(self, link: IBackendLink, outcome: str) -> None:
         """A TLS handshake towards a backend: C{success} or C{failure}."""
         self._runtime.observer.metrics.tlsHandshake("backend", outcome)
 
-    def linkReceivedRaw(self, link: UpstreamLink, data: bytes) -> None:
+    def linkReceivedRaw(self, link: IBackendLink, data: bytes) -> None:
         """Backend bytes of an opaque session."""
         self.transport.write(data)  # type: ignore[union-attr]
 
-    def linkLost(self, link: UpstreamLink, reason: str, resultCode: int = ber.UNAVAILABLE) -> None:
-        if self._opaqueLink is link:
+    def linkLost(self, link: IBackendLink, reason: str, resultCode: int = ber.UNAVAILABLE) -> None:
+        if self.session.tls.opaqueLink is link:
             self._closing = True
             self.transport.loseConnection()  # type: ignore[union-attr]
             return
-        if self._passthroughID is not None:
-            pending = self.session.outstanding.get(self._passthroughID)
-            if pending is None or pending.link is link:
-                self._passthroughID = None  # answered 52 below; still cleartext
         if self._links.get(link.pool.name) is link:
             del self._links[link.pool.name]
-        self._failSubSearches(link, resultCode, reason)
-        self._failOperations(link, resultCode, reason)
+        self.session.fanouts.linkLost(link, resultCode, reason)
+        if not self._closing:
+            self._failed(link, resultCode, reason, self.session.linkLost(link, resultCode, reason))
 
-    def linkOperationTimedOut(self, link: UpstreamLink, messageID: int, reason: str) -> None:
+    def linkOperationTimedOut(self, link: IBackendLink, messageID: int, reason: str) -> None:
         """Answer an operation the link abandoned after its operation_timeout."""
-        operation = self.session.outstanding.pop(messageID, None)
-        if operation is None or self._closing:
+        if self._closing:
+            self.session.outstanding.pop(messageID, None)
             return
-        if operation.opTag == ber.BIND_REQUEST:
-            self.session.bindCompleted(None, ber.TIME_LIMIT_EXCEEDED)
+        timedOut = self.session.timedOut(messageID, reason)
+        if timedOut is None:
+            return
+        operation, answer = timedOut
         self._log.warn(
             "Operation {messageID} of {peer} timed out: {reason}",
-            messageID=messageID,
-            peer=self._peerText,
-            listener=self._listener.name,
-            route=operation.route,
-            pool=link.pool.name,
-            backend=link.backend.name if link.backend else None,
-            op=ber.OPERATION_NAMES.get(operation.opTag, hex(operation.opTag)),
-            resultCode=ber.TIME_LIMIT_EXCEEDED,
+            messageID=messageID, peer=self._peerText, listener=self._listener.name, route=operation.route,
+            pool=link.pool.name, backend=link.backend.name if link.backend else None,
+            op=ber.OPERATION_NAMES.get(operation.opTag, hex(operation.opTag)), resultCode=ber.TIME_LIMIT_EXCEEDED,
             durationMs=round((self._reactor.seconds() - operation.startedAt) * 1000),
-        )
-        self.transport.write(  # type: ignore[union-attr]
-            ber.result(messageID, ber.RESPONSE_FOR[operation.opTag], ber.TIME_LIMIT_EXCEEDED, reason)
-        )
+        )  # fmt: skip
+        self.transport.write(answer)  # type: ignore[union-attr]
 
-    def linkReplayFailed(self, link: UpstreamLink, resultCode: int) -> None:
-        self.session.identityLost()
-        self._failSubSearches(
-            link, ber.OPERATIONS_ERROR, f"the backend refused to restore this session's bind (resultCode {resultCode})"
-        )
-        self._failOperations(
-            link,
-            ber.OPERATIONS_ERROR,
-            f"the backend refused to restore this session's bind (resultCode {resultCode}): bind again",
-        )
+    def linkReplayFailed(self, link: IBackendLink, resultCode: int) -> None:
+        reason = f"the backend refused to restore this session's bind (resultCode {resultCode})"
+        self.session.fanouts.linkLost(link, ber.OPERATIONS_ERROR, reason)
+        if not self._closing:
+            self._failed(link, ber.OPERATIONS_ERROR, reason + ": bind again", self.session.replayRefused(link, resultCode))
+        else:
+            self.session.identityLost()
 
-    def _failOperations(self, link: UpstreamLink, resultCode: int, reason: str) -> None:
-        outstanding = self.session.outstanding
-        failed = [operation for operation in outstanding.values() if operation.link is link]
-        if not failed or self._closing:
+    def _failed(self, link: IBackendLink, resultCode: int, reason: str, answers: list[bytes]) -> None:
+        """Write the answers for the operations a link lost."""
+        if not answers:
             return
-        answers = []
-        for operation in failed:
-            del outstanding[operation.messageID]
-            self._completed(operation, resultCode, link)
-            answers.append(
-                ber.result(operation.messageID, ber.RESPONSE_FOR[operation.opTag], resultCode, reason)
-            )
-            if operation.opTag == ber.BIND_REQUEST:
-                self.session.bindCompleted(None, resultCode)
         self._log.warn(
             "{count} operation(s) of {peer} answered {resultCode}: {reason}",
-            count=len(answers),
-            peer=self._peerText,
-            listener=self._listener.name,
-            pool=link.pool.name,
-            backend=link.backend.name if link.backend else None,
-            resultCode=resultCode,
-            reason=reason,
-        )
+            count=len(answers), peer=self._peerText, listener=self._listener.name, pool=link.pool.name,
+            backend=link.backend.name if link.backend else None, resultCode=resultCode, reason=reason,
+        )  # fmt: skip
         self.transport.writeSequence(answers)  # type: ignore[union-attr]
         self._outstandingAnswered()
 
-    # --- the slow path: rewriting and searches across routes -------------
-
-    def _rewriteRequest(self, route: Any, link: UpstreamLink, messageID: int, pdu: bytes) -> bytes:
-        """The request through the route's rewriter; responses to it will
-        come back through the same rewriter (the link's transformer)."""
-        rewriter = rewriterFor(route)
-        rewritten = rewriter.request(pdu)
-        self._rewritingOps[messageID] = rewriter
-        if link.responseTransformer is None:
-            link.responseTransformer = self._rewriteResponses
-        if self._runtime.debug:
-            self._log.debug(
-                "Operation {messageID} rewritten by route {route} for pool {pool}: target {rewrittenDN}",
-                messageID=messageID,
-                route=route.name,
-                pool=route.pool,
-                rewrittenDN=_targetText(rewritten),
-                peer=self._peerText,
-            )
-        return rewritten
-
-    def _rewriteResponses(self, data: bytes) -> bytes:
-        ops = self._rewritingOps
-        if not ops:
-            return data
-        out = []
-        for pdu in ber.Framer(1 << 62).feed(data):
-            rewriter = ops.get(messageIDOf(pdu))
-            out.append(rewriter.response(pdu) if rewriter is not None else pdu)
-        return b"".join(out)
-
-    def _searchAcrossRoutes(self, envelope: ber.Envelope, pdu: bytes, base: bytes | None) -> bool:
-        """
-        Serve a root DSE read or a search spanning routes with a
-        L{fanout.FanOut}; False when one route serves the search as usual.
-        """
-        session = self.session
-        boundDN = session.identity.dn
-        plan = fanout.planSearch(self._runtime.router, self._listener.name, pdu, base, boundDN, self._peerAddress)
-        if plan is None:
-            return False
-        messageID = envelope.messageID
-        if len(plan.targets) > 1 and fanout.PAGED_RESULTS_OID in fanout.controlOIDs(fanout.splitMessage(pdu)[3]):
-            self._answer(
-                envelope,
-                ber.UNWILLING_TO_PERFORM,
-                "paged results cannot span routes: search below one naming context at a time",
-            )
-            return True
-        subs = []
-        for target in plan.targets:
-            route = target.route
-            subID = self._nextSubID
-            self._nextSubID = _FANOUT_ID_BASE + (self._nextSubID + 1 - _FANOUT_ID_BASE) % 0x0FFFFF00
-            subPDU = fanout.searchWith(withMessageID(pdu, subID), target.base, target.scope)
-            rewriter = None
-            if route.rewrites:
-                rewriter = rewriterFor(route)
-                try:
-                    subPDU = rewriter.request(subPDU)
-                except Refused as e:
-                    self._answer(envelope, e.resultCode, e.message)
-                    return True
-            subs.append(fanout.SubSearch(route.name, route.pool, subID, subPDU, rewriter))
-        links = []
-        for sub in subs:
-            link = self._linkFor(sub.pool, False)
-            if link is None:
-                self._answer(
-                    envelope,
-                    ber.OPERATIONS_ERROR,
-                    "this operation needs a new upstream connection and a SASL bind cannot be replayed: bind again",
-                )
-                return True
-            links.append(link)
-        search = fanout.FanOut(
-            messageID,
-            fanout.searchSizeLimit(pdu),
-            subs,
-            self.transport.write,  # type: ignore[union-attr]
-            plan.entryHook if plan.rootDSE and subs else None,
-        )
-        if self._runtime.debug:
-            self._log.debug(
-                "Search {messageID} spans routes {routes}",
-                messageID=messageID,
-                routes=[f"{sub.route}->{sub.pool}" for sub in subs],
-                peer=self._peerText,
-                listener=self._listener.name,
-            )
-        if plan.rootDSE and not subs:
-            search.writeEntry(fanout.rootDSEEntry(plan.namingContexts))
-            search.start()
-            return True
-        self._fanouts[messageID] = search
-        for sub, link in zip(subs, links):
-            sub.link = link
-            self._fanoutSubs[sub.subID] = (search, sub)
-        for sub, link in zip(subs, links):
-            if search.finished:
-                break
-            link.send(sub.pdu)
-        return True
-
-    def _fanoutResponses(self, data: bytes) -> bytes:
-        """Take the fan-out sub-searches' PDUs out of a chunk."""
-        keep = []
-        subs = self._fanoutSubs
-        for pdu in ber.Framer(1 << 62).feed(data):
-            found = subs.get(messageIDOf(pdu))
-            if found is None:
-                keep.append(pdu)
-                continue
-            search, sub = found
-            abandon = search.pduReceived(sub, pdu)
-            if sub.resultCode is not None:
-                subs.pop(sub.subID, None)
-            self._fanoutProgress(search, abandon)
-        return b"".join(keep)
-
-    def _failSubSearches(self, link: UpstreamLink, resultCode: int, reason: str) -> None:
-        """Sub-searches on a link that lost them count as failed."""
-        if not self._fanoutSubs:
-            return
-        for subID, (search, sub) in list(self._fanoutSubs.items()):
-            if sub.link is link:
-                del self._fanoutSubs[subID]
-                search.subFailed(sub, resultCode, reason)
-                self._fanoutProgress(search, [])
-
-    def _fanoutProgress(self, search: fanout.FanOut, abandon: list[fanout.SubSearch]) -> None:
-        if abandon:
-            self._abandonSubs(abandon)
-        if search.finished and self._fanouts.get(search.messageID) is search:
-            del self._fanouts[search.messageID]
-
-    def _abandonSubs(self, subs: list[fanout.SubSearch]) -> None:
-        for sub in subs:
-            if sub.link is not None:
-                sub.link.send(ber.message(self._nextSubID, ber.tlv(ber.ABANDON_REQUEST, ber.encodeInteger(sub.subID))))
-                self._nextSubID += 1
-    def _completed(self, operation: Outstanding, resultCode: int, link: UpstreamLink | None) -> None:
+    def _completed(self, operation: Outstanding[IBackendLink], resultCode: int, link: IBackendLink | None) -> None:
         now = self._reactor.seconds()
         self._runtime.observer.operationCompleted(
             self, operation.opTag, operation.messageID, operation.route, link, resultCode,
@@ -737,151 +520,41 @@ class FrontendProtocol(Protocol):
 
     # --- the proxy's own answers ------------------------------------------
 
-    def _answer(
-        self, envelope: ber.Envelope, resultCode: int, diagnosticMessage: str, route: str = "", pdu: bytes | None = None
-    ) -> None:
-        answer = ber.resultFor(envelope, resultCode, diagnosticMessage)
-        if answer is not None:
-            self.transport.write(answer)  # type: ignore[union-attr]
+    def _answer(self, envelope: ber.Envelope, answer: core.Answer, pdu: bytes | None = None) -> None:
+        if answer.refusal is not None:
+            self._refused(envelope, answer, pdu)
+        written = ber.resultFor(envelope, answer.resultCode, answer.message)
+        if written is not None:
+            self.transport.write(written)  # type: ignore[union-attr]
             now = self._reactor.seconds()
             observer = self._runtime.observer
-            summary = observer.summarize(pdu, envelope) if pdu is not None else None
-            observer.operationCompleted(self, envelope.opTag, envelope.messageID, route, None, resultCode, now, now, summary)
+            summary = observer.summarize(pdu, envelope) if answer.summarize and pdu is not None else None
+            observer.operationCompleted(
+                self, envelope.opTag, envelope.messageID, answer.route, None, answer.resultCode, now, now, summary
+            )
+        self.session.answered(answer)
 
-    def _protocolError(self, reason: ber.FramingError) -> None:
+    def _refused(self, envelope: ber.Envelope, answer: core.Answer, pdu: bytes | None) -> None:
+        """A bind the listener's policy refused: one warning, and the throttle metric."""
+        if answer.refusal == core.THROTTLED:
+            self._runtime.observer.metrics.bindThrottled(self._listener.name)
+        name = envelope.targetDN(pdu) if pdu is not None else None
+        self._log.warn(
+            "{event} for {peer} (bindDN {bindDN}): {reason}",
+            event=answer.refusal, peer=self._peerText, listener=self._listener.name,
+            bindDN=(name or b"").decode("utf-8", "replace"), op="bind", messageID=envelope.messageID,
+            resultCode=answer.resultCode, reason=answer.message,
+        )  # fmt: skip
+
+    def _protocolError(self, kind: str, detail: str) -> None:
         self._log.warn(
             "Protocol error from {peer}: {reason}; sent Notice of Disconnection",
-            peer=self._peerText,
-            listener=self._listener.name,
-            reason=reason.detail,
-            kind=reason.reason,
-        )
-        self._runtime.observer.pduRejected(self, reason.reason)
-        self._disconnect(ber.PROTOCOL_ERROR, reason.detail)
+            peer=self._peerText, listener=self._listener.name, reason=detail, kind=kind,
+        )  # fmt: skip
+        self._runtime.observer.pduRejected(self, kind)
+        self._disconnect(ber.PROTOCOL_ERROR, detail)
 
-    # --- security policy (see policy.py and tls.py) ------------------------
-
-    def _refusedByPolicy(self, envelope: ber.Envelope, pdu: bytes) -> bool:
-        """
-        Answer a request that the listener's policy refuses; C{True} when
-        answered (nothing goes upstream).
-        """
-        listener = self._listener
-        session = self.session
-        tag = envelope.opTag
-        if self._passthroughID is not None:
-            self._answer(envelope, ber.OPERATIONS_ERROR, "StartTLS is in progress: wait for its response")
-            return True
-        if listener.maxOutstanding is not None and len(session.outstanding) >= listener.maxOutstanding:
-            self._answer(
-                envelope,
-                ber.BUSY,
-                f"too many operations outstanding on this connection (limit {listener.maxOutstanding})",
-            )
-            return True
-        if tag == ber.BIND_REQUEST:
-            choice, credential = envelope.bindAuthentication(pdu)
-            name = envelope.targetDN(pdu) or b""
-            refusal = None
-            if listener.requireTLSForSimpleBind and not self._secure and choice == ber.SIMPLE_AUTH_TAG and credential:
-                refusal = (
-                    ber.CONFIDENTIALITY_REQUIRED,
-                    "a simple bind with a password needs TLS here: use StartTLS or ldaps",
-                    "cleartext simple bind refused",
-                )
-            elif self._policy.throttle is not None:
-                reason = self._policy.throttle.refusal(self._peerAddress, name, self._reactor.seconds())
-                if reason is not None:
-                    refusal = (ber.UNWILLING_TO_PERFORM, reason, "bind throttled")
-                    self._runtime.observer.metrics.bindThrottled(listener.name)
-            if refusal is not None:
-                code, message, event = refusal
-                self._log.warn(
-                    "{event} for {peer} (bindDN {bindDN}): {reason}",
-                    event=event,
-                    peer=self._peerText,
-                    listener=listener.name,
-                    bindDN=name.decode("utf-8", "replace"),
-                    op="bind",
-                    messageID=envelope.messageID,
-                    resultCode=code,
-                    reason=message,
-                )
-                self._answer(envelope, code, message)
-                # RFC 4511 4.2.1: a failed bind leaves the connection anonymous
-                session.bindCompleted(None, code)
-                return True
-            return False
-        if not listener.allowAnonymous and session.identity.kind == "anonymous":
-            if tag == ber.EXTENDED_REQUEST and envelope.extendedName(pdu) == ber.STARTTLS_OID:
-                return False
-            self._answer(
-                envelope,
-                ber.INSUFFICIENT_ACCESS_RIGHTS,
-                "anonymous access is not allowed on this listener: bind first",
-            )
-            return True
-        return False
-
-    def _startTLS(self, envelope: ber.Envelope) -> bool:
-        """
-        The StartTLS extended request (RFC 4511 4.14, RFC 4513 3); C{True}
-        when answered here, C{False} to forward it (passthrough).
-        """
-        mode = self._listener.starttls
-        if mode == "off":
-            self._answer(envelope, ber.PROTOCOL_ERROR, "StartTLS is not offered on this listener")
-            return True
-        if self._secure or self._tlsState != "none":
-            self._answer(envelope, ber.OPERATIONS_ERROR, "TLS is already established on this connection")
-            return True
-        if self.session.outstanding:
-            self._answer(envelope, ber.OPERATIONS_ERROR, "StartTLS is refused while operations are outstanding")
-            return True
-        if mode == "passthrough":
-            return False
-        if self._serverTLS is None:
-            self._answer(envelope, ber.UNAVAILABLE, "StartTLS is not available: no certificate loaded")
-            return True
-        self.transport.write(startTLSResponse(envelope.messageID))  # type: ignore[union-attr]
-        self.transport.startTLS(self._serverTLS)  # type: ignore[union-attr]
-        self._secure = True  # every byte from now on is inside TLS
-        self._tlsState = "handshaking"
-        return True
-
-    def handshakeCompleted(self) -> None:
-        """IHandshakeListener: the client finished a TLS handshake."""
-        self._runtime.observer.metrics.tlsHandshake("client", "success")
-        if self._tlsState == "handshaking":
-            self._tlsState = "done"
-            self._runtime.observer.connectionSecured(self, "starttls")
-            self._log.info("TLS established with {peer}", peer=self._peerText, listener=self._listener.name)
-
-    def _passthroughAnswered(self, link: UpstreamLink, resultCode: int) -> None:
-        self._passthroughID = None
-        if resultCode != ber.SUCCESS:
-            return  # the session stays cleartext and usable
-        self._log.info(
-            "StartTLS passed through for {peer}: relaying to backend {backend} untouched",
-            peer=self._peerText,
-            listener=self._listener.name,
-            pool=link.pool.name,
-            backend=link.backend.name if link.backend else None,
-        )
-        for other in [other for other in self._links.values() if other is not link]:
-            del self._links[other.pool.name]
-            other.close(unbind=True)
-        self._opaqueLink = link
-        self._secure = True
-        self._cancelTimer("_pduTimer")
-        self._runtime.observer.connectionSecured(self, "passthrough")
-        link.goOpaque()
-
-    def _bindFailed(self, pending: Any) -> None:
-        throttle = self._policy.throttle
-        if throttle is not None:
-            name = pending.name if pending is not None else b""
-            throttle.failed(self._peerAddress, name, self._reactor.seconds())
+    # --- timers -------------------------------------------------------------
 
     def _armIdleTimer(self) -> None:
         timeout = self._listener.idleTimeout
@@ -904,7 +577,7 @@ class FrontendProtocol(Protocol):
         if timeout is None:
             return
         if self._framer.buffered == 0:
-            self._cancelTimer("_pduTimer")
+            self._cancelPDUTimer()
         elif self._pduTimer is None:
             self._pduTimer = self._reactor.callLater(timeout, self._pduTimedOut)  # type: ignore[attr-defined]
         elif completed:
@@ -916,53 +589,47 @@ class FrontendProtocol(Protocol):
             return
         self._log.warn(
             "Protocol error from {peer}: a PDU was not completed within {timeout}s; sent Notice of Disconnection",
-            peer=self._peerText,
-            listener=self._listener.name,
-            timeout=self._listener.pduTimeout,
-        )
+            peer=self._peerText, listener=self._listener.name, timeout=self._listener.pduTimeout,
+        )  # fmt: skip
         self._disconnect(ber.PROTOCOL_ERROR, f"a PDU was not completed within {self._listener.pduTimeout:g}s")
 
-    def _cancelTimer(self, name: str) -> None:
-        timer = getattr(self, name)
-        if timer is not None:
-            setattr(self, name, None)
-            if timer.active():
-                timer.cancel()
+    def _cancelPDUTimer(self) -> None:
+        timer, self._pduTimer = self._pduTimer, None
+        if timer is not None and timer.active():
+            timer.cancel()
 
-    def _securityConnectionLost(self, reason: Failure) -> None:
-        self._cancelTimer("_idleTimer")
-        self._cancelTimer("_pduTimer")
-        if self._admitted:
-            self._admitted = False
-            self._policy.limits.release(self._peerAddress)
-        if self._tlsState == "handshaking":
-            self._runtime.observer.metrics.tlsHandshake("client", "failure")
-            self._log.warn(
-                "TLS handshake with {peer} failed: {reason}",
-                peer=self._peerText,
-                listener=self._listener.name,
-                reason=reason.getErrorMessage(),
-            )
+    def _cancelTimers(self) -> None:
+        self._cancelPDUTimer()
+        timer, self._idleTimer = self._idleTimer, None
+        if timer is not None and timer.active():
+            timer.cancel()
+
+    # --- the end ------------------------------------------------------------
+
     def shutDown(self) -> None:
         """The proxy is stopping: Notice of Disconnection (unavailable), then close."""
         if not self._closing:
             self._disconnect(ber.UNAVAILABLE, "the proxy is shutting down")
 
-    def _disconnect(self, resultCode: int, diagnosticMessage: str) -> None:
-        """Notice of Disconnection, then close: the stream cannot go on."""
+    def _disconnect(self, resultCode: int | None, diagnosticMessage: str) -> None:
+        """
+        Notice of Disconnection (unless C{resultCode} is L{None}: the
+        client unbound), then close: the stream cannot go on.
+        """
         self._closing = True
-        self.transport.write(ber.noticeOfDisconnection(resultCode, diagnosticMessage))  # type: ignore[union-attr]
-        self._closeLinks(unbind=True)
+        if resultCode is not None:
+            self.transport.write(ber.noticeOfDisconnection(resultCode, diagnosticMessage))  # type: ignore[union-attr]
+        self._closeLinks()
         self.session.outstanding.clear()
         # a paused producer would keep the transport open after its buffer drains
         limits.releaseProducer(self.transport)
         self.transport.loseConnection()  # type: ignore[union-attr]
 
-    def _closeLinks(self, unbind: bool) -> None:
+    def _closeLinks(self) -> None:
         links = list(self._links.values())
         self._links.clear()
         for link in links:
-            link.close(unbind=unbind)
+            link.close(unbind=True)
 
 
 def _targetText(pdu: bytes) -> str | None:
