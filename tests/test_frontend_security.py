@@ -122,14 +122,14 @@ def test_cleartextSimpleBindRefused() -> None:
     protocol.dataReceived(simpleBind(1))
     [answer] = take(transport)
     assert answer.value.resultCode == ber.CONFIDENTIALITY_REQUIRED
-    assert protocol._links == {} and reactor.tcpClients == []
+    assert protocol._links.byPool == {} and reactor.tcpClients == []
 
 
 def test_anonymousBindAllowedInClear() -> None:
     protocol, transport, _ = connect()
     protocol.dataReceived(simpleBind(1, b""))
     assert take(transport) == []
-    assert list(protocol._links) == ["p"]
+    assert list(protocol._links.byPool) == ["p"]
 
 
 def test_simpleBindAllowedAfterStartTLS() -> None:

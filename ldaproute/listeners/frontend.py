@@ -20,22 +20,21 @@ import socket
 from typing import Any
 
 from twisted.internet import error
-from twisted.internet.interfaces import IAddress, IDelayedCall, IHandshakeListener, IPushProducer, IReactorTime, ISSLTransport
+from twisted.internet.interfaces import IAddress, IHandshakeListener, IReactorTime, ISSLTransport
 from twisted.internet.protocol import Protocol, ServerFactory
 from twisted.logger import Logger
 from twisted.protocols.haproxy._wrapper import HAProxyProtocolWrapper
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from ldaproute.backends import shared
 from ldaproute.backends.interfaces import IBackendLink, ILinkOwner
-from ldaproute.backends.upstream import UpstreamLink
 from ldaproute.config import Listener, Route
 from ldaproute.core import limits, session as core
 from ldaproute.core.policy import ListenerPolicy
 from ldaproute.core.rewrite import Refused
 from ldaproute.core.session import Outstanding, Session
-from ldaproute.core.slowpath import replayName
+from ldaproute.listeners.links import ClientLinks
+from ldaproute.listeners.timers import ClientTimers
 from ldaproute.listeners.tls import ServerTLS, startTLSResponse
 from ldaproute.runtime import Runtime
 from ldaproute.wire import ber
@@ -50,54 +49,6 @@ def describePeer(address: IAddress) -> tuple[str, str | None]:
         name = getattr(address, "name", None)
         return (f"unix:{name.decode() if isinstance(name, bytes) else name or '?'}", None)
     return (f"[{host}]:{port}" if ":" in host else f"{host}:{port}", host)
-
-
-@implementer(IPushProducer)
-class _LinksProducer:
-    """
-    Pauses every upstream connection of a client whose transport buffer is
-    full, so a slow reader does not make the proxy hold a whole result.
-    """
-
-    def __init__(self, links: dict[str, IBackendLink]) -> None:
-        self._links = links
-        self.paused = False
-
-    def pauseProducing(self) -> None:
-        self.paused = True
-        for link in self._links.values():
-            link.pauseReading()
-
-    def resumeProducing(self) -> None:
-        self.paused = False
-        for link in self._links.values():
-            link.resumeReading()
-
-    def stopProducing(self) -> None:
-        pass
-
-
-@implementer(IPushProducer)
-class _ClientReading:
-    """
-    The client's transport as the producer for one upstream connection: a
-    backend that cannot keep up pauses the client's reading.  Unlike the
-    transport itself, it ignores C{stopProducing}, which Twisted calls when
-    the upstream connection closes: losing a backend must not cut the
-    client off.
-    """
-
-    def __init__(self, gate: limits.ReadGate) -> None:
-        self._gate = gate
-
-    def pauseProducing(self) -> None:
-        self._gate.pause(self)
-
-    def resumeProducing(self) -> None:
-        self._gate.resume(self)
-
-    def stopProducing(self) -> None:
-        self._gate.resume(self)  # the backend that paused us is gone
 
 
 @implementer(IHandshakeListener, ILinkOwner)
@@ -120,10 +71,9 @@ class FrontendProtocol(Protocol):
         self._policy = policy if policy is not None else ListenerPolicy.fromListener(listener)
         self._serverTLS = serverTLS
         self._admitted = False
-        self._idleTimer: IDelayedCall | None = None
-        self._pduTimer: IDelayedCall | None = None
+        self._timers = ClientTimers(reactor, listener.idleTimeout, listener.pduTimeout, self._idled, self._pduTimedOut)
         self._framer = ber.Framer(runtime.config.maxPDUBytes)
-        self._links: dict[str, IBackendLink] = {}
+        self._links: ClientLinks
         self._closing = False
         self._opaque = False  # bytes relayed to one pinned link
         self.session: Session[IBackendLink]
@@ -136,6 +86,7 @@ class FrontendProtocol(Protocol):
             self._peerText, self._listener, self._policy, self._completed, self._reactor.seconds,
             self._peerAddress, ISSLTransport.providedBy(self.transport), self._serverTLS is not None,
         )  # fmt: skip
+        self._links = ClientLinks(self, self.session, self._runtime, self._reactor, self.transport)  # type: ignore[arg-type]
         if not self._policy.limits.allowed(self._peerAddress):
             # behind haproxy: endpoints, the real client address is only known now
             self._log.warn(
@@ -152,14 +103,12 @@ class FrontendProtocol(Protocol):
             self._disconnect(ber.BUSY, refusal)
             return
         self._admitted = True
-        self._armIdleTimer()
+        self._timers.startIdle()
         try:
             self.transport.setTcpNoDelay(True)  # type: ignore[union-attr]
         except (AttributeError, OSError, socket.error):
             pass
-        self._gate = limits.ReadGate(self.transport)
-        self._linksProducer = _LinksProducer(self._links)
-        self.transport.registerProducer(self._linksProducer, True)  # type: ignore[union-attr]
+        self.transport.registerProducer(self._links.producer, True)  # type: ignore[union-attr]
         self._received, self._sent = self._runtime.observer.connectionOpened(self, self.transport)
         #: relayed responses go out through this (see L{ldaproute.wire.fastwrite})
         self._write = writerFor(self.transport)
@@ -180,16 +129,17 @@ class FrontendProtocol(Protocol):
         self._received.inc(len(data))
         if self._closing:
             return
-        if self._idleTimer is not None:
-            self._idleTimer.reset(self._listener.idleTimeout)  # type: ignore[arg-type]
+        timers = self._timers
+        if timers.idle is not None:
+            timers.idle.reset(timers.idleTimeout)  # type: ignore[arg-type]
         session = self.session
         if session.tls.opaqueLink is not None or session.tls.layerWatch.armed is not None:
             if self._relayOpaque(data):
                 return
         try:
             pdus = self._framer.feed(data)
-            if self._pduTimer is not None or self._framer.buffered:
-                self._pduTimerAfter(bool(pdus))
+            if timers.pdu is not None or self._framer.buffered:
+                timers.framed(self._framer.buffered, bool(pdus))
             for pdu in pdus:
                 self._request(pdu)
                 if self._closing:
@@ -215,7 +165,7 @@ class FrontendProtocol(Protocol):
                 listener=self._listener.name,
             )
         self._closing = True
-        self._cancelTimers()
+        self._timers.cancel()
         if self._admitted:
             self._admitted = False
             self._policy.limits.release(self._peerAddress)
@@ -225,7 +175,7 @@ class FrontendProtocol(Protocol):
                 "TLS handshake with {peer} failed: {reason}",
                 peer=self._peerText, listener=self._listener.name, reason=reason.getErrorMessage(),
             )  # fmt: skip
-        self._closeLinks()
+        self._links.closeAll()
         self.session.ended()
         self._runtime.observer.connectionClosed(self)
 
@@ -271,7 +221,7 @@ class FrontendProtocol(Protocol):
                 route=route.name, pool=route.pool, peer=self._peerText, listener=self._listener.name,
             )  # fmt: skip
         assert route.pool is not None
-        link = self._linkFor(route.pool, envelope.opTag == ber.BIND_REQUEST)
+        link = self._links.linkFor(route.pool, envelope.opTag == ber.BIND_REQUEST)
         if link is None:
             self._answer(envelope, core.IDENTITY_LOST)
             return
@@ -288,42 +238,7 @@ class FrontendProtocol(Protocol):
         link.operationStarted(messageID, route.operationTimeout or link.pool.pool.operationTimeout)
         link.send(sent)
         if pause:
-            self._gate.pause("outstanding")
-
-    def _linkFor(self, poolName: str, isBind: bool) -> IBackendLink | None:
-        """
-        The session's link to a pool, opened if need be, carrying the
-        client's current identity (replayed when it does not yet).
-        """
-        session = self.session
-        link = self._links.get(poolName)
-        if self._runtime.config.mode == "shared":
-            if link is None:
-                link = self._links[poolName] = shared.linkFor(self, self._runtime, poolName, self._reactor)
-            link.boundVersion = session.identityVersion
-            return link
-        if link is not None and (isBind or link.boundVersion == session.identityVersion):
-            return link
-        replay = session.replayFor(link.boundVersion if link is not None else None, isBind)
-        if isinstance(replay, core.Answer):
-            return None
-        if replay is not None:
-            replay = (replayName(self._runtime.router, poolName, replay[0]), replay[1])
-        if link is not None:
-            link.rebind(replay)  # type: ignore[arg-type]
-        else:
-            link = self._links[poolName] = self._openLink(poolName, replay)
-        link.boundVersion = session.identityVersion
-        return link
-
-    def _openLink(self, poolName: str, replay: tuple[bytes, bytes] | None) -> IBackendLink:
-        """A new session-mode link to a pool."""
-        runtime = self._runtime
-        pool = runtime.backends.pools[poolName]
-        return UpstreamLink(
-            self, pool, self._reactor, pool.pool.connectTimeout, replay, self._peerText, runtime.endpointFactory,
-            (self.transport.getPeer(), self.transport.getHost()),  # type: ignore[union-attr]
-        )  # fmt: skip
+            self._links.gate.pause("outstanding")
 
     def _abandon(self, messageID: int, pdu: bytes) -> None:
         sends = self.session.fanouts.abandon(messageID)
@@ -337,8 +252,8 @@ class FrontendProtocol(Protocol):
             self._outstandingAnswered()
 
     def _outstandingAnswered(self) -> None:
-        if self._gate.paused and len(self.session.outstanding) < limits.PAUSE_OUTSTANDING:
-            self._gate.resume("outstanding")
+        if self._links.gate.paused and len(self.session.outstanding) < limits.PAUSE_OUTSTANDING:
+            self._links.gate.resume("outstanding")
 
     @staticmethod
     def _send(sends: list[tuple[IBackendLink, bytes]]) -> None:
@@ -366,7 +281,7 @@ class FrontendProtocol(Protocol):
         """Serve a root DSE read or a search spanning routes."""
         links = []
         for sub in span.subs:
-            link = self._linkFor(sub.pool, False)
+            link = self._links.linkFor(sub.pool, False)
             if link is None:
                 self._answer(envelope, core.IDENTITY_LOST)
                 return
@@ -388,14 +303,8 @@ class FrontendProtocol(Protocol):
 
     def linkConnected(self, link: IBackendLink) -> None:
         """Back-pressure from the backend's side: its full buffer pauses us."""
-        transport: Any = link.transport
-        if transport is not None and self.transport is not None:
-            # not the client transport itself: when the upstream connection
-            # is lost Twisted calls stopProducing on its producer, which
-            # would close the client (a backend death must not end sessions)
-            transport.registerProducer(_ClientReading(self._gate), True)
-            if self._linksProducer.paused:  # the client is not reading
-                link.pauseReading()
+        if self.transport is not None:
+            self._links.connected(link)
 
     def linkReceived(self, link: IBackendLink, data: bytes, finals: list[tuple[int, int, int]]) -> None:
         session = self.session
@@ -434,9 +343,7 @@ class FrontendProtocol(Protocol):
         The session is opaque now (C{how}: a SASL layer, or StartTLS passed
         through): only C{link} carries it, its bytes relayed as they are.
         """
-        for other in [other for other in self._links.values() if other is not link]:
-            del self._links[other.pool.name]
-            other.close(unbind=True)
+        self._links.keepOnly(link)
         backend = link.backend.name if link.backend else None
         if how == "sasl":
             self._log.info(
@@ -449,7 +356,7 @@ class FrontendProtocol(Protocol):
                 "StartTLS passed through for {peer}: relaying to backend {backend} untouched",
                 peer=self._peerText, listener=self._listener.name, pool=link.pool.name, backend=backend,
             )  # fmt: skip
-            self._cancelPDUTimer()
+            self._timers.cancelPDU()
             self._runtime.observer.connectionSecured(self, "passthrough")
         self._opaque = True
         link.goOpaque()
@@ -467,8 +374,7 @@ class FrontendProtocol(Protocol):
             self._closing = True
             self.transport.loseConnection()  # type: ignore[union-attr]
             return
-        if self._links.get(link.pool.name) is link:
-            del self._links[link.pool.name]
+        self._links.lost(link)
         self.session.fanouts.linkLost(link, resultCode, reason)
         if not self._closing:
             self._failed(link, resultCode, reason, self.session.linkLost(link, resultCode, reason))
@@ -556,35 +462,16 @@ class FrontendProtocol(Protocol):
 
     # --- timers -------------------------------------------------------------
 
-    def _armIdleTimer(self) -> None:
-        timeout = self._listener.idleTimeout
-        if timeout is not None:
-            self._idleTimer = self._reactor.callLater(timeout, self._idleTimedOut)  # type: ignore[attr-defined]
-
-    def _idleTimedOut(self) -> None:
-        self._idleTimer = None
+    def _idled(self) -> None:
         if self._closing:
             return
         if self.session.outstanding:
-            self._armIdleTimer()
+            self._timers.startIdle()
             return
         self._log.info("Closing idle connection from {peer}", peer=self._peerText, listener=self._listener.name)
         self._disconnect(ber.UNAVAILABLE, f"idle for {self._listener.idleTimeout:g}s")
 
-    def _pduTimerAfter(self, completed: bool) -> None:
-        """Slow-loris defence: a started PDU must complete within pdu_timeout."""
-        timeout = self._listener.pduTimeout
-        if timeout is None:
-            return
-        if self._framer.buffered == 0:
-            self._cancelPDUTimer()
-        elif self._pduTimer is None:
-            self._pduTimer = self._reactor.callLater(timeout, self._pduTimedOut)  # type: ignore[attr-defined]
-        elif completed:
-            self._pduTimer.reset(timeout)
-
     def _pduTimedOut(self) -> None:
-        self._pduTimer = None
         if self._closing:
             return
         self._log.warn(
@@ -592,17 +479,6 @@ class FrontendProtocol(Protocol):
             peer=self._peerText, listener=self._listener.name, timeout=self._listener.pduTimeout,
         )  # fmt: skip
         self._disconnect(ber.PROTOCOL_ERROR, f"a PDU was not completed within {self._listener.pduTimeout:g}s")
-
-    def _cancelPDUTimer(self) -> None:
-        timer, self._pduTimer = self._pduTimer, None
-        if timer is not None and timer.active():
-            timer.cancel()
-
-    def _cancelTimers(self) -> None:
-        self._cancelPDUTimer()
-        timer, self._idleTimer = self._idleTimer, None
-        if timer is not None and timer.active():
-            timer.cancel()
 
     # --- the end ------------------------------------------------------------
 
@@ -619,17 +495,11 @@ class FrontendProtocol(Protocol):
         self._closing = True
         if resultCode is not None:
             self.transport.write(ber.noticeOfDisconnection(resultCode, diagnosticMessage))  # type: ignore[union-attr]
-        self._closeLinks()
+        self._links.closeAll()
         self.session.outstanding.clear()
         # a paused producer would keep the transport open after its buffer drains
         limits.releaseProducer(self.transport)
         self.transport.loseConnection()  # type: ignore[union-attr]
-
-    def _closeLinks(self) -> None:
-        links = list(self._links.values())
-        self._links.clear()
-        for link in links:
-            link.close(unbind=True)
 
 
 def _targetText(pdu: bytes) -> str | None:
