@@ -33,6 +33,7 @@ from ldaproute.core import limits, session as core
 from ldaproute.core.policy import ListenerPolicy
 from ldaproute.core.rewrite import Refused
 from ldaproute.core.session import Outstanding, Session
+from ldaproute.listeners.events import ClientEvents
 from ldaproute.listeners.links import ClientLinks
 from ldaproute.listeners.timers import ClientTimers
 from ldaproute.listeners.tls import ServerTLS, startTLSResponse
@@ -55,7 +56,6 @@ def describePeer(address: IAddress) -> tuple[str, str | None]:
 class FrontendProtocol(Protocol):
     """One client connection on a listener."""
 
-    _log = Logger()
 
     def __init__(
         self,
@@ -82,6 +82,7 @@ class FrontendProtocol(Protocol):
 
     def connectionMade(self) -> None:
         self._peerText, self._peerAddress = describePeer(self.transport.getPeer())  # type: ignore[union-attr]
+        self._events = ClientEvents(self._peerText, self._listener.name)
         self.session = Session(
             self._peerText, self._listener, self._policy, self._completed, self._reactor.seconds,
             self._peerAddress, ISSLTransport.providedBy(self.transport), self._serverTLS is not None,
@@ -89,17 +90,13 @@ class FrontendProtocol(Protocol):
         self._links = ClientLinks(self, self.session, self._runtime, self._reactor, self.transport)  # type: ignore[arg-type]
         if not self._policy.limits.allowed(self._peerAddress):
             # behind haproxy: endpoints, the real client address is only known now
-            self._log.warn(
-                "Connection from {peer} refused: not in client_network", peer=self._peerText, listener=self._listener.name
-            )
+            self._events.refusedNetwork()
             self._closing = True
             self.transport.abortConnection()  # type: ignore[union-attr]
             return
         refusal = self._policy.limits.admit(self._peerAddress)
         if refusal is not None:
-            self._log.warn(
-                "Connection from {peer} refused: {reason}", peer=self._peerText, listener=self._listener.name, reason=refusal
-            )
+            self._events.refusedAdmission(refusal)
             self._disconnect(ber.BUSY, refusal)
             return
         self._admitted = True
@@ -123,6 +120,7 @@ class FrontendProtocol(Protocol):
         del self.dataReceived
         self._peerText, self._peerAddress = describePeer(self.transport.getPeer())  # type: ignore[union-attr]
         self.session.peer, self.session.address = self._peerText, self._peerAddress
+        self._events.peer = self._peerText
         self.dataReceived(data)
 
     def dataReceived(self, data: bytes) -> None:
@@ -159,11 +157,7 @@ class FrontendProtocol(Protocol):
             # cleartext: the connection closes, and whatever the client
             # sends after its close_notify (typically a cleartext Unbind)
             # is not read.  A normal end, not an error.
-            self._log.info(
-                "{peer} removed TLS (close_notify): connection closed, the session does not go on in cleartext",
-                peer=self._peerText,
-                listener=self._listener.name,
-            )
+            self._events.removedTLS()
         self._closing = True
         self._timers.cancel()
         if self._admitted:
@@ -171,10 +165,7 @@ class FrontendProtocol(Protocol):
             self._policy.limits.release(self._peerAddress)
         if self.session.tls.phase is core.TLSPhase.HANDSHAKING:
             self._runtime.observer.metrics.tlsHandshake("client", "failure")
-            self._log.warn(
-                "TLS handshake with {peer} failed: {reason}",
-                peer=self._peerText, listener=self._listener.name, reason=reason.getErrorMessage(),
-            )  # fmt: skip
+            self._events.handshakeFailed(reason.getErrorMessage())
         self._links.closeAll()
         self.session.ended()
         self._runtime.observer.connectionClosed(self)
@@ -184,7 +175,7 @@ class FrontendProtocol(Protocol):
         self._runtime.observer.metrics.tlsHandshake("client", "success")
         if self.session.tls.handshakeCompleted():
             self._runtime.observer.connectionSecured(self, "starttls")
-            self._log.info("TLS established with {peer}", peer=self._peerText, listener=self._listener.name)
+            self._events.secured()
 
     # --- requests: the session decides, this carries it out ---------------
 
@@ -199,7 +190,10 @@ class FrontendProtocol(Protocol):
         elif isinstance(decision, core.PassStartTLS):
             self._forward(envelope, pdu, decision.route, startTLS=True)
         elif isinstance(decision, core.SpanSearch):
-            self._spanSearch(envelope, decision)
+            if self._runtime.debug:
+                self._events.spanned(envelope.messageID, [f"{sub.route}->{sub.pool}" for sub in decision.subs])
+            if not self._links.startSpan(envelope.messageID, decision, self.transport.write):  # type: ignore[union-attr]
+                self._answer(envelope, core.IDENTITY_LOST)
         elif isinstance(decision, core.Abandon):
             self._abandon(decision.messageID, pdu)
         elif decision is core.UNBIND:
@@ -215,11 +209,7 @@ class FrontendProtocol(Protocol):
         messageID = envelope.messageID
         runtime = self._runtime
         if runtime.debug:
-            self._log.debug(
-                "Operation {messageID} ({op}) routed by {route} to {pool}",
-                messageID=messageID, op=ber.OPERATION_NAMES.get(envelope.opTag, hex(envelope.opTag)),
-                route=route.name, pool=route.pool, peer=self._peerText, listener=self._listener.name,
-            )  # fmt: skip
+            self._events.routed(messageID, envelope.opTag, route.name, route.pool)
         assert route.pool is not None
         link = self._links.linkFor(route.pool, envelope.opTag == ber.BIND_REQUEST)
         if link is None:
@@ -270,34 +260,8 @@ class FrontendProtocol(Protocol):
         if link.responseTransformer is None:
             link.responseTransformer = rewriting.responses
         if self._runtime.debug:
-            self._log.debug(
-                "Operation {messageID} rewritten by route {route} for pool {pool}: target {rewrittenDN}",
-                messageID=messageID, route=route.name, pool=route.pool, rewrittenDN=_targetText(rewritten),
-                peer=self._peerText,
-            )  # fmt: skip
+            self._events.rewritten(messageID, route.name, route.pool, _targetText(rewritten))
         return rewritten
-
-    def _spanSearch(self, envelope: ber.Envelope, span: core.SpanSearch) -> None:
-        """Serve a root DSE read or a search spanning routes."""
-        links = []
-        for sub in span.subs:
-            link = self._links.linkFor(sub.pool, False)
-            if link is None:
-                self._answer(envelope, core.IDENTITY_LOST)
-                return
-            links.append(link)
-        messageID = envelope.messageID
-        if self._runtime.debug:
-            self._log.debug(
-                "Search {messageID} spans routes {routes}",
-                messageID=messageID, routes=[f"{sub.route}->{sub.pool}" for sub in span.subs],
-                peer=self._peerText, listener=self._listener.name,
-            )  # fmt: skip
-        fanouts = self.session.fanouts
-        for link, pdu in fanouts.start(messageID, span, links, self.transport.write):  # type: ignore[union-attr]
-            if messageID not in fanouts:
-                break  # finished already
-            link.send(pdu)
 
     # --- answers from links -----------------------------------------------
 
@@ -344,18 +308,8 @@ class FrontendProtocol(Protocol):
         through): only C{link} carries it, its bytes relayed as they are.
         """
         self._links.keepOnly(link)
-        backend = link.backend.name if link.backend else None
-        if how == "sasl":
-            self._log.info(
-                "{peer} negotiated a SASL security layer ({mechanism}); relaying its bytes opaquely to {backend}",
-                peer=self._peerText, listener=self._listener.name, backend=backend,
-                mechanism=(self.session.tls.layerWatch.mechanism or b"?").decode("ascii", "replace"),
-            )  # fmt: skip
-        else:
-            self._log.info(
-                "StartTLS passed through for {peer}: relaying to backend {backend} untouched",
-                peer=self._peerText, listener=self._listener.name, pool=link.pool.name, backend=backend,
-            )  # fmt: skip
+        self._events.pinned(link, how, self.session.tls.layerWatch.mechanism)
+        if how == "passthrough":
             self._timers.cancelPDU()
             self._runtime.observer.connectionSecured(self, "passthrough")
         self._opaque = True
@@ -388,13 +342,7 @@ class FrontendProtocol(Protocol):
         if timedOut is None:
             return
         operation, answer = timedOut
-        self._log.warn(
-            "Operation {messageID} of {peer} timed out: {reason}",
-            messageID=messageID, peer=self._peerText, listener=self._listener.name, route=operation.route,
-            pool=link.pool.name, backend=link.backend.name if link.backend else None,
-            op=ber.OPERATION_NAMES.get(operation.opTag, hex(operation.opTag)), resultCode=ber.TIME_LIMIT_EXCEEDED,
-            durationMs=round((self._reactor.seconds() - operation.startedAt) * 1000),
-        )  # fmt: skip
+        self._events.timedOut(link, operation, reason, self._reactor.seconds())
         self.transport.write(answer)  # type: ignore[union-attr]
 
     def linkReplayFailed(self, link: IBackendLink, resultCode: int) -> None:
@@ -409,11 +357,7 @@ class FrontendProtocol(Protocol):
         """Write the answers for the operations a link lost."""
         if not answers:
             return
-        self._log.warn(
-            "{count} operation(s) of {peer} answered {resultCode}: {reason}",
-            count=len(answers), peer=self._peerText, listener=self._listener.name, pool=link.pool.name,
-            backend=link.backend.name if link.backend else None, resultCode=resultCode, reason=reason,
-        )  # fmt: skip
+        self._events.failed(link, len(answers), resultCode, reason)
         self.transport.writeSequence(answers)  # type: ignore[union-attr]
         self._outstandingAnswered()
 
@@ -444,19 +388,11 @@ class FrontendProtocol(Protocol):
         """A bind the listener's policy refused: one warning, and the throttle metric."""
         if answer.refusal == core.THROTTLED:
             self._runtime.observer.metrics.bindThrottled(self._listener.name)
-        name = envelope.targetDN(pdu) if pdu is not None else None
-        self._log.warn(
-            "{event} for {peer} (bindDN {bindDN}): {reason}",
-            event=answer.refusal, peer=self._peerText, listener=self._listener.name,
-            bindDN=(name or b"").decode("utf-8", "replace"), op="bind", messageID=envelope.messageID,
-            resultCode=answer.resultCode, reason=answer.message,
-        )  # fmt: skip
+        name = (envelope.targetDN(pdu) if pdu is not None else None) or b""
+        self._events.bindRefused(answer.refusal, name, envelope.messageID, answer.resultCode, answer.message)  # type: ignore[arg-type]
 
     def _protocolError(self, kind: str, detail: str) -> None:
-        self._log.warn(
-            "Protocol error from {peer}: {reason}; sent Notice of Disconnection",
-            peer=self._peerText, listener=self._listener.name, reason=detail, kind=kind,
-        )  # fmt: skip
+        self._events.protocolError(kind, detail)
         self._runtime.observer.pduRejected(self, kind)
         self._disconnect(ber.PROTOCOL_ERROR, detail)
 
@@ -468,16 +404,13 @@ class FrontendProtocol(Protocol):
         if self.session.outstanding:
             self._timers.startIdle()
             return
-        self._log.info("Closing idle connection from {peer}", peer=self._peerText, listener=self._listener.name)
+        self._events.idle()
         self._disconnect(ber.UNAVAILABLE, f"idle for {self._listener.idleTimeout:g}s")
 
     def _pduTimedOut(self) -> None:
         if self._closing:
             return
-        self._log.warn(
-            "Protocol error from {peer}: a PDU was not completed within {timeout}s; sent Notice of Disconnection",
-            peer=self._peerText, listener=self._listener.name, timeout=self._listener.pduTimeout,
-        )  # fmt: skip
+        self._events.pduTimedOut(self._listener.pduTimeout)
         self._disconnect(ber.PROTOCOL_ERROR, f"a PDU was not completed within {self._listener.pduTimeout:g}s")
 
     # --- the end ------------------------------------------------------------

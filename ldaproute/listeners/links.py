@@ -15,6 +15,7 @@ client (L{ClientReading}).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.interfaces import IPushProducer, IReactorTime, ITransport
@@ -24,7 +25,7 @@ from ldaproute.backends import shared
 from ldaproute.backends.interfaces import IBackendLink, ILinkOwner
 from ldaproute.backends.upstream import UpstreamLink
 from ldaproute.core import limits
-from ldaproute.core.decisions import Answer
+from ldaproute.core.decisions import Answer, SpanSearch
 from ldaproute.core.session import Session
 from ldaproute.core.slowpath import replayName
 from ldaproute.runtime import Runtime
@@ -130,6 +131,25 @@ class ClientLinks:
             link = self.byPool[poolName] = self._open(poolName, replay)
         link.boundVersion = session.identityVersion
         return link
+
+    def startSpan(self, messageID: int, span: SpanSearch, write: Callable[[bytes], None]) -> bool:
+        """
+        Serve a root DSE read or a search spanning routes (its answers
+        written with C{write}); C{False} when a link it needs cannot carry
+        the session's identity (nothing was sent).
+        """
+        links = []
+        for sub in span.subs:
+            link = self.linkFor(sub.pool, False)
+            if link is None:
+                return False
+            links.append(link)
+        fanouts = self._session.fanouts
+        for link, pdu in fanouts.start(messageID, span, links, write):
+            if messageID not in fanouts:
+                break  # finished already
+            link.send(pdu)
+        return True
 
     def _open(self, poolName: str, replay: tuple[bytes, bytes] | None) -> IBackendLink:
         """A new session-mode link to a pool."""
