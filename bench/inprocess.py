@@ -22,8 +22,8 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-from ldaproute.wire import ber
-from ldaproute.backends import shared# noqa: E402
+from ldaproute.wire import ber  # noqa: E402
+from ldaproute.backends import shared  # noqa: E402
 from tests import pdus  # noqa: E402
 from tests.fakes import Client, proxy  # noqa: E402
 
