@@ -329,7 +329,10 @@ class Session(Generic[L]):
         through pins C{link} on success.
         """
         outstanding = self.outstanding
+        rewritingOps = self.rewriting.ops
         for messageID, tag, code in finals:
+            if rewritingOps:
+                rewritingOps.pop(messageID, None)
             operation = outstanding.get(messageID)
             if operation is None:
                 continue

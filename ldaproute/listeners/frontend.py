@@ -31,7 +31,6 @@ from ldaproute.backends.interfaces import IBackendLink, ILinkOwner
 from ldaproute.config import Listener, Route
 from ldaproute.core import limits, session as core
 from ldaproute.core.policy import ListenerPolicy
-from ldaproute.core.rewrite import Refused
 from ldaproute.core.session import Outstanding, Session
 from ldaproute.listeners.events import ClientEvents
 from ldaproute.listeners.links import ClientLinks
@@ -87,7 +86,7 @@ class FrontendProtocol(Protocol):
             self._peerText, self._listener, self._policy, self._completed, self._reactor.seconds,
             self._peerAddress, ISSLTransport.providedBy(self.transport), self._serverTLS is not None,
         )  # fmt: skip
-        self._links = ClientLinks(self, self.session, self._runtime, self._reactor, self.transport)  # type: ignore[arg-type]
+        self._links = ClientLinks(self, self.session, self._runtime, self._reactor, self.transport, self._events)  # type: ignore[arg-type]
         if not self._policy.limits.allowed(self._peerAddress):
             # behind haproxy: endpoints, the real client address is only known now
             self._events.refusedNetwork()
@@ -184,18 +183,22 @@ class FrontendProtocol(Protocol):
         config = self._runtime.config
         decision = self.session.request(envelope, pdu, self._runtime.router, config.maxFilterDepth)
         if type(decision) is Route:  # the hot path: a plain forward
-            self._forward(envelope, pdu, decision)
+            unsent = self._links.forward(envelope, pdu, decision)
+            if unsent is not None:
+                self._answer(envelope, unsent)
         elif isinstance(decision, core.Answer):
             self._answer(envelope, decision, pdu)
         elif isinstance(decision, core.PassStartTLS):
-            self._forward(envelope, pdu, decision.route, startTLS=True)
+            unsent = self._links.forward(envelope, pdu, decision.route, startTLS=True)
+            if unsent is not None:
+                self._answer(envelope, unsent)
         elif isinstance(decision, core.SpanSearch):
             if self._runtime.debug:
                 self._events.spanned(envelope.messageID, [f"{sub.route}->{sub.pool}" for sub in decision.subs])
             if not self._links.startSpan(envelope.messageID, decision, self.transport.write):  # type: ignore[union-attr]
                 self._answer(envelope, core.IDENTITY_LOST)
         elif isinstance(decision, core.Abandon):
-            self._abandon(decision.messageID, pdu)
+            self._links.abandon(decision.messageID, pdu)
         elif decision is core.UNBIND:
             self._disconnect(None, "")
         elif decision is core.START_TLS:
@@ -203,65 +206,6 @@ class FrontendProtocol(Protocol):
             self.transport.startTLS(self._serverTLS)  # type: ignore[union-attr]
         elif isinstance(decision, core.Close):
             self._protocolError(decision.reason, decision.message)
-
-    def _forward(self, envelope: ber.Envelope, pdu: bytes, route: Route, startTLS: bool = False) -> None:
-        """Send a request to the session's link to C{route}'s pool."""
-        messageID = envelope.messageID
-        runtime = self._runtime
-        if runtime.debug:
-            self._events.routed(messageID, envelope.opTag, route.name, route.pool)
-        assert route.pool is not None
-        link = self._links.linkFor(route.pool, envelope.opTag == ber.BIND_REQUEST)
-        if link is None:
-            self._answer(envelope, core.IDENTITY_LOST)
-            return
-        sent = pdu
-        if route.rewrites:
-            try:
-                sent = self._rewriteRequest(route, link, messageID, pdu)
-            except Refused as e:
-                self.session.refused(envelope, e.resultCode)
-                self._answer(envelope, core.Answer(e.resultCode, e.message))
-                return
-        summary = runtime.observer.summarize(sent, envelope)
-        pause = self.session.forwarded(envelope, pdu, link, route, self._reactor.seconds(), summary, startTLS)
-        link.operationStarted(messageID, route.operationTimeout or link.pool.pool.operationTimeout)
-        link.send(sent)
-        if pause:
-            self._links.gate.pause("outstanding")
-
-    def _abandon(self, messageID: int, pdu: bytes) -> None:
-        sends = self.session.fanouts.abandon(messageID)
-        if sends is not None:
-            self._send(sends)
-            return
-        operation = self.session.abandon(messageID)
-        if operation is not None:
-            operation.link.operationEnded(messageID)
-            operation.link.send(pdu)
-            self._outstandingAnswered()
-
-    def _outstandingAnswered(self) -> None:
-        if self._links.gate.paused and len(self.session.outstanding) < limits.PAUSE_OUTSTANDING:
-            self._links.gate.resume("outstanding")
-
-    @staticmethod
-    def _send(sends: list[tuple[IBackendLink, bytes]]) -> None:
-        for link, pdu in sends:
-            link.send(pdu)
-
-    # --- the slow path: rewriting and searches across routes -------------
-
-    def _rewriteRequest(self, route: Route, link: IBackendLink, messageID: int, pdu: bytes) -> bytes:
-        """The request through the route's rewriter; responses to it will
-        come back through the same rewriter (the link's transformer)."""
-        rewriting = self.session.rewriting
-        rewritten = rewriting.request(route, messageID, pdu)
-        if link.responseTransformer is None:
-            link.responseTransformer = rewriting.responses
-        if self._runtime.debug:
-            self._events.rewritten(messageID, route.name, route.pool, _targetText(rewritten))
-        return rewritten
 
     # --- answers from links -----------------------------------------------
 
@@ -275,19 +219,15 @@ class FrontendProtocol(Protocol):
         if session.fanouts.subs:
             sends: list[tuple[IBackendLink, bytes]] = []
             data = session.fanouts.responses(data, sends)
-            self._send(sends)
+            self._links.send(sends)
         if data:
             self._write(data)
             self._sent.inc(len(data))
         if finals:
-            rewritingOps = session.rewriting.ops
-            if rewritingOps:
-                for messageID, _, _ in finals:
-                    rewritingOps.pop(messageID, None)
             session.responded(link, finals)
             if session.tls.opaqueLink is link and not self._opaque:
                 self._pin(link, "passthrough")
-            self._outstandingAnswered()
+            self._links.answered()
 
     def _relayOpaque(self, data: bytes) -> bool:
         """
@@ -359,7 +299,7 @@ class FrontendProtocol(Protocol):
             return
         self._events.failed(link, len(answers), resultCode, reason)
         self.transport.writeSequence(answers)  # type: ignore[union-attr]
-        self._outstandingAnswered()
+        self._links.answered()
 
     def _completed(self, operation: Outstanding[IBackendLink], resultCode: int, link: IBackendLink | None) -> None:
         now = self._reactor.seconds()
@@ -433,15 +373,6 @@ class FrontendProtocol(Protocol):
         # a paused producer would keep the transport open after its buffer drains
         limits.releaseProducer(self.transport)
         self.transport.loseConnection()  # type: ignore[union-attr]
-
-
-def _targetText(pdu: bytes) -> str | None:
-    try:
-        envelope = ber.Envelope.fromBytes(pdu)
-        target = envelope.targetDN(pdu)
-    except Exception:
-        return None
-    return target.decode("utf-8", "replace") if target is not None else None
 
 
 class FrontendFactory(ServerFactory):

@@ -25,10 +25,14 @@ from ldaproute.backends import shared
 from ldaproute.backends.interfaces import IBackendLink, ILinkOwner
 from ldaproute.backends.upstream import UpstreamLink
 from ldaproute.core import limits
-from ldaproute.core.decisions import Answer, SpanSearch
+from ldaproute.config import Route
+from ldaproute.core.decisions import IDENTITY_LOST, Answer, SpanSearch
+from ldaproute.core.rewrite import Refused
 from ldaproute.core.session import Session
 from ldaproute.core.slowpath import replayName
+from ldaproute.listeners.events import ClientEvents
 from ldaproute.runtime import Runtime
+from ldaproute.wire import ber
 
 
 @implementer(IPushProducer)
@@ -95,15 +99,82 @@ class ClientLinks:
         runtime: Runtime,
         reactor: IReactorTime,
         transport: ITransport,
+        events: ClientEvents,
     ) -> None:
         self._owner = owner
         self._session = session
         self._runtime = runtime
         self._reactor = reactor
         self._transport = transport
+        self._events = events
         self.byPool: dict[str, IBackendLink] = {}
         self.producer = LinksProducer(self.byPool)
         self.gate = limits.ReadGate(transport)
+
+    def forward(self, envelope: ber.Envelope, pdu: bytes, route: Route, startTLS: bool = False) -> Answer | None:
+        """
+        Send a request to the session's link to C{route}'s pool (through
+        the route's rewriter if it has one); the answer to write instead
+        when it cannot be sent.
+        """
+        messageID = envelope.messageID
+        runtime = self._runtime
+        if runtime.debug:
+            self._events.routed(messageID, envelope.opTag, route.name, route.pool)
+        link = self.linkFor(route.pool, envelope.opTag == ber.BIND_REQUEST)  # type: ignore[arg-type]
+        if link is None:
+            return IDENTITY_LOST
+        sent = pdu
+        if route.rewrites:
+            try:
+                sent = self._rewrite(route, link, messageID, pdu)
+            except Refused as e:
+                self._session.refused(envelope, e.resultCode)
+                return Answer(e.resultCode, e.message)
+        summary = runtime.observer.summarize(sent, envelope)
+        pause = self._session.forwarded(envelope, pdu, link, route, self._reactor.seconds(), summary, startTLS)
+        link.operationStarted(messageID, route.operationTimeout or link.pool.pool.operationTimeout)
+        link.send(sent)
+        if pause:
+            self.gate.pause("outstanding")
+        return None
+
+    def _rewrite(self, route: Route, link: IBackendLink, messageID: int, pdu: bytes) -> bytes:
+        """
+        The request through the route's rewriter; responses to it come
+        back through the same rewriter (the link's transformer).
+
+        @raise Refused: the rewrite refuses the request.
+        """
+        rewriting = self._session.rewriting
+        rewritten = rewriting.request(route, messageID, pdu)
+        if link.responseTransformer is None:
+            link.responseTransformer = rewriting.responses
+        if self._runtime.debug:
+            self._events.rewritten(messageID, route.name, route.pool, _targetText(rewritten))
+        return rewritten
+
+    def abandon(self, messageID: int, pdu: bytes) -> None:
+        """The client's Abandon goes to the link that holds the operation."""
+        sends = self._session.fanouts.abandon(messageID)
+        if sends is not None:
+            self.send(sends)
+            return
+        operation = self._session.abandon(messageID)
+        if operation is not None:
+            operation.link.operationEnded(messageID)
+            operation.link.send(pdu)
+            self.answered()
+
+    def answered(self) -> None:
+        """Operations got their answers: the client may be read again."""
+        if self.gate.paused and len(self._session.outstanding) < limits.PAUSE_OUTSTANDING:
+            self.gate.resume("outstanding")
+
+    @staticmethod
+    def send(sends: list[tuple[IBackendLink, bytes]]) -> None:
+        for link, pdu in sends:
+            link.send(pdu)
 
     def linkFor(self, poolName: str, isBind: bool) -> IBackendLink | None:
         """
@@ -189,3 +260,13 @@ class ClientLinks:
         self.byPool.clear()
         for link in links:
             link.close(unbind=True)
+
+
+def _targetText(pdu: bytes) -> str | None:
+    """The target DN of a request, for a debug event."""
+    try:
+        envelope = ber.Envelope.fromBytes(pdu)
+        target = envelope.targetDN(pdu)
+    except (ber.FramingError, ValueError, IndexError):
+        return None
+    return target.decode("utf-8", "replace") if target is not None else None
