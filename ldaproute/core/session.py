@@ -154,7 +154,7 @@ class Session(Generic[L]):
             return UNBIND
         if tag == ber.ABANDON_REQUEST:
             return Abandon(envelope.abandonedID(pdu))
-        if messageID in self.outstanding or messageID in self.fanouts:
+        if messageID in self.outstanding or messageID in self.fanouts.searches:
             return Close(
                 ber.PROTOCOL_ERROR, f"messageID {messageID} is already in use by an outstanding operation", "malformed"
             )
@@ -217,9 +217,8 @@ class Session(Generic[L]):
         """
         listener = self._config
         tag = envelope.opTag
-        waiting = self.tls.refusal()
-        if waiting is not None:
-            return waiting
+        if self.tls.passthroughID is not None:
+            return self.tls.refusal()
         if listener.maxOutstanding is not None and len(self.outstanding) >= listener.maxOutstanding:
             return Answer(
                 ber.BUSY, f"too many operations outstanding on this connection (limit {listener.maxOutstanding})"
@@ -330,6 +329,7 @@ class Session(Generic[L]):
         """
         outstanding = self.outstanding
         rewritingOps = self.rewriting.ops
+        tls = self.tls
         for messageID, tag, code in finals:
             if rewritingOps:
                 rewritingOps.pop(messageID, None)
@@ -347,8 +347,8 @@ class Session(Generic[L]):
                     self._bindFailed(operation.pending)
                 if self.bindCompleted(operation.pending, code):
                     link.boundVersion = self.identityVersion
-            else:
-                self.tls.answered(messageID, code, link)
+            elif messageID == tls.passthroughID:
+                tls.answered(messageID, code, link)
 
     def _forgetAbandonedBy(self, bind: Outstanding[L]) -> None:
         """

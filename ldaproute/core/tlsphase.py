@@ -65,7 +65,8 @@ class TLSState(Generic[L]):
         self.phase = TLSPhase.SECURE if secure else TLSPhase.PLAIN
         self.opaqueLink: L | None = None
         self.layerWatch = SecurityLayerWatch()
-        self._passthroughID: int | None = None
+        #: the messageID of the StartTLS passed through and not yet answered
+        self.passthroughID: int | None = None
 
     @property
     def secure(self) -> bool:
@@ -73,7 +74,7 @@ class TLSState(Generic[L]):
 
     def refusal(self) -> Answer | None:
         """Whether any request must wait: one does while StartTLS is passed through."""
-        return _IN_PROGRESS if self._passthroughID is not None else None
+        return _IN_PROGRESS if self.passthroughID is not None else None
 
     def startTLS(self, outstanding: int) -> Answer | StartTLS | None:
         """
@@ -97,14 +98,15 @@ class TLSState(Generic[L]):
 
     def passing(self, messageID: int) -> None:
         """StartTLS C{messageID} went to a backend."""
-        self._passthroughID = messageID
+        self.passthroughID = messageID
         self.phase = TLSPhase.STARTTLS_PENDING
 
     def answered(self, messageID: int, resultCode: int, link: L) -> None:
-        """A final response on C{link}: the one to a StartTLS passed through pins it on success."""
-        if messageID != self._passthroughID:
-            return
-        self._passthroughID = None
+        """
+        The final response to the StartTLS passed through arrived on
+        C{link}: on success the session is pinned to it.
+        """
+        self.passthroughID = None
         if resultCode == ber.SUCCESS:
             self.phase = TLSPhase.OPAQUE
             self.opaqueLink = link
@@ -116,13 +118,9 @@ class TLSState(Generic[L]):
         C{link} is gone; C{pendingLink} holds the StartTLS passed through
         (L{None}: answered already).  The session stays cleartext.
         """
-        if self._passthroughID is not None and (pendingLink is None or pendingLink is link):
-            self._passthroughID = None
+        if self.passthroughID is not None and (pendingLink is None or pendingLink is link):
+            self.passthroughID = None
             self.phase = TLSPhase.PLAIN
-
-    @property
-    def passthroughID(self) -> int | None:
-        return self._passthroughID
 
     def handshakeCompleted(self) -> bool:
         """The client finished a TLS handshake; C{True} when it was StartTLS's."""

@@ -86,6 +86,7 @@ class FrontendProtocol(Protocol):
             self._peerText, self._listener, self._policy, self._completed, self._reactor.seconds,
             self._peerAddress, ISSLTransport.providedBy(self.transport), self._serverTLS is not None,
         )  # fmt: skip
+        self._tls = self.session.tls
         self._links = ClientLinks(self, self.session, self._runtime, self._reactor, self.transport, self._events)  # type: ignore[arg-type]
         if not self._policy.limits.allowed(self._peerAddress):
             # behind haproxy: endpoints, the real client address is only known now
@@ -129,8 +130,8 @@ class FrontendProtocol(Protocol):
         timers = self._timers
         if timers.idle is not None:
             timers.idle.reset(timers.idleTimeout)  # type: ignore[arg-type]
-        session = self.session
-        if session.tls.opaqueLink is not None or session.tls.layerWatch.armed is not None:
+        tls = self._tls
+        if tls.opaqueLink is not None or tls.layerWatch.armed is not None:
             if self._relayOpaque(data):
                 return
         try:
@@ -180,8 +181,8 @@ class FrontendProtocol(Protocol):
 
     def _request(self, pdu: bytes) -> None:
         envelope = ber.Envelope.fromBytes(pdu)
-        config = self._runtime.config
-        decision = self.session.request(envelope, pdu, self._runtime.router, config.maxFilterDepth)
+        runtime = self._runtime
+        decision = self.session.request(envelope, pdu, runtime.router, runtime.config.maxFilterDepth)
         if type(decision) is Route:  # the hot path: a plain forward
             unsent = self._links.forward(envelope, pdu, decision)
             if unsent is not None:
@@ -225,7 +226,7 @@ class FrontendProtocol(Protocol):
             self._sent.inc(len(data))
         if finals:
             session.responded(link, finals)
-            if session.tls.opaqueLink is link and not self._opaque:
+            if self._tls.opaqueLink is link and not self._opaque:
                 self._pin(link, "passthrough")
             self._links.answered()
 
