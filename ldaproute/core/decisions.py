@@ -52,6 +52,21 @@ class Identity:
     name: bytes = b""
     password: bytes = attrs.field(default=b"", repr=False)
 
+    @classmethod
+    def ofBind(cls, pdu: bytes, envelope: ber.Envelope) -> Identity:
+        """
+        The identity a bind request asks for (the session takes it on
+        success).  Per RFC 4511 4.2.1, the connection is anonymous while
+        a bind is in progress.
+        """
+        choice, credential = envelope.bindAuthentication(pdu)
+        name = envelope.targetDN(pdu) or b""
+        if choice == ber.SIMPLE_AUTH_TAG:
+            if not name and not credential:
+                return ANONYMOUS
+            return cls("simple", name, credential)
+        return cls("sasl", name)
+
     @property
     def replayable(self) -> bool:
         return self.kind != "sasl"

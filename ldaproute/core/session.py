@@ -8,9 +8,10 @@ it to (the common case, returned as it is so the hot path allocates
 nothing), or an L{Answer}, L{StartTLS}, L{PassStartTLS}, L{SpanSearch},
 L{Abandon}, L{Unbind} or L{Close}.  What comes back from the backends
 (finals, a lost link, a timeout, a refused bind replay) goes through
-L{Session.responded}, L{Session.linkLost} and L{Session.timedOut}, which
-keep the books and return the operations they end, with the answers the
-proxy owes for them.
+L{Session.responded}, L{Session.linkLost}, L{Session.replayRefused} and
+L{Session.timedOut}, which keep the books, report each operation that
+ends to the C{completed} callback (metrics, access log) and return the
+answers the proxy owes the client.
 
 State kept here:
   - the bound identity, changed only through binds.  Each completed bind
@@ -20,9 +21,12 @@ State kept here:
     for a SASL identity that cannot be replayed, that the client must bind
     again;
   - the outstanding operations, by messageID, in the order they were sent;
-  - the TLS phase, one of L{TLSPhase} (see there for the transitions);
-  - the bind throttle's view of failed binds, and the SASL-layer watch
-    (L{ldaproute.core.sasllayer}).
+  - the TLS phase and the SASL-layer watch, in a L{TLSState}
+    (L{ldaproute.core.tlsphase}: the named phases and their transitions);
+  - the bind throttle's view of failed binds (49 counts, the policy's
+    L{ldaproute.core.policy.BindThrottle} refuses);
+  - the searches served across routes and the rewritten operations
+    (L{ldaproute.core.slowpath}).
 
 No Twisted imports: the tests in C{tests/test_session.py} drive it with
 envelopes and bytes, and read as traces.
@@ -196,7 +200,7 @@ class Session(Generic[L]):
             extendedOID,
         )
         if route is None:
-            if tag == ber.BIND_REQUEST and self.bindStarted(pdu, envelope).kind == "anonymous":
+            if tag == ber.BIND_REQUEST and Identity.ofBind(pdu, envelope).kind == "anonymous":
                 # an anonymous simple bind that no route claims: the proxy
                 # can say yes itself, since the links it opens later are
                 # anonymous
@@ -243,20 +247,6 @@ class Session(Generic[L]):
             return _ANONYMOUS_REFUSED
         return None
 
-    def bindStarted(self, pdu: bytes, envelope: ber.Envelope) -> Identity:
-        """
-        A bind request is going upstream: the identity it asks for (taken
-        on success).  Per RFC 4511 4.2.1, the connection is anonymous while
-        a bind is in progress.
-        """
-        choice, credential = envelope.bindAuthentication(pdu)
-        name = envelope.targetDN(pdu) or b""
-        if choice == ber.SIMPLE_AUTH_TAG:
-            if not name and not credential:
-                return ANONYMOUS
-            return Identity("simple", name, credential)
-        return Identity("sasl", name)
-
     def replayFor(self, boundVersion: int | None, isBind: bool) -> tuple[bytes, bytes] | Answer | None:
         """
         How a link that carries identity version C{boundVersion} (L{None}:
@@ -293,7 +283,7 @@ class Session(Generic[L]):
         tag = envelope.opTag
         pending = None
         if tag == ber.BIND_REQUEST:
-            pending = self.bindStarted(pdu, envelope)
+            pending = Identity.ofBind(pdu, envelope)
             choice, mechanism = envelope.bindAuthentication(pdu)
             self.tls.layerWatch.bindSent(messageID, mechanism if choice == ber.SASL_AUTH_TAG else None, link)
         elif startTLS:

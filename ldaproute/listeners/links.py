@@ -121,9 +121,11 @@ class ClientLinks:
         runtime = self._runtime
         if runtime.debug:
             self._events.routed(messageID, envelope.opTag, route.name, route.pool)
-        link = self.linkFor(route.pool, envelope.opTag == ber.BIND_REQUEST)  # type: ignore[arg-type]
-        if link is None:
-            return IDENTITY_LOST
+        link = self.byPool.get(route.pool)  # type: ignore[arg-type]
+        if link is None or link.boundVersion != self._session.identityVersion:
+            link = self.linkFor(route.pool, envelope.opTag == ber.BIND_REQUEST)  # type: ignore[arg-type]
+            if link is None:
+                return IDENTITY_LOST
         sent = pdu
         if route.rewrites:
             try:
