@@ -37,8 +37,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Final, Generic
 
-import attrs
-
 from ldaproute.core import limits
 from ldaproute.core.decisions import (
     ANONYMOUS,

@@ -17,7 +17,6 @@ Disconnection.
 from __future__ import annotations
 
 import socket
-from typing import Any
 
 from twisted.internet import error
 from twisted.internet.interfaces import IAddress, IHandshakeListener, IReactorTime, ISSLTransport
@@ -54,7 +53,6 @@ def describePeer(address: IAddress) -> tuple[str, str | None]:
 @implementer(IHandshakeListener, ILinkOwner)
 class FrontendProtocol(Protocol):
     """One client connection on a listener."""
-
 
     def __init__(
         self,
