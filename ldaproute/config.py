@@ -26,6 +26,7 @@ from twisted.python.filepath import FilePath
 
 from ldaproute.wire import ber
 from ldaproute.core.dn import DN, parseDN
+from ldaproute.core.secrets import DEFAULT_SECRET_ATTRIBUTES
 
 
 class ConfigError(ValueError):
@@ -362,7 +363,12 @@ class Listener:
     tlsCert: str | None = None
     tlsKey: str | None = None
     tlsMinVersion: str = "1.2"
-    requireTLSForSimpleBind: bool = True
+    #: refuse every request that carries a password (see
+    #: L{ldaproute.core.secrets}) on a connection without TLS
+    requireTLSForPasswords: bool = True
+    #: the attributes whose values an add, modify or compare must not send
+    #: in cleartext
+    secretAttributes: tuple[str, ...] = DEFAULT_SECRET_ATTRIBUTES
     allowAnonymous: bool = True
     clientNetworks: tuple[Any, ...] = ()  # empty: every address
     maxConnections: int | None = 10000
@@ -372,6 +378,11 @@ class Listener:
     pduTimeout: float | None = 30.0
     bindThrottleFailures: int | None = 5
     bindThrottleWindow: float = 60.0
+
+    @property
+    def requireTLSForSimpleBind(self) -> bool:
+        """The former name of L{requireTLSForPasswords}."""
+        return self.requireTLSForPasswords
 
 
 #: The operation names a route's C{operations} key accepts, and the
@@ -609,7 +620,10 @@ _LISTENER_KEYS: _KeyTable = {
     "tls_cert": ("tlsCert", _file),
     "tls_key": ("tlsKey", _file),
     "tls_min_version": ("tlsMinVersion", _choice("1.2", "1.3")),
+    "require_tls_for_passwords": ("requireTLSForPasswords", _bool),
+    # the former name, kept so existing files load: settled in listener()
     "require_tls_for_simple_bind": ("requireTLSForSimpleBind", _bool),
+    "secret_attributes": ("secretAttributes", _attributeNames),
     "allow_anonymous": ("allowAnonymous", _bool),
     "client_network": ("clientNetworks", _networks),
     "max_connections": ("maxConnections", _optionalPositiveInt),
@@ -701,6 +715,15 @@ class _Loader:
 
     def listener(self, section: str, name: str, values: dict[str, Any]) -> Listener:
         """Check the TLS keys of a listener together and settle C{starttls}."""
+        alias = values.pop("requireTLSForSimpleBind", None)
+        if alias is not None:
+            current = values.setdefault("requireTLSForPasswords", alias)
+            if current != alias:
+                raise self.error(
+                    section,
+                    "require_tls_for_simple_bind",
+                    "contradicts require_tls_for_passwords (the same setting under its former name): keep one",
+                )
         cert, key = values.get("tlsCert"), values.get("tlsKey")
         if (cert is None) != (key is None):
             missing = "tls_key" if key is None else "tls_cert"

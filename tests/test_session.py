@@ -58,7 +58,7 @@ class Trace:
     """One session, the time, and what it completed."""
 
     def __init__(self, policy: str = "", secure: bool = False, canTerminateTLS: bool = False) -> None:
-        self.config = Config.fromString("[ldaproute]\nlisten = tcp:389\nrequire_tls_for_simple_bind = off\n" + policy + BASE)
+        self.config = Config.fromString("[ldaproute]\nlisten = tcp:389\nrequire_tls_for_passwords = off\n" + policy + BASE)
         listener = self.config.listeners[0]
         self.policy = ListenerPolicy.fromListener(listener)
         self.now = 1000.0
@@ -132,7 +132,7 @@ def test_failedBindIsThrottledAndLeavesAnonymous() -> None:
     assert trace.completed == [(1, ber.INVALID_CREDENTIALS, "main")]
     answer = trace.request(bind(2))
     assert answer == core.Answer(ber.UNWILLING_TO_PERFORM, answer.message, refusal=core.THROTTLED)  # type: ignore[union-attr]
-    trace.session.answered(answer)  # type: ignore[arg-type]
+    trace.session.answered(ber.Envelope.fromBytes(bind(2)), answer)  # type: ignore[arg-type]
     assert trace.session.identity == core.ANONYMOUS and trace.session.outstanding == {}
 
 
@@ -264,15 +264,17 @@ def test_maxOutstandingAnswersBusy() -> None:
 
 
 def test_cleartextSimpleBindRefused() -> None:
-    """require_tls_for_simple_bind: bind with password in cleartext -> 13; over ldaps -> forwarded."""
+    """require_tls_for_passwords: bind with password in cleartext -> 13; over ldaps -> forwarded."""
     trace = Trace()
-    listener = attrs.evolve(trace.config.listeners[0], requireTLSForSimpleBind=True)
+    listener = attrs.evolve(trace.config.listeners[0], requireTLSForPasswords=True)
     plain: Session[FakeLink] = Session("p", listener, trace.policy, trace._completed, lambda: trace.now)
     envelope = ber.Envelope.fromBytes(bind(1))
     router = _router(trace)
     answer = plain.request(envelope, bind(1), router, 64)
     assert isinstance(answer, core.Answer) and answer.resultCode == ber.CONFIDENTIALITY_REQUIRED
-    assert answer.refusal == "cleartext simple bind refused"
+    assert answer.secret is not None and answer.secret.kind == "simple_bind"
+    plain.answered(envelope, answer)
+    assert plain.identityVersion == 1  # RFC 4511 4.2.1: the failed bind leaves it anonymous
     secure: Session[FakeLink] = Session("p", listener, trace.policy, trace._completed, lambda: trace.now, None, True)
     assert isinstance(secure.request(envelope, bind(1), router, 64), Route)
 
@@ -434,3 +436,16 @@ def _nested(depth: int) -> pureldap.LDAPFilter:
 def _decodeOne(pdu: bytes) -> pureldap.LDAPMessage:
     [message] = pdus.decode(pdu)
     return message
+
+
+def test_startTLSAfterBindLeavesAnonymous() -> None:
+    """bound; StartTLS in (terminate) -> START_TLS, identity anonymous (as slapd), links rebound before reuse."""
+    trace = Trace()
+    session = _withStartTLS(trace, "terminate", canTerminate=True)
+    link = FakeLink("main")
+    session.forwarded(ber.Envelope.fromBytes(bind(1)), bind(1), link, _route(trace), 0.0, None)
+    session.responded(link, [(1, ber.BIND_RESPONSE, ber.SUCCESS)])
+    assert session.identity.kind == "simple" and link.boundVersion == 1
+    assert session.request(ber.Envelope.fromBytes(startTLS(2)), startTLS(2), _router(trace), 64) is core.START_TLS
+    assert session.identity == core.ANONYMOUS and session.identityVersion == 2
+    assert session.replayFor(link.boundVersion, False) == (b"", b"")  # an anonymous rebind on the old link

@@ -20,6 +20,7 @@ from ldaproute.wire import ber
 
 if TYPE_CHECKING:
     from ldaproute.config import Route
+    from ldaproute.core.secrets import Secret
 
 
 class SessionLink(Protocol):
@@ -112,6 +113,10 @@ class Answer:
         (C{"cleartext simple bind refused"}, L{THROTTLED}); once such an
         answer is written, L{Session.answered} leaves the session
         anonymous (RFC 4511 4.2.1).
+    @ivar secret: for a request refused for carrying a password over a
+        cleartext connection (confidentialityRequired, 13), what it carried
+        (L{ldaproute.core.secrets.Secret}: logged and counted, never the
+        secret itself); a bind refused so leaves the session anonymous too.
     """
 
     resultCode: int
@@ -119,6 +124,7 @@ class Answer:
     route: str = ""
     summarize: bool = False
     refusal: str | None = None
+    secret: Secret | None = None
 
 
 @attrs.frozen

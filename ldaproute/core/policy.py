@@ -15,6 +15,8 @@ import ipaddress
 from collections import OrderedDict, deque
 from typing import Any
 
+from ldaproute.core.secrets import SecretPolicy
+
 #: How many addresses and DNs a throttle remembers at most.
 MAX_TRACKED_KEYS = 100_000
 
@@ -170,9 +172,12 @@ class ConnectionLimits:
 class ListenerPolicy:
     """The state a listener's policy keeps across its connections."""
 
-    def __init__(self, limits: ConnectionLimits, throttle: BindThrottle | None) -> None:
+    def __init__(
+        self, limits: ConnectionLimits, throttle: BindThrottle | None, secrets: SecretPolicy | None = None
+    ) -> None:
         self.limits = limits
         self.throttle = throttle
+        self.secrets = secrets if secrets is not None else SecretPolicy()
 
     @classmethod
     def fromListener(cls, listener: Any) -> ListenerPolicy:
@@ -182,4 +187,4 @@ class ListenerPolicy:
         throttle = None
         if listener.bindThrottleFailures is not None:
             throttle = BindThrottle(listener.bindThrottleFailures, listener.bindThrottleWindow)
-        return cls(limits, throttle)
+        return cls(limits, throttle, SecretPolicy(listener.secretAttributes))

@@ -59,6 +59,7 @@ from ldaproute.core.routing import noRouteResult
 from ldaproute.core.slowpath import FanOuts, Rewriting
 from ldaproute.core.tlsphase import TLSPhase, TLSState
 from ldaproute.wire import ber
+from ldaproute.wire.attributes import isRootDSESearch
 
 __all__ = [
     "ANONYMOUS",
@@ -138,6 +139,10 @@ class Session(Generic[L]):
         self.tls: TLSState[L] = TLSState(listener.starttls, secure, canTerminateTLS)
         self.fanouts: FanOuts[L] = FanOuts()
         self.rewriting = Rewriting()
+        #: messageIDs of root DSE reads on a cleartext connection, whose
+        #: entries lose the SASL mechanisms the policy refuses here
+        #: (L{ldaproute.core.slowpath.cleartextRootDSE})
+        self.cleartextRootDSE: set[int] = set()
 
     # --- requests ------------------------------------------------------
 
@@ -169,6 +174,8 @@ class Session(Generic[L]):
             extendedOID = envelope.extendedName(pdu)
             if extendedOID == ber.STARTTLS_OID:
                 startTLS = self.tls.startTLS(len(self.outstanding))
+                if startTLS is START_TLS:
+                    self.tlsStarted()
                 if startTLS is not None:
                     return startTLS
                 passStartTLS = True
@@ -183,6 +190,10 @@ class Session(Generic[L]):
                 )
         if self.mustRebind and tag != ber.BIND_REQUEST:
             return _MUST_REBIND
+        if tag == ber.SEARCH_REQUEST and not self.tls.secure and self._config.requireTLSForPasswords:
+            # a second byte test keeps the common case (a non-empty base) cheap
+            if pdu[envelope.contentStart + 1] in (0, 1, 0x81) and isRootDSESearch(pdu, envelope):
+                self.cleartextRootDSE.add(messageID)
 
         targetDN = envelope.targetDN(pdu) if router.needsTargetDN else None
         if tag == ber.SEARCH_REQUEST and router.needsTargetDN:
@@ -225,20 +236,16 @@ class Session(Generic[L]):
             return Answer(
                 ber.BUSY, f"too many operations outstanding on this connection (limit {listener.maxOutstanding})"
             )
+        if listener.requireTLSForPasswords and not self.tls.secure:
+            secret = self._policy.secrets.secretIn(pdu, envelope)
+            if secret is not None:
+                return Answer(ber.CONFIDENTIALITY_REQUIRED, secret.refusal, secret=secret)
         if tag == ber.BIND_REQUEST:
-            choice, credential = envelope.bindAuthentication(pdu)
-            refusal = None
-            if listener.requireTLSForSimpleBind and not self.tls.secure and choice == ber.SIMPLE_AUTH_TAG and credential:
-                refusal = Answer(
-                    ber.CONFIDENTIALITY_REQUIRED,
-                    "a simple bind with a password needs TLS here: use StartTLS or ldaps",
-                    refusal="cleartext simple bind refused",
-                )
-            elif self._policy.throttle is not None:
+            if self._policy.throttle is not None:
                 reason = self._policy.throttle.refusal(self.address, envelope.targetDN(pdu) or b"", self._clock())
                 if reason is not None:
-                    refusal = Answer(ber.UNWILLING_TO_PERFORM, reason, refusal=THROTTLED)
-            return refusal
+                    return Answer(ber.UNWILLING_TO_PERFORM, reason, refusal=THROTTLED)
+            return None
         if not listener.allowAnonymous and self.identity.kind == "anonymous":
             if tag == ber.EXTENDED_REQUEST and envelope.extendedName(pdu) == ber.STARTTLS_OID:
                 return None
@@ -289,12 +296,13 @@ class Session(Generic[L]):
         self.outstanding[messageID] = Outstanding(messageID, tag, link, now, route.name, pending, summary)
         return len(self.outstanding) >= limits.PAUSE_OUTSTANDING
 
-    def answered(self, answer: Answer) -> None:
+    def answered(self, envelope: ber.Envelope, answer: Answer) -> None:
         """
-        C{answer} was written to the client: a bind refused by policy
-        leaves the connection anonymous (RFC 4511 4.2.1).
+        C{answer} to the request C{envelope} was written to the client: a
+        bind refused by policy leaves the connection anonymous (RFC 4511
+        4.2.1).
         """
-        if answer.refusal is not None:
+        if (answer.refusal is not None or answer.secret is not None) and envelope.opTag == ber.BIND_REQUEST:
             self.bindCompleted(None, answer.resultCode)
 
     def refused(self, envelope: ber.Envelope, resultCode: int) -> None:
@@ -337,6 +345,8 @@ class Session(Generic[L]):
                     link.boundVersion = self.identityVersion
             elif messageID == tls.passthroughID:
                 tls.answered(messageID, code, link)
+                if tls.opaqueLink is link:
+                    self.tlsStarted()  # the backend did the same on its side
 
     def _forgetAbandonedBy(self, bind: Outstanding[L]) -> None:
         """
@@ -428,6 +438,18 @@ class Session(Generic[L]):
         self.identityVersion += 1
         self.mustRebind = False
         return True
+
+    def tlsStarted(self) -> None:
+        """
+        TLS was established on the connection (StartTLS): as slapd does,
+        the session goes on anonymous, so an identity bound in cleartext is
+        not carried into TLS (README, "StartTLS and TLS").  Links bound as
+        the old identity are rebound anonymously before their next use.
+        """
+        if self.identity is not ANONYMOUS:
+            self.identity = ANONYMOUS
+            self.identityVersion += 1
+        self.mustRebind = False
 
     def identityLost(self) -> None:
         """

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Final
 from collections.abc import Callable, Sequence
 from typing import Generic, TypeVar
 
-from ldaproute.core import fanout
+from ldaproute.core import fanout, secrets
 from ldaproute.core.decisions import Answer, SpanSearch
 from ldaproute.core.rewrite import Refused, Rewriter, messageIDOf, rewriterFor, withMessageID
 from ldaproute.wire import ber
@@ -69,6 +69,21 @@ class Rewriting:
             rewriter = ops.get(messageIDOf(pdu))
             out.append(rewriter.response(pdu) if rewriter is not None else pdu)
         return b"".join(out)
+
+
+def cleartextRootDSE(reads: set[int], data: bytes, finals: list[tuple[int, int, int]]) -> bytes:
+    """
+    Responses to a cleartext client, the root DSE reads among them
+    (C{reads}, by messageID) as it may see them: without the SASL
+    mechanisms it would be refused for here.  The reads that C{finals}
+    end are forgotten.
+    """
+    out = []
+    for pdu in ber.Framer(_UNBOUNDED).feed(data):
+        out.append(secrets.cleartextRootDSE(pdu) if messageIDOf(pdu) in reads else pdu)
+    for messageID, _, _ in finals:
+        reads.discard(messageID)
+    return b"".join(out)
 
 
 def replayName(router: Router, poolName: str, name: bytes) -> bytes:

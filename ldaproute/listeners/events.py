@@ -20,6 +20,7 @@ from ldaproute.backends.interfaces import IBackendLink
 from ldaproute.wire import ber
 
 if TYPE_CHECKING:
+    from ldaproute.core.secrets import Secret
     from ldaproute.core.session import Outstanding
 
 
@@ -79,6 +80,17 @@ class ClientEvents:
             "{event} for {peer} (bindDN {bindDN}): {reason}",
             event=event, peer=self.peer, listener=self._listener, bindDN=bindDN.decode("utf-8", "replace"),
             op="bind", messageID=messageID, resultCode=resultCode, reason=reason,
+        )  # fmt: skip
+
+    def secretRefused(self, envelope: ber.Envelope, secret: Secret, target: bytes | None) -> None:
+        """A request that would send a password over this cleartext connection was answered 13."""
+        self._log.warn(
+            "cleartext {kind} refused for {peer} ({description}, DN {bindDN}): TLS is required for passwords",
+            kind=secret.kind.replace("_", " "), description=secret.description, peer=self.peer,
+            listener=self._listener, bindDN=target.decode("utf-8", "replace") if target is not None else None,
+            mechanism=secret.mechanism, attribute=secret.attribute,
+            op=ber.OPERATION_NAMES.get(envelope.opTag, hex(envelope.opTag)), messageID=envelope.messageID,
+            resultCode=ber.CONFIDENTIALITY_REQUIRED,
         )  # fmt: skip
 
     def protocolError(self, kind: str, detail: str) -> None:

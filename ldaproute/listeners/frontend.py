@@ -28,9 +28,10 @@ from zope.interface import implementer
 
 from ldaproute.backends.interfaces import IBackendLink, ILinkOwner
 from ldaproute.config import Listener, Route
-from ldaproute.core import limits, session as core
+from ldaproute.core import limits, secrets, session as core
 from ldaproute.core.policy import ListenerPolicy
 from ldaproute.core.session import Outstanding, Session
+from ldaproute.core.slowpath import cleartextRootDSE
 from ldaproute.listeners.events import ClientEvents
 from ldaproute.listeners.links import ClientLinks
 from ldaproute.listeners.timers import ClientTimers
@@ -194,7 +195,11 @@ class FrontendProtocol(Protocol):
         elif isinstance(decision, core.SpanSearch):
             if self._runtime.debug:
                 self._events.spanned(envelope.messageID, [f"{sub.route}->{sub.pool}" for sub in decision.subs])
-            if not self._links.startSpan(envelope.messageID, decision, self.transport.write):  # type: ignore[union-attr]
+            write = self.transport.write  # type: ignore[union-attr]
+            if envelope.messageID in self.session.cleartextRootDSE:
+                self.session.cleartextRootDSE.discard(envelope.messageID)
+                write = self._writeCleartextRootDSE
+            if not self._links.startSpan(envelope.messageID, decision, write):
                 self._answer(envelope, core.IDENTITY_LOST)
         elif isinstance(decision, core.Abandon):
             self._links.abandon(decision.messageID, pdu)
@@ -219,6 +224,8 @@ class FrontendProtocol(Protocol):
             sends: list[tuple[IBackendLink, bytes]] = []
             data = session.fanouts.responses(data, sends)
             self._links.send(sends)
+        if session.cleartextRootDSE:
+            data = cleartextRootDSE(session.cleartextRootDSE, data, finals)
         if data:
             self._write(data)
             self._sent.inc(len(data))
@@ -312,6 +319,10 @@ class FrontendProtocol(Protocol):
     def _answer(self, envelope: ber.Envelope, answer: core.Answer, pdu: bytes | None = None) -> None:
         if answer.refusal is not None:
             self._refused(envelope, answer, pdu)
+        elif answer.secret is not None:
+            # a password over cleartext: one warning (never the secret), counted by kind
+            self._events.secretRefused(envelope, answer.secret, envelope.targetDN(pdu) if pdu is not None else None)
+            self._runtime.observer.metrics.cleartextSecretRefused(self._listener.name, answer.secret.kind)
         written = ber.resultFor(envelope, answer.resultCode, answer.message)
         if written is not None:
             self.transport.write(written)  # type: ignore[union-attr]
@@ -321,7 +332,11 @@ class FrontendProtocol(Protocol):
             observer.operationCompleted(
                 self, envelope.opTag, envelope.messageID, answer.route, None, answer.resultCode, now, now, summary
             )
-        self.session.answered(answer)
+        self.session.answered(envelope, answer)
+
+    def _writeCleartextRootDSE(self, pdu: bytes) -> None:
+        """A fan-out's root DSE PDU to a cleartext client (see L{cleartextRootDSE})."""
+        self.transport.write(secrets.cleartextRootDSE(pdu))  # type: ignore[union-attr]
 
     def _refused(self, envelope: ber.Envelope, answer: core.Answer, pdu: bytes | None) -> None:
         """A bind the listener's policy refused: one warning, and the throttle metric."""

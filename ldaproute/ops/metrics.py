@@ -177,6 +177,13 @@ class Metrics:
             ["listener"],
             registry=registry,
         )
+        self.cleartextSecretsRefused = Counter(
+            "ldaproute_cleartext_secrets_refused",
+            "Requests carrying a password refused on a connection without TLS (answered 13), by operation kind "
+            "(simple_bind, sasl_bind, password_modify, add, modify, compare).",
+            ["listener", "kind"],
+            registry=registry,
+        )
         self.tlsHandshakes = Counter(
             "ldaproute_tls_handshakes",
             "TLS handshakes, by side (client: towards clients, backend: towards backends) and outcome.",
@@ -284,6 +291,10 @@ class Metrics:
 
     def bindThrottled(self, listener: str) -> None:
         self.bindsThrottled.labels(listener).inc()
+
+    def cleartextSecretRefused(self, listener: str, kind: str) -> None:
+        """A request carrying a password was refused for want of TLS."""
+        self.cleartextSecretsRefused.labels(listener, kind).inc()
 
     def reloaded(self, outcome: str, now: float) -> None:
         self.reloads.labels(outcome).inc()

@@ -308,6 +308,31 @@ def _resultCodeAt(buf: bytes, tagAt: int, end: int) -> int:
     return int.from_bytes(buf[pos + 2 : pos + 2 + n], "big")
 
 
+def readElement(buf: bytes, pos: int, end: int) -> tuple[int, int, int]:
+    """
+    C{(tag, contentStart, contentEnd)} of the BER element at C{buf[pos]},
+    which must end by C{end}: the one step every byte-level walk inside an
+    operation takes.
+
+    @raise FramingError: truncated, indefinite-length or overrunning.
+    """
+    if pos + 2 > end:
+        raise FramingError("malformed", "truncated BER element")
+    tag = buf[pos]
+    first = buf[pos + 1]
+    if first < 0x80:
+        start = pos + 2
+        length = first
+    else:
+        header = _readLength(buf, pos + 1, end)
+        if header is None:
+            raise FramingError("malformed", "truncated BER length")
+        length, start = header
+    if start + length > end:
+        raise FramingError("malformed", "BER element overruns its container")
+    return tag, start, start + length
+
+
 class Envelope:
     """
     What the proxy reads of a request PDU without decoding it: its
