@@ -6,30 +6,21 @@ The client connection (L{ldaproute.listeners.frontend}) hands every request
 PDU to L{Session.request} and gets back a decision: the L{Route} to forward
 it to (the common case, returned as it is so the hot path allocates
 nothing), or an L{Answer}, L{StartTLS}, L{PassStartTLS}, L{SpanSearch},
-L{Abandon}, L{Unbind} or L{Close}.  What comes back from the backends
-(finals, a lost link, a timeout, a refused bind replay) goes through
-L{Session.responded}, L{Session.linkLost}, L{Session.replayRefused} and
-L{Session.timedOut}, which keep the books, report each operation that
-ends to the C{completed} callback (metrics, access log) and return the
-answers the proxy owes the client.
+L{Abandon}, L{Unbind} or L{Close} (L{ldaproute.core.decisions}).  What
+comes back from the backends (finals, a lost link, a timeout, a refused
+bind replay) goes through L{Session.responded}, L{Session.linkLost},
+L{Session.replayRefused} and L{Session.timedOut}: they keep the books,
+report each operation that ends to the C{completed} callback (metrics,
+access log) and return the answers the proxy owes the client.
 
-State kept here:
-  - the bound identity, changed only through binds.  Each completed bind
-    bumps C{identityVersion}; an upstream link remembers the version it
-    was bound at (C{boundVersion}), so a link opened later (a second pool,
-    a reconnect) knows it must replay the client's simple bind first, or,
-    for a SASL identity that cannot be replayed, that the client must bind
-    again;
-  - the outstanding operations, by messageID, in the order they were sent;
-  - the TLS phase and the SASL-layer watch, in a L{TLSState}
-    (L{ldaproute.core.tlsphase}: the named phases and their transitions);
-  - the bind throttle's view of failed binds (49 counts, the policy's
-    L{ldaproute.core.policy.BindThrottle} refuses);
-  - the searches served across routes and the rewritten operations
-    (L{ldaproute.core.slowpath}).
-
-No Twisted imports: the tests in C{tests/test_session.py} drive it with
-envelopes and bytes, and read as traces.
+The identity changes only through binds (and StartTLS, which leaves it
+anonymous); each change bumps C{identityVersion}, and a link remembers the
+version it carries (C{boundVersion}), so a link opened or reused later
+replays the simple bind first, or, for a SASL identity, the client must
+bind again.  The TLS phase and SASL-layer watch are a L{TLSState}
+(L{ldaproute.core.tlsphase}); searches across routes and rewritten
+operations are kept in L{ldaproute.core.slowpath}.  No Twisted imports:
+C{tests/test_session.py} drives it with envelopes and bytes, as traces.
 """
 
 from __future__ import annotations
