@@ -55,6 +55,8 @@ class TLSState(Generic[L]):
     awaited), and the watch for a SASL security layer.
 
     @ivar phase: the L{TLSPhase}.
+    @ivar secure: whether the client's bytes travel inside TLS (for
+        policy): an attribute, kept with C{phase}, as every request reads it.
     @ivar opaqueLink: in phase C{OPAQUE}, the link bytes are relayed to.
     @ivar layerWatch: the L{SecurityLayerWatch} of the session's binds.
     """
@@ -62,15 +64,17 @@ class TLSState(Generic[L]):
     def __init__(self, mode: str, secure: bool, canTerminate: bool) -> None:
         self._mode = mode
         self._canTerminate = canTerminate
-        self.phase = TLSPhase.SECURE if secure else TLSPhase.PLAIN
+        self.phase = TLSPhase.PLAIN
+        self.secure = False
+        self._enter(TLSPhase.SECURE if secure else TLSPhase.PLAIN)
         self.opaqueLink: L | None = None
         self.layerWatch = SecurityLayerWatch()
         #: the messageID of the StartTLS passed through and not yet answered
         self.passthroughID: int | None = None
 
-    @property
-    def secure(self) -> bool:
-        return self.phase in _SECURE_PHASES
+    def _enter(self, phase: TLSPhase) -> None:
+        self.phase = phase
+        self.secure = phase in _SECURE_PHASES
 
     def refusal(self) -> Answer | None:
         """Whether any request must wait: one does while StartTLS is passed through."""
@@ -93,13 +97,13 @@ class TLSState(Generic[L]):
             return None
         if not self._canTerminate:
             return _NO_CERTIFICATE
-        self.phase = TLSPhase.HANDSHAKING  # every byte from now on is inside TLS
+        self._enter(TLSPhase.HANDSHAKING)  # every byte from now on is inside TLS
         return START_TLS
 
     def passing(self, messageID: int) -> None:
         """StartTLS C{messageID} went to a backend."""
         self.passthroughID = messageID
-        self.phase = TLSPhase.STARTTLS_PENDING
+        self._enter(TLSPhase.STARTTLS_PENDING)
 
     def answered(self, messageID: int, resultCode: int, link: L) -> None:
         """
@@ -108,10 +112,10 @@ class TLSState(Generic[L]):
         """
         self.passthroughID = None
         if resultCode == ber.SUCCESS:
-            self.phase = TLSPhase.OPAQUE
+            self._enter(TLSPhase.OPAQUE)
             self.opaqueLink = link
         else:
-            self.phase = TLSPhase.PLAIN  # the session stays cleartext and usable
+            self._enter(TLSPhase.PLAIN)  # the session stays cleartext and usable
 
     def linkLost(self, pendingLink: L | None, link: L) -> None:
         """
@@ -120,12 +124,12 @@ class TLSState(Generic[L]):
         """
         if self.passthroughID is not None and (pendingLink is None or pendingLink is link):
             self.passthroughID = None
-            self.phase = TLSPhase.PLAIN
+            self._enter(TLSPhase.PLAIN)
 
     def handshakeCompleted(self) -> bool:
         """The client finished a TLS handshake; C{True} when it was StartTLS's."""
         if self.phase is TLSPhase.HANDSHAKING:
-            self.phase = TLSPhase.SECURE
+            self._enter(TLSPhase.SECURE)
             return True
         return False
 
@@ -139,6 +143,6 @@ class TLSState(Generic[L]):
             return self.opaqueLink
         link: L | None = self.layerWatch.check(data, atBoundary)
         if link is not None:
-            self.phase = TLSPhase.OPAQUE
+            self._enter(TLSPhase.OPAQUE)
             self.opaqueLink = link
         return link
