@@ -258,6 +258,62 @@ def _cldapPort(value: str) -> int | None:
 
 
 @attrs.frozen
+class ThrottleStore:
+    """
+    C{throttle_store = redis://HOST:PORT/DB} (or C{rediss://} for TLS):
+    where every process of every replica keeps its bind-failure counts.
+    C{throttle_store = local} is L{None} in L{Config.throttleStore}.
+    """
+
+    tls: bool
+    host: str
+    port: int
+    db: int
+
+    @classmethod
+    def fromString(cls, value: str) -> ThrottleStore | None:
+        text = value.strip()
+        if text.lower() == "local":
+            return None
+        parsed = urlsplit(text)
+        if parsed.scheme not in ("redis", "rediss"):
+            raise _Invalid(f"expected local, redis://HOST:PORT/DB or rediss://HOST:PORT/DB, not {text!r}")
+        if parsed.password is not None or parsed.username is not None:
+            raise _Invalid("no credentials in the URL: put the password in throttle_store_password_file")
+        if parsed.query or parsed.fragment:
+            raise _Invalid(f"unexpected ?query or #fragment in {text!r}")
+        try:
+            port = parsed.port or 6379
+        except ValueError:
+            raise _Invalid(f"bad port in {text!r}") from None
+        if not parsed.hostname:
+            raise _Invalid(f"no host in {text!r}")
+        db = parsed.path.strip("/") or "0"
+        if not db.isdigit():
+            raise _Invalid(f"the path is the database number, as redis://host:6379/0, not {parsed.path!r}")
+        return cls(parsed.scheme == "rediss", parsed.hostname, port, int(db))
+
+    @property
+    def url(self) -> str:
+        """The store as written, for logs (it never holds a password)."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{'rediss' if self.tls else 'redis'}://{host}:{self.port}/{self.db}"
+
+
+def _passwordFile(value: str) -> str:
+    """The first line of a readable file: a secret kept out of routes.ini."""
+    path = _file(value)
+    try:
+        with open(path, encoding="utf-8") as f:
+            line = f.readline().rstrip("\r\n")
+    except (OSError, UnicodeDecodeError) as e:
+        raise _Invalid(f"cannot read {path!r}: {e}") from None
+    if not line:
+        raise _Invalid(f"{path!r} is empty: its first line is the password")
+    return line
+
+
+@attrs.frozen
 class BackendURL:
     """Where a backend listens, from C{url = ldap://host:port}."""
 
@@ -564,6 +620,13 @@ class Config:
     #: (clients multiplexed per operation, see L{ldaproute.backends.shared})
     mode: str = "session"
     maxFilterDepth: int = 64
+    # the fleet (ldaproute.fleet): shared bind-throttle counts (L{None}:
+    # this host only), one metrics endpoint per worker group, file watching
+    throttleStore: ThrottleStore | None = None
+    throttleStoreCAFile: str | None = None
+    throttleStorePassword: str | None = attrs.field(default=None, repr=False)
+    metricsPerWorker: bool = False
+    watchConfig: bool = False
 
     @classmethod
     def fromFile(cls, path: FilePath[str] | str) -> Config:
@@ -613,6 +676,11 @@ _GLOBAL_KEYS: _KeyTable = {
     "workers": ("workers", _workers),
     "mode": ("mode", _choice("session", "shared")),
     "max_filter_depth": ("maxFilterDepth", _positiveInt),
+    "throttle_store": ("throttleStore", lambda value: ThrottleStore.fromString(value)),
+    "throttle_store_ca_file": ("throttleStoreCAFile", _file),
+    "throttle_store_password_file": ("throttleStorePassword", _passwordFile),
+    "metrics_per_worker": ("metricsPerWorker", _bool),
+    "watch_config": ("watchConfig", _bool),
 }
 _LISTENER_KEYS: _KeyTable = {
     "listen": ("endpoints", _endpoints),
@@ -767,6 +835,17 @@ class _Loader:
             except ValueError as e:
                 raise self.error(section, "client_cert", str(e)) from None
         return Backend(name, **values)
+    def checkThrottleStore(self, values: dict[str, Any]) -> None:
+        """The Redis keys go with a Redis store, the CA file with rediss:// only."""
+        store = values.get("throttleStore")
+        if store is None:
+            for attribute, key in (("throttleStoreCAFile", "throttle_store_ca_file"),
+                                   ("throttleStorePassword", "throttle_store_password_file")):  # fmt: skip
+                if attribute in values:
+                    raise self.error("ldaproute", key, "only used with throttle_store = redis:// or rediss://")
+        elif "throttleStoreCAFile" in values and not store.tls:
+            raise self.error("ldaproute", "throttle_store_ca_file", "only used with rediss:// (Redis over TLS)")
+
     def checkWorkers(self, listeners: list[Listener], metrics: str | None) -> None:
         """Worker processes share TCP listeners (SO_REUSEPORT) only."""
         for listener in listeners:
@@ -863,6 +942,7 @@ class _Loader:
 
         if globalValues.get("workers", 1) > 1:
             self.checkWorkers(listeners, globalValues.get("metrics"))
+        self.checkThrottleStore(globalValues)
 
         backends = {}
         for name, items in sections["backend"].items():

@@ -27,6 +27,7 @@ from twisted.python import usage
 from twisted.python.filepath import FilePath
 
 from ldaproute import __version__, config
+from ldaproute.fleet.wiring import wireFleet
 from ldaproute.listeners import tls
 from ldaproute.listeners.frontend import FrontendFactory
 from ldaproute.ops.lifecycle import ProxyService, WorkerSupervisor, reusePortEndpoint, workerMetricsEndpoint
@@ -72,6 +73,7 @@ class Options(usage.Options):
         ["demo-listen", None, DEMO_LISTEN, "Endpoint the demo proxy listens on."],
         ["log-format", None, None, "text or json (one JSON object per line); overrides log_format."],
         ["worker-index", None, "0", "Internal: which worker process this is (workers = N)."],
+        ["group-socket", None, None, "Internal: worker 0's channel for the worker group (workers = N)."],
     ]
 
     def opt_version(self) -> None:
@@ -143,8 +145,10 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         _RemoveDirectoryOnStop(os.path.dirname(options.demoSocket)).setServiceParent(top)
         DemoDirectoryService(f"unix:{options.demoSocket}", demoLDIFPath(), reactor).setServiceParent(top)
     serverTLS = {}
+    factories = []
     workerIndex = getattr(options, "workerIndex", 0)
-    if routes.metrics is not None:
+    site = None
+    if routes.metrics is not None and (workerIndex == 0 or routes.metricsPerWorker):
         site = healthSite(runtime.observer.metrics, top.readiness)
         metricsService = strports.service(workerMetricsEndpoint(routes.metrics, workerIndex), site, reactor=reactor)
         metricsService.setName("metrics")
@@ -154,6 +158,7 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         if context is not None:
             serverTLS[listener.name] = context
         factory = FrontendFactory(listener, runtime, reactor, context)
+        factories.append(factory)
         for description in listener.endpoints:
             if routes.workers > 1:
                 service = StreamServerEndpointService(reusePortEndpoint(reactor, description), factory)
@@ -177,8 +182,10 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     discovery.setServiceParent(top)
     #: listener name -> ServerTLS; SIGHUP calls .reload() on each
     top.serverTLS = serverTLS  # type: ignore[attr-defined]
+    fleetArgs = wireFleet(top, routes, workerIndex, options["group-socket"], factories, site, reactor)
     if routes.workers > 1 and workerIndex == 0:
         extra = ["--log-format", options["log-format"]] if options["log-format"] else []
+        extra += fleetArgs
         top.workers = WorkerSupervisor(reactor, routes.path, routes.workers, extra)
         top.workers.setName("workers")
         top.workers.setServiceParent(top)

@@ -449,3 +449,20 @@ def test_startTLSAfterBindLeavesAnonymous() -> None:
     assert session.request(ber.Envelope.fromBytes(startTLS(2)), startTLS(2), _router(trace), 64) is core.START_TLS
     assert session.identity == core.ANONYMOUS and session.identityVersion == 2
     assert session.replayFor(link.boundVersion, False) == (b"", b"")  # an anonymous rebind on the old link
+
+
+def test_sharedThrottleAsksTheFleetFirst() -> None:
+    """shared throttle: bind in -> CHECK_FLEET; again with the fleet's counts -> forward; 49 -> counted before the answer."""
+    trace = Trace("bind_throttle_failures = 3\n")
+    shared: list[tuple[str, str]] = []
+    assert trace.policy.throttle is not None
+    trace.policy.throttle.shareWith(lambda kind, digest, now: shared.append((kind, digest)) or "ack")
+    assert trace.request(bind(1)) is core.CHECK_FLEET
+    trace.session.fleetChecked = True
+    link = FakeLink("main")
+    trace.forward(bind(1), link)
+    assert not trace.session.fleetChecked  # only ever for the bind that waited
+    assert trace.session.countBindFailures([(1, ber.BIND_RESPONSE, ber.INVALID_CREDENTIALS)]) == ["ack", "ack"]
+    assert [kind for kind, _ in shared] == ["address", "dn"]
+    trace.respond(link, (1, ber.BIND_RESPONSE, ber.INVALID_CREDENTIALS))
+    assert len(shared) == 2  # not counted twice

@@ -175,7 +175,17 @@ class Unbind:
     """The client ends the session (no answer; links closed with Unbind)."""
 
 
+@attrs.frozen
+class CheckFleet:
+    """
+    A bind the throttle lets through, when throttling is shared with other
+    processes: ask the fleet for its latest counts first, then let the
+    session decide again (with C{Session.fleetChecked} set).
+    """
+
+
 START_TLS: Final = StartTLS()
+CHECK_FLEET: Final = CheckFleet()
 UNBIND: Final = Unbind()
 
 #: L{Answer.refusal} for a bind the throttle refused.

@@ -31,12 +31,14 @@ from typing import TYPE_CHECKING, Final, Generic
 from ldaproute.core import limits
 from ldaproute.core.decisions import (
     ANONYMOUS,
+    CHECK_FLEET,
     IDENTITY_LOST,
     START_TLS,
     THROTTLED,
     UNBIND,
     Abandon,
     Answer,
+    CheckFleet,
     Close,
     Identity,
     L,
@@ -54,12 +56,14 @@ from ldaproute.wire.attributes import isRootDSESearch
 
 __all__ = [
     "ANONYMOUS",
+    "CHECK_FLEET",
     "IDENTITY_LOST",
     "START_TLS",
     "THROTTLED",
     "UNBIND",
     "Abandon",
     "Answer",
+    "CheckFleet",
     "Close",
     "Identity",
     "Outstanding",
@@ -134,12 +138,15 @@ class Session(Generic[L]):
         #: entries lose the SASL mechanisms the policy refuses here
         #: (L{ldaproute.core.slowpath.cleartextRootDSE})
         self.cleartextRootDSE: set[int] = set()
+        #: the bind about to be decided again had the fleet's counts
+        #: fetched (a shared throttle; see L{CheckFleet})
+        self.fleetChecked = False
 
     # --- requests ------------------------------------------------------
 
     def request(
         self, envelope: ber.Envelope, pdu: bytes, router: Router, maxFilterDepth: int
-    ) -> Route | Answer | Close | StartTLS | PassStartTLS | SpanSearch | Abandon | Unbind:
+    ) -> Route | Answer | Close | StartTLS | PassStartTLS | SpanSearch | Abandon | Unbind | CheckFleet:
         """
         Decide what becomes of one request PDU.  Forwarded requests are
         recorded by L{forwarded} once the caller has a link for them.
@@ -214,7 +221,7 @@ class Session(Generic[L]):
             return PassStartTLS(route)
         return route
 
-    def _refusedByPolicy(self, envelope: ber.Envelope, pdu: bytes) -> Answer | None:
+    def _refusedByPolicy(self, envelope: ber.Envelope, pdu: bytes) -> Answer | CheckFleet | None:
         """
         The security policy step before anything is forwarded: the answer
         for a request the listener's policy refuses, or L{None}.
@@ -232,10 +239,15 @@ class Session(Generic[L]):
             if secret is not None:
                 return Answer(ber.CONFIDENTIALITY_REQUIRED, secret.refusal, secret=secret)
         if tag == ber.BIND_REQUEST:
-            if self._policy.throttle is not None:
-                reason = self._policy.throttle.refusal(self.address, envelope.targetDN(pdu) or b"", self._clock())
+            throttle = self._policy.throttle
+            if throttle is not None:
+                reason = throttle.refusal(self.address, envelope.targetDN(pdu) or b"", self._clock())
                 if reason is not None:
                     return Answer(ber.UNWILLING_TO_PERFORM, reason, refusal=THROTTLED)
+                if throttle.shared:
+                    checked, self.fleetChecked = self.fleetChecked, False
+                    if not checked:
+                        return CHECK_FLEET  # decided again once the fleet's counts are in
             return None
         if not listener.allowAnonymous and self.identity.kind == "anonymous":
             if tag == ber.EXTENDED_REQUEST and envelope.extendedName(pdu) == ber.STARTTLS_OID:
@@ -358,10 +370,33 @@ class Session(Generic[L]):
             bind.link.operationEnded(messageID)
 
     def _bindFailed(self, pending: Identity | None) -> None:
-        """A bind was refused with invalidCredentials (49): the throttle counts it."""
+        """
+        A bind was refused with invalidCredentials (49): the throttle counts
+        it (a shared throttle counted it before the answer, in
+        L{countBindFailures}).
+        """
         throttle = self._policy.throttle
-        if throttle is not None:
+        if throttle is not None and not throttle.shared:
             throttle.failed(self.address, pending.name if pending is not None else b"", self._clock())
+
+    def countBindFailures(self, finals: list[tuple[int, int, int]]) -> list[object]:
+        """
+        With a shared throttle, before the answers in C{finals} go out:
+        count their failed binds (49), and return the fleet's
+        acknowledgements to wait for (L{ldaproute.listeners.fleetwait}).
+        """
+        throttle = self._policy.throttle
+        acknowledgements: list[object] = []
+        if throttle is None:
+            return acknowledgements
+        for messageID, tag, code in finals:
+            if tag == ber.BIND_RESPONSE and code == ber.INVALID_CREDENTIALS:
+                operation = self.outstanding.get(messageID)
+                if operation is not None:
+                    pending = operation.pending
+                    name = pending.name if pending is not None else b""
+                    acknowledgements += throttle.failed(self.address, name, self._clock())
+        return acknowledgements
 
     def linkLost(self, link: L, resultCode: int, reason: str) -> list[bytes]:
         """

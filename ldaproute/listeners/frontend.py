@@ -33,12 +33,15 @@ from ldaproute.core.policy import ListenerPolicy
 from ldaproute.core.session import Outstanding, Session
 from ldaproute.core.slowpath import cleartextRootDSE
 from ldaproute.listeners.events import ClientEvents
+from ldaproute.listeners.fleetwait import FLEET_WAIT, FleetWaits
 from ldaproute.listeners.links import ClientLinks
 from ldaproute.listeners.timers import ClientTimers
 from ldaproute.listeners.tls import ServerTLS, startTLSResponse
 from ldaproute.runtime import Runtime
 from ldaproute.wire import ber
 from ldaproute.wire.fastwrite import writerFor
+
+__all__ = ["FLEET_WAIT", "FrontendFactory", "FrontendProtocol", "describePeer"]
 
 
 def describePeer(address: IAddress) -> tuple[str, str | None]:
@@ -74,6 +77,7 @@ class FrontendProtocol(Protocol):
         self._links: ClientLinks
         self._closing = False
         self._opaque = False  # bytes relayed to one pinned link
+        self._fleet: FleetWaits | None = None  # a bind throttle shared with other processes
         self.session: Session[IBackendLink]
 
     # --- connection events ------------------------------------------------
@@ -87,6 +91,12 @@ class FrontendProtocol(Protocol):
         )  # fmt: skip
         self._tls = self.session.tls
         self._links = ClientLinks(self, self.session, self._runtime, self._reactor, self.transport, self._events)  # type: ignore[arg-type]
+        throttle = self._policy.throttle
+        if throttle is not None and throttle.shared:  # only then do binds and failed binds wait
+            self._fleet = FleetWaits(
+                self._reactor, self.session, throttle, self._links.gate, self._request, self.linkReceived,
+                lambda: self._closing, lambda e: self._protocolError(e.reason, e.detail),
+            )  # fmt: skip
         if not self._policy.limits.allowed(self._peerAddress):
             # behind haproxy: endpoints, the real client address is only known now
             self._events.refusedNetwork()
@@ -137,7 +147,11 @@ class FrontendProtocol(Protocol):
             pdus = self._framer.feed(data)
             if timers.pdu is not None or self._framer.buffered:
                 timers.framed(self._framer.buffered, bool(pdus))
+            fleet = self._fleet
             for pdu in pdus:
+                if fleet is not None and fleet.parked is not None:  # a bind waits for the fleet's counts
+                    fleet.parked.append(pdu)
+                    continue
                 self._request(pdu)
                 if self._closing:
                     return
@@ -210,6 +224,11 @@ class FrontendProtocol(Protocol):
             self.transport.startTLS(self._serverTLS)  # type: ignore[union-attr]
         elif isinstance(decision, core.Close):
             self._protocolError(decision.reason, decision.message)
+        elif decision is core.CHECK_FLEET:
+            assert self._fleet is not None
+            if not self._fleet.ask(pdu, envelope.targetDN(pdu) or b""):
+                self.session.fleetChecked = True  # nothing to wait for: decide on this process's counts
+                self._request(pdu)
 
     # --- answers from links -----------------------------------------------
 
@@ -219,6 +238,8 @@ class FrontendProtocol(Protocol):
             self._links.connected(link)
 
     def linkReceived(self, link: IBackendLink, data: bytes, finals: list[tuple[int, int, int]]) -> None:
+        if self._fleet is not None and self._fleet.hold(link, data, finals):
+            return  # behind a failed bind the fleet has not counted yet
         session = self.session
         if session.fanouts.subs:
             sends: list[tuple[IBackendLink, bytes]] = []

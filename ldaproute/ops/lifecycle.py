@@ -18,8 +18,11 @@ restart; C{log_format} is read at start-up only.
 With C{workers = N}, the first process (worker 0) starts N-1 more
 processes running the same file with C{--worker-index K}; every worker
 binds the listeners with C{SO_REUSEPORT} and the kernel spreads
-connections between them.  Each worker serves its own metrics endpoint on
-the configured port plus its index.
+connections between them.  Worker 0 serves one metrics endpoint for the
+group (L{ldaproute.fleet.group}); with C{metrics_per_worker = on} each
+worker serves its own on the configured port plus its index.  A reload of
+worker 0 (SIGHUP, or C{watch_config}) reaches the workers only once worker
+0 has accepted the new file.
 """
 
 from __future__ import annotations
@@ -61,6 +64,11 @@ _RESTART_ONLY = (
     ("metrics", "metrics"),
     ("workers", "workers"),
     ("cldapEndpoints", "cldap"),
+    ("throttleStore", "throttle_store"),
+    ("throttleStoreCAFile", "throttle_store_ca_file"),
+    ("throttleStorePassword", "throttle_store_password_file"),
+    ("metricsPerWorker", "metrics_per_worker"),
+    ("watchConfig", "watch_config"),
 )
 
 
@@ -128,8 +136,6 @@ class ProxyService(MultiService):
         old = self.runtime.config
         metrics = self.runtime.observer.metrics
         now = self._reactor.seconds()
-        if self.workers is not None:
-            self.workers.signalAll(signal.SIGHUP)
         try:
             new = Config.fromFile(old.path)
         except ConfigError as e:
@@ -151,6 +157,10 @@ class ProxyService(MultiService):
         self.runtime.apply(new)
         self._reconcile()
         metrics.reloaded("success", now)
+        if self.workers is not None:
+            # only a file worker 0 accepted reaches the workers: a bad one
+            # is refused everywhere, and every worker keeps the same config
+            self.workers.signalAll(signal.SIGHUP)
         self._log.info(
             "Reloaded {path}: {routes} route(s), {pools} pool(s), {backends} backend(s)",
             path=old.path,

@@ -440,7 +440,9 @@ def test_drainTimeout(slapdFactory: Callable[..., Slapd], proxyFactory: Callable
 
 def test_twoWorkersBothTakeConnections(slapd: Slapd, proxyFactory: Callable[..., Proxy]) -> None:
     listen, metrics = quietPort(), freePortPair()
-    routes = routesIni(listen, metrics, {"main": slapd.url}, "[route:all]\npool = main\n", "workers = 2")
+    routes = routesIni(
+        listen, metrics, {"main": slapd.url}, "[route:all]\npool = main\n", "workers = 2\nmetrics_per_worker = on"
+    )
     proxy = proxyFactory(routes, metrics)
     proxy.start(waitPorts=(metrics + 1,))
     pids = {json.loads(proxy.get("/healthz", port)[1])["pid"] for port in (metrics, metrics + 1)}
