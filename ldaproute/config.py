@@ -15,6 +15,7 @@ import configparser
 import ipaddress
 import os
 import re
+import shlex
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -155,6 +156,25 @@ def _file(value: str) -> str:
     if not os.access(path, os.R_OK):
         raise _Invalid(f"cannot read {path!r}")
     return path
+
+
+def _accessLog(value: str) -> str | None:
+    """C{on} or C{stdout}: standard output; C{off}: no access log; else a
+    file path, whose directory must exist (the file is created)."""
+    text = value.strip()
+    lowered = text.lower()
+    if lowered in ("on", "yes", "true", "1", "stdout"):
+        return "stdout"
+    if lowered in ("off", "no", "false", "0"):
+        return None
+    if not text:
+        raise _Invalid("expected on, off, stdout or a file path")
+    directory = os.path.dirname(os.path.abspath(text))
+    if not os.path.isdir(directory):
+        raise _Invalid(f"expected on, off, stdout or a file path: no directory {directory!r}")
+    if os.path.isdir(text):
+        raise _Invalid(f"{text!r} is a directory: give a file path")
+    return text
 
 
 def _endpoints(value: str) -> tuple[str, ...]:
@@ -592,6 +612,26 @@ class Route:
 
 
 @attrs.frozen
+class Expectation:
+    """
+    An C{[expect:NAME]} section: an operation, as C{ldaproute explain}
+    takes it, and where it must go.  C{ldaproute check} verifies them;
+    start-up only checks their keys.
+    """
+
+    name: str
+    operation: tuple[str, ...]
+    bindDN: str | None = None
+    client: str = "192.0.2.1"
+    listener: str | None = None
+    tls: bool = False
+    route: str | None = None
+    pool: str | None = None
+    backend: str | None = None
+    result: int | None = None
+
+
+@attrs.frozen
 class Config:
     """The whole of routes.ini."""
 
@@ -609,7 +649,8 @@ class Config:
     cldapAmplification: int = 8
     cldapRootDSETTL: float = 60.0
     metrics: str | None = None
-    accessLog: bool = True
+    #: where access-log lines go: C{"stdout"}, a file path, or L{None} (off)
+    accessLog: str | None = "stdout"
     logFormat: str = "text"
     #: "debug" adds an event per routing decision and rewrite (costly: off
     #: the hot path unless asked for)
@@ -627,6 +668,8 @@ class Config:
     throttleStorePassword: str | None = attrs.field(default=None, repr=False)
     metricsPerWorker: bool = False
     watchConfig: bool = False
+    #: C{[expect:NAME]} sections, in file order (see L{Expectation})
+    expectations: tuple[Expectation, ...] = ()
 
     @classmethod
     def fromFile(cls, path: FilePath[str] | str) -> Config:
@@ -669,7 +712,7 @@ _GLOBAL_KEYS: _KeyTable = {
     "cldap_amplification": ("cldapAmplification", _positiveInt),
     "cldap_rootdse_ttl": ("cldapRootDSETTL", _seconds),
     "metrics": ("metrics", _oneEndpoint),
-    "access_log": ("accessLog", _bool),
+    "access_log": ("accessLog", _accessLog),
     "log_format": ("logFormat", _choice("text", "json")),
     "log_level": ("logLevel", _choice("info", "debug")),
     "drain_timeout": ("drainTimeout", _seconds),
@@ -749,6 +792,35 @@ _ROUTE_KEYS: _KeyTable = {
     "map_attributes": ("mapAttributes", _attributeMap),
     "hide_attributes": ("hideAttributes", _attributeNames),
     "dn_attributes": ("dnAttributes", _attributeNames),
+}
+
+def _words(value: str) -> tuple[str, ...]:
+    try:
+        words = tuple(shlex.split(value))
+    except ValueError as e:
+        raise _Invalid(f"cannot split {value.strip()!r} into words: {e}") from None
+    if not words:
+        raise _Invalid("expected an operation, as ldaproute explain takes it: search BASE [SCOPE [FILTER]], bind DN, ...")
+    return words
+
+
+def _resultCode(value: str) -> int:
+    try:
+        return int(value.strip())
+    except ValueError:
+        raise _Invalid(f"expected a result code, not {value.strip()!r}") from None
+
+
+_EXPECT_KEYS: _KeyTable = {
+    "operation": ("operation", _words),
+    "bind_dn": ("bindDN", str.strip),
+    "client": ("client", str.strip),
+    "listener": ("listener", str.strip),
+    "tls": ("tls", _bool),
+    "route": ("route", str.strip),
+    "pool": ("pool", str.strip),
+    "backend": ("backend", str.strip),
+    "result": ("result", _resultCode),
 }
 
 _REWRITE_KEYS = (
@@ -899,6 +971,7 @@ class _Loader:
             "backend": {},
             "pool": {},
             "route": {},
+            "expect": {},
         }
         order: list[str] = []
         for section in parser.sections():
@@ -912,7 +985,7 @@ class _Loader:
                     section,
                     None,
                     "unknown section: expected [ldaproute], [listener:NAME], [backend:NAME], "
-                    "[pool:NAME] or [route:NAME]",
+                    "[pool:NAME], [route:NAME] or [expect:NAME]",
                 )
             if not _SECTION_NAME.fullmatch(name):
                 raise self.error(section, None, f"bad name {name!r}: use letters, digits, '-', '_' and '.'")
@@ -1023,6 +1096,20 @@ class _Loader:
             raise self.error(None, None, "no route: add a [route:NAME] section with pool = NAME")
         if globalValues.get("mode") == "shared":
             self.sharedBackends(backends)
+        expectations = []
+        for name, items in sections["expect"].items():
+            section = f"expect:{name}"
+            values = self.values(section, items, _EXPECT_KEYS)
+            if "operation" not in values:
+                raise self.error(section, "operation", "missing: the operation to try, as ldaproute explain takes it")
+            if not any(key in values for key in ("route", "pool", "backend", "result")):
+                raise self.error(section, "route", "missing: give what to expect: route, pool, backend or result")
+            for key, known in (("route", [r.name for r in routes]), ("pool", list(pools)), ("backend", list(backends))):
+                if values.get(key) is not None and values[key] not in known:
+                    raise self.error(section, key, f"unknown {key} {values[key]!r}")
+            if values.get("listener") is not None and values["listener"] not in listenerNames:
+                raise self.error(section, "listener", f"unknown listener {values['listener']!r}")
+            expectations.append(Expectation(name, **values))
 
         return Config(
             path=self.path,
@@ -1030,5 +1117,6 @@ class _Loader:
             backends=backends,
             pools=pools,
             routes=tuple(routes),
+            expectations=tuple(expectations),
             **globalValues,
         )

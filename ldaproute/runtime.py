@@ -32,10 +32,16 @@ class Runtime:
         self,
         config: Config,
         endpointFactory: Callable[[Any, BackendState, float], Any] = endpointFor,
+        reactor: Any = None,
     ) -> None:
+        """
+        @param reactor: schedules the access log's batched writes; without
+            one (tests) every access-log line is written at once.
+        """
         self.backends = Backends()
         self.endpointFactory = endpointFactory
-        self.observer = Observer(accessLog=config.accessLog)
+        callLater = reactor.callLater if reactor is not None else None
+        self.observer = Observer(accessLog=config.accessLog, logFormat=config.logFormat, callLater=callLater)
         self.observer.metrics.watchState(lambda: self)
         self.apply(config)
 
@@ -47,4 +53,4 @@ class Runtime:
         #: whether per-operation debug events are emitted at all (twistd's
         #: observers would format and write every debug event otherwise)
         self.debug = config.logLevel == "debug"
-        self.observer.configure(config.accessLog)
+        self.observer.configure(config.accessLog, config.logFormat)

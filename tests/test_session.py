@@ -68,7 +68,7 @@ class Trace:
             "192.0.2.1", secure, canTerminateTLS,
         )  # fmt: skip
 
-    def _completed(self, operation: core.Outstanding[FakeLink], resultCode: int, link: FakeLink) -> None:
+    def _completed(self, operation: core.Outstanding[FakeLink], resultCode: int, link: FakeLink, message: str) -> None:
         self.completed.append((operation.messageID, resultCode, link.name))
 
     def request(self, pdu: bytes) -> object:

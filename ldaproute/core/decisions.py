@@ -108,7 +108,6 @@ class Answer:
     The proxy answers the request itself with C{resultCode}.
 
     @ivar route: the route that decided (C{""} when none did), for metrics.
-    @ivar summarize: whether the access log describes the request.
     @ivar refusal: for a bind refused by policy, the event name to log
         (C{"cleartext simple bind refused"}, L{THROTTLED}); once such an
         answer is written, L{Session.answered} leaves the session
@@ -122,7 +121,6 @@ class Answer:
     resultCode: int
     message: str
     route: str = ""
-    summarize: bool = False
     refusal: str | None = None
     secret: Secret | None = None
 

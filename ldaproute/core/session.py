@@ -100,7 +100,7 @@ class Session(Generic[L]):
     @ivar tls: the L{TLSState}: its C{phase}, the link it pins an opaque
         session to, the SASL-layer watch.
 
-    @param completed: called C{(operation, resultCode, link)} when a
+    @param completed: called C{(operation, resultCode, link, message)} when a
         forwarded operation gets its final result (for metrics and the
         access log), before the session's identity follows a bind's result.
     @param clock: the time now, in seconds (C{reactor.seconds}), for the
@@ -114,7 +114,7 @@ class Session(Generic[L]):
         peer: str,
         listener: Listener,
         policy: ListenerPolicy,
-        completed: Callable[[Outstanding[L], int, L], None],
+        completed: Callable[[Outstanding[L], int, L, str], None],
         clock: Callable[[], float],
         address: str | None = None,
         secure: bool = False,
@@ -216,7 +216,7 @@ class Session(Generic[L]):
             code, text = noRouteResult(tag)
             return Answer(code, text)
         if route.reject is not None:
-            return Answer(route.reject.resultCode, route.reject.message, route.name, summarize=True)
+            return Answer(route.reject.resultCode, route.reject.message, route.name)
         if passStartTLS:
             return PassStartTLS(route)
         return route
@@ -339,7 +339,7 @@ class Session(Generic[L]):
                 self._forgetAbandonedBy(operation)
             del outstanding[messageID]
             link.operationEnded(messageID)
-            self._completed(operation, code, link)
+            self._completed(operation, code, link, "")
             if tag == ber.BIND_RESPONSE:
                 self.tls.layerWatch.bindAnswered(messageID, code)
                 if code == ber.INVALID_CREDENTIALS:
@@ -412,7 +412,7 @@ class Session(Generic[L]):
         answers = []
         for operation in failed:
             del self.outstanding[operation.messageID]
-            self._completed(operation, resultCode, link)
+            self._completed(operation, resultCode, link, reason)
             answers.append(ber.result(operation.messageID, ber.RESPONSE_FOR[operation.opTag], resultCode, reason))
             if operation.opTag == ber.BIND_REQUEST:
                 self.bindCompleted(None, resultCode)
@@ -433,7 +433,8 @@ class Session(Generic[L]):
     def timedOut(self, messageID: int, reason: str) -> tuple[Outstanding[L], bytes] | None:
         """
         An operation exceeded its time limit (its link abandoned it): the
-        operation and its answer, timeLimitExceeded (3).
+        operation and its answer, timeLimitExceeded (3), which the caller
+        writes and then reports as completed.
         """
         operation = self.outstanding.pop(messageID, None)
         if operation is None:

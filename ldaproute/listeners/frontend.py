@@ -199,13 +199,13 @@ class FrontendProtocol(Protocol):
         if type(decision) is Route:  # the hot path: a plain forward
             unsent = self._links.forward(envelope, pdu, decision)
             if unsent is not None:
-                self._answer(envelope, unsent)
+                self._answer(envelope, unsent, pdu)
         elif isinstance(decision, core.Answer):
             self._answer(envelope, decision, pdu)
         elif isinstance(decision, core.PassStartTLS):
             unsent = self._links.forward(envelope, pdu, decision.route, startTLS=True)
             if unsent is not None:
-                self._answer(envelope, unsent)
+                self._answer(envelope, unsent, pdu)
         elif isinstance(decision, core.SpanSearch):
             if self._runtime.debug:
                 self._events.spanned(envelope.messageID, [f"{sub.route}->{sub.pool}" for sub in decision.subs])
@@ -214,7 +214,7 @@ class FrontendProtocol(Protocol):
                 self.session.cleartextRootDSE.discard(envelope.messageID)
                 write = self._writeCleartextRootDSE
             if not self._links.startSpan(envelope.messageID, decision, write):
-                self._answer(envelope, core.IDENTITY_LOST)
+                self._answer(envelope, core.IDENTITY_LOST, pdu)
         elif isinstance(decision, core.Abandon):
             self._links.abandon(decision.messageID, pdu)
         elif decision is core.UNBIND:
@@ -311,6 +311,7 @@ class FrontendProtocol(Protocol):
         operation, answer = timedOut
         self._events.timedOut(link, operation, reason, self._reactor.seconds())
         self.transport.write(answer)  # type: ignore[union-attr]
+        self._completed(operation, ber.TIME_LIMIT_EXCEEDED, link, reason)
 
     def linkReplayFailed(self, link: IBackendLink, resultCode: int) -> None:
         reason = f"the backend refused to restore this session's bind (resultCode {resultCode})"
@@ -328,11 +329,13 @@ class FrontendProtocol(Protocol):
         self.transport.writeSequence(answers)  # type: ignore[union-attr]
         self._links.answered()
 
-    def _completed(self, operation: Outstanding[IBackendLink], resultCode: int, link: IBackendLink | None) -> None:
+    def _completed(
+        self, operation: Outstanding[IBackendLink], resultCode: int, link: IBackendLink | None, message: str = ""
+    ) -> None:
         now = self._reactor.seconds()
         self._runtime.observer.operationCompleted(
             self, operation.opTag, operation.messageID, operation.route, link, resultCode,
-            operation.startedAt, now, operation.summary,
+            operation.startedAt, now, operation.summary, message,
         )  # fmt: skip
 
     # --- the proxy's own answers ------------------------------------------
@@ -349,10 +352,12 @@ class FrontendProtocol(Protocol):
             self.transport.write(written)  # type: ignore[union-attr]
             now = self._reactor.seconds()
             observer = self._runtime.observer
-            summary = observer.summarize(pdu, envelope) if answer.summarize and pdu is not None else None
+            # a request refused for carrying a password is not described (nor numbered)
+            summary = observer.summarize(self, pdu, envelope) if pdu is not None and answer.secret is None else None
             observer.operationCompleted(
-                self, envelope.opTag, envelope.messageID, answer.route, None, answer.resultCode, now, now, summary
-            )
+                self, envelope.opTag, envelope.messageID, answer.route, None, answer.resultCode, now, now, summary,
+                answer.message,
+            )  # fmt: skip
         self.session.answered(envelope, answer)
 
     def _writeCleartextRootDSE(self, pdu: bytes) -> None:

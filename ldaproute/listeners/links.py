@@ -133,7 +133,7 @@ class ClientLinks:
             except Refused as e:
                 self._session.refused(envelope, e.resultCode)
                 return Answer(e.resultCode, e.message)
-        summary = runtime.observer.summarize(sent, envelope)
+        summary = runtime.observer.summarize(self._owner, pdu, envelope)  # as the client sent it
         pause = self._session.forwarded(envelope, pdu, link, route, self._reactor.seconds(), summary, startTLS)
         link.operationStarted(messageID, route.operationTimeout or link.pool.pool.operationTimeout)
         link.send(sent)

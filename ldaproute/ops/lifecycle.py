@@ -9,6 +9,8 @@ as soon as it has no operation in flight, and when C{drain_timeout} runs
 out the remaining ones get it too; then the metrics site stops and the
 process exits 0.
 
+SIGUSR1 reopens the access log file (after log rotation); SIGHUP does too.
+
 L{ProxyService.reload} (SIGHUP) reads routes.ini again: a valid file takes
 effect for new operations, an invalid one is refused with a log event and
 the running configuration stays.  Changes to what was bound at start-up
@@ -95,6 +97,7 @@ class ProxyService(MultiService):
         self.readiness = Readiness(runtime, lambda: bool(self.running) and not self.readiness.draining)
         self.workers: WorkerSupervisor | None = None
         self._previousHUP: Any = None
+        self._previousUSR1: Any = None
 
     # --- starting ---------------------------------------------------------
 
@@ -113,10 +116,15 @@ class ProxyService(MultiService):
         self.runtime.observer.metrics.configLoaded.set(self._reactor.seconds())
         if self._installSignals:
             self._previousHUP = signal.signal(signal.SIGHUP, self._onHUP)
+            self._previousUSR1 = signal.signal(signal.SIGUSR1, self._onUSR1)
             self._reactor.callWhenRunning(self._takeSIGTERM)
 
     def _onHUP(self, signum: int, frame: Any) -> None:
         self._reactor.callFromThread(self.reload)
+
+    def _onUSR1(self, signum: int, frame: Any) -> None:
+        """Log rotation: the access log file is opened again."""
+        self._reactor.callFromThread(self.runtime.observer.reopenAccessLog)
 
     def _takeSIGTERM(self) -> None:
         """
@@ -136,6 +144,7 @@ class ProxyService(MultiService):
         old = self.runtime.config
         metrics = self.runtime.observer.metrics
         now = self._reactor.seconds()
+        self.runtime.observer.reopenAccessLog()  # SIGHUP also follows log rotation
         try:
             new = Config.fromFile(old.path)
         except ConfigError as e:
@@ -193,6 +202,7 @@ class ProxyService(MultiService):
         self.runtime.observer.metrics.draining.set(1)
         if self._installSignals and self._previousHUP is not None:
             signal.signal(signal.SIGHUP, self._previousHUP)
+            signal.signal(signal.SIGUSR1, self._previousUSR1)
         Service.stopService(self)
         listeners = [service for service in self if (service.name or "").startswith("listener:")]
         others = [service for service in reversed(list(self)) if service not in listeners]
@@ -204,6 +214,7 @@ class ProxyService(MultiService):
         d: Deferred[Any] = defer.DeferredList([defer.maybeDeferred(s.stopService) for s in listeners])
         d.addCallback(lambda _: Drain(self.runtime.observer, self._reactor, self.runtime.config.drainTimeout).run())
         d.addCallback(lambda _: defer.DeferredList([defer.maybeDeferred(s.stopService) for s in others]))
+        d.addCallback(lambda _: self.runtime.observer.flush())
         d.addCallback(lambda _: None)
         return d
 
