@@ -177,6 +177,20 @@ def test_rootDSEInCleartext(template: str) -> None:
     assert client.protocol.session.cleartextRootDSE == set()
 
 
+def test_rootDSEReadLost() -> None:
+    """A root DSE read answered by the proxy (backend lost) leaves nothing marked."""
+    factory, backends, _ = proxy(SESSION.format(policy=""))
+    client = Client(factory)
+    client.send(pdus.search("", 2, scope=pureldap.LDAP_SCOPE_baseObject))
+    assert client.protocol.session.cleartextRootDSE == {2}
+    [connection] = backends.connections
+    connection.accept()
+    connection.drop()
+    [answer] = pdus.decode(client.received())
+    assert answer.value.resultCode == ber.UNAVAILABLE
+    assert client.protocol.session.cleartextRootDSE == set()
+
+
 def test_rootDSEOverTLS() -> None:
     """Inside TLS the root DSE is what the backend said."""
     factory, backends, _ = proxy(SESSION.format(policy=""))

@@ -75,9 +75,10 @@ _ATTRIBUTE_OIDS: Final = {
     "unicodepwd": "1.2.840.113556.1.4.90",
 }
 
-#: The only operations L{SecretPolicy.secretIn} looks into; a search (the
-#: hot path) costs one set lookup.
-_JUDGED: Final = frozenset(
+#: The only operations L{SecretPolicy.secretIn} looks into: callers test a
+#: request's tag against it first, so a search (the hot path) costs one set
+#: lookup and no call.
+JUDGED_OPERATIONS: Final = frozenset(
     {ber.BIND_REQUEST, ber.EXTENDED_REQUEST, ber.ADD_REQUEST, ber.MODIFY_REQUEST, ber.COMPARE_REQUEST}
 )
 
@@ -159,7 +160,7 @@ class SecretPolicy:
         @raise ber.FramingError: the request is malformed where it was read.
         """
         tag = envelope.opTag
-        if tag not in _JUDGED:
+        if tag not in JUDGED_OPERATIONS:
             return None
         if tag == ber.BIND_REQUEST:
             choice, credential = envelope.bindAuthentication(pdu)

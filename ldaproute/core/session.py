@@ -49,6 +49,7 @@ from ldaproute.core.decisions import (
     Unbind,
 )
 from ldaproute.core.routing import noRouteResult
+from ldaproute.core.secrets import JUDGED_OPERATIONS
 from ldaproute.core.slowpath import FanOuts, Rewriting
 from ldaproute.core.tlsphase import TLSPhase, TLSState
 from ldaproute.wire import ber
@@ -188,10 +189,6 @@ class Session(Generic[L]):
                 )
         if self.mustRebind and tag != ber.BIND_REQUEST:
             return _MUST_REBIND
-        if tag == ber.SEARCH_REQUEST and not self.tls.secure and self._config.requireTLSForPasswords:
-            # a second byte test keeps the common case (a non-empty base) cheap
-            if pdu[envelope.contentStart + 1] in (0, 1, 0x81) and isRootDSESearch(pdu, envelope):
-                self.cleartextRootDSE.add(messageID)
 
         targetDN = envelope.targetDN(pdu) if router.needsTargetDN else None
         if tag == ber.SEARCH_REQUEST and router.needsTargetDN:
@@ -234,7 +231,7 @@ class Session(Generic[L]):
             return Answer(
                 ber.BUSY, f"too many operations outstanding on this connection (limit {listener.maxOutstanding})"
             )
-        if listener.requireTLSForPasswords and not self.tls.secure:
+        if tag in JUDGED_OPERATIONS and listener.requireTLSForPasswords and not self.tls.secure:
             secret = self._policy.secrets.secretIn(pdu, envelope)
             if secret is not None:
                 return Answer(ber.CONFIDENTIALITY_REQUIRED, secret.refusal, secret=secret)
@@ -296,6 +293,12 @@ class Session(Generic[L]):
             self.tls.layerWatch.bindSent(messageID, mechanism if choice == ber.SASL_AUTH_TAG else None, link)
         elif startTLS:
             self.tls.passing(messageID)
+        elif tag == ber.SEARCH_REQUEST and not self.tls.secure:
+            # the length of the base first: a non-empty one ends the test
+            baseLength = pdu[envelope.contentStart + 1]
+            if (baseLength < 2 or baseLength == 0x81) and self._config.requireTLSForPasswords:
+                if isRootDSESearch(pdu, envelope):
+                    self.cleartextRootDSE.add(messageID)
         self.outstanding[messageID] = Outstanding(messageID, tag, link, now, route.name, pending, summary)
         return len(self.outstanding) >= limits.PAUSE_OUTSTANDING
 
@@ -315,7 +318,10 @@ class Session(Generic[L]):
 
     def abandon(self, messageID: int) -> Outstanding[L] | None:
         """The client abandoned an operation: the forwarded one, if any."""
-        return self.outstanding.pop(messageID, None)
+        operation = self.outstanding.pop(messageID, None)
+        if operation is not None:
+            self.cleartextRootDSE.discard(messageID)
+        return operation
 
     # --- answers from links --------------------------------------------
 
@@ -412,6 +418,7 @@ class Session(Generic[L]):
         answers = []
         for operation in failed:
             del self.outstanding[operation.messageID]
+            self.cleartextRootDSE.discard(operation.messageID)
             self._completed(operation, resultCode, link, reason)
             answers.append(ber.result(operation.messageID, ber.RESPONSE_FOR[operation.opTag], resultCode, reason))
             if operation.opTag == ber.BIND_REQUEST:
@@ -439,6 +446,7 @@ class Session(Generic[L]):
         operation = self.outstanding.pop(messageID, None)
         if operation is None:
             return None
+        self.cleartextRootDSE.discard(messageID)
         if operation.opTag == ber.BIND_REQUEST:
             self.bindCompleted(None, ber.TIME_LIMIT_EXCEEDED)
         answer = ber.result(messageID, ber.RESPONSE_FOR[operation.opTag], ber.TIME_LIMIT_EXCEEDED, reason)

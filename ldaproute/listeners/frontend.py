@@ -210,8 +210,7 @@ class FrontendProtocol(Protocol):
             if self._runtime.debug:
                 self._events.spanned(envelope.messageID, [f"{sub.route}->{sub.pool}" for sub in decision.subs])
             write = self.transport.write  # type: ignore[union-attr]
-            if envelope.messageID in self.session.cleartextRootDSE:
-                self.session.cleartextRootDSE.discard(envelope.messageID)
+            if decision.plan.rootDSE and not self._tls.secure and self._listener.requireTLSForPasswords:
                 write = self._writeCleartextRootDSE
             if not self._links.startSpan(envelope.messageID, decision, write):
                 self._answer(envelope, core.IDENTITY_LOST, pdu)
