@@ -169,7 +169,7 @@ def test_linksProvideTheInterface() -> None:
         factory, backends, _ = proxy(CONFIG.format(mode=mode, accessLog="off"))
         client = Client(factory)
         client.send(pdus.search(messageID=1))
-        (link,) = client.protocol._links.values()
+        (link,) = client.protocol._links.byPool.values()
         assert isinstance(link, linkClass)
         assert verifyObject(IBackendLink, link)
         assert verifyObject(ILinkOwner, client.protocol)

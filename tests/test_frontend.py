@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from ldaptor.protocols import pureldap
+from zope.interface.verify import verifyObject
 
+from ldaproute.backends.interfaces import ILinkOwner
 from ldaproute.wire import ber
 from tests import pdus
 from tests.fakes import Client, boundClient, proxy
@@ -313,3 +315,10 @@ def test_endpointForAddressesAvoidsTheResolver() -> None:
     for host, kind in (("127.0.0.1", TCP4ClientEndpoint), ("::1", TCP6ClientEndpoint), ("ldap.example.com", HostnameEndpoint)):
         state = BackendState(Backend("b", BackendURL("ldap", host, 389)))
         assert isinstance(endpointFor(reactor, state, 5.0), kind), host
+
+
+def test_frontendProvidesILinkOwner() -> None:
+    """The client connection is what links report to: it provides L{ILinkOwner} in full."""
+    factory, _, _ = proxy(CONFIG)
+    client = Client(factory)
+    assert verifyObject(ILinkOwner, client.protocol)

@@ -174,7 +174,7 @@ def test_rootDSEInCleartext(template: str) -> None:
     factory, backends, _ = proxy(template.format(policy=""))
     client = Client(factory)
     assert readRootDSE(client, backends) == [b"SCRAM-SHA-256", b"DIGEST-MD5"]
-    assert client.protocol._cleartextRootDSE == set()
+    assert client.protocol.session.cleartextRootDSE == set()
 
 
 def test_rootDSEReadLost() -> None:
@@ -182,13 +182,13 @@ def test_rootDSEReadLost() -> None:
     factory, backends, _ = proxy(SESSION.format(policy=""))
     client = Client(factory)
     client.send(pdus.search("", 2, scope=pureldap.LDAP_SCOPE_baseObject))
-    assert client.protocol._cleartextRootDSE == {2}
+    assert client.protocol.session.cleartextRootDSE == {2}
     [connection] = backends.connections
     connection.accept()
     connection.drop()
     [answer] = pdus.decode(client.received())
     assert answer.value.resultCode == ber.UNAVAILABLE
-    assert client.protocol._cleartextRootDSE == set()
+    assert client.protocol.session.cleartextRootDSE == set()
 
 
 def test_rootDSEOverTLS() -> None:

@@ -122,14 +122,14 @@ def test_cleartextSimpleBindRefused() -> None:
     protocol.dataReceived(simpleBind(1))
     [answer] = take(transport)
     assert answer.value.resultCode == ber.CONFIDENTIALITY_REQUIRED
-    assert protocol._links == {} and reactor.tcpClients == []
+    assert protocol._links.byPool == {} and reactor.tcpClients == []
 
 
 def test_anonymousBindAllowedInClear() -> None:
     protocol, transport, _ = connect()
     protocol.dataReceived(simpleBind(1, b""))
     assert take(transport) == []
-    assert list(protocol._links) == ["p"]
+    assert list(protocol._links.byPool) == ["p"]
 
 
 def test_simpleBindAllowedAfterStartTLS() -> None:
@@ -238,7 +238,8 @@ def test_throttledBindsAndHandshakesAreCounted() -> None:
     """The bind-throttle and TLS-handshake metrics follow what the policy did."""
     protocol, transport, reactor = connect("require_tls_for_simple_bind = off\nbind_throttle_failures = 1\n", FakeServerTLS())
     metrics = protocol._runtime.observer.metrics
-    protocol._bindFailed(protocol.session.bindStarted(simpleBind(1), ber.Envelope.fromBytes(simpleBind(1))))
+    # one failed bind already counted from this address
+    protocol._policy.throttle.failed(protocol.session.address, b"", reactor.seconds())
     protocol.dataReceived(simpleBind(2))
     [answer] = take(transport)
     assert answer.value.resultCode == ber.UNWILLING_TO_PERFORM

@@ -36,6 +36,7 @@ from ldaproute.backends.connection import BackendConnection
 from ldaproute.backends.interfaces import IBackendLink
 from ldaproute.backends.pool import BackendState
 from ldaproute.backends.sharedpool import SharedPool
+from ldaproute.core.slowpath import replayName
 from ldaproute.wire import ber
 from ldaproute.wire.pdu import (
     CANCEL_OID,
@@ -128,7 +129,15 @@ class SharedLink:
 
     transport = None
 
-    def __init__(self, owner: Any, shared: SharedPool, reactor: IReactorTime) -> None:
+    def __init__(
+        self, owner: Any, shared: SharedPool, reactor: IReactorTime, backendName: Callable[[bytes], bytes] = bytes
+    ) -> None:
+        """
+        @param backendName: the client's bind DN as the pool's backends know
+            it (through the suffix rewrite of a route to the pool), for the
+            Proxied Authorization control.
+        """
+        self._backendName = backendName
         #: search result entries relayed, by client messageID
         self.entries: dict[int, int] = {}
         self.backend: BackendState | None = None
@@ -213,9 +222,7 @@ class SharedLink:
             control = proxiedAuthorization(b"") if self._shared.serviceIdentity is not None else b""
         else:
             name = identity.name
-            replayName = getattr(self._owner, "_replayName", None)
-            if replayName is not None:
-                name = replayName(self.pool.name, name)
+            name = self._backendName(name)
             control = proxiedAuthorization(b"dn:" + name)
         self._control = (identity, control)
         self._controlsElement = ber.tlv(ber.CONTROLS_TAG, control) if control else b""
@@ -428,4 +435,9 @@ class SharedLink:
 
 def linkFor(owner: Any, runtime: Runtime, poolName: str, reactor: IReactorTime) -> SharedLink:
     """A new L{SharedLink} of a client session to a pool."""
-    return SharedLink(owner, sharedPoolFor(runtime, poolName, reactor), reactor)
+    return SharedLink(
+        owner,
+        sharedPoolFor(runtime, poolName, reactor),
+        reactor,
+        lambda name: replayName(runtime.rewriterFor, runtime.router, poolName, name),
+    )

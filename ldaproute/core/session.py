@@ -1,103 +1,465 @@
 # -*- test-case-name: tests.test_session -*-
 """
-Per-client state, free of transports: who the client is bound as, which
-operations are outstanding, and whether an upstream connection carries the
-client's current identity.
+One client's session as a state machine, free of transports.
 
-Identity changes only through binds.  Each completed bind bumps
-C{identityVersion}; an upstream connection remembers the version it was
-bound at, so a connection opened later (a second pool, or a reconnect after
-a backend died) knows it must replay the client's simple bind first, or,
-for a SASL identity that cannot be replayed, that the client must bind
-again.
+The client connection (L{ldaproute.listeners.frontend}) hands every request
+PDU to L{Session.request} and gets back a decision: the L{Route} to forward
+it to (the common case, returned as it is so the hot path allocates
+nothing), or an L{Answer}, L{StartTLS}, L{PassStartTLS}, L{SpanSearch},
+L{Abandon}, L{Unbind} or L{Close} (L{ldaproute.core.decisions}).  What
+comes back from the backends (finals, a lost link, a timeout, a refused
+bind replay) goes through L{Session.responded}, L{Session.linkLost},
+L{Session.replayRefused} and L{Session.timedOut}: they keep the books,
+report each operation that ends to the C{completed} callback (metrics,
+access log) and return the answers the proxy owes the client.
+
+The identity changes only through binds (and StartTLS, which leaves it
+anonymous); each change bumps C{identityVersion}, and a link remembers the
+version it carries (C{boundVersion}), so a link opened or reused later
+replays the simple bind first, or, for a SASL identity, the client must
+bind again.  The TLS phase and SASL-layer watch are a L{TLSState}
+(L{ldaproute.core.tlsphase}); searches across routes and rewritten
+operations are kept in L{ldaproute.core.slowpath}.  No Twisted imports:
+C{tests/test_session.py} drives it with envelopes and bytes, as traces.
 """
 
 from __future__ import annotations
 
-import functools
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Final, Generic
 
-import attrs
-
+from ldaproute.core import limits
+from ldaproute.core.decisions import (
+    ANONYMOUS,
+    CHECK_FLEET,
+    IDENTITY_LOST,
+    START_TLS,
+    THROTTLED,
+    UNBIND,
+    Abandon,
+    Answer,
+    CheckFleet,
+    Close,
+    Identity,
+    L,
+    Outstanding,
+    PassStartTLS,
+    SpanSearch,
+    StartTLS,
+    Unbind,
+)
+from ldaproute.core.rewrite import Rewriter
+from ldaproute.core.routing import noRouteResult
+from ldaproute.core.secrets import JUDGED_OPERATIONS
+from ldaproute.core.slowpath import FanOuts, Rewriting
+from ldaproute.core.tlsphase import TLSPhase, TLSState
 from ldaproute.wire import ber
-from ldaproute.core.dn import DN, parseDNBytes
+from ldaproute.wire.attributes import isRootDSESearch
+
+__all__ = [
+    "ANONYMOUS",
+    "CHECK_FLEET",
+    "IDENTITY_LOST",
+    "START_TLS",
+    "THROTTLED",
+    "UNBIND",
+    "Abandon",
+    "Answer",
+    "CheckFleet",
+    "Close",
+    "Identity",
+    "Outstanding",
+    "PassStartTLS",
+    "Session",
+    "SpanSearch",
+    "StartTLS",
+    "TLSPhase",
+    "Unbind",
+]
+
+if TYPE_CHECKING:
+    from ldaproute.config import Listener, Route
+    from ldaproute.core.policy import ListenerPolicy
+    from ldaproute.core.routing import Router
 
 
-@attrs.frozen
-class Identity:
+_MUST_REBIND: Final = Answer(
+    ber.OPERATIONS_ERROR, "the upstream connection was lost and a SASL bind cannot be replayed: bind again"
+)
+_ANONYMOUS_REFUSED: Final = Answer(
+    ber.INSUFFICIENT_ACCESS_RIGHTS, "anonymous access is not allowed on this listener: bind first"
+)
+_ANONYMOUS_BIND_OK: Final = Answer(ber.SUCCESS, "")
+
+
+class Session(Generic[L]):
     """
-    The bound identity of a session.
+    The state of one client connection; see the module docstring.
 
-    @ivar kind: C{"anonymous"}, C{"simple"} or C{"sasl"}.
-    @ivar name: the bind DN as the client sent it.
-    @ivar password: for simple binds only, kept in memory for replay on
-        other upstream connections and never logged (C{repr=False}).
+    @ivar outstanding: operations by messageID, in the order sent.
+    @ivar address: the client's IP address (for routing and throttling),
+        or L{None} (a UNIX socket).
+    @ivar tls: the L{TLSState}: its C{phase}, the link it pins an opaque
+        session to, the SASL-layer watch.
+
+    @param completed: called C{(operation, resultCode, link, message)} when a
+        forwarded operation gets its final result (for metrics and the
+        access log), before the session's identity follows a bind's result.
+    @param clock: the time now, in seconds (C{reactor.seconds}), for the
+        bind throttle's window.
+    @param canTerminateTLS: whether a certificate is loaded for
+        C{starttls = terminate}.
     """
 
-    kind: str
-    name: bytes = b""
-    password: bytes = attrs.field(default=b"", repr=False)
-
-    @property
-    def replayable(self) -> bool:
-        return self.kind != "sasl"
-
-    @functools.cached_property
-    def dn(self) -> DN | None:
-        """The bound DN, parsed (once: routing reads it per operation), or
-        L{None} for anonymous or unparsable."""
-        if self.kind == "anonymous" or not self.name:
-            return None
-        try:
-            return parseDNBytes(self.name)
-        except ValueError:
-            return None
-
-
-ANONYMOUS = Identity("anonymous")
-
-
-@attrs.define
-class Outstanding:
-    """An operation sent upstream and not yet answered."""
-
-    messageID: int
-    opTag: int
-    link: Any
-    startedAt: float
-    route: str
-    pending: Identity | None = None  # for binds: the identity on success
-    summary: Any = None  # for the access log: accesslog.RequestSummary
-
-
-class Session:
-    """
-    The state of one client connection.
-
-    @ivar outstanding: operations by messageID.
-    """
-
-    def __init__(self, peer: str, listener: str) -> None:
+    def __init__(
+        self,
+        peer: str,
+        listener: Listener,
+        policy: ListenerPolicy,
+        completed: Callable[[Outstanding[L], int, L, str], None],
+        clock: Callable[[], float],
+        address: str | None = None,
+        secure: bool = False,
+        canTerminateTLS: bool = False,
+        rewriterFor: Callable[[Route], Rewriter] = Rewriter,
+    ) -> None:
         self.peer = peer
-        self.listener = listener
+        self.listener = listener.name
+        self._config = listener
+        self._policy = policy
+        self._completed = completed
+        self._clock = clock
+        self.address = address
         self.identity: Identity = ANONYMOUS
         self.identityVersion = 0
-        self.outstanding: dict[int, Outstanding] = {}
+        self.outstanding: dict[int, Outstanding[L]] = {}
         self.mustRebind = False
+        self.tls: TLSState[L] = TLSState(listener.starttls, secure, canTerminateTLS)
+        self.fanouts: FanOuts[L] = FanOuts(rewriterFor)
+        self.rewriting = Rewriting(rewriterFor)
+        #: messageIDs of root DSE reads on a cleartext connection, whose
+        #: entries lose the SASL mechanisms the policy refuses here
+        #: (L{ldaproute.core.slowpath.cleartextRootDSE})
+        self.cleartextRootDSE: set[int] = set()
+        #: the bind about to be decided again had the fleet's counts
+        #: fetched (a shared throttle; see L{CheckFleet})
+        self.fleetChecked = False
 
-    def bindStarted(self, pdu: bytes, envelope: ber.Envelope) -> Identity:
+    # --- requests ------------------------------------------------------
+
+    def request(
+        self, envelope: ber.Envelope, pdu: bytes, router: Router, maxFilterDepth: int
+    ) -> Route | Answer | Close | StartTLS | PassStartTLS | SpanSearch | Abandon | Unbind | CheckFleet:
         """
-        A bind request is going upstream: the identity it asks for (taken
-        on success).  Per RFC 4511 4.2.1, the connection is anonymous while
-        a bind is in progress.
+        Decide what becomes of one request PDU.  Forwarded requests are
+        recorded by L{forwarded} once the caller has a link for them.
         """
-        choice, credential = envelope.bindAuthentication(pdu)
-        name = envelope.targetDN(pdu) or b""
-        if choice == ber.SIMPLE_AUTH_TAG:
-            if not name and not credential:
-                return ANONYMOUS
-            return Identity("simple", name, credential)
-        return Identity("sasl", name)
+        messageID = envelope.messageID
+        tag = envelope.opTag
+        if messageID == 0:
+            return Close(ber.PROTOCOL_ERROR, "messageID 0 is reserved for unsolicited notifications", "malformed")
+        if tag == ber.UNBIND_REQUEST:
+            return UNBIND
+        if tag == ber.ABANDON_REQUEST:
+            return Abandon(envelope.abandonedID(pdu))
+        if messageID in self.outstanding or messageID in self.fanouts.searches:
+            return Close(
+                ber.PROTOCOL_ERROR, f"messageID {messageID} is already in use by an outstanding operation", "malformed"
+            )
+        refusal = self._refusedByPolicy(envelope, pdu)
+        if refusal is not None:
+            return refusal
+        extendedOID = None
+        passStartTLS = False
+        if tag == ber.EXTENDED_REQUEST:
+            extendedOID = envelope.extendedName(pdu)
+            if extendedOID == ber.STARTTLS_OID:
+                startTLS = self.tls.startTLS(len(self.outstanding))
+                if startTLS is START_TLS:
+                    self.tlsStarted()
+                if startTLS is not None:
+                    return startTLS
+                passStartTLS = True
+        if tag == ber.SEARCH_REQUEST:
+            # every filter level takes at least two bytes: a short request
+            # cannot nest too deep, so only longer ones are walked
+            if envelope.contentEnd - envelope.contentStart > 2 * maxFilterDepth and limits.filterDepth(
+                pdu, envelope, maxFilterDepth
+            ) > maxFilterDepth:
+                return Answer(
+                    limits.ADMIN_LIMIT_EXCEEDED, f"search filter nested deeper than {maxFilterDepth} levels"
+                )
+        if self.mustRebind and tag != ber.BIND_REQUEST:
+            return _MUST_REBIND
+
+        targetDN = envelope.targetDN(pdu) if router.needsTargetDN else None
+        if tag == ber.SEARCH_REQUEST and router.needsTargetDN:
+            span = self.fanouts.plan(router, self.listener, pdu, targetDN, self.identity.dn, self.address)
+            if span is not None:
+                return span
+        route = router.routeFor(
+            self.listener,
+            tag,
+            targetDN,
+            self.identity.dn if router.needsBoundDN else None,
+            self.address,
+            extendedOID,
+        )
+        if route is None:
+            if tag == ber.BIND_REQUEST and Identity.ofBind(pdu, envelope).kind == "anonymous":
+                # an anonymous simple bind that no route claims: the proxy
+                # can say yes itself, since the links it opens later are
+                # anonymous
+                self.bindCompleted(None, ber.SUCCESS)
+                return _ANONYMOUS_BIND_OK
+            code, text = noRouteResult(tag)
+            return Answer(code, text)
+        if route.reject is not None:
+            return Answer(route.reject.resultCode, route.reject.message, route.name)
+        if passStartTLS:
+            return PassStartTLS(route)
+        return route
+
+    def _refusedByPolicy(self, envelope: ber.Envelope, pdu: bytes) -> Answer | CheckFleet | None:
+        """
+        The security policy step before anything is forwarded: the answer
+        for a request the listener's policy refuses, or L{None}.
+        """
+        listener = self._config
+        tag = envelope.opTag
+        if self.tls.passthroughID is not None:
+            return self.tls.refusal()
+        if listener.maxOutstanding is not None and len(self.outstanding) >= listener.maxOutstanding:
+            return Answer(
+                ber.BUSY, f"too many operations outstanding on this connection (limit {listener.maxOutstanding})"
+            )
+        if tag in JUDGED_OPERATIONS and listener.requireTLSForPasswords and not self.tls.secure:
+            secret = self._policy.secrets.secretIn(pdu, envelope)
+            if secret is not None:
+                return Answer(ber.CONFIDENTIALITY_REQUIRED, secret.refusal, secret=secret)
+        if tag == ber.BIND_REQUEST:
+            throttle = self._policy.throttle
+            if throttle is not None:
+                reason = throttle.refusal(self.address, envelope.targetDN(pdu) or b"", self._clock())
+                if reason is not None:
+                    return Answer(ber.UNWILLING_TO_PERFORM, reason, refusal=THROTTLED)
+                if throttle.shared:
+                    checked, self.fleetChecked = self.fleetChecked, False
+                    if not checked:
+                        return CHECK_FLEET  # decided again once the fleet's counts are in
+            return None
+        if not listener.allowAnonymous and self.identity.kind == "anonymous":
+            if tag == ber.EXTENDED_REQUEST and envelope.extendedName(pdu) == ber.STARTTLS_OID:
+                return None
+            return _ANONYMOUS_REFUSED
+        return None
+
+    def replayFor(self, boundVersion: int | None, isBind: bool) -> tuple[bytes, bytes] | Answer | None:
+        """
+        How a link that carries identity version C{boundVersion} (L{None}:
+        a link about to be opened) can serve the next operation: L{None}
+        as it is, the C{(bindDN, password)} to replay first, or
+        L{IDENTITY_LOST} when the identity cannot be carried.
+        """
+        identity = self.identity
+        if boundVersion is not None and (isBind or boundVersion == self.identityVersion):
+            return None
+        if not isBind and not identity.replayable:
+            self.identityLost()
+            return IDENTITY_LOST
+        if isBind or (boundVersion is None and identity.kind == "anonymous"):
+            return None
+        return (identity.name, identity.password)
+
+    def forwarded(
+        self,
+        envelope: ber.Envelope,
+        pdu: bytes,
+        link: L,
+        route: Route,
+        now: float,
+        summary: object,
+        startTLS: bool = False,
+    ) -> bool:
+        """
+        The request goes to C{link} now (C{startTLS}: a L{PassStartTLS}
+        decision): record it.  Returns whether the client has so many
+        operations outstanding that its reading pauses.
+        """
+        messageID = envelope.messageID
+        tag = envelope.opTag
+        pending = None
+        if tag == ber.BIND_REQUEST:
+            pending = Identity.ofBind(pdu, envelope)
+            choice, mechanism = envelope.bindAuthentication(pdu)
+            self.tls.layerWatch.bindSent(messageID, mechanism if choice == ber.SASL_AUTH_TAG else None, link)
+        elif startTLS:
+            self.tls.passing(messageID)
+        elif tag == ber.SEARCH_REQUEST and not self.tls.secure:
+            # the length of the base first: a non-empty one ends the test
+            baseLength = pdu[envelope.contentStart + 1]
+            if (baseLength < 2 or baseLength == 0x81) and self._config.requireTLSForPasswords:
+                if isRootDSESearch(pdu, envelope):
+                    self.cleartextRootDSE.add(messageID)
+        self.outstanding[messageID] = Outstanding(messageID, tag, link, now, route.name, pending, summary)
+        return len(self.outstanding) >= limits.PAUSE_OUTSTANDING
+
+    def answered(self, envelope: ber.Envelope, answer: Answer) -> None:
+        """
+        C{answer} to the request C{envelope} was written to the client: a
+        bind refused by policy leaves the connection anonymous (RFC 4511
+        4.2.1).
+        """
+        if (answer.refusal is not None or answer.secret is not None) and envelope.opTag == ber.BIND_REQUEST:
+            self.bindCompleted(None, answer.resultCode)
+
+    def refused(self, envelope: ber.Envelope, resultCode: int) -> None:
+        """A request could not be forwarded after all (its rewrite refused it)."""
+        if envelope.opTag == ber.BIND_REQUEST:
+            self.bindCompleted(None, resultCode)
+
+    def abandon(self, messageID: int) -> Outstanding[L] | None:
+        """The client abandoned an operation: the forwarded one, if any."""
+        operation = self.outstanding.pop(messageID, None)
+        if operation is not None:
+            self.cleartextRootDSE.discard(messageID)
+        return operation
+
+    # --- answers from links --------------------------------------------
+
+    def responded(self, link: L, finals: list[tuple[int, int, int]]) -> None:
+        """
+        Final responses from C{link}, as C{(messageID, tag, resultCode)}:
+        the operations they end are completed, binds change the identity
+        (and count as failures for the throttle on 49), a StartTLS passed
+        through pins C{link} on success.
+        """
+        outstanding = self.outstanding
+        rewritingOps = self.rewriting.ops
+        tls = self.tls
+        for messageID, tag, code in finals:
+            if rewritingOps:
+                rewritingOps.pop(messageID, None)
+            operation = outstanding.get(messageID)
+            if operation is None:
+                continue
+            if tag == ber.BIND_RESPONSE and code != ber.SASL_BIND_IN_PROGRESS:
+                self._forgetAbandonedBy(operation)
+            del outstanding[messageID]
+            link.operationEnded(messageID)
+            self._completed(operation, code, link, "")
+            if tag == ber.BIND_RESPONSE:
+                self.tls.layerWatch.bindAnswered(messageID, code)
+                if code == ber.INVALID_CREDENTIALS:
+                    self._bindFailed(operation.pending)
+                if self.bindCompleted(operation.pending, code):
+                    link.boundVersion = self.identityVersion
+            elif messageID == tls.passthroughID:
+                tls.answered(messageID, code, link)
+                if tls.opaqueLink is link:
+                    self.tlsStarted()  # the backend did the same on its side
+
+    def _forgetAbandonedBy(self, bind: Outstanding[L]) -> None:
+        """
+        A bind completed: RFC 4511 4.2.1 has the server finish or abandon
+        (slapd: without an answer) every operation sent before it on that
+        connection, so those still outstanding will never be answered.
+        Forget them, or they pile up to the read-pause limit.
+        """
+        outstanding = self.outstanding
+        stale = []
+        for op in outstanding.values():  # in the order they were sent
+            if op is bind:
+                break
+            if op.link is bind.link:
+                stale.append(op.messageID)
+        for messageID in stale:
+            del outstanding[messageID]
+            bind.link.operationEnded(messageID)
+
+    def _bindFailed(self, pending: Identity | None) -> None:
+        """
+        A bind was refused with invalidCredentials (49): the throttle counts
+        it (a shared throttle counted it before the answer, in
+        L{countBindFailures}).
+        """
+        throttle = self._policy.throttle
+        if throttle is not None and not throttle.shared:
+            throttle.failed(self.address, pending.name if pending is not None else b"", self._clock())
+
+    def countBindFailures(self, finals: list[tuple[int, int, int]]) -> list[object]:
+        """
+        With a shared throttle, before the answers in C{finals} go out:
+        count their failed binds (49), and return the fleet's
+        acknowledgements to wait for (L{ldaproute.listeners.fleetwait}).
+        """
+        throttle = self._policy.throttle
+        acknowledgements: list[object] = []
+        if throttle is None:
+            return acknowledgements
+        for messageID, tag, code in finals:
+            if tag == ber.BIND_RESPONSE and code == ber.INVALID_CREDENTIALS:
+                operation = self.outstanding.get(messageID)
+                if operation is not None:
+                    pending = operation.pending
+                    name = pending.name if pending is not None else b""
+                    acknowledgements += throttle.failed(self.address, name, self._clock())
+        return acknowledgements
+
+    def linkLost(self, link: L, resultCode: int, reason: str) -> list[bytes]:
+        """
+        C{link} cannot carry operations any more: its operations complete
+        with C{resultCode}, and the answers the client is owed for them
+        are returned, in the order the operations were sent.
+        """
+        passthroughID = self.tls.passthroughID
+        if passthroughID is not None:
+            pending = self.outstanding.get(passthroughID)
+            self.tls.linkLost(pending.link if pending is not None else None, link)
+        failed = [operation for operation in self.outstanding.values() if operation.link is link]
+        answers = []
+        for operation in failed:
+            del self.outstanding[operation.messageID]
+            self.cleartextRootDSE.discard(operation.messageID)
+            self._completed(operation, resultCode, link, reason)
+            answers.append(ber.result(operation.messageID, ber.RESPONSE_FOR[operation.opTag], resultCode, reason))
+            if operation.opTag == ber.BIND_REQUEST:
+                self.bindCompleted(None, resultCode)
+        return answers
+
+    def replayRefused(self, link: L, resultCode: int) -> list[bytes]:
+        """
+        The backend refused the bind replayed on C{link}: the identity is
+        lost, and the link's operations are answered operationsError.
+        """
+        self.identityLost()
+        return self.linkLost(
+            link,
+            ber.OPERATIONS_ERROR,
+            f"the backend refused to restore this session's bind (resultCode {resultCode}): bind again",
+        )
+
+    def timedOut(self, messageID: int, reason: str) -> tuple[Outstanding[L], bytes] | None:
+        """
+        An operation exceeded its time limit (its link abandoned it): the
+        operation and its answer, timeLimitExceeded (3), which the caller
+        writes and then reports as completed.
+        """
+        operation = self.outstanding.pop(messageID, None)
+        if operation is None:
+            return None
+        self.cleartextRootDSE.discard(messageID)
+        if operation.opTag == ber.BIND_REQUEST:
+            self.bindCompleted(None, ber.TIME_LIMIT_EXCEEDED)
+        answer = ber.result(messageID, ber.RESPONSE_FOR[operation.opTag], ber.TIME_LIMIT_EXCEEDED, reason)
+        return operation, answer
+
+    def ended(self) -> None:
+        """The connection is gone: nothing is outstanding any more."""
+        self.outstanding.clear()
+        self.fanouts.clear()
+
+    # --- identity ------------------------------------------------------
 
     def bindCompleted(self, pending: Identity | None, resultCode: int) -> bool:
         """

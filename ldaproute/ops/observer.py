@@ -142,7 +142,7 @@ class Observer:
         resultCode: int,
         startedAt: float,
         now: float,
-        summary: RequestSummary | None = None,
+        summary: object = None,
         message: str = "",
     ) -> None:
         """
@@ -163,7 +163,8 @@ class Observer:
         if accessLog is None and resultCode in _NOT_ERRORS:
             return
         record = self._numbers.get(protocol)
-        if summary is None:
+        if not isinstance(summary, RequestSummary):
+            # (the session keeps it as an opaque value: core does not know ops)
             # answered without a description (StartTLS refusals...): it still
             # takes the next operation number, as it arrived just now
             number = 0
