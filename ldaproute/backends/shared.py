@@ -825,6 +825,6 @@ class SharedLink:
                 connection.abandon(upstreamID)
 
 
-def linkFor(owner: Any, runtime: Any, poolName: str, reactor: IReactorTime) -> SharedLink:
+def linkFor(owner: Any, runtime: Runtime, poolName: str, reactor: IReactorTime) -> SharedLink:
     """A new L{SharedLink} of a client session to a pool."""
     return SharedLink(owner, sharedPoolFor(runtime, poolName, reactor), reactor)

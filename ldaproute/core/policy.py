@@ -15,6 +15,7 @@ import ipaddress
 from collections import OrderedDict, deque
 from typing import Any
 
+from ldaproute.config import Listener
 from ldaproute.core.secrets import SecretPolicy
 
 #: How many addresses and DNs a throttle remembers at most.
@@ -180,7 +181,7 @@ class ListenerPolicy:
         self.secrets = secrets if secrets is not None else SecretPolicy()
 
     @classmethod
-    def fromListener(cls, listener: Any) -> ListenerPolicy:
+    def fromListener(cls, listener: Listener) -> ListenerPolicy:
         limits = ConnectionLimits(
             listener.maxConnections, listener.maxConnectionsPerAddress, listener.clientNetworks
         )
