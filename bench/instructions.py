@@ -31,9 +31,9 @@ from slapd import PEOPLE, ROOTDN, ROOTPW, Slapd, free_port, wait_port  # noqa: E
 USERS = 2000
 
 
-def config(port, slapdPort, mode):
+def config(port, slapdPort, mode, accessLog="off"):
     lines = ["[ldaproute]", "listen = tcp:%d:interface=127.0.0.1" % port,
-             "require_tls_for_simple_bind = off", "access_log = off"]
+             "require_tls_for_simple_bind = off", "access_log = %s" % accessLog]
     if mode != "session":
         lines.append("mode = %s" % mode)
     lines += ["", "[backend:slapd]", "url = ldap://127.0.0.1:%d" % slapdPort, "",
@@ -72,11 +72,11 @@ def totalIr(path):
     raise RuntimeError("no totals in " + path)
 
 
-def measure(checkout, mode, workload, ops, slapd, tmp):
+def measure(checkout, mode, workload, ops, slapd, tmp, accessLog="off"):
     port = free_port()
     ini = os.path.join(tmp, "proxy.ini")
     with open(ini, "w") as f:
-        f.write(config(port, slapd.port, mode))
+        f.write(config(port, slapd.port, mode, accessLog))
     out = os.path.join(tmp, "callgrind.%s.%s.%d" % (mode, workload, time.monotonic_ns()))
     env = dict(os.environ, PYTHONPATH=checkout, PYTHONHASHSEED="0")
     proc = subprocess.Popen(
@@ -105,17 +105,22 @@ def main():
     p.add_argument("--mode", action="append", choices=["session", "shared"])
     p.add_argument("--workloads", default="search1,search16")
     p.add_argument("--ops", type=int, default=1500)
+    p.add_argument("--access-log", action="append", choices=["off", "on"],
+                   help="access_log setting(s) to measure (default off; on writes to stdout, here /dev/null)")
     a = p.parse_args()
+    accessLogs = a.access_log or ["off"]
     checkouts = [os.path.abspath(c) for c in (a.checkout or [REPO])]
     modes = a.mode or ["session", "shared"]
     with tempfile.TemporaryDirectory(prefix="ldaproute-ir-") as tmp, Slapd(entries=USERS) as slapd:
-        print("| checkout | mode | workload | instructions/op |")
-        print("|---|---|---|---|")
+        print("| checkout | mode | access_log | workload | instructions/op |")
+        print("|---|---|---|---|---|")
         for workload in a.workloads.split(","):
             for mode in modes:
                 for checkout in checkouts:
-                    ir = measure(checkout, mode, workload, a.ops, slapd, tmp)
-                    print("| %s | %s | %s | %s |" % (checkout, mode, workload, format(int(ir), ",")), flush=True)
+                    for accessLog in accessLogs:
+                        ir = measure(checkout, mode, workload, a.ops, slapd, tmp, accessLog)
+                        print("| %s | %s | %s | %s | %s |" % (checkout, mode, accessLog, workload, format(int(ir), ",")),
+                              flush=True)
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ from slapd import PEOPLE, ROOTDN, ROOTPW, Slapd, free_port, wait_port  # noqa: E
 TOOLS = os.path.join(HERE, ".tools")
 HZ = os.sysconf("SC_CLK_TCK")
 
-ALL_TARGETS = ["direct", "haproxy", "portforward", "ldaptor", "ldaproute"]
+ALL_TARGETS = ["direct", "haproxy", "portforward", "ldaptor", "ldaproute", "ldaproute-defaults"]
 # ldclt: uid=userXXXX with -r1000 -R9999 gives 4-digit numbers, so ldclt's
 # zero padding never applies and every generated uid exists.
 _RANGE = ["-r", "1000", "-R", "9999"]
@@ -217,7 +217,10 @@ class Target:
                 # access log line (a log write per operation is what is measured
                 # otherwise; LDAPROUTE_BENCH_ACCESS_LOG=on measures it)
                 f.write("require_tls_for_simple_bind = off\n")
-                f.write("access_log = %s\n" % os.environ.get("LDAPROUTE_BENCH_ACCESS_LOG", "off"))
+                # ldaproute-defaults: the default access log (on, to stdout:
+                # this target's log file), to price it beside access_log = off
+                if self.name != "ldaproute-defaults":
+                    f.write("access_log = %s\n" % os.environ.get("LDAPROUTE_BENCH_ACCESS_LOG", "off"))
                 if self.mode and self.mode != "session":
                     f.write("mode = %s\n" % self.mode)
                 f.write("\n[backend:slapd]\nurl = ldap://127.0.0.1:%s\n\n"
@@ -530,6 +533,8 @@ def run(targets=None, workloads=None, reps=3, duration=4.0, entries=10000,
             mode = None
             if name.startswith("ldaproute"):
                 mode = name.split("-", 1)[1] if "-" in name else "session"
+                if mode == "defaults":
+                    mode = "session"
             t = Target(name, tmp, slapd, tools, ldaproute_mode=mode)
             if t.start():
                 live.append(t)

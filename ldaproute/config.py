@@ -15,6 +15,7 @@ import configparser
 import ipaddress
 import os
 import re
+import shlex
 from collections.abc import Callable
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
@@ -162,6 +163,25 @@ def _file(value: str) -> str:
     return path
 
 
+def _accessLog(value: str) -> str | None:
+    """C{on} or C{stdout}: standard output; C{off}: no access log; else a
+    file path, whose directory must exist (the file is created)."""
+    text = value.strip()
+    lowered = text.lower()
+    if lowered in ("on", "yes", "true", "1", "stdout"):
+        return "stdout"
+    if lowered in ("off", "no", "false", "0"):
+        return None
+    if not text:
+        raise _Invalid("expected on, off, stdout or a file path")
+    directory = os.path.dirname(os.path.abspath(text))
+    if not os.path.isdir(directory):
+        raise _Invalid(f"expected on, off, stdout or a file path: no directory {directory!r}")
+    if os.path.isdir(text):
+        raise _Invalid(f"{text!r} is a directory: give a file path")
+    return text
+
+
 def _endpoints(value: str) -> tuple[str, ...]:
     endpoints = tuple(_list(value))
     if not endpoints:
@@ -260,6 +280,62 @@ def _cldapPort(value: str) -> int | None:
 
 
 # --- values -----------------------------------------------------------------
+
+
+@attrs.frozen
+class ThrottleStore:
+    """
+    C{throttle_store = redis://HOST:PORT/DB} (or C{rediss://} for TLS):
+    where every process of every replica keeps its bind-failure counts.
+    C{throttle_store = local} is L{None} in L{Config.throttleStore}.
+    """
+
+    tls: bool
+    host: str
+    port: int
+    db: int
+
+    @classmethod
+    def fromString(cls, value: str) -> ThrottleStore | None:
+        text = value.strip()
+        if text.lower() == "local":
+            return None
+        parsed = urlsplit(text)
+        if parsed.scheme not in ("redis", "rediss"):
+            raise _Invalid(f"expected local, redis://HOST:PORT/DB or rediss://HOST:PORT/DB, not {text!r}")
+        if parsed.password is not None or parsed.username is not None:
+            raise _Invalid("no credentials in the URL: put the password in throttle_store_password_file")
+        if parsed.query or parsed.fragment:
+            raise _Invalid(f"unexpected ?query or #fragment in {text!r}")
+        try:
+            port = parsed.port or 6379
+        except ValueError:
+            raise _Invalid(f"bad port in {text!r}") from None
+        if not parsed.hostname:
+            raise _Invalid(f"no host in {text!r}")
+        db = parsed.path.strip("/") or "0"
+        if not db.isdigit():
+            raise _Invalid(f"the path is the database number, as redis://host:6379/0, not {parsed.path!r}")
+        return cls(parsed.scheme == "rediss", parsed.hostname, port, int(db))
+
+    @property
+    def url(self) -> str:
+        """The store as written, for logs (it never holds a password)."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{'rediss' if self.tls else 'redis'}://{host}:{self.port}/{self.db}"
+
+
+def _passwordFile(value: str) -> str:
+    """The first line of a readable file: a secret kept out of routes.ini."""
+    path = _file(value)
+    try:
+        with open(path, encoding="utf-8") as f:
+            line = f.readline().rstrip("\r\n")
+    except (OSError, UnicodeDecodeError) as e:
+        raise _Invalid(f"cannot read {path!r}: {e}") from None
+    if not line:
+        raise _Invalid(f"{path!r} is empty: its first line is the password")
+    return line
 
 
 @attrs.frozen
@@ -541,6 +617,26 @@ class Route:
 
 
 @attrs.frozen
+class Expectation:
+    """
+    An C{[expect:NAME]} section: an operation, as C{ldaproute explain}
+    takes it, and where it must go.  C{ldaproute check} verifies them;
+    start-up only checks their keys.
+    """
+
+    name: str
+    operation: tuple[str, ...]
+    bindDN: str | None = None
+    client: str = "192.0.2.1"
+    listener: str | None = None
+    tls: bool = False
+    route: str | None = None
+    pool: str | None = None
+    backend: str | None = None
+    result: int | None = None
+
+
+@attrs.frozen
 class Config:
     """The whole of routes.ini."""
 
@@ -558,7 +654,8 @@ class Config:
     cldapAmplification: int = 8
     cldapRootDSETTL: float = 60.0
     metrics: str | None = None
-    accessLog: bool = True
+    #: where access-log lines go: C{"stdout"}, a file path, or L{None} (off)
+    accessLog: str | None = "stdout"
     logFormat: str = "text"
     #: "debug" adds an event per routing decision and rewrite (costly: off
     #: the hot path unless asked for)
@@ -569,6 +666,15 @@ class Config:
     #: (clients multiplexed per operation, see L{ldaproute.backends.shared})
     mode: str = "session"
     maxFilterDepth: int = 64
+    # the fleet (ldaproute.fleet): shared bind-throttle counts (L{None}:
+    # this host only), one metrics endpoint per worker group, file watching
+    throttleStore: ThrottleStore | None = None
+    throttleStoreCAFile: str | None = None
+    throttleStorePassword: str | None = attrs.field(default=None, repr=False)
+    metricsPerWorker: bool = False
+    watchConfig: bool = False
+    #: C{[expect:NAME]} sections, in file order (see L{Expectation})
+    expectations: tuple[Expectation, ...] = ()
 
     @classmethod
     def fromFile(cls, path: FilePath[str] | str) -> Config:
@@ -612,13 +718,18 @@ _GLOBAL_KEYS: _KeyTable = {
     "cldap_amplification": ("cldapAmplification", _positiveInt),
     "cldap_rootdse_ttl": ("cldapRootDSETTL", _seconds),
     "metrics": ("metrics", _oneEndpoint),
-    "access_log": ("accessLog", _bool),
+    "access_log": ("accessLog", _accessLog),
     "log_format": ("logFormat", _choice("text", "json")),
     "log_level": ("logLevel", _choice("info", "debug")),
     "drain_timeout": ("drainTimeout", _seconds),
     "workers": ("workers", _workers),
     "mode": ("mode", _choice("session", "shared")),
     "max_filter_depth": ("maxFilterDepth", _positiveInt),
+    "throttle_store": ("throttleStore", lambda value: ThrottleStore.fromString(value)),
+    "throttle_store_ca_file": ("throttleStoreCAFile", _file),
+    "throttle_store_password_file": ("throttleStorePassword", _passwordFile),
+    "metrics_per_worker": ("metricsPerWorker", _bool),
+    "watch_config": ("watchConfig", _bool),
 }
 _LISTENER_KEYS: _KeyTable = {
     "listen": ("endpoints", _endpoints),
@@ -689,6 +800,35 @@ _ROUTE_KEYS: _KeyTable = {
     "dn_attributes": ("dnAttributes", _attributeNames),
 }
 
+def _words(value: str) -> tuple[str, ...]:
+    try:
+        words = tuple(shlex.split(value))
+    except ValueError as e:
+        raise _Invalid(f"cannot split {value.strip()!r} into words: {e}") from None
+    if not words:
+        raise _Invalid("expected an operation, as ldaproute explain takes it: search BASE [SCOPE [FILTER]], bind DN, ...")
+    return words
+
+
+def _resultCode(value: str) -> int:
+    try:
+        return int(value.strip())
+    except ValueError:
+        raise _Invalid(f"expected a result code, not {value.strip()!r}") from None
+
+
+_EXPECT_KEYS: _KeyTable = {
+    "operation": ("operation", _words),
+    "bind_dn": ("bindDN", str.strip),
+    "client": ("client", str.strip),
+    "listener": ("listener", str.strip),
+    "tls": ("tls", _bool),
+    "route": ("route", str.strip),
+    "pool": ("pool", str.strip),
+    "backend": ("backend", str.strip),
+    "result": ("result", _resultCode),
+}
+
 _REWRITE_KEYS = (
     ("rewrite_suffix", "rewriteSuffix"),
     ("map_attributes", "mapAttributes"),
@@ -726,6 +866,17 @@ class _Loader:
         except SectionError as e:
             raise self.error(section, e.key, e.reason) from None
 
+    def checkThrottleStore(self, values: dict[str, Any]) -> None:
+        """The Redis keys go with a Redis store, the CA file with rediss:// only."""
+        store = values.get("throttleStore")
+        if store is None:
+            for attribute, key in (("throttleStoreCAFile", "throttle_store_ca_file"),
+                                   ("throttleStorePassword", "throttle_store_password_file")):  # fmt: skip
+                if attribute in values:
+                    raise self.error("ldaproute", key, "only used with throttle_store = redis:// or rediss://")
+        elif "throttleStoreCAFile" in values and not store.tls:
+            raise self.error("ldaproute", "throttle_store_ca_file", "only used with rediss:// (Redis over TLS)")
+
     def load(self, text: str) -> Config:
         parser = configparser.ConfigParser(
             interpolation=None, inline_comment_prefixes=(";", "#"), empty_lines_in_values=False
@@ -746,6 +897,7 @@ class _Loader:
             "backend": {},
             "pool": {},
             "route": {},
+            "expect": {},
         }
         order: list[str] = []
         for section in parser.sections():
@@ -759,7 +911,7 @@ class _Loader:
                     section,
                     None,
                     "unknown section: expected [ldaproute], [listener:NAME], [backend:NAME], "
-                    "[pool:NAME] or [route:NAME]",
+                    "[pool:NAME], [route:NAME] or [expect:NAME]",
                 )
             if not _SECTION_NAME.fullmatch(name):
                 raise self.error(section, None, f"bad name {name!r}: use letters, digits, '-', '_' and '.'")
@@ -790,6 +942,7 @@ class _Loader:
         if globalValues.get("workers", 1) > 1:
             endpoints = [description for listener in listeners for description in listener.endpoints]
             self.settled("ldaproute", checkWorkers, endpoints, globalValues.get("metrics"))
+        self.checkThrottleStore(globalValues)
 
         backends = {}
         for name, items in sections["backend"].items():
@@ -819,6 +972,20 @@ class _Loader:
         if globalValues.get("mode") == "shared":
             for name, backend in backends.items():
                 self.settled(f"backend:{name}", sharedModeBackend, backend.tls)
+        expectations = []
+        for name, items in sections["expect"].items():
+            section = f"expect:{name}"
+            values = self.values(section, items, _EXPECT_KEYS)
+            if "operation" not in values:
+                raise self.error(section, "operation", "missing: the operation to try, as ldaproute explain takes it")
+            if not any(key in values for key in ("route", "pool", "backend", "result")):
+                raise self.error(section, "route", "missing: give what to expect: route, pool, backend or result")
+            for key, known in (("route", [r.name for r in routes]), ("pool", list(pools)), ("backend", list(backends))):
+                if values.get(key) is not None and values[key] not in known:
+                    raise self.error(section, key, f"unknown {key} {values[key]!r}")
+            if values.get("listener") is not None and values["listener"] not in listenerNames:
+                raise self.error(section, "listener", f"unknown listener {values['listener']!r}")
+            expectations.append(Expectation(name, **values))
 
         return Config(
             path=self.path,
@@ -826,5 +993,6 @@ class _Loader:
             backends=backends,
             pools=pools,
             routes=tuple(routes),
+            expectations=tuple(expectations),
             **globalValues,
         )

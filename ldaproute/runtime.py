@@ -35,7 +35,12 @@ class Runtime:
         self,
         config: Config,
         endpointFactory: Callable[[Any, BackendState, float], Any] = endpointFor,
+        reactor: Any = None,
     ) -> None:
+        """
+        @param reactor: schedules the access log's batched writes; without
+            one (tests) every access-log line is written at once.
+        """
         #: parsed DNs, kept across reloads (a DN's meaning does not depend
         #: on the configuration)
         self.dnCache = DNCache()
@@ -44,7 +49,8 @@ class Runtime:
         self.sharedPools: dict[str, SharedPool] = {}
         self.backends = Backends()
         self.endpointFactory = endpointFactory
-        self.observer = Observer(accessLog=config.accessLog)
+        callLater = reactor.callLater if reactor is not None else None
+        self.observer = Observer(accessLog=config.accessLog, logFormat=config.logFormat, callLater=callLater)
         self.observer.metrics.watchState(lambda: self)
         self.apply(config)
 
@@ -57,7 +63,7 @@ class Runtime:
         #: whether per-operation debug events are emitted at all (twistd's
         #: observers would format and write every debug event otherwise)
         self.debug = config.logLevel == "debug"
-        self.observer.configure(config.accessLog)
+        self.observer.configure(config.accessLog, config.logFormat)
 
     def rewriterFor(self, route: Route) -> Rewriter:
         """

@@ -22,14 +22,17 @@ import attrs
 from twisted.application import strports
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import IService, Service
+from twisted.logger import Logger
 from twisted.python import usage
 from twisted.python.filepath import FilePath
 
 from ldaproute import __version__, config
 from ldaproute.backends.discovery import DiscoveryService
 from ldaproute.backends.health import HealthService
+from ldaproute.fleet.wiring import wireFleet
 from ldaproute.listeners import tls
 from ldaproute.listeners.cldap import CLDAPService
+from ldaproute.ops import check
 from ldaproute.listeners.frontend import FrontendFactory
 from ldaproute.ops.demo import DemoDirectoryService, demoLDIFPath
 from ldaproute.ops.lifecycle import (
@@ -40,17 +43,21 @@ from ldaproute.ops.lifecycle import (
     workerMetricsEndpoint,
 )
 from ldaproute.ops.metrics import healthSite
+from ldaproute.ops.status import StatusService, statusSnapshot
 from ldaproute.runtime import Runtime
 
 #: Where the demo proxy listens: an unprivileged port on loopback.
 DEMO_LISTEN = "tcp:10389:interface=127.0.0.1"
+#: Where the demo serves /metrics, /healthz, /readyz and the status page.
+DEMO_METRICS = "tcp:9389:interface=127.0.0.1"
 
 
-def demoConfigText(socketPath: str, listen: str = DEMO_LISTEN) -> str:
+def demoConfigText(socketPath: str, listen: str = DEMO_LISTEN, metrics: str = DEMO_METRICS) -> str:
     """routes.ini for the demo: one route to the embedded directory."""
     return (
         "[ldaproute]\n"
         f"listen = {listen}\n"
+        f"metrics = {metrics}\n"
         "# the demo listens on loopback only and has no certificate: allow\n"
         "# cleartext simple binds there (never do this on a real network)\n"
         "require_tls_for_simple_bind = off\n"
@@ -74,13 +81,16 @@ class Options(usage.Options):
     )
     optFlags = [
         ["demo", None, "Serve the built-in demo directory through the proxy."],
+        ["check", None, "Validate the configuration, print its summary and warnings, and exit (no port opens)."],
         ["version", None, "Print the version and exit."],
     ]
     optParameters = [
         ["config", "c", None, "Path to routes.ini."],
         ["demo-listen", None, DEMO_LISTEN, "Endpoint the demo proxy listens on."],
+        ["demo-metrics", None, DEMO_METRICS, "Endpoint of the demo's metrics site and status page."],
         ["log-format", None, None, "text or json (one JSON object per line); overrides log_format."],
         ["worker-index", None, "0", "Internal: which worker process this is (workers = N)."],
+        ["group-socket", None, None, "Internal: worker 0's channel for the worker group (workers = N)."],
     ]
 
     def opt_version(self) -> None:
@@ -99,7 +109,7 @@ class Options(usage.Options):
             if self["config"]:
                 raise usage.UsageError("give either --demo or -c routes.ini, not both")
             self.demoSocket = os.path.join(tempfile.mkdtemp(prefix="ldaproute-demo-"), "directory.sock")
-            text = demoConfigText(self.demoSocket, self["demo-listen"])
+            text = demoConfigText(self.demoSocket, self["demo-listen"], self["demo-metrics"])
             try:
                 self.routes = config.Config.fromString(text, "<demo>")
             except config.ConfigError as e:
@@ -113,7 +123,40 @@ class Options(usage.Options):
         try:
             self.routes = config.Config.fromFile(FilePath(path))
         except config.ConfigError as e:
-            raise usage.UsageError(str(e)) from None
+            # the one line alone: twistd prints its whole usage text for a
+            # UsageError, which buries the mistake
+            sys.stderr.write(f"{e}\n")
+            raise SystemExit(1) from None
+        if self["check"]:
+            raise SystemExit(check.report(self.routes, sys.stdout))
+
+
+def _hostPort(description: str) -> str:
+    """C{host:port} of a C{tcp:PORT:interface=HOST} endpoint, for URLs."""
+    parts = description.split(":")
+    host = next((p.partition("=")[2] for p in parts if p.startswith("interface=")), "127.0.0.1")
+    port = next((p for p in parts[1:] if p.isdigit()), "?")
+    return f"{host}:{port}"
+
+
+class _DemoGreeting(Service):
+    """Says what to try once the demo has started."""
+
+    _log = Logger()
+
+    def __init__(self, listen: str, metrics: str) -> None:
+        self._ldap = _hostPort(listen)
+        self._http = _hostPort(metrics)
+
+    def startService(self) -> None:
+        super().startService()
+        self._log.info(
+            "Demo ready. Try: ldapsearch -x -H ldap://{ldap} -b dc=example,dc=com '(uid=alice)' ; "
+            "ldapwhoami -x -H ldap://{ldap} -D uid=alice,ou=people,dc=example,dc=com -w alicepass ; "
+            "status page http://{http}/ ; metrics http://{http}/metrics ; http://{http}/healthz ; http://{http}/readyz",
+            ldap=self._ldap,
+            http=self._http,
+        )
 
 
 class _RemoveDirectoryOnStop(Service):
@@ -138,7 +181,7 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         from twisted.internet import reactor as globalReactor
 
         reactor = globalReactor
-    runtime = Runtime(options.routes)
+    runtime = Runtime(options.routes, reactor=reactor)
     routes = options.routes
     logFormat = options["log-format"] or routes.logFormat
     if logFormat != routes.logFormat:
@@ -149,10 +192,21 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         # added first, so stopped last: the socket's temporary directory goes
         _RemoveDirectoryOnStop(os.path.dirname(options.demoSocket)).setServiceParent(top)
         DemoDirectoryService(f"unix:{options.demoSocket}", demoLDIFPath(), reactor).setServiceParent(top)
+    if options.demoSocket is not None:
+        _DemoGreeting(options["demo-listen"], options["demo-metrics"]).setServiceParent(top)
     serverTLS = {}
+    factories = []
     workerIndex = getattr(options, "workerIndex", 0)
-    if routes.metrics is not None:
-        site = healthSite(runtime.observer.metrics, top.readiness)
+    status = StatusService(runtime.observer.status)
+    status.setName("status")
+    status.setServiceParent(top)
+    site = None
+    if routes.metrics is not None and (workerIndex == 0 or routes.metricsPerWorker):
+        site = healthSite(
+            runtime.observer.metrics,
+            top.readiness,
+            lambda: statusSnapshot(runtime, top.readiness, reactor.seconds()),
+        )
         metricsService = strports.service(workerMetricsEndpoint(routes.metrics, workerIndex), site, reactor=reactor)
         metricsService.setName("metrics")
         metricsService.setServiceParent(top)
@@ -161,6 +215,7 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         if context is not None:
             serverTLS[listener.name] = context
         factory = FrontendFactory(listener, runtime, reactor, context)
+        factories.append(factory)
         for description in listener.endpoints:
             if routes.workers > 1:
                 service = StreamServerEndpointService(reusePortEndpoint(reactor, description), factory)
@@ -179,8 +234,10 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     discovery.setServiceParent(top)
     #: listener name -> ServerTLS; SIGHUP calls .reload() on each
     top.serverTLS = serverTLS  # type: ignore[attr-defined]
+    fleetArgs = wireFleet(top, routes, workerIndex, options["group-socket"], factories, site, reactor)
     if routes.workers > 1 and workerIndex == 0:
         extra = ["--log-format", options["log-format"]] if options["log-format"] else []
+        extra += fleetArgs
         top.workers = WorkerSupervisor(reactor, routes.path, routes.workers, extra)
         top.workers.setName("workers")
         top.workers.setServiceParent(top)

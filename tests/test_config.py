@@ -89,9 +89,9 @@ def test_missingFile(tmp_path: object) -> None:
     "text,message",
     [
         (MINIMAL + "[frobnicator:x]\n", "routes.ini [frobnicator:x]: unknown section: expected [ldaproute], "
-         "[listener:NAME], [backend:NAME], [pool:NAME] or [route:NAME]"),
+         "[listener:NAME], [backend:NAME], [pool:NAME], [route:NAME] or [expect:NAME]"),
         (MINIMAL + "[pool]\nbackends = a\n", "routes.ini [pool]: unknown section: expected [ldaproute], "
-         "[listener:NAME], [backend:NAME], [pool:NAME] or [route:NAME]"),
+         "[listener:NAME], [backend:NAME], [pool:NAME], [route:NAME] or [expect:NAME]"),
         (MINIMAL.replace("url = ldap://h:1", "url = ldap://h:1\ncolour = blue"),
          "routes.ini [backend:a] colour: unknown key (this section takes: "),
         (MINIMAL.replace("backends = a", "backends = a, a3"), "routes.ini [pool:p] backends: unknown backend 'a3'"),

@@ -5,6 +5,8 @@ log_format, drain_timeout, workers; one test per mistake, full message.
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from ldaproute.config import Config, ConfigError
@@ -32,7 +34,7 @@ def mistake(globalLines: str, listen: str = "tcp:10389") -> str:
 def test_defaults() -> None:
     config = load("")
     assert (config.metrics, config.accessLog, config.logFormat, config.drainTimeout, config.workers) == (
-        None, True, "text", 25.0, 1,
+        None, "stdout", "text", 25.0, 1,
     )  # fmt: skip
 
 
@@ -41,7 +43,7 @@ def test_values() -> None:
         "metrics = tcp:9389:interface=127.0.0.1\naccess_log = off\nlog_format = json\ndrain_timeout = 500ms\nworkers = 4"
     )
     assert (config.metrics, config.accessLog, config.logFormat, config.drainTimeout, config.workers) == (
-        "tcp:9389:interface=127.0.0.1", False, "json", 0.5, 4,
+        "tcp:9389:interface=127.0.0.1", None, "json", 0.5, 4,
     )  # fmt: skip
 
 
@@ -58,8 +60,25 @@ def test_metricsTwoEndpoints() -> None:
     )
 
 
-def test_accessLogNotBoolean() -> None:
-    assert mistake("access_log = maybe") == "routes.ini [ldaproute] access_log: expected yes or no, not 'maybe'"
+def test_accessLogDestinations(tmp_path: Any) -> None:
+    """on and stdout mean standard output, off none, anything else a file."""
+    assert load("access_log = on").accessLog == "stdout"
+    assert load("access_log = stdout").accessLog == "stdout"
+    assert load("access_log = off").accessLog is None
+    path = str(tmp_path / "access.log")
+    assert load(f"access_log = {path}").accessLog == path
+
+
+def test_accessLogNoDirectory() -> None:
+    assert mistake("access_log = /nonexistent/dir/access.log") == (
+        "routes.ini [ldaproute] access_log: expected on, off, stdout or a file path: no directory '/nonexistent/dir'"
+    )
+
+
+def test_accessLogDirectory(tmp_path: Any) -> None:
+    assert mistake(f"access_log = {tmp_path}") == (
+        f"routes.ini [ldaproute] access_log: '{tmp_path}' is a directory: give a file path"
+    )
 
 
 def test_logFormatUnknown() -> None:

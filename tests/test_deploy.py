@@ -46,6 +46,11 @@ def port(spec: str) -> int:
     return int(spec.split(":")[1])
 
 
+def isProxy(deployment: dict[str, Any]) -> bool:
+    """Whether a Deployment runs ldaproute (fleet.yaml also runs Redis)."""
+    return any(c["image"].startswith("ldaproute") for c in deployment["spec"]["template"]["spec"]["containers"])
+
+
 def servedPaths() -> set[bytes]:
     runtime = Runtime(Config.fromString("[ldaproute]\nlisten = tcp:1\n[backend:a]\nurl = ldap://h\n"
                                         "[pool:a]\nbackends = a\n[route:r]\npool = a\n"))  # fmt: skip
@@ -98,7 +103,7 @@ def test_kubernetesValidateCatchesMistakes(tmp_path: Path) -> None:
 def test_manifestsMatchTheProgram(path: Path) -> None:
     docs = documents(path)
     configMaps = {d["metadata"]["name"]: d for d in docs if d["kind"] == "ConfigMap"}
-    deployments = [d for d in docs if d["kind"] == "Deployment"]
+    deployments = [d for d in docs if d["kind"] == "Deployment" and isProxy(d)]
     services = [d for d in docs if d["kind"] == "Service"]
     assert deployments and services
     paths = servedPaths()
@@ -148,3 +153,46 @@ def test_grafanaDashboardQueriesExportedMetrics() -> None:
         for target in panel["targets"]:
             queried |= set(re.findall(r"\bldaproute_[a-z_]+", target["expr"]))
     assert queried and queried <= exported, queried - exported
+
+
+def test_fleetManifest() -> None:
+    """
+    fleet.yaml: 3 replicas that a PodDisruptionBudget and a CPU
+    HorizontalPodAutoscaler keep at 3 or more, routes.ini mounted as a
+    directory (a subPath mount never sees ConfigMap updates) and watched,
+    and a throttle_store that names the Redis Service and its port.
+    """
+    docs = documents(DEPLOY / "kubernetes" / "fleet.yaml")
+    byKind: dict[str, list[dict[str, Any]]] = {}
+    for doc in docs:
+        byKind.setdefault(doc["kind"], []).append(doc)
+    [proxy] = [d for d in byKind["Deployment"] if isProxy(d)]
+    labels = proxy["spec"]["template"]["metadata"]["labels"]
+    assert proxy["spec"]["replicas"] == 3
+    [budget] = byKind["PodDisruptionBudget"]
+    assert budget["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    assert budget["spec"]["minAvailable"] < proxy["spec"]["replicas"]
+    [autoscaler] = byKind["HorizontalPodAutoscaler"]
+    assert autoscaler["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": proxy["metadata"]["name"]}
+    assert autoscaler["spec"]["minReplicas"] == 3
+    assert [m["resource"]["name"] for m in autoscaler["spec"]["metrics"]] == ["cpu"]
+    [container] = [c for c in proxy["spec"]["template"]["spec"]["containers"] if c["image"].startswith("ldaproute")]
+    assert "cpu" in container["resources"]["requests"]  # what the HPA's utilisation is relative to
+    [mount] = [m for m in container["volumeMounts"] if m["mountPath"] == CONFIG_DIR]
+    assert "subPath" not in mount
+    [configMap] = byKind["ConfigMap"]
+    config = Config.fromString(configMap["data"]["routes.ini"], "fleet.yaml routes.ini")
+    assert config.watchConfig
+    assert config.throttleStore is not None
+    services = {s["metadata"]["name"]: s for s in byKind["Service"]}
+    redis = services[config.throttleStore.host]
+    assert config.throttleStore.port in {p["port"] for p in redis["spec"]["ports"]}
+    [redisDeployment] = [d for d in byKind["Deployment"] if not isProxy(d)]
+    assert redis["spec"]["selector"].items() <= redisDeployment["spec"]["template"]["metadata"]["labels"].items()
+
+
+def test_fleetExample() -> None:
+    """deploy/examples/fleet.ini loads: Redis-backed, four workers, one metrics endpoint."""
+    config = Config.fromFile(str(DEPLOY / "examples" / "fleet.ini"))
+    assert config.throttleStore is not None and config.throttleStore.url.startswith("redis://")
+    assert (config.workers, config.metricsPerWorker, config.watchConfig) == (4, False, True)

@@ -5,11 +5,17 @@ protocol header, metrics for completed and rejected operations.
 
 from __future__ import annotations
 
+import shutil
+import tempfile
+
+import os
+
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.protocols.haproxy._wrapper import HAProxyWrappingFactory
 from twisted.trial.unittest import SynchronousTestCase
 
+from ldaproute.ops.accesslog import parseTextLine
 from ldaproute.wire import ber
 from ldaproute.config import Config
 from ldaproute.listeners.frontend import FrontendFactory
@@ -30,7 +36,15 @@ pool = main
 """
 
 
-class ProxyHeaderTests(SynchronousTestCase):
+class _TempPath:
+    def tempPath(self) -> str:
+        """A file path in a fresh directory removed after the test."""
+        directory = tempfile.mkdtemp(prefix="ldaproute-test-")
+        self.addCleanup(shutil.rmtree, directory, True)  # type: ignore[attr-defined]
+        return os.path.join(directory, "access.log")
+
+
+class ProxyHeaderTests(_TempPath, SynchronousTestCase):
     def setUp(self) -> None:
         self.runtime = Runtime(Config.fromString(CONFIG))
         factory = FrontendFactory(self.runtime.config.listeners[0], self.runtime, MemoryReactorClock())
@@ -55,30 +69,35 @@ class ProxyHeaderTests(SynchronousTestCase):
         self.assertTrue(self.transport.disconnecting)
 
 
-class AccessLogSwitchTests(SynchronousTestCase):
-    def events(self, accessLog: str) -> list[dict[str, object]]:
-        from twisted.logger import globalLogPublisher
-
-        runtime = Runtime(Config.fromString(CONFIG.replace("listen = haproxy:tcp:10389", f"listen = tcp:1\naccess_log = {accessLog}")))
+class AccessLogSwitchTests(_TempPath, SynchronousTestCase):
+    def lines(self, accessLog: str) -> list[dict[str, str]]:
+        """Two connections, three requests; the access-log lines written."""
+        path = self.tempPath()
+        destination = path if accessLog == "on" else accessLog
+        runtime = Runtime(Config.fromString(CONFIG.replace("listen = haproxy:tcp:10389", f"listen = tcp:1\naccess_log = {destination}")))
         factory = FrontendFactory(runtime.config.listeners[0], runtime, MemoryReactorClock())
-        protocol = factory.buildProtocol(None)  # type: ignore[arg-type]
-        transport = StringTransport(peerAddress=IPv4Address("TCP", "192.0.2.8", 4000))
-        protocol.makeConnection(transport)
-        seen: list[dict[str, object]] = []
-        observer = seen.append
-        globalLogPublisher.addObserver(observer)  # type: ignore[arg-type]
-        try:
+        for port in (4000, 4001):
+            protocol = factory.buildProtocol(None)  # type: ignore[arg-type]
+            protocol.makeConnection(StringTransport(peerAddress=IPv4Address("TCP", "192.0.2.8", port)))
             protocol.dataReceived(ber.message(2, ber.tlv(ber.DEL_REQUEST, b"uid=a,dc=example,dc=com")))
-        finally:
-            globalLogPublisher.removeObserver(observer)  # type: ignore[arg-type]
-        return [e for e in seen if e.get("log_namespace") == "ldaproute.access"]
+        protocol.dataReceived(ber.message(3, ber.tlv(ber.DEL_REQUEST, b"uid=b,dc=example,dc=com")))
+        runtime.observer.flush()
+        if not os.path.exists(path):
+            return []
+        with open(path) as f:
+            return [parseTextLine(line) for line in f]
 
     def test_on(self) -> None:
-        [event] = self.events("on")
+        lines = self.lines("on")
         self.assertEqual(
-            (event["peer"], event["op"], event["baseDN"], event["route"], event["backend"], event["resultCode"]),
-            ("192.0.2.8:4000", "delete", "uid=a,dc=example,dc=com", "ro", None, 53),
+            [(l["conn"], l["op"], l["client"], l["type"], l["dn"], l["route"], l["backend"], l["result"], l["msg"]) for l in lines],
+            [
+                ("1", "1", "192.0.2.8:4000", "delete", "uid=a,dc=example,dc=com", "ro", "-", "53", "read-only"),
+                ("2", "1", "192.0.2.8:4001", "delete", "uid=a,dc=example,dc=com", "ro", "-", "53", "read-only"),
+                ("2", "2", "192.0.2.8:4001", "delete", "uid=b,dc=example,dc=com", "ro", "-", "53", "read-only"),
+            ],
         )
+        self.assertEqual({(l["listener"], l["tls"]) for l in lines}, {("default", "none")})
 
     def test_off(self) -> None:
-        self.assertEqual(self.events("off"), [])
+        self.assertEqual(self.lines("off"), [])

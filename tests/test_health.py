@@ -78,7 +78,7 @@ class FakeRuntime:
 
         self.backends = Backends()
         self.backends.configure({b.name: b for b in pool.backends}, {pool.name: pool})
-        self.observer = Observer(accessLog=False)
+        self.observer = Observer(accessLog=None)
 
 
 def test_healthServiceMarksDownAndUp(monkeypatch: Any) -> None:  # noqa: C901

@@ -9,8 +9,9 @@ The layers, lowest first (DESIGN.md, "Package layout"):
   core       pure decisions: session, routing, rewrite, fan-out, DN, policy
   backends   pools, backend connections and links, health, discovery
   listeners  the client-facing protocols and their TLS contexts
-  ops        metrics, access log, observer, lifecycle, demo
-  top        runtime, service, the package's entry points
+  ops        metrics, access log, observer, lifecycle, demo, check/explain
+  fleet      what the worker group and the replicas share (Redis throttle, one /metrics)
+  top        runtime, service, cli: the package's entry points
 
 C{ldaproute.config} (the values, the key tables and the loader, with the
 loader's per-section checks in C{ldaproute.configload}) stands beside the
@@ -33,8 +34,8 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "ldaproute"
 
-LAYERS = ["wire", "core", "backends", "listeners", "ops", "top"]
-TOP = {"ldaproute.runtime", "ldaproute.service", "ldaproute.__main__"}
+LAYERS = ["wire", "core", "backends", "listeners", "ops", "fleet", "top"]
+TOP = {"ldaproute.runtime", "ldaproute.service", "ldaproute.__main__", "ldaproute.cli"}
 
 #: Imports inside a function that are not there to dodge a cycle: the
 #: global reactor is installed by its first import, so it is imported when

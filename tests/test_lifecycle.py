@@ -75,7 +75,7 @@ class ReloadTests(SynchronousTestCase):
 
     def test_metricsSiteAndListenerServices(self) -> None:
         names = sorted(service.name for service in self.service)
-        self.assertEqual(names, ["discovery", "health", "listener:default:tcp:10389:interface=127.0.0.1", "metrics"])
+        self.assertEqual(names, ["discovery", "health", "listener:default:tcp:10389:interface=127.0.0.1", "metrics", "status"])
 
 
 class FakeSession:

@@ -30,12 +30,15 @@ def parse(*argv: str) -> service.Options:
     return options
 
 
-def test_configMistakeIsAUsageError(tmp_path: object) -> None:
+def test_configMistakeIsOneLine(tmp_path: object, capsys: pytest.CaptureFixture[str]) -> None:
+    """A mistake in routes.ini: its line alone on stderr and exit 1, not twistd's usage text."""
     path = os.path.join(str(tmp_path), "routes.ini")
     with open(path, "w") as f:
         f.write(CONFIG.replace("backends = a", "backends = a3"))
-    with pytest.raises(usage.UsageError, match=r"routes.ini \[pool:p\] backends: unknown backend 'a3'$"):
+    with pytest.raises(SystemExit) as exited:
         parse("-c", path)
+    assert exited.value.code == 1
+    assert capsys.readouterr().err == f"{path} [pool:p] backends: unknown backend 'a3'\n"
 
 
 def test_noConfigurationSaysWhatToDo(tmp_path: object, monkeypatch: pytest.MonkeyPatch) -> None:

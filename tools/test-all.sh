@@ -10,8 +10,10 @@ cd "$(dirname "$0")/.."
 # the SASL mechanisms (DIGEST-MD5, SCRAM) the SASL tests bind with, and a
 # Samba AD DC for the Active Directory tests (CLDAP, GC, sealed SASL), and
 # HAProxy (send-proxy-v2 in front of ldaproute, the PROXY protocol test, and
-# a bench target), and the libraries of the bench's load generator ldclt.
-packages="slapd ldap-utils libsasl2-modules openssl haproxy libnss3 libnspr4
+# a bench target), Redis (the shared bind-throttle store of the fleet tests),
+# the libraries of the bench's load generator ldclt, and headless Chromium
+# with its WebDriver (the status page test, via Selenium).
+packages="slapd ldap-utils libsasl2-modules openssl haproxy redis-server libnss3 libnspr4 chromium chromium-driver
 samba samba-ad-dc samba-ad-provision samba-dsdb-modules samba-vfs-modules winbind smbclient krb5-user ldb-tools"
 missing=""
 for package in $packages; do

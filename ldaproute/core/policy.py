@@ -11,8 +11,10 @@ tracked is capped (the oldest are dropped first).
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 from collections import OrderedDict, deque
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from ldaproute.config import Listener
@@ -52,9 +54,27 @@ class SlidingWindow:
             self._events.move_to_end(key)
         events.append(now)
 
+    def replace(self, key: Any, times: Iterable[float], now: float) -> None:
+        """
+        Make C{times} the events of C{key}: another process's view of the
+        same key, which supersedes what was known of it.
+        """
+        self._events.pop(key, None)
+        horizon = now - self.window
+        kept = deque(sorted(t for t in times if t > horizon))
+        if kept:
+            self._events[key] = kept
+            while len(self._events) > self.maxKeys:
+                self._events.popitem(last=False)
+
     def count(self, key: Any, now: float) -> int:
         events = self._prune(key, now)
         return 0 if events is None else len(events)
+
+    def times(self, key: Any, now: float) -> list[float]:
+        """The event times of C{key} still in the window, oldest first."""
+        events = self._prune(key, now)
+        return [] if events is None else list(events)
 
     def retryAfter(self, key: Any, now: float) -> float:
         """Seconds until the oldest event of C{key} leaves the window."""
@@ -70,6 +90,26 @@ def normaliseBindDN(name: bytes) -> bytes:
     return b",".join(part.strip() for part in name.lower().split(b","))
 
 
+#: What L{BindThrottle.shareWith} is given: C{(kind, digest, now)} for each
+#: failure, kind C{"address"} or C{"dn"}; what it returns (the fleet's
+#: acknowledgement, when it has one) L{BindThrottle.failed} returns.
+ShareFailure = Callable[[str, str, float], object]
+#: What L{BindThrottle.askFleet} calls: the digests of a bind's keys, to
+#: get the fleet's latest counts for them; returns the pending answer, or
+#: L{None} when there is nothing to wait for.
+AskFleet = Callable[[list[str]], object]
+
+
+def throttleDigest(kind: str, key: str | bytes) -> str:
+    """
+    The name a throttle key has between processes: a digest, so that the
+    shared store (Redis) and the worker channel never hold client addresses
+    or DNs, and every process derives the same name.
+    """
+    raw = key.encode("utf-8", "surrogateescape") if isinstance(key, str) else key
+    return hashlib.sha256(kind.encode("ascii") + b"\0" + raw).hexdigest()[:32]
+
+
 class BindThrottle:
     """
     Failed binds (invalidCredentials) counted per client address and per
@@ -78,6 +118,13 @@ class BindThrottle:
     until enough failures age out.  A successful bind does not reset the
     counts: guessing the right password after many wrong ones must not
     buy more guesses.
+
+    Across processes (L{ldaproute.fleet.throttle}): each failure is also
+    handed to the callable given to L{shareWith}, and the fleet's view of
+    a key comes back through L{observe}.  A bind is refused when either
+    this process's own count or the fleet's count reaches C{failures}, so
+    the decision is always immediate and never weaker than this process
+    alone would make it, whatever happens to the shared store.
     """
 
     def __init__(self, failures: int, window: float) -> None:
@@ -85,28 +132,103 @@ class BindThrottle:
         self.window = window
         self._byAddress = SlidingWindow(window)
         self._byDN = SlidingWindow(window)
+        #: the fleet's counts, by L{throttleDigest}
+        self._fleet = SlidingWindow(window)
+        self._share: ShareFailure | None = None
+        self._ask: AskFleet | None = None
+
+    def shareWith(self, share: ShareFailure, ask: AskFleet | None = None) -> None:
+        """
+        Hand every failure from now on to C{share} as well; C{ask} fetches
+        the fleet's latest counts before a bind is let through.
+        """
+        self._share = share
+        self._ask = ask
+
+    @property
+    def shared(self) -> bool:
+        """Whether failures are shared with other processes (L{shareWith})."""
+        return self._share is not None
+
+    def askFleet(self, address: str | None, bindDN: bytes) -> object:
+        """
+        Before letting a bind through: ask the fleet for its latest counts
+        of the bind's keys (they arrive through L{observe}).  Returns what
+        the ask callable returned (the answer to wait for, briefly), or
+        L{None}: not shared, or nothing to wait for.
+        """
+        if self._ask is None:
+            return None
+        digests = []
+        if address is not None:
+            digests.append(throttleDigest("address", address))
+        key = normaliseBindDN(bindDN)
+        if key:
+            digests.append(throttleDigest("dn", key))
+        return self._ask(digests) if digests else None
+
+    def observe(self, digest: str, times: Iterable[float], now: float) -> None:
+        """The fleet's failure times for one key (see L{throttleDigest})."""
+        self._fleet.replace(digest, times, now)
+
+    def _fleetRefusal(self, kind: str, key: str | bytes, now: float) -> float | None:
+        digest = throttleDigest(kind, key)
+        if self._fleet.count(digest, now) >= self.failures:
+            return self._fleet.retryAfter(digest, now)
+        return None
 
     def refusal(self, address: str | None, bindDN: bytes, now: float) -> str | None:
         """
         Why a bind must be refused now, or L{None} to let it through.
         Anonymous binds (empty DN) are counted by address only.
         """
-        if address is not None and self._byAddress.count(address, now) >= self.failures:
-            wait = self._byAddress.retryAfter(address, now)
-            return f"too many failed binds from this address; try again in {wait:.0f}s"
+        fleetKnown = len(self._fleet) > 0  # nothing heard from the fleet: no digest to compute
+        if address is not None:
+            wait = None
+            if self._byAddress.count(address, now) >= self.failures:
+                wait = self._byAddress.retryAfter(address, now)
+            elif fleetKnown:
+                wait = self._fleetRefusal("address", address, now)
+            if wait is not None:
+                return f"too many failed binds from this address; try again in {wait:.0f}s"
         key = normaliseBindDN(bindDN)
-        if key and self._byDN.count(key, now) >= self.failures:
-            wait = self._byDN.retryAfter(key, now)
-            return f"too many failed binds for this DN; try again in {wait:.0f}s"
+        if key:
+            wait = None
+            if self._byDN.count(key, now) >= self.failures:
+                wait = self._byDN.retryAfter(key, now)
+            elif fleetKnown:
+                wait = self._fleetRefusal("dn", key, now)
+            if wait is not None:
+                return f"too many failed binds for this DN; try again in {wait:.0f}s"
         return None
 
-    def failed(self, address: str | None, bindDN: bytes, now: float) -> None:
-        """A bind from C{address} as C{bindDN} got invalidCredentials."""
+    def failed(self, address: str | None, bindDN: bytes, now: float) -> list[object]:
+        """
+        A bind from C{address} as C{bindDN} got invalidCredentials.
+
+        @return: what the share callable returned for each key counted (the
+            fleet's acknowledgements); empty when not shared.
+        """
+        share = self._share
+        acknowledgements: list[object] = []
         if address is not None:
             self._byAddress.add(address, now)
+            if share is not None:
+                acknowledgements.append(self._shareOne(share, throttleDigest("address", address), "address", now))
         key = normaliseBindDN(bindDN)
         if key:
             self._byDN.add(key, now)
+            if share is not None:
+                acknowledgements.append(self._shareOne(share, throttleDigest("dn", key), "dn", now))
+        return acknowledgements
+
+    def _shareOne(self, share: ShareFailure, digest: str, kind: str, now: float) -> object:
+        # the fleet view counts this failure at once: until the store's
+        # next view of the key replaces it (which includes this failure),
+        # it is what was last heard from the fleet plus what happened here
+        # since, which is also what holds through a store outage
+        self._fleet.add(digest, now)
+        return share(kind, digest, now)
 
 
 class ConnectionLimits:

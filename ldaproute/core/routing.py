@@ -92,6 +92,49 @@ class Router:
         return None
 
 
+    def whyNot(
+        self,
+        route: Route,
+        listener: str,
+        opTag: int,
+        targetDN: bytes | None,
+        boundDN: DN | None,
+        peerAddress: str | None,
+        extendedOID: bytes | None = None,
+    ) -> str | None:
+        """
+        Why C{route} does not serve this operation, in a sentence; L{None}
+        when every condition holds.  The same conditions as L{routeFor}, in
+        the same order, for C{ldaproute explain} (routeFor stays the fast
+        path; tests hold the two to the same answers).
+        """
+        if route.listener is not None and route.listener != listener:
+            return f"listener is {route.listener}, not {listener}"
+        operations = route.operations
+        if operations is not None:
+            if opTag not in operations.tags:
+                return f"{ber.OPERATION_NAMES.get(opTag, hex(opTag))} is not in its operations"
+            if opTag == ber.EXTENDED_REQUEST and operations.extendedOIDs and extendedOID not in operations.extendedOIDs:
+                return "the extended operation's OID is not in its operations"
+        if route.bindAnonymous and boundDN is not None:
+            return "bind_dn = anonymous, and the session is bound"
+        if route.bindDN is not None:
+            if boundDN is None:
+                return f"bind_dn = {route.bindDN.text}, and the session is anonymous"
+            if not boundDN.isWithin(route.bindDN):
+                return f"the bound DN is not within bind_dn = {route.bindDN.text}"
+        if route.clientNetworks:
+            peer = _address(peerAddress)
+            if peer is False or not any(peer in network for network in route.clientNetworks):
+                return "the client address is not in its client_network"
+        if route.suffix is not None:
+            parsed = self._parseOrNone(targetDN)
+            if parsed is None:
+                return f"the operation has no DN within suffix {route.suffix.text}"
+            if not parsed.isWithin(route.suffix):
+                return f"the DN is not within suffix {route.suffix.text}"
+        return None
+
     def routesForSearch(
         self,
         listener: str,

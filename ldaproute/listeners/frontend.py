@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet import error
+from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.interfaces import IAddress, IDelayedCall, IHandshakeListener, IPushProducer, IReactorTime, ISSLTransport, ITLSTransport
 from twisted.internet.protocol import Protocol, ServerFactory
 from twisted.logger import Logger
@@ -55,6 +56,11 @@ if TYPE_CHECKING:  # the runtime is above this layer: named for annotations only
 #: messageIDs of the proxy's fan-out sub-searches on upstream links (below
 #: the links' own internal IDs).
 _FANOUT_ID_BASE = 0x70000000
+#: The longest a bind waits for the fleet's counts before it is decided on
+#: this process's own, and a failed bind's answer for the fleet to count
+#: the failure (Redis, or the worker group), seconds; see C{_askFleet}
+#: and C{_holdAnswers}.  One store round trip is typical.
+FLEET_WAIT = 0.1
 
 
 def describePeer(address: IAddress) -> tuple[str, str | None]:
@@ -146,6 +152,15 @@ class FrontendProtocol(Protocol):
         self._framer = ber.Framer(runtime.config.maxPDUBytes)
         self._links: dict[str, UpstreamLink] = {}
         self._closing = False
+        #: answers queued behind a failed bind the fleet has not counted yet
+        self._heldAnswers: list[tuple[Any, bytes, list[Any]]] | None = None
+        #: requests queued behind a bind that waits for the fleet's counts
+        self._parkedPDUs: list[bytes] | None = None
+        self._fleetChecked = False
+        self._releasing = False
+        #: whether bind throttling is shared with other processes (a
+        #: throttle store): only then do binds and failed binds wait
+        self._fleetShared = self._policy.throttle is not None and self._policy.throttle.shared
         self.session: Session
         self._layerWatch = SecurityLayerWatch()
         self._opaqueLink: UpstreamLink | None = None
@@ -219,6 +234,9 @@ class FrontendProtocol(Protocol):
             if self._pduTimer is not None or self._framer.buffered:
                 self._pduTimerAfter(bool(pdus))
             for pdu in pdus:
+                if self._parkedPDUs is not None:  # a bind waits for the fleet's counts
+                    self._parkedPDUs.append(pdu)
+                    continue
                 self._request(pdu)
                 if self._closing:
                     return
@@ -282,7 +300,7 @@ class FrontendProtocol(Protocol):
                 pdu, envelope, maxDepth
             ) > maxDepth:
                 self._answer(
-                    envelope, limits.ADMIN_LIMIT_EXCEEDED, f"search filter nested deeper than {maxDepth} levels"
+                    envelope, limits.ADMIN_LIMIT_EXCEEDED, f"search filter nested deeper than {maxDepth} levels", pdu=pdu
                 )
                 return
         if session.mustRebind and tag != ber.BIND_REQUEST:
@@ -290,6 +308,7 @@ class FrontendProtocol(Protocol):
                 envelope,
                 ber.OPERATIONS_ERROR,
                 "the upstream connection was lost and a SASL bind cannot be replayed: bind again",
+                pdu=pdu,
             )
             return
 
@@ -325,11 +344,11 @@ class FrontendProtocol(Protocol):
             # an anonymous simple bind that no route claims: the proxy can
             # say yes itself, since the links it opens later are anonymous
             session.bindCompleted(None, ber.SUCCESS)
-            self._answer(envelope, ber.SUCCESS, "")
+            self._answer(envelope, ber.SUCCESS, "", pdu=pdu)
             return
         if route is None:
             code, text = noRouteResult(tag)
-            self._answer(envelope, code, text)
+            self._answer(envelope, code, text, pdu=pdu)
             return
         if route.reject is not None:
             self._answer(envelope, route.reject.resultCode, route.reject.message, route.name, pdu)
@@ -346,18 +365,21 @@ class FrontendProtocol(Protocol):
                 envelope,
                 ber.OPERATIONS_ERROR,
                 "this operation needs a new upstream connection and a SASL bind cannot be replayed: bind again",
+                pdu=pdu,
             )
             return
+        requestPDU = pdu  # as the client sent it, for the access log
         if route.rewrites:
             try:
                 pdu = self._rewriteRequest(route, link, messageID, pdu)
             except Refused as e:
                 if isBind:
                     session.bindCompleted(None, e.resultCode)
-                self._answer(envelope, e.resultCode, e.message)
+                self._answer(envelope, e.resultCode, e.message, pdu=pdu)
                 return
         session.outstanding[messageID] = Outstanding(
-            messageID, tag, link, self._reactor.seconds(), route.name, pending, runtime.observer.summarize(pdu, envelope)
+            messageID, tag, link, self._reactor.seconds(), route.name, pending,
+            runtime.observer.summarize(self, requestPDU, envelope),
         )
         if isBind:
             choice, mechanism = envelope.bindAuthentication(pdu)
@@ -457,6 +479,15 @@ class FrontendProtocol(Protocol):
                 link.pauseReading()
 
     def linkReceived(self, link: UpstreamLink, data: bytes, finals: list[tuple[int, int, int]]) -> None:
+        if self._fleetShared:
+            if self._heldAnswers is not None:
+                self._heldAnswers.append((link, data, finals))
+                return
+            if finals and not self._releasing:
+                acknowledged = self._recordBindFailures(finals)
+                if acknowledged:
+                    self._holdAnswers(acknowledged, (link, data, finals))
+                    return
         if self._fanoutSubs:
             data = self._fanoutResponses(data)
         if self._cleartextRootDSE:
@@ -478,14 +509,56 @@ class FrontendProtocol(Protocol):
             self._completed(operation, code, link)
             if tag == ber.BIND_RESPONSE:
                 self._layerWatch.bindAnswered(messageID, code)
-                if code == ber.INVALID_CREDENTIALS:
-                    self._bindFailed(operation.pending)
+                if code == ber.INVALID_CREDENTIALS and not self._fleetShared:
+                    self._bindFailed(operation.pending)  # shared: counted before the answer went out
                 if self.session.bindCompleted(operation.pending, code):
                     link.boundVersion = self.session.identityVersion
             elif messageID == self._passthroughID:
                 self._passthroughAnswered(link, code)
         if finals:
             self._outstandingAnswered()
+
+    def _recordBindFailures(self, finals: list[tuple[int, int, int]]) -> list[Deferred[Any]]:
+        """
+        Count the failed binds among C{finals}; the fleet acknowledgements
+        (L{ldaproute.fleet.throttle}) still awaited.
+        """
+        waiting: list[Deferred[Any]] = []
+        for messageID, tag, code in finals:
+            if tag == ber.BIND_RESPONSE and code == ber.INVALID_CREDENTIALS:
+                operation = self.session.outstanding.get(messageID)
+                if operation is not None:
+                    for ack in self._bindFailed(operation.pending):
+                        if isinstance(ack, Deferred) and not ack.called:
+                            waiting.append(ack)
+        return waiting
+
+    def _holdAnswers(self, acknowledged: list[Deferred[Any]], first: tuple[Any, bytes, list[Any]]) -> None:
+        """
+        A failed bind's answer waits until the fleet has counted the
+        failure, at most L{FLEET_WAIT}: the guesser learns of the
+        failure only once every other process has too, so a next guess on
+        another process or replica meets the shared count.  Only failed
+        binds wait; what the link sends meanwhile queues behind them.
+        """
+        self._heldAnswers = [first]
+        timer = self._reactor.callLater(FLEET_WAIT, self._releaseAnswers)
+        gatherResults(acknowledged, consumeErrors=True).addBoth(lambda _: self._releaseAnswers(timer))
+
+    def _releaseAnswers(self, timer: IDelayedCall | None = None) -> None:
+        held, self._heldAnswers = self._heldAnswers, None
+        if timer is not None and timer.active():
+            timer.cancel()
+        if held is None or self._closing:
+            return
+        first, *rest = held
+        self._releasing = True  # its failures are counted already
+        try:
+            self.linkReceived(*first)
+        finally:
+            self._releasing = False
+        for later in rest:  # may hold again; what follows queues behind it
+            self.linkReceived(*later)
 
     def _filterRootDSE(self, data: bytes, finals: list[tuple[int, int, int]]) -> bytes:
         """
@@ -588,6 +661,7 @@ class FrontendProtocol(Protocol):
         self.transport.write(
             ber.result(messageID, ber.RESPONSE_FOR[operation.opTag], ber.TIME_LIMIT_EXCEEDED, reason)
         )
+        self._completed(operation, ber.TIME_LIMIT_EXCEEDED, link, reason)
 
     def linkReplayFailed(self, link: UpstreamLink, resultCode: int) -> None:
         self.session.identityLost()
@@ -608,7 +682,7 @@ class FrontendProtocol(Protocol):
         answers = []
         for operation in failed:
             del outstanding[operation.messageID]
-            self._completed(operation, resultCode, link)
+            self._completed(operation, resultCode, link, reason)
             answers.append(
                 ber.result(operation.messageID, ber.RESPONSE_FOR[operation.opTag], resultCode, reason)
             )
@@ -777,11 +851,11 @@ class FrontendProtocol(Protocol):
             if sub.link is not None:
                 sub.link.send(ber.message(self._nextSubID, ber.tlv(ber.ABANDON_REQUEST, ber.encodeInteger(sub.subID))))
                 self._nextSubID += 1
-    def _completed(self, operation: Outstanding, resultCode: int, link: UpstreamLink | None) -> None:
+    def _completed(self, operation: Outstanding, resultCode: int, link: UpstreamLink | None, message: str = "") -> None:
         now = self._reactor.seconds()
         self._runtime.observer.operationCompleted(
             self, operation.opTag, operation.messageID, operation.route, link, resultCode,
-            operation.startedAt, now, operation.summary,
+            operation.startedAt, now, operation.summary, message,
         )  # fmt: skip
 
     # --- the proxy's own answers ------------------------------------------
@@ -794,8 +868,10 @@ class FrontendProtocol(Protocol):
             self.transport.write(answer)
             now = self._reactor.seconds()
             observer = self._runtime.observer
-            summary = observer.summarize(pdu, envelope) if pdu is not None else None
-            observer.operationCompleted(self, envelope.opTag, envelope.messageID, route, None, resultCode, now, now, summary)
+            summary = observer.summarize(self, pdu, envelope) if pdu is not None else None
+            observer.operationCompleted(
+                self, envelope.opTag, envelope.messageID, route, None, resultCode, now, now, summary, diagnosticMessage
+            )
 
     def _protocolError(self, reason: ber.FramingError) -> None:
         self._log.warn(
@@ -819,13 +895,14 @@ class FrontendProtocol(Protocol):
         session = self.session
         tag = envelope.opTag
         if self._passthroughID is not None:
-            self._answer(envelope, ber.OPERATIONS_ERROR, "StartTLS is in progress: wait for its response")
+            self._answer(envelope, ber.OPERATIONS_ERROR, "StartTLS is in progress: wait for its response", pdu=pdu)
             return True
         if listener.maxOutstanding is not None and len(session.outstanding) >= listener.maxOutstanding:
             self._answer(
                 envelope,
                 ber.BUSY,
                 f"too many operations outstanding on this connection (limit {listener.maxOutstanding})",
+                pdu=pdu,
             )
             return True
         if listener.requireTLSForPasswords and not self._secure:
@@ -838,6 +915,10 @@ class FrontendProtocol(Protocol):
             refusal = None
             if self._policy.throttle is not None:
                 reason = self._policy.throttle.refusal(self._peerAddress, name, self._reactor.seconds())
+                if reason is None and self._fleetShared:
+                    checked, self._fleetChecked = self._fleetChecked, False
+                    if not checked and self._askFleet(pdu, name):
+                        return True  # decided when the fleet's counts are in
                 if reason is not None:
                     refusal = (ber.UNWILLING_TO_PERFORM, reason, "bind throttled")
                     self._runtime.observer.metrics.bindThrottled(listener.name)
@@ -854,7 +935,7 @@ class FrontendProtocol(Protocol):
                     resultCode=code,
                     reason=message,
                 )
-                self._answer(envelope, code, message)
+                self._answer(envelope, code, message, pdu=pdu)
                 # RFC 4511 4.2.1: a failed bind leaves the connection anonymous
                 session.bindCompleted(None, code)
                 return True
@@ -866,9 +947,46 @@ class FrontendProtocol(Protocol):
                 envelope,
                 ber.INSUFFICIENT_ACCESS_RIGHTS,
                 "anonymous access is not allowed on this listener: bind first",
+                pdu=pdu,
             )
             return True
         return False
+
+    def _askFleet(self, pdu: bytes, name: bytes) -> bool:
+        """
+        With a shared throttle store: park the bind (and whatever the
+        client sends after it) until the fleet's latest counts for its
+        address and DN are in, at most L{FLEET_WAIT}; then decide again.
+        C{False} when there is nothing to wait for (store unreachable).
+        """
+        answer = self._policy.throttle.askFleet(self._peerAddress, name)  # type: ignore[union-attr]
+        if not isinstance(answer, Deferred) or answer.called:
+            return False
+        self._parkedPDUs = []
+        self._gate.pause("fleet")
+        timer = self._reactor.callLater(FLEET_WAIT, self._fleetAnswered, pdu, None)
+        answer.addBoth(lambda _: self._fleetAnswered(pdu, timer))
+        return True
+
+    def _fleetAnswered(self, pdu: bytes, timer: IDelayedCall | None) -> None:
+        if self._parkedPDUs is None or self._closing:
+            return  # the timer or the answer came first, or the client left
+        if timer is not None and timer.active():
+            timer.cancel()
+        parked, self._parkedPDUs = self._parkedPDUs, None
+        self._gate.resume("fleet")
+        self._fleetChecked = True
+        try:
+            for index, next in enumerate([pdu, *parked]):
+                if self._closing:
+                    return
+                if self._parkedPDUs is not None:  # parked again by a later bind
+                    self._parkedPDUs.extend(parked[index - 1 :])
+                    return
+                self._request(next)
+                self._fleetChecked = False  # only ever for the bind that waited
+        except ber.FramingError as e:
+            self._protocolError(e)
 
     def _refuseSecret(self, envelope: ber.Envelope, pdu: bytes, secret: secrets.Secret) -> None:
         """
@@ -953,11 +1071,12 @@ class FrontendProtocol(Protocol):
         self._runtime.observer.connectionSecured(self, "passthrough")
         link.goOpaque()
 
-    def _bindFailed(self, pending: Any) -> None:
+    def _bindFailed(self, pending: Any) -> list[object]:
         throttle = self._policy.throttle
-        if throttle is not None:
-            name = pending.name if pending is not None else b""
-            throttle.failed(self._peerAddress, name, self._reactor.seconds())
+        if throttle is None:
+            return []
+        name = pending.name if pending is not None else b""
+        return throttle.failed(self._peerAddress, name, self._reactor.seconds())
 
     def _armIdleTimer(self) -> None:
         timeout = self._listener.idleTimeout

@@ -9,6 +9,8 @@ as soon as it has no operation in flight, and when C{drain_timeout} runs
 out the remaining ones get it too; then the metrics site stops and the
 process exits 0.
 
+SIGUSR1 reopens the access log file (after log rotation); SIGHUP does too.
+
 L{ProxyService.reload} (SIGHUP) reads routes.ini again: a valid file takes
 effect for new operations, an invalid one is refused with a log event and
 the running configuration stays.  Changes to what was bound at start-up
@@ -18,8 +20,11 @@ restart; C{log_format} is read at start-up only.
 With C{workers = N}, the first process (worker 0) starts N-1 more
 processes running the same file with C{--worker-index K}; every worker
 binds the listeners with C{SO_REUSEPORT} and the kernel spreads
-connections between them.  Each worker serves its own metrics endpoint on
-the configured port plus its index.
+connections between them.  Worker 0 serves one metrics endpoint for the
+group (L{ldaproute.fleet.group}); with C{metrics_per_worker = on} each
+worker serves its own on the configured port plus its index.  A reload of
+worker 0 (SIGHUP, or C{watch_config}) reaches the workers only once worker
+0 has accepted the new file.
 """
 
 from __future__ import annotations
@@ -63,6 +68,11 @@ _RESTART_ONLY = (
     ("metrics", "metrics"),
     ("workers", "workers"),
     ("cldapEndpoints", "cldap"),
+    ("throttleStore", "throttle_store"),
+    ("throttleStoreCAFile", "throttle_store_ca_file"),
+    ("throttleStorePassword", "throttle_store_password_file"),
+    ("metricsPerWorker", "metrics_per_worker"),
+    ("watchConfig", "watch_config"),
 )
 
 
@@ -89,6 +99,7 @@ class ProxyService(MultiService):
         self.readiness = Readiness(runtime, lambda: bool(self.running) and not self.readiness.draining)
         self.workers: WorkerSupervisor | None = None
         self._previousHUP: Any = None
+        self._previousUSR1: Any = None
 
     # --- starting ---------------------------------------------------------
 
@@ -103,10 +114,15 @@ class ProxyService(MultiService):
         self.runtime.observer.metrics.configLoaded.set(self._reactor.seconds())
         if self._installSignals:
             self._previousHUP = signal.signal(signal.SIGHUP, self._onHUP)
+            self._previousUSR1 = signal.signal(signal.SIGUSR1, self._onUSR1)
             self._reactor.callWhenRunning(self._takeSIGTERM)
 
     def _onHUP(self, signum: int, frame: Any) -> None:
         self._reactor.callFromThread(self.reload)
+
+    def _onUSR1(self, signum: int, frame: Any) -> None:
+        """Log rotation: the access log file is opened again."""
+        self._reactor.callFromThread(self.runtime.observer.reopenAccessLog)
 
     def _takeSIGTERM(self) -> None:
         """
@@ -126,8 +142,7 @@ class ProxyService(MultiService):
         old = self.runtime.config
         metrics = self.runtime.observer.metrics
         now = self._reactor.seconds()
-        if self.workers is not None:
-            self.workers.signalAll(signal.SIGHUP)
+        self.runtime.observer.reopenAccessLog()  # SIGHUP also follows log rotation
         try:
             new = Config.fromFile(old.path)
         except ConfigError as e:
@@ -149,6 +164,10 @@ class ProxyService(MultiService):
         self.runtime.apply(new)
         self._reconcile()
         metrics.reloaded("success", now)
+        if self.workers is not None:
+            # only a file worker 0 accepted reaches the workers: a bad one
+            # is refused everywhere, and every worker keeps the same config
+            self.workers.signalAll(signal.SIGHUP)
         self._log.info(
             "Reloaded {path}: {routes} route(s), {pools} pool(s), {backends} backend(s)",
             path=old.path,
@@ -181,6 +200,7 @@ class ProxyService(MultiService):
         self.runtime.observer.metrics.draining.set(1)
         if self._installSignals and self._previousHUP is not None:
             signal.signal(signal.SIGHUP, self._previousHUP)
+            signal.signal(signal.SIGUSR1, self._previousUSR1)
         Service.stopService(self)
         listeners = [service for service in self if (service.name or "").startswith("listener:")]
         others = [service for service in reversed(list(self)) if service not in listeners]
@@ -192,6 +212,7 @@ class ProxyService(MultiService):
         d: Deferred[Any] = defer.DeferredList([defer.maybeDeferred(s.stopService) for s in listeners])
         d.addCallback(lambda _: Drain(self.runtime.observer, self._reactor, self.runtime.config.drainTimeout).run())
         d.addCallback(lambda _: defer.DeferredList([defer.maybeDeferred(s.stopService) for s in others]))
+        d.addCallback(lambda _: self.runtime.observer.flush())
         d.addCallback(lambda _: None)
         return d
 

@@ -16,8 +16,9 @@ routes.ini, operation names and result codes from the protocol; never a DN,
 a filter or a client address.
 
 L{HealthSite} serves C{/metrics} (text format, OpenMetrics when the Accept
-header asks for it), C{/healthz} (the process answers) and C{/readyz}
-(listeners open, not draining, and a healthy backend for a route).
+header asks for it), C{/healthz} (the process answers), C{/readyz}
+(listeners open, not draining, and a healthy backend for a route), and the
+status page at C{/} and C{/status.json} (L{ldaproute.ops.status}).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import json
 import os
 from bisect import bisect_left
 import platform
+import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -37,6 +39,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
 from ldaproute import __version__
+from ldaproute.ops.status import StatusPage
 from ldaproute.wire import ber
 
 #: Operation duration buckets, seconds: sub-millisecond relays to
@@ -241,6 +244,10 @@ class Metrics:
         )
         registry.register(_StateCollector(self))
         self._bindChildren: dict[tuple[str, bool], Any] = {}
+        #: for the status page: backend -> (ok, seconds, when) of its last
+        #: health check, and C{(when, outcome)} of the last reload
+        self.lastHealthChecks: dict[str, tuple[bool, float, float]] = {}
+        self.lastReload: tuple[float, str] | None = None
 
     def watchCLDAP(self, counters: Any) -> None:
         """Export the CLDAP relay's counters."""
@@ -285,6 +292,7 @@ class Metrics:
         """For active health checks (pool.py): one result and its latency."""
         self.healthChecks.labels(backend, "ok" if ok else "failed").inc()
         self.healthCheckSeconds.labels(backend).observe(seconds)
+        self.lastHealthChecks[backend] = (ok, seconds, time.time())
 
     def tlsHandshake(self, side: str, outcome: str) -> None:
         self.tlsHandshakes.labels(side, outcome).inc()
@@ -298,6 +306,7 @@ class Metrics:
 
     def reloaded(self, outcome: str, now: float) -> None:
         self.reloads.labels(outcome).inc()
+        self.lastReload = (now, outcome)
         self.reloadSuccessful.set(1 if outcome == "success" else 0)
         if outcome == "success":
             self.configLoaded.set(now)
@@ -461,9 +470,18 @@ def alive() -> tuple[bool, dict[str, Any]]:
     return True, {"status": "alive", "version": __version__, "pid": os.getpid()}
 
 
-def healthSite(metrics: Metrics, readiness: Readiness) -> Site:
-    """The site for the C{metrics} endpoint."""
+def healthSite(
+    metrics: Metrics, readiness: Readiness, status: Callable[[], dict[str, Any]] | None = None
+) -> Site:
+    """
+    The site for the C{metrics} endpoint; with C{status} (a snapshot
+    source, see L{ldaproute.ops.status.statusSnapshot}) also the status
+    page at C{/} and C{/status.json}.
+    """
     root = Resource()
+    if status is not None:
+        root.putChild(b"", StatusPage(status))
+        root.putChild(b"status.json", StatusPage(status, asJSON=True))
     root.putChild(b"metrics", MetricsResource(metrics.registry))
     root.putChild(b"healthz", JSONStatus(alive))
     root.putChild(b"readyz", JSONStatus(readiness.check))

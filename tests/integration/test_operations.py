@@ -108,6 +108,10 @@ class Proxy:
                     pass
         return events
 
+    def accessLines(self) -> list[dict[str, Any]]:
+        """The access log's lines (JSON, as --log-format json makes them)."""
+        return [e for e in self.events() if "log_namespace" not in e and "conn" in e and "type" in e]
+
     def signal(self, signum: int) -> None:
         assert self.process is not None
         self.process.send_signal(signum)
@@ -292,12 +296,21 @@ def test_metricsMatchTraffic(slapd: Slapd, proxyFactory: Callable[..., Proxy]) -
     code, body = proxy.get("/metrics")
     assert b"uid=" not in body and b"127.0.0.1" not in body, "labels must never carry DNs or addresses"
 
-    access = [e for e in proxy.events() if e.get("log_namespace") == "ldaproute.access"]
-    searches = [e for e in access if e["op"] == "search" and e["route"] == "people"]
-    assert [(e["baseDN"], e["scope"], e["filter"], e["entries"], e["resultCode"]) for e in searches] == [
-        (slapd.peopleDN, "sub", "(uid=?)", 1, 0)
+    def written() -> list[dict[str, Any]] | None:  # lines are written in batches
+        lines = proxy.accessLines()
+        return lines if sum(1 for e in lines if e["type"] == "delete") == 1 else None
+
+    access = waitFor(written, "the access log lines")
+    searches = [e for e in access if e["type"] == "search" and e["route"] == "people"]
+    assert [(e["base"], e["scope"], e["filter"], e["attrs"], e["entries"], e["result"], e["op"]) for e in searches] == [
+        (slapd.peopleDN, "sub", "(uid=?)", 1, 1, 0, 2)
     ] * 3
-    assert all(e["bindDN"] == slapd.rootDN for e in searches)
+    binds = [e for e in access if e["type"] == "bind" and e["conn"] == searches[0]["conn"]]
+    assert [(e["dn"], e["method"], e["op"]) for e in binds] == [(slapd.rootDN, "simple", 1)]
+    [delete] = [e for e in access if e["type"] == "delete"]
+    assert (delete["dn"], delete["route"], delete["backend"], delete["result"], delete["msg"]) == (
+        slapd.userDN(5), "readonly", None, 53, "read-only here"
+    )
     assert "wrong" not in proxy.logText() and "secret" not in proxy.logText()
 
 
@@ -440,7 +453,9 @@ def test_drainTimeout(slapdFactory: Callable[..., Slapd], proxyFactory: Callable
 
 def test_twoWorkersBothTakeConnections(slapd: Slapd, proxyFactory: Callable[..., Proxy]) -> None:
     listen, metrics = quietPort(), freePortPair()
-    routes = routesIni(listen, metrics, {"main": slapd.url}, "[route:all]\npool = main\n", "workers = 2")
+    routes = routesIni(
+        listen, metrics, {"main": slapd.url}, "[route:all]\npool = main\n", "workers = 2\nmetrics_per_worker = on"
+    )
     proxy = proxyFactory(routes, metrics)
     proxy.start(waitPorts=(metrics + 1,))
     pids = {json.loads(proxy.get("/healthz", port)[1])["pid"] for port in (metrics, metrics + 1)}
@@ -520,12 +535,11 @@ def test_haproxyInFrontPldapBehind(
         sock.close()
 
         def accessEvent() -> dict[str, Any] | None:
-            for event in proxy.events():
-                if event.get("log_namespace") == "ldaproute.access":
-                    return event
+            for event in proxy.accessLines():
+                return event
             return None
 
-        assert waitFor(accessEvent, "the access event")["peer"] == f"127.0.0.1:{clientPort}"
+        assert waitFor(accessEvent, "the access event")["client"] == f"127.0.0.1:{clientPort}"
         accepted = [line for line in backend.logLines() if "ACCEPT from" in line]
         assert any(f"IP=127.0.0.1:{clientPort} " in line for line in accepted), accepted
     finally:
