@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterator
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from ldaproute.backends.health import readResult
+from ldaproute.wire.pdu import readResponse
 from ldaproute.wire import ber
 from tests.integration.proxy import ProxyProcess
 from tests.integration.rawclient import RawClient
@@ -93,7 +93,7 @@ def wrongBind(port: int, dn: str, source: str = "127.0.0.1") -> tuple[int, float
             assert data, "the proxy closed the connection without answering the bind"
             pdus = framer.feed(data)
             if pdus:
-                _, _, code = readResult(pdus[0])
+                _, _, code = readResponse(pdus[0])[:3]
                 return code, time.monotonic() - started
 
 
