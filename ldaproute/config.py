@@ -17,7 +17,7 @@ import os
 import re
 import shlex
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
 import attrs
@@ -28,7 +28,11 @@ from twisted.python.filepath import FilePath
 from ldaproute.core.dn import DN, parseDN
 from ldaproute.core.secrets import DEFAULT_SECRET_ATTRIBUTES
 from ldaproute.wire import ber
-from ldaproute.wire.pem import checkKeyPair
+from ldaproute.configload import SectionError
+from ldaproute.configload.backend import settleBackend
+from ldaproute.configload.listener import checkWorkers, settleListener
+from ldaproute.configload.pool import settlePool
+from ldaproute.configload.route import settleRoute
 
 
 class ConfigError(ValueError):
@@ -702,6 +706,7 @@ class Config:
 # --- the loader -------------------------------------------------------------
 
 _KeyTable = dict[str, tuple[str, Callable[[str], Any]]]
+_T = TypeVar("_T")
 
 _GLOBAL_KEYS: _KeyTable = {
     "listen": ("endpoints", _endpoints),
@@ -854,56 +859,13 @@ class _Loader:
                 raise self.error(section, key, str(e)) from None
         return parsed
 
-    def listener(self, section: str, name: str, values: dict[str, Any]) -> Listener:
-        """Check the TLS keys of a listener together and settle C{starttls}."""
-        alias = values.pop("requireTLSForSimpleBind", None)
-        if alias is not None:
-            current = values.setdefault("requireTLSForPasswords", alias)
-            if current != alias:
-                raise self.error(
-                    section,
-                    "require_tls_for_simple_bind",
-                    "contradicts require_tls_for_passwords (the same setting under its former name): keep one",
-                )
-        cert, key = values.get("tlsCert"), values.get("tlsKey")
-        if (cert is None) != (key is None):
-            missing = "tls_key" if key is None else "tls_cert"
-            raise self.error(section, missing, "missing: tls_cert and tls_key go together")
-        if cert is not None:
-            assert key is not None
-            try:
-                checkKeyPair(cert, key)
-            except ValueError as e:
-                raise self.error(section, "tls_cert", str(e)) from None
-        if "starttls" not in values:
-            values["starttls"] = "terminate" if cert is not None else "off"
-        elif values["starttls"] == "terminate" and cert is None:
-            raise self.error(section, "starttls", "terminate needs tls_cert and tls_key")
-        return Listener(name, **values)
+    def settled(self, section: str, settle: Callable[..., _T], *args: Any) -> _T:
+        """C{settle(*args)} of L{ldaproute.configload}, its mistakes located in C{section}."""
+        try:
+            return settle(*args)
+        except SectionError as e:
+            raise self.error(section, e.key, e.reason) from None
 
-    def backend(self, section: str, name: str, values: dict[str, Any]) -> Backend:
-        """Settle a backend's C{tls} against its URL and check its TLS files."""
-        url: BackendURL = values["url"]
-        tls = values.get("tls")
-        if url.scheme == "ldaps":
-            if tls not in (None, "ldaps"):
-                raise self.error(section, "tls", f"{tls} contradicts the ldaps:// url")
-            values["tls"] = "ldaps"
-        elif url.scheme == "ldapi" and tls not in (None, "none"):
-            raise self.error(section, "tls", "an ldapi:// backend is a local socket: TLS is not used")
-        if values.get("tls", "none") == "none":
-            for attribute, key in (("caFile", "ca_file"), ("clientCert", "client_cert"), ("serverName", "server_name")):
-                if attribute in values:
-                    raise self.error(section, key, "only used with tls = ldaps or starttls")
-        if (values.get("clientCert") is None) != (values.get("clientKey") is None):
-            missing = "client_key" if values.get("clientKey") is None else "client_cert"
-            raise self.error(section, missing, "missing: client_cert and client_key go together")
-        if values.get("clientCert") is not None:
-            try:
-                checkKeyPair(values["clientCert"], values["clientKey"])
-            except ValueError as e:
-                raise self.error(section, "client_cert", str(e)) from None
-        return Backend(name, **values)
     def checkThrottleStore(self, values: dict[str, Any]) -> None:
         """The Redis keys go with a Redis store, the CA file with rediss:// only."""
         store = values.get("throttleStore")
@@ -914,31 +876,6 @@ class _Loader:
                     raise self.error("ldaproute", key, "only used with throttle_store = redis:// or rediss://")
         elif "throttleStoreCAFile" in values and not store.tls:
             raise self.error("ldaproute", "throttle_store_ca_file", "only used with rediss:// (Redis over TLS)")
-
-    def checkWorkers(self, listeners: list[Listener], metrics: str | None) -> None:
-        """Worker processes share TCP listeners (SO_REUSEPORT) only."""
-        for listener in listeners:
-            for description in listener.endpoints:
-                if not description.startswith(("tcp:", "haproxy:tcp:")):
-                    raise self.error(
-                        "ldaproute",
-                        "workers",
-                        f"worker processes can share tcp: and haproxy:tcp: listeners only, not {description!r}",
-                    )
-        if metrics is not None and not metrics.startswith("tcp:"):
-            raise self.error(
-                "ldaproute", "workers", f"worker processes need a tcp: metrics endpoint (one port each), not {metrics!r}"
-            )
-
-    def serviceIdentity(self, section: str, values: dict[str, Any]) -> None:
-        """The shared-mode service identity of a pool: DN and password together."""
-        if (values.get("serviceBindDN") is None) != (values.get("serviceBindPassword") is None):
-            raise self.error(section, "service_bind_dn", "give service_bind_dn and service_bind_password together")
-        if values.get("serviceBindDN"):
-            try:
-                _dn(values["serviceBindDN"])
-            except _Invalid as e:
-                raise self.error(section, "service_bind_dn", str(e)) from None
 
     def load(self, text: str) -> Config:
         parser = configparser.ConfigParser(
@@ -988,7 +925,7 @@ class _Loader:
         defaultPolicy = {key: globalValues.pop(key) for key in list(globalValues) if key in policyKeys}
         if "endpoints" in globalValues:
             defaultPolicy["endpoints"] = globalValues.pop("endpoints")
-            listeners.append(self.listener("ldaproute", "default", defaultPolicy))
+            listeners.append(Listener("default", **self.settled("ldaproute", settleListener, defaultPolicy)))
         elif defaultPolicy:
             raise self.error("ldaproute", "listen", "missing: listener policy keys here apply to the listen endpoints")
         for name, items in sections["listener"].items():
@@ -998,57 +935,27 @@ class _Loader:
                 raise self.error(section, "listen", "missing: a listener needs at least one endpoint")
             if name == "default" and listeners and listeners[0].name == "default":
                 raise self.error(section, None, "the name 'default' is taken by [ldaproute] listen")
-            listeners.append(self.listener(section, name, values))
+            listeners.append(Listener(name, **self.settled(section, settleListener, values)))
         if not listeners:
             raise self.error("ldaproute", "listen", "missing: give at least one endpoint, such as tcp:389")
 
         if globalValues.get("workers", 1) > 1:
-            self.checkWorkers(listeners, globalValues.get("metrics"))
+            endpoints = [description for listener in listeners for description in listener.endpoints]
+            self.settled("ldaproute", checkWorkers, endpoints, globalValues.get("metrics"))
         self.checkThrottleStore(globalValues)
 
         backends = {}
         for name, items in sections["backend"].items():
             section = f"backend:{name}"
             values = self.values(section, items, _BACKEND_KEYS)
-            if "url" not in values:
-                raise self.error(section, "url", "missing: give the server's address as ldap://host:port")
-            if values.get("sendProxy", "none") != "none" and values["url"].scheme != "ldap":
-                raise self.error(
-                    section, "send_proxy", "a PROXY header can only be sent to an ldap:// backend (slapd's pldap://)"
-                )
-            backends[name] = self.backend(section, name, values)
+            backends[name] = Backend(name, **self.settled(section, settleBackend, values))
 
         pools = {}
         for name, items in sections["pool"].items():
             section = f"pool:{name}"
             values = self.values(section, items, _POOL_KEYS)
-            names = values.pop("backends", None)
-            if names is not None and values.get("srv") is not None:
-                raise self.error(section, "srv", "a pool takes either backends or srv, not both")
-            if values.get("srvResolver") is not None and values.get("srv") is None:
-                raise self.error(section, "srv_resolver", "only a pool with srv = NAME uses a resolver")
-            if (values.get("healthBindDN") is None) != (values.get("healthBindPassword") is None):
-                raise self.error(
-                    section, "health_bind_dn", "give health_bind_dn and health_bind_password together"
-                )
-            if values.get("healthBindDN"):
-                try:
-                    _dn(values["healthBindDN"])
-                except _Invalid as e:
-                    raise self.error(section, "health_bind_dn", str(e)) from None
-            self.serviceIdentity(section, values)
-            if values.get("srv") is not None:
-                pools[name] = Pool(name, (), **values)
-                continue
-            if not names:
-                raise self.error(section, "backends", "missing: a pool needs at least one backend (or srv = NAME)")
-            members = []
-            for backendName in names:
-                if backendName not in backends:
-                    raise self.error(section, "backends", f"unknown backend {backendName!r}")
-                members.append(backends[backendName])
-            if len(set(names)) != len(names):
-                raise self.error(section, "backends", "a backend is listed twice")
+            names = self.settled(section, settlePool, values, values.pop("backends", None), set(backends))
+            members = [backends[backendName] for backendName in names]
             pools[name] = Pool(name, tuple(members), **values)
 
         listenerNames = {listener.name for listener in listeners}
@@ -1058,28 +965,7 @@ class _Loader:
         for name in order:
             section = f"route:{name}"
             values = self.values(section, sections["route"][name], _ROUTE_KEYS)
-            pool, reject = values.get("pool"), values.get("reject")
-            if pool is None and reject is None:
-                raise self.error(section, "pool", "missing: a route needs a pool, or reject = CODE MESSAGE")
-            if pool is not None and reject is not None:
-                raise self.error(section, "reject", "a route takes either pool or reject, not both")
-            if pool is not None and pool not in pools:
-                raise self.error(section, "pool", f"unknown pool {pool!r}")
-            if values.get("listener") is not None and values["listener"] not in listenerNames:
-                raise self.error(section, "listener", f"unknown listener {values['listener']!r}")
-            if reject is not None:
-                for key, attribute in _REWRITE_KEYS:
-                    if attribute in values:
-                        raise self.error(section, key, "a reject route reaches no backend, so it has nothing to rewrite")
-            bindDN = values.pop("bindDN", None)
-            if bindDN is not None:
-                if bindDN.lower() == "anonymous":
-                    values["bindAnonymous"] = True
-                else:
-                    try:
-                        values["bindDN"] = _dn(bindDN)
-                    except _Invalid as e:
-                        raise self.error(section, "bind_dn", str(e)) from None
+            values = self.settled(section, settleRoute, values, pools, listenerNames, _REWRITE_KEYS)
             routes.append(Route(name, **values))
         if not routes:
             raise self.error(None, None, "no route: add a [route:NAME] section with pool = NAME")

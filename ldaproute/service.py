@@ -22,7 +22,7 @@ import attrs
 from twisted.application import strports
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import IService, Service
-from twisted.logger import ILogObserver, Logger, jsonFileLogObserver
+from twisted.logger import Logger
 from twisted.python import usage
 from twisted.python.filepath import FilePath
 

@@ -9,10 +9,12 @@ The layers, lowest first (DESIGN.md, "Package layout"):
   core       pure decisions: session, routing, rewrite, fan-out, DN, policy
   backends   pools, backend connections and links, health, discovery
   listeners  the client-facing protocols and their TLS contexts
-  ops        metrics, access log, observer, lifecycle, demo
-  top        runtime, service, the package's entry points
+  ops        metrics, access log, observer, lifecycle, demo, check/explain
+  fleet      what the worker group and the replicas share (Redis throttle, one /metrics)
+  top        runtime, service, cli: the package's entry points
 
-C{ldaproute.config} (the values and their loader) stands beside the
+C{ldaproute.config} (the values, the key tables and the loader, with the
+loader's per-section checks in C{ldaproute.configload}) stands beside the
 layers: every layer above C{wire} may import the configuration I{values}
 (C{Route}, C{Backend}, ...), so C{config} itself may import only C{wire}
 and C{core} (C{core.dn}, to turn DNs into their type at load).
@@ -55,7 +57,7 @@ def layerOf(module: str) -> str | None:
     """The layer of a module, or L{None} for the package itself and config."""
     if module in TOP:
         return "top"
-    if module == "ldaproute" or module == "ldaproute.config" or module.startswith("ldaproute.config."):
+    if module == "ldaproute" or module == "ldaproute.config" or module.startswith(("ldaproute.config.", "ldaproute.configload")):
         return None
     return module.split(".")[1]
 
@@ -169,7 +171,7 @@ def test_layersImportDownward() -> None:
             target = layerOf(dependency)
             if dependency == "ldaproute":
                 continue  # the package: its version
-            if layer is None and module.startswith("ldaproute.config"):
+            if layer is None and module.startswith("ldaproute.config"):  # and its loader modules
                 if target not in ("wire", "core", None):
                     wrong.append(f"{module} (the configuration) imports {dependency}")
                 continue

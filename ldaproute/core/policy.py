@@ -17,6 +17,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from ldaproute.config import Listener
 from ldaproute.core.secrets import SecretPolicy
 
 #: How many addresses and DNs a throttle remembers at most.
@@ -302,7 +303,7 @@ class ListenerPolicy:
         self.secrets = secrets if secrets is not None else SecretPolicy()
 
     @classmethod
-    def fromListener(cls, listener: Any) -> ListenerPolicy:
+    def fromListener(cls, listener: Listener) -> ListenerPolicy:
         limits = ConnectionLimits(
             listener.maxConnections, listener.maxConnectionsPerAddress, listener.clientNetworks
         )

@@ -534,7 +534,7 @@ class RedisStore(Service):
             self._command = None
             if protocol.transport is not None:
                 protocol.transport.abortConnection()  # the Reconnector reconnects
-        self.health.unreachable(failure.getErrorMessage() or getattr(failure.type, "__name__", "error"))
+        self.health.unreachable(failure.getErrorMessage() or (failure.type.__name__ if failure.type else "?"))
 
     def _notRecorded(self, failure: Failure, protocol: Any, report: tuple[str, str, float, float]) -> None:
         self._pending.append(report)
@@ -542,7 +542,7 @@ class RedisStore(Service):
             self._command = None
             if protocol.transport is not None:
                 protocol.transport.abortConnection()  # the Reconnector reconnects
-        self.health.unreachable(failure.getErrorMessage() or getattr(failure.type, "__name__", "error"))
+        self.health.unreachable(failure.getErrorMessage() or (failure.type.__name__ if failure.type else "?"))
 
     def _replay(self) -> None:
         now = self._reactor.seconds()

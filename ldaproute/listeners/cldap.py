@@ -52,7 +52,7 @@ from twisted.python.failure import Failure
 
 from ldaproute.backends.pool import BackendState, PoolState
 from ldaproute.backends.connecting import endpointFor
-from ldaproute.config import parseUDPEndpoint
+from ldaproute.config import Config, parseUDPEndpoint
 from ldaproute.core.routing import noRouteResult
 from ldaproute.wire import ber
 from ldaproute.wire.ber import ENUMERATED, OCTET_STRING, SEQUENCE, readTLV
@@ -356,7 +356,7 @@ class CLDAPRelay:
         return protocol
 
     @property
-    def config(self) -> Any:
+    def config(self) -> Config:
         return self._runtime.config
 
     # --- requests ---------------------------------------------------------
