@@ -29,7 +29,7 @@ class Owner:
     def __init__(self) -> None:
         self.events: list[tuple[Any, ...]] = []
 
-    def linkReceived(self, link: Any, data: bytes, finals: Any) -> None:
+    def linkReceived(self, link: Any, data: bytes, finals: Any, message: str = "") -> None:
         self.events.append(("received", data))
 
     def linkLost(self, link: Any, reason: str, resultCode: int = ber.UNAVAILABLE) -> None:

@@ -70,8 +70,12 @@ class IBackendLink(Interface):
 class ILinkOwner(Interface):
     """What a link reports to: the client connection that holds it."""
 
-    def linkReceived(link: IBackendLink, data: bytes, finals: list[tuple[int, int, int]]) -> None:
-        """Complete response PDUs for the client, and the operations they end."""
+    def linkReceived(link: IBackendLink, data: bytes, finals: list[tuple[int, int, int]], message: str = "") -> None:
+        """
+        Complete response PDUs for the client, and the operations they end;
+        C{message} is the proxy's own diagnostic when the link answered in
+        the backend's place (the access log and status page show it).
+        """
 
     def linkLost(link: IBackendLink, reason: str, resultCode: int) -> None:
         """The link cannot carry operations any more."""

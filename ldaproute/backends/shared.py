@@ -354,7 +354,7 @@ class SharedLink:
         responseTag = ber.RESPONSE_FOR[requestTag]
         self.backend = connection.backend if connection is not None else None
         self._owner.linkReceived(
-            self, ber.result(clientID, responseTag, resultCode, reason), [(clientID, responseTag, resultCode)]
+            self, ber.result(clientID, responseTag, resultCode, reason), [(clientID, responseTag, resultCode)], reason
         )
         self.backend = None
 

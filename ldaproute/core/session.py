@@ -327,12 +327,13 @@ class Session(Generic[L]):
 
     # --- answers from links --------------------------------------------
 
-    def responded(self, link: L, finals: list[tuple[int, int, int]]) -> None:
+    def responded(self, link: L, finals: list[tuple[int, int, int]], message: str = "") -> None:
         """
         Final responses from C{link}, as C{(messageID, tag, resultCode)}:
         the operations they end are completed, binds change the identity
         (and count as failures for the throttle on 49), a StartTLS passed
-        through pins C{link} on success.
+        through pins C{link} on success.  C{message}: the proxy's own
+        diagnostic, when the link answered in the backend's place.
         """
         outstanding = self.outstanding
         rewritingOps = self.rewriting.ops
@@ -347,7 +348,7 @@ class Session(Generic[L]):
                 self._forgetAbandonedBy(operation)
             del outstanding[messageID]
             link.operationEnded(messageID)
-            self._completed(operation, code, link, "")
+            self._completed(operation, code, link, message)
             if tag == ber.BIND_RESPONSE:
                 self.tls.layerWatch.bindAnswered(messageID, code)
                 if code == ber.INVALID_CREDENTIALS:

@@ -241,7 +241,9 @@ class FrontendProtocol(Protocol):
         if self.transport is not None:
             self._links.connected(link)
 
-    def linkReceived(self, link: IBackendLink, data: bytes, finals: list[tuple[int, int, int]]) -> None:
+    def linkReceived(
+        self, link: IBackendLink, data: bytes, finals: list[tuple[int, int, int]], message: str = ""
+    ) -> None:
         if self._fleet is not None and self._fleet.hold(link, data, finals):
             return  # behind a failed bind the fleet has not counted yet
         session = self.session
@@ -255,7 +257,7 @@ class FrontendProtocol(Protocol):
             self._write(data)
             self._sent.inc(len(data))
         if finals:
-            session.responded(link, finals)
+            session.responded(link, finals, message)
             if self._tls.opaqueLink is link and not self._opaque:
                 self._pin(link, "passthrough")
             self._links.answered()
