@@ -16,12 +16,12 @@ Disconnection.
 
 from __future__ import annotations
 
+import socket
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-import socket
-
 from twisted.internet import error
-from twisted.internet.interfaces import IAddress, IHandshakeListener, IReactorTime, ISSLTransport
+from twisted.internet.interfaces import IAddress, IHandshakeListener, IReactorTime, ISSLTransport, ITLSTransport
 from twisted.internet.protocol import Protocol, ServerFactory
 from twisted.logger import Logger
 from twisted.protocols.haproxy._wrapper import HAProxyProtocolWrapper
@@ -62,6 +62,9 @@ def describePeer(address: IAddress) -> tuple[str, str | None]:
 class FrontendProtocol(Protocol):
     """One client connection on a listener."""
 
+    #: a TCP (or UNIX) connection that can start TLS: what listeners give us
+    transport: ITLSTransport
+
     def __init__(
         self,
         listener: Listener,
@@ -87,7 +90,7 @@ class FrontendProtocol(Protocol):
     # --- connection events ------------------------------------------------
 
     def connectionMade(self) -> None:
-        self._peerText, self._peerAddress = describePeer(self.transport.getPeer())  # type: ignore[union-attr]
+        self._peerText, self._peerAddress = describePeer(self.transport.getPeer())
         self._events = ClientEvents(self._peerText, self._listener.name)
         self.session = Session(
             self._peerText, self._listener, self._policy, self._completed, self._reactor.seconds,
@@ -95,7 +98,7 @@ class FrontendProtocol(Protocol):
             self._runtime.rewriterFor,
         )  # fmt: skip
         self._tls = self.session.tls
-        self._links = ClientLinks(self, self.session, self._runtime, self._reactor, self.transport, self._events)  # type: ignore[arg-type]
+        self._links = ClientLinks(self, self.session, self._runtime, self._reactor, self.transport, self._events)
         throttle = self._policy.throttle
         if throttle is not None and throttle.shared:  # only then do binds and failed binds wait
             self._fleet = FleetWaits(
@@ -106,7 +109,7 @@ class FrontendProtocol(Protocol):
             # behind haproxy: endpoints, the real client address is only known now
             self._events.refusedNetwork()
             self._closing = True
-            self.transport.abortConnection()  # type: ignore[union-attr]
+            self.transport.abortConnection()
             return
         refusal = self._policy.limits.admit(self._peerAddress)
         if refusal is not None:
@@ -116,15 +119,15 @@ class FrontendProtocol(Protocol):
         self._admitted = True
         self._timers.startIdle()
         try:
-            self.transport.setTcpNoDelay(True)  # type: ignore[union-attr]
+            self.transport.setTcpNoDelay(True)
         except (AttributeError, OSError, socket.error):
             pass
-        self.transport.registerProducer(self._links.producer, True)  # type: ignore[union-attr]
+        self.transport.registerProducer(self._links.producer, True)  # type: ignore[attr-defined]
         self._received, self._sent = self._runtime.observer.connectionOpened(self, self.transport)
         #: relayed responses go out through this (see L{ldaproute.wire.fastwrite})
         self._write = writerFor(self.transport)
         if isinstance(self.transport, HAProxyProtocolWrapper):
-            self.dataReceived = self._afterProxyHeader
+            self.dataReceived = self._afterProxyHeader  # type: ignore[method-assign]
 
     def _afterProxyHeader(self, data: bytes) -> None:
         """
@@ -132,7 +135,7 @@ class FrontendProtocol(Protocol):
         header has been read, just before the first bytes reach us.
         """
         del self.dataReceived
-        self._peerText, self._peerAddress = describePeer(self.transport.getPeer())  # type: ignore[union-attr]
+        self._peerText, self._peerAddress = describePeer(self.transport.getPeer())
         self.session.peer, self.session.address = self._peerText, self._peerAddress
         self._events.peer = self._peerText
         self.dataReceived(data)
@@ -214,7 +217,7 @@ class FrontendProtocol(Protocol):
         elif isinstance(decision, core.SpanSearch):
             if self._runtime.debug:
                 self._events.spanned(envelope.messageID, [f"{sub.route}->{sub.pool}" for sub in decision.subs])
-            write = self.transport.write  # type: ignore[union-attr]
+            write: Callable[[bytes], None] = self.transport.write
             if decision.plan.rootDSE and not self._tls.secure and self._listener.requireTLSForPasswords:
                 write = self._writeCleartextRootDSE
             if not self._links.startSpan(envelope.messageID, decision, write):
@@ -224,8 +227,9 @@ class FrontendProtocol(Protocol):
         elif decision is core.UNBIND:
             self._disconnect(None, "")
         elif decision is core.START_TLS:
-            self.transport.write(startTLSResponse(envelope.messageID))  # type: ignore[union-attr]
-            self.transport.startTLS(self._serverTLS)  # type: ignore[union-attr]
+            self.transport.write(startTLSResponse(envelope.messageID))
+            assert self._serverTLS is not None  # StartTLS is terminated only with a certificate
+            self.transport.startTLS(self._serverTLS)
         elif isinstance(decision, core.Close):
             self._protocolError(decision.reason, decision.message)
         elif decision is core.CHECK_FLEET:
@@ -294,12 +298,12 @@ class FrontendProtocol(Protocol):
 
     def linkReceivedRaw(self, link: IBackendLink, data: bytes) -> None:
         """Backend bytes of an opaque session."""
-        self.transport.write(data)  # type: ignore[union-attr]
+        self.transport.write(data)
 
     def linkLost(self, link: IBackendLink, reason: str, resultCode: int = ber.UNAVAILABLE) -> None:
         if self.session.tls.opaqueLink is link:
             self._closing = True
-            self.transport.loseConnection()  # type: ignore[union-attr]
+            self.transport.loseConnection()
             return
         self._links.lost(link)
         self.session.fanouts.linkLost(link, resultCode, reason)
@@ -316,7 +320,7 @@ class FrontendProtocol(Protocol):
             return
         operation, answer = timedOut
         self._events.timedOut(link, operation, reason, self._reactor.seconds())
-        self.transport.write(answer)  # type: ignore[union-attr]
+        self.transport.write(answer)
         self._completed(operation, ber.TIME_LIMIT_EXCEEDED, link, reason)
 
     def linkReplayFailed(self, link: IBackendLink, resultCode: int) -> None:
@@ -332,7 +336,7 @@ class FrontendProtocol(Protocol):
         if not answers:
             return
         self._events.failed(link, len(answers), resultCode, reason)
-        self.transport.writeSequence(answers)  # type: ignore[union-attr]
+        self.transport.writeSequence(answers)
         self._links.answered()
 
     def _completed(
@@ -355,7 +359,7 @@ class FrontendProtocol(Protocol):
             self._runtime.observer.metrics.cleartextSecretRefused(self._listener.name, answer.secret.kind)
         written = ber.resultFor(envelope, answer.resultCode, answer.message)
         if written is not None:
-            self.transport.write(written)  # type: ignore[union-attr]
+            self.transport.write(written)
             now = self._reactor.seconds()
             observer = self._runtime.observer
             # a request refused for carrying a password is not described (nor numbered)
@@ -368,7 +372,7 @@ class FrontendProtocol(Protocol):
 
     def _writeCleartextRootDSE(self, pdu: bytes) -> None:
         """A fan-out's root DSE PDU to a cleartext client (see L{cleartextRootDSE})."""
-        self.transport.write(secrets.cleartextRootDSE(pdu))  # type: ignore[union-attr]
+        self.transport.write(secrets.cleartextRootDSE(pdu))
 
     def _refused(self, envelope: ber.Envelope, answer: core.Answer, pdu: bytes | None) -> None:
         """A bind the listener's policy refused: one warning, and the throttle metric."""
@@ -413,12 +417,12 @@ class FrontendProtocol(Protocol):
         """
         self._closing = True
         if resultCode is not None:
-            self.transport.write(ber.noticeOfDisconnection(resultCode, diagnosticMessage))  # type: ignore[union-attr]
+            self.transport.write(ber.noticeOfDisconnection(resultCode, diagnosticMessage))
         self._links.closeAll()
         self.session.outstanding.clear()
         # a paused producer would keep the transport open after its buffer drains
         limits.releaseProducer(self.transport)
-        self.transport.loseConnection()  # type: ignore[union-attr]
+        self.transport.loseConnection()
 
 
 class FrontendFactory(ServerFactory):
