@@ -8,6 +8,7 @@ lookup, and raw CLDAP pings.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import statistics
@@ -355,7 +356,9 @@ def test_cleartextSimpleBindRefusedBeforeTheDC(samba: SambaDC, proxy: Proxy) -> 
     assert "sAMAccountName: alice" in right.stdout
     assert badPwdCount(samba, alice) == 0  # a good bind resets it on AD
     log = proxy.logText()
-    assert "cleartext simple bind refused" in log
+    events = [json.loads(line) for line in log.replace("\x1e", "\n").splitlines() if line.startswith("{")]
+    refusals = [e for e in events if e.get("log_format", "").startswith("cleartext {kind} refused")]
+    assert [(e["kind"], e["resultCode"], e["bindDN"]) for e in refusals] == [("simple bind", 13, alice)] * 2
     assert wrongPassword not in log and rightPassword not in log
 
 
