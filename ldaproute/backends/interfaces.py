@@ -70,6 +70,12 @@ class IBackendLink(Interface):
 class ILinkOwner(Interface):
     """What a link reports to: the client connection that holds it."""
 
+    session = Attribute(
+        "The client's L{ldaproute.core.session.Session}: shared mode asserts its current "
+        "C{identity} on the client's operations (Proxied Authorization)."
+    )
+    transport = Attribute("The client's transport (shared mode pauses it while a backend pushes back).")
+
     def linkReceived(link: IBackendLink, data: bytes, finals: list[tuple[int, int, int]], message: str = "") -> None:
         """
         Complete response PDUs for the client, and the operations they end;

@@ -33,7 +33,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from zope.interface import implementer
 
 from ldaproute.backends.connection import BackendConnection
-from ldaproute.backends.interfaces import IBackendLink
+from ldaproute.backends.interfaces import IBackendLink, ILinkOwner
 from ldaproute.backends.pool import BackendState
 from ldaproute.backends.sharedpool import SharedPool
 from ldaproute.core.slowpath import replayName
@@ -130,7 +130,7 @@ class SharedLink:
     transport = None
 
     def __init__(
-        self, owner: Any, shared: SharedPool, reactor: IReactorTime, backendName: Callable[[bytes], bytes] = bytes
+        self, owner: ILinkOwner, shared: SharedPool, reactor: IReactorTime, backendName: Callable[[bytes], bytes] = bytes
     ) -> None:
         """
         @param backendName: the client's bind DN as the pool's backends know
@@ -205,7 +205,7 @@ class SharedLink:
                     timeout,
                 )
                 if not connection.writable:
-                    self._shared.pauseClient(getattr(self._owner, "transport", None))
+                    self._shared.pauseClient(self._owner.transport)
                 return
         self._submit("shared", messageID, tag, pdu, control, connection)
 
@@ -258,7 +258,7 @@ class SharedLink:
             timeout = self._timeoutFor(messageID)
         connection.submit(upstreamID, (self, messageID, tag, messageIDElement(messageID)), data, timeout)
         if not connection.writable:
-            self._shared.pauseClient(getattr(self._owner, "transport", None))
+            self._shared.pauseClient(self._owner.transport)
 
     def _submit(
         self, kind: str, messageID: int, tag: int, pdu: bytes, control: bytes, connection: BackendConnection | None = None
@@ -433,7 +433,7 @@ class SharedLink:
                 connection.abandon(upstreamID)
 
 
-def linkFor(owner: Any, runtime: Runtime, poolName: str, reactor: IReactorTime) -> SharedLink:
+def linkFor(owner: ILinkOwner, runtime: Runtime, poolName: str, reactor: IReactorTime) -> SharedLink:
     """A new L{SharedLink} of a client session to a pool."""
     return SharedLink(
         owner,
