@@ -301,3 +301,18 @@ def test_checksSeeMistakes(source: str, reason: str) -> None:
         assert visitor.local == [(2, "ldaproute.core.dn")]
     else:
         assert visitor.runtime == [(1, "ldaproute.wire.ber", "_secret")]
+
+
+def test_everyPackageIsInstalled() -> None:
+    """
+    setup.cfg lists every package of ldaproute (it cannot use find:, which
+    does not see twisted.plugins): a package left out installs without its
+    modules and the installed twistd plugin fails to import.
+    """
+    import configparser
+
+    setup = configparser.ConfigParser()
+    setup.read(ROOT / "setup.cfg")
+    listed = set(setup["options"]["packages"].split())
+    packages = {_moduleName(path.parent / "__init__.py") for path in PACKAGE.rglob("__init__.py")}
+    assert packages <= listed, sorted(packages - listed)
