@@ -52,7 +52,8 @@ from twisted.python.failure import Failure
 
 from ldaproute.backends.pool import BackendState, PoolState
 from ldaproute.backends.connecting import endpointFor
-from ldaproute.config import Config, parseUDPEndpoint
+from ldaproute.config import Config
+from ldaproute.configload.values import parseUDPEndpoint
 from ldaproute.core.routing import noRouteResult
 from ldaproute.wire import ber
 from ldaproute.wire.ber import ENUMERATED, OCTET_STRING, SEQUENCE, readTLV
