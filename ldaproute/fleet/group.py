@@ -44,7 +44,8 @@ from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import implementer
 
 from ldaproute.core.policy import SlidingWindow
-from ldaproute.fleet.throttle import IThrottleStore, Reconnector, StoreHealth, ThrottleExchange
+from ldaproute.fleet.redisstore import Reconnector
+from ldaproute.fleet.throttle import IThrottleStore, StoreHealth, ThrottleExchange
 
 #: How long worker 0 waits for a worker's metrics or readiness, seconds.
 ASK_TIMEOUT = 2.0

@@ -26,7 +26,8 @@ from ldaproute.fleet.group import (
     GroupStatus,
     HubThrottleStore,
 )
-from ldaproute.fleet.throttle import IThrottleStore, RedisStore, StoreCollector, ThrottleExchange
+from ldaproute.fleet.redisstore import RedisStore
+from ldaproute.fleet.throttle import IThrottleStore, StoreCollector, ThrottleExchange
 from ldaproute.fleet.watch import ConfigWatcher
 from ldaproute.ops.metrics import alive
 
