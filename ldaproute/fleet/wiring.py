@@ -23,7 +23,7 @@ from ldaproute.fleet.groupweb import DeferredJSONStatus, GroupMetricsResource, G
 from ldaproute.fleet.redisstore import RedisStore
 from ldaproute.fleet.throttle import IThrottleStore, StoreCollector, ThrottleExchange
 from ldaproute.fleet.watch import ConfigWatcher
-from ldaproute.ops.metrics import alive
+from ldaproute.ops.healthsite import alive
 
 
 class _RemoveDirectory(Service):
