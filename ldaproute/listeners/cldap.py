@@ -56,12 +56,8 @@ from ldaproute.core.routing import noRouteResult
 from ldaproute.listeners.rootdse import RootDSECache
 from ldaproute.wire import ber
 from ldaproute.wire.ber import ENUMERATED, OCTET_STRING, SEQUENCE, readTLV
-from ldaproute.wire.pdu import (
-    messageIDOf,
-    opTagOf,
-    searchResultEntry,
-    withMessageID,
-)
+from ldaproute.wire.pdu import messageIDOf, opTagOf, withMessageID
+from ldaproute.wire.results import searchResultEntry
 
 #: The listener name CLDAP datagrams are routed under (C{listener = cldap}).
 LISTENER = "cldap"

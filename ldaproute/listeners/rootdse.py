@@ -23,7 +23,8 @@ from twisted.python.failure import Failure
 from ldaproute.backends.pool import BackendState, PoolState
 from ldaproute.backends.connecting import endpointFor
 from ldaproute.wire import ber
-from ldaproute.wire.pdu import opTagOf, readEntry, rootDSESearchRequest, splitMessage
+from ldaproute.wire.pdu import opTagOf, rootDSESearchRequest, splitMessage
+from ldaproute.wire.results import readEntry
 
 
 __all__ = ["RootDSECache"]
