@@ -11,7 +11,6 @@ reload) before any port opens.  Nothing here touches the network.
 
 from __future__ import annotations
 
-import configparser
 import re
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -25,10 +24,14 @@ from ldaproute.core.secrets import DEFAULT_SECRET_ATTRIBUTES
 from ldaproute.wire import ber
 from ldaproute.configload import SectionError
 from ldaproute.configload.backend import settleBackend
-from ldaproute.configload.listener import checkWorkers, settleListener
+from ldaproute.configload.expect import settleExpectation
+from ldaproute.configload.listener import checkThrottleStore, checkWorkers, settleListener
 from ldaproute.configload.pool import settlePool
 from ldaproute.configload.route import settleRoute
+from ldaproute.configload.sections import SectionsError, readSections
 from ldaproute.configload.values import (
+    KeyTable,
+    parseSection,
     InvalidValue,
     accessLogTarget,
     attributeMap,
@@ -455,10 +458,9 @@ class Config:
 
 # --- the loader -------------------------------------------------------------
 
-_KeyTable = dict[str, tuple[str, Callable[[str], Any]]]
 _T = TypeVar("_T")
 
-_GLOBAL_KEYS: _KeyTable = {
+_GLOBAL_KEYS: KeyTable = {
     "listen": ("endpoints", serverEndpoints),
     "max_pdu_bytes": ("maxPDUBytes", positiveInt),
     "cldap": ("cldapEndpoints", udpEndpoints),
@@ -481,7 +483,7 @@ _GLOBAL_KEYS: _KeyTable = {
     "metrics_per_worker": ("metricsPerWorker", yesNo),
     "watch_config": ("watchConfig", yesNo),
 }
-_LISTENER_KEYS: _KeyTable = {
+_LISTENER_KEYS: KeyTable = {
     "listen": ("endpoints", serverEndpoints),
     "starttls": ("starttls", choice("terminate", "passthrough", "off")),
     "tls_cert": ("tlsCert", readableFile),
@@ -503,7 +505,7 @@ _LISTENER_KEYS: _KeyTable = {
 }
 #: [ldaproute] also takes the default listener's policy keys.
 _GLOBAL_KEYS.update({key: value for key, value in _LISTENER_KEYS.items() if key != "listen"})
-_BACKEND_KEYS: _KeyTable = {
+_BACKEND_KEYS: KeyTable = {
     "url": ("url", BackendURL.fromString),
     "weight": ("weight", positiveInt),
     "cldap_port": ("cldapPort", cldapPort),
@@ -516,7 +518,7 @@ _BACKEND_KEYS: _KeyTable = {
     "server_name": ("serverName", str.strip),
     "send_proxy": ("sendProxy", choice("none", "v1", "v2")),
 }
-_POOL_KEYS: _KeyTable = {
+_POOL_KEYS: KeyTable = {
     "backends": ("backends", commaList),
     "strategy": ("strategy", choice("round-robin", "weighted", "least-outstanding", "failover")),
     "connect_timeout": ("connectTimeout", duration),
@@ -535,7 +537,7 @@ _POOL_KEYS: _KeyTable = {
     "service_bind_dn": ("serviceBindDN", str.strip),
     "service_bind_password": ("serviceBindPassword", str.strip),
 }
-_ROUTE_KEYS: _KeyTable = {
+_ROUTE_KEYS: KeyTable = {
     "pool": ("pool", str.strip),
     "reject": ("reject", Reject.fromString),
     "suffix": ("suffix", dnValue),
@@ -550,7 +552,7 @@ _ROUTE_KEYS: _KeyTable = {
     "dn_attributes": ("dnAttributes", attributeNames),
 }
 
-_EXPECT_KEYS: _KeyTable = {
+_EXPECT_KEYS: KeyTable = {
     "operation": ("operation", operationWords),
     "bind_dn": ("bindDN", str.strip),
     "client": ("client", str.strip),
@@ -569,9 +571,6 @@ _REWRITE_KEYS = (
     ("dn_attributes", "dnAttributes"),
 )
 
-_SECTION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
-
-
 class _Loader:
     def __init__(self, path: str) -> None:
         self.path = path
@@ -579,18 +578,9 @@ class _Loader:
     def error(self, section: str | None, key: str | None, reason: str) -> ConfigError:
         return ConfigError(self.path, section, key, reason)
 
-    def values(self, section: str, items: dict[str, str], table: _KeyTable) -> dict[str, Any]:
-        parsed: dict[str, Any] = {}
-        for key, raw in items.items():
-            if key not in table:
-                known = ", ".join(sorted(table))
-                raise self.error(section, key, f"unknown key (this section takes: {known})")
-            attribute, parse = table[key]
-            try:
-                parsed[attribute] = parse(raw)
-            except InvalidValue as e:
-                raise self.error(section, key, str(e)) from None
-        return parsed
+    def values(self, section: str, items: dict[str, str], table: KeyTable) -> dict[str, Any]:
+        """C{items} in their types (L{parseSection}), their mistakes located in C{section}."""
+        return self.settled(section, parseSection, items, table)
 
     def settled(self, section: str, settle: Callable[..., _T], *args: Any) -> _T:
         """C{settle(*args)} of L{ldaproute.configload}, its mistakes located in C{section}."""
@@ -599,58 +589,11 @@ class _Loader:
         except SectionError as e:
             raise self.error(section, e.key, e.reason) from None
 
-    def checkThrottleStore(self, values: dict[str, Any]) -> None:
-        """The Redis keys go with a Redis store, the CA file with rediss:// only."""
-        store = values.get("throttleStore")
-        if store is None:
-            for attribute, key in (("throttleStoreCAFile", "throttle_store_ca_file"),
-                                   ("throttleStorePassword", "throttle_store_password_file")):  # fmt: skip
-                if attribute in values:
-                    raise self.error("ldaproute", key, "only used with throttle_store = redis:// or rediss://")
-        elif "throttleStoreCAFile" in values and not store.tls:
-            raise self.error("ldaproute", "throttle_store_ca_file", "only used with rediss:// (Redis over TLS)")
-
     def load(self, text: str) -> Config:
-        parser = configparser.ConfigParser(
-            interpolation=None, inline_comment_prefixes=(";", "#"), empty_lines_in_values=False
-        )
-        parser.optionxform = str  # type: ignore[assignment,method-assign]
         try:
-            parser.read_string(text, self.path)
-        except configparser.DuplicateSectionError as e:
-            raise self.error(e.section, None, "this section appears twice") from None
-        except configparser.DuplicateOptionError as e:
-            raise self.error(e.section, e.option, "this key appears twice in the section") from None
-        except configparser.Error as e:
-            raise self.error(None, None, f"not an INI file: {e.message.splitlines()[0]}") from None
-
-        sections: dict[str, dict[str, dict[str, str]]] = {
-            "ldaproute": {},
-            "listener": {},
-            "backend": {},
-            "pool": {},
-            "route": {},
-            "expect": {},
-        }
-        order: list[str] = []
-        for section in parser.sections():
-            items = {key: value for key, value in parser.items(section)}
-            if section == "ldaproute":
-                sections["ldaproute"][""] = items
-                continue
-            kind, colon, name = section.partition(":")
-            if not colon or kind not in sections or kind == "ldaproute":
-                raise self.error(
-                    section,
-                    None,
-                    "unknown section: expected [ldaproute], [listener:NAME], [backend:NAME], "
-                    "[pool:NAME], [route:NAME] or [expect:NAME]",
-                )
-            if not _SECTION_NAME.fullmatch(name):
-                raise self.error(section, None, f"bad name {name!r}: use letters, digits, '-', '_' and '.'")
-            sections[kind][name] = items
-            if kind == "route":
-                order.append(name)
+            sections, order = readSections(text, self.path)
+        except SectionsError as e:
+            raise self.error(e.section, e.key, e.reason) from None
 
         globalValues = self.values("ldaproute", sections["ldaproute"].get("", {}), _GLOBAL_KEYS)
         listeners = []
@@ -675,7 +618,7 @@ class _Loader:
         if globalValues.get("workers", 1) > 1:
             endpoints = [description for listener in listeners for description in listener.endpoints]
             self.settled("ldaproute", checkWorkers, endpoints, globalValues.get("metrics"))
-        self.checkThrottleStore(globalValues)
+        self.settled("ldaproute", checkThrottleStore, globalValues)
 
         backends = {}
         for name, items in sections["backend"].items():
@@ -706,15 +649,8 @@ class _Loader:
         for name, items in sections["expect"].items():
             section = f"expect:{name}"
             values = self.values(section, items, _EXPECT_KEYS)
-            if "operation" not in values:
-                raise self.error(section, "operation", "missing: the operation to try, as ldaproute explain takes it")
-            if not any(key in values for key in ("route", "pool", "backend", "result")):
-                raise self.error(section, "route", "missing: give what to expect: route, pool, backend or result")
-            for key, known in (("route", [r.name for r in routes]), ("pool", list(pools)), ("backend", list(backends))):
-                if values.get(key) is not None and values[key] not in known:
-                    raise self.error(section, key, f"unknown {key} {values[key]!r}")
-            if values.get("listener") is not None and values["listener"] not in listenerNames:
-                raise self.error(section, "listener", f"unknown listener {values['listener']!r}")
+            routeNames = [route.name for route in routes]
+            self.settled(section, settleExpectation, values, routeNames, pools, backends, listenerNames)
             expectations.append(Expectation(name, **values))
 
         return Config(

@@ -18,10 +18,12 @@ import os
 import re
 import shlex
 from collections.abc import Callable
+from typing import Any
 
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.testing import MemoryReactor
 
+from ldaproute.configload import SectionError
 from ldaproute.core.dn import DN, parseDN
 
 
@@ -310,3 +312,27 @@ def resultCode(value: str) -> int:
         return int(value.strip())
     except ValueError:
         raise InvalidValue(f"expected a result code, not {value.strip()!r}") from None
+
+
+#: A section's keys: each key's attribute name and its parser.
+KeyTable = dict[str, tuple[str, Callable[[str], Any]]]
+
+
+def parseSection(items: dict[str, str], table: KeyTable) -> dict[str, Any]:
+    """
+    A section's raw C{items} turned into their types through C{table},
+    by attribute name.
+
+    @raise SectionError: an unknown key, or a value its parser refuses.
+    """
+    parsed: dict[str, Any] = {}
+    for key, raw in items.items():
+        if key not in table:
+            known = ", ".join(sorted(table))
+            raise SectionError(key, f"unknown key (this section takes: {known})")
+        attribute, parse = table[key]
+        try:
+            parsed[attribute] = parse(raw)
+        except InvalidValue as e:
+            raise SectionError(key, str(e)) from None
+    return parsed
