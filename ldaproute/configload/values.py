@@ -32,10 +32,12 @@ class InvalidValue(ValueError):
 
 
 def commaList(value: str) -> list[str]:
+    """Items separated by commas or newlines, blanks dropped: every list key reads the same way."""
     return [item.strip() for item in re.split(r"[,\n]", value) if item.strip()]
 
 
 def yesNo(value: str) -> bool:
+    """yes/no, true/false, on/off or 1/0: an operator writes any of them."""
     lowered = value.strip().lower()
     if lowered in ("1", "yes", "true", "on"):
         return True
@@ -45,6 +47,7 @@ def yesNo(value: str) -> bool:
 
 
 def positiveInt(value: str) -> int:
+    """A count above zero (C{_} allowed as a digit separator)."""
     try:
         number = int(value.strip().replace("_", ""))
     except ValueError:
@@ -55,6 +58,7 @@ def positiveInt(value: str) -> int:
 
 
 def nonNegativeInt(value: str) -> int:
+    """A count of zero or more (a backend's priority)."""
     try:
         number = int(value.strip().replace("_", ""))
     except ValueError:
@@ -65,6 +69,7 @@ def nonNegativeInt(value: str) -> int:
 
 
 def srvName(value: str) -> str:
+    """A DNS SRV name such as C{_ldap._tcp.example.com}, checked here so a typo fails at load, not at discovery."""
     name = value.strip().rstrip(".")
     if not re.fullmatch(r"_[A-Za-z0-9-]+\._(tcp|udp)(\.[A-Za-z0-9_-]+)+", name):
         raise InvalidValue(f"expected an SRV name such as _ldap._tcp.example.com, not {value!r}")
@@ -72,6 +77,7 @@ def srvName(value: str) -> str:
 
 
 def hostPort(value: str) -> tuple[str, int]:
+    """C{HOST:PORT} (brackets allowed around an IPv6 host), for an SRV resolver."""
     host, colon, port = value.strip().rpartition(":")
     if not colon or not host:
         raise InvalidValue(f"expected HOST:PORT such as 127.0.0.1:53, not {value!r}")
@@ -85,6 +91,7 @@ def hostPort(value: str) -> tuple[str, int]:
 
 
 def duration(value: str) -> float:
+    """Seconds, or with a C{ms}, C{s} or C{m} suffix; above zero, since a zero timeout would refuse everything."""
     text = value.strip().lower()
     scale = 1.0
     for suffix, factor in (("ms", 0.001), ("s", 1.0), ("m", 60.0)):
@@ -101,6 +108,7 @@ def duration(value: str) -> float:
 
 
 def choice(*choices: str) -> Callable[[str], str]:
+    """A parser that takes one of C{choices}, case-insensitively, and says which it takes."""
     def parse(value: str) -> str:
         cleaned = value.strip().lower()
         if cleaned not in choices:
@@ -111,18 +119,21 @@ def choice(*choices: str) -> Callable[[str], str]:
 
 
 def optionalPositiveInt(value: str) -> int | None:
+    """A limit above zero, or C{off}/C{none}/C{unlimited} for no limit (L{None})."""
     if value.strip().lower() in ("off", "none", "unlimited"):
         return None
     return positiveInt(value)
 
 
 def optionalDuration(value: str) -> float | None:
+    """A duration, or C{off}/C{none} for no timeout (L{None})."""
     if value.strip().lower() in ("off", "none"):
         return None
     return duration(value)
 
 
 def readableFile(value: str) -> str:
+    """The path of a file that exists and can be read now, so a wrong path stops start-up."""
     path = value.strip()
     if not path:
         raise InvalidValue("expected a file path")
@@ -153,6 +164,7 @@ def accessLogTarget(value: str) -> str | None:
 
 
 def serverEndpoints(value: str) -> tuple[str, ...]:
+    """Twisted server endpoint strings, each checked by Twisted's own parser (on a memory reactor: nothing listens)."""
     endpoints = tuple(commaList(value))
     if not endpoints:
         raise InvalidValue("expected at least one Twisted endpoint string such as tcp:389")
@@ -166,6 +178,7 @@ def serverEndpoints(value: str) -> tuple[str, ...]:
 
 
 def oneServerEndpoint(value: str) -> str:
+    """Exactly one server endpoint (the metrics site)."""
     endpoints = serverEndpoints(value)
     if len(endpoints) != 1:
         raise InvalidValue(f"expected one endpoint such as tcp:9389:interface=127.0.0.1, not {len(endpoints)}")
@@ -173,6 +186,7 @@ def oneServerEndpoint(value: str) -> str:
 
 
 def workerCount(value: str) -> int:
+    """Worker processes, at most 64."""
     number = positiveInt(value)
     if number > 64:
         raise InvalidValue(f"expected at most 64 worker processes, not {number}")
@@ -180,6 +194,7 @@ def workerCount(value: str) -> int:
 
 
 def dnValue(value: str) -> DN:
+    """A DN, normalised (L{ldaproute.core.dn.parseDN})."""
     try:
         return parseDN(value.strip())
     except ValueError as e:
@@ -187,6 +202,7 @@ def dnValue(value: str) -> DN:
 
 
 def ipNetworks(value: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """CIDR networks (a bare address is its own network)."""
     networks = []
     for item in commaList(value):
         try:
@@ -197,6 +213,7 @@ def ipNetworks(value: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Networ
 
 
 def udpEndpoints(value: str) -> tuple[str, ...]:
+    """CLDAP endpoints, each C{udp:PORT[:interface=ADDRESS]} (L{parseUDPEndpoint})."""
     endpoints = tuple(commaList(value))
     if not endpoints:
         raise InvalidValue("expected at least one UDP endpoint such as udp:389")
@@ -234,6 +251,7 @@ def parseUDPEndpoint(description: str) -> tuple[int, str]:
 
 
 def datagramSize(value: str) -> int:
+    """A UDP payload size from 512 to 65507 bytes (the largest UDP payload over IPv4)."""
     size = positiveInt(value)
     if not 512 <= size <= 65507:
         raise InvalidValue(f"expected a UDP payload size from 512 to 65507 bytes, not {size}")
@@ -241,6 +259,7 @@ def datagramSize(value: str) -> int:
 
 
 def cldapPort(value: str) -> int | None:
+    """A backend's CLDAP port, or C{none} for a backend that has none (answer mode reads its rootDSE instead)."""
     if value.strip().lower() in ("none", "no", "off"):
         return None
     port = positiveInt(value)
@@ -266,6 +285,7 @@ _ATTRIBUTE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9-]*|\d+(\.\d+)+")
 
 
 def _attributeName(item: str) -> str:
+    """One attribute name or OID."""
     name = item.strip()
     if not _ATTRIBUTE_NAME.fullmatch(name):
         raise InvalidValue(f"bad attribute name {name!r}")
@@ -273,6 +293,7 @@ def _attributeName(item: str) -> str:
 
 
 def attributeNames(value: str) -> tuple[str, ...]:
+    """A comma list of attribute names or OIDs, at least one."""
     names = tuple(_attributeName(item) for item in commaList(value))
     if not names:
         raise InvalidValue("expected a comma list of attribute names")
@@ -280,6 +301,7 @@ def attributeNames(value: str) -> tuple[str, ...]:
 
 
 def attributeMap(value: str) -> tuple[tuple[str, str], ...]:
+    """C{client-name => backend-name} pairs, no name mapped twice either way (the map must be reversible)."""
     pairs = []
     for item in commaList(value):
         left, arrow, right = item.partition("=>")
@@ -298,6 +320,7 @@ def attributeMap(value: str) -> tuple[tuple[str, str], ...]:
 
 
 def operationWords(value: str) -> tuple[str, ...]:
+    """An operation as C{ldaproute explain} takes it, split as a shell would (quoted filters keep their spaces)."""
     try:
         words = tuple(shlex.split(value))
     except ValueError as e:
@@ -308,6 +331,7 @@ def operationWords(value: str) -> tuple[str, ...]:
 
 
 def resultCode(value: str) -> int:
+    """An LDAP result code, as a number."""
     try:
         return int(value.strip())
     except ValueError:
