@@ -11,28 +11,54 @@ reload) before any port opens.  Nothing here touches the network.
 
 from __future__ import annotations
 
-import configparser
-import ipaddress
-import os
 import re
-import shlex
 from collections.abc import Callable
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
 import attrs
-from twisted.internet.endpoints import serverFromString
-from twisted.internet.testing import MemoryReactor
 from twisted.python.filepath import FilePath
 
-from ldaproute.core.dn import DN, parseDN
+from ldaproute.core.dn import DN
 from ldaproute.core.secrets import DEFAULT_SECRET_ATTRIBUTES
 from ldaproute.wire import ber
 from ldaproute.configload import SectionError
 from ldaproute.configload.backend import settleBackend
-from ldaproute.configload.listener import checkWorkers, settleListener
+from ldaproute.configload.expect import settleExpectation
+from ldaproute.configload.listener import checkThrottleStore, checkWorkers, settleListener
 from ldaproute.configload.pool import settlePool
 from ldaproute.configload.route import settleRoute
+from ldaproute.configload.sections import SectionsError, readSections
+from ldaproute.configload.values import (
+    KeyTable,
+    parseSection,
+    InvalidValue,
+    accessLogTarget,
+    attributeMap,
+    attributeNames,
+    choice,
+    cldapPort,
+    commaList,
+    datagramSize,
+    dnValue,
+    duration,
+    hostPort,
+    ipNetworks,
+    nonNegativeInt,
+    operationWords,
+    oneServerEndpoint,
+    optionalDuration,
+    optionalPositiveInt,
+    passwordFile,
+    positiveInt,
+    readableFile,
+    resultCode,
+    serverEndpoints,
+    srvName,
+    udpEndpoints,
+    workerCount,
+    yesNo,
+)
 
 
 class ConfigError(ValueError):
@@ -52,231 +78,6 @@ class ConfigError(ValueError):
         self.section = section
         self.key = key
         self.reason = reason
-
-
-class _Invalid(ValueError):
-    """Raised by a value parser; becomes a ConfigError with the location."""
-
-
-# --- value parsers ----------------------------------------------------------
-
-
-def _list(value: str) -> list[str]:
-    return [item.strip() for item in re.split(r"[,\n]", value) if item.strip()]
-
-
-def _bool(value: str) -> bool:
-    lowered = value.strip().lower()
-    if lowered in ("1", "yes", "true", "on"):
-        return True
-    if lowered in ("0", "no", "false", "off"):
-        return False
-    raise _Invalid(f"expected yes or no, not {value!r}")
-
-
-def _positiveInt(value: str) -> int:
-    try:
-        number = int(value.strip().replace("_", ""))
-    except ValueError:
-        raise _Invalid(f"expected a whole number, not {value!r}") from None
-    if number <= 0:
-        raise _Invalid(f"expected a number above zero, not {number}")
-    return number
-
-
-def _nonNegativeInt(value: str) -> int:
-    try:
-        number = int(value.strip().replace("_", ""))
-    except ValueError:
-        raise _Invalid(f"expected a whole number, not {value!r}") from None
-    if number < 0:
-        raise _Invalid(f"expected a number of zero or more, not {number}")
-    return number
-
-
-def _srvName(value: str) -> str:
-    name = value.strip().rstrip(".")
-    if not re.fullmatch(r"_[A-Za-z0-9-]+\._(tcp|udp)(\.[A-Za-z0-9_-]+)+", name):
-        raise _Invalid(f"expected an SRV name such as _ldap._tcp.example.com, not {value!r}")
-    return name
-
-
-def _hostPort(value: str) -> tuple[str, int]:
-    host, colon, port = value.strip().rpartition(":")
-    if not colon or not host:
-        raise _Invalid(f"expected HOST:PORT such as 127.0.0.1:53, not {value!r}")
-    try:
-        number = int(port)
-    except ValueError:
-        raise _Invalid(f"expected HOST:PORT such as 127.0.0.1:53, not {value!r}") from None
-    if not 0 < number < 65536:
-        raise _Invalid(f"port {number} is out of range")
-    return (host.strip("[]"), number)
-
-
-def _seconds(value: str) -> float:
-    text = value.strip().lower()
-    scale = 1.0
-    for suffix, factor in (("ms", 0.001), ("s", 1.0), ("m", 60.0)):
-        if text.endswith(suffix):
-            text, scale = text[: -len(suffix)], factor
-            break
-    try:
-        seconds = float(text) * scale
-    except ValueError:
-        raise _Invalid(f"expected a duration such as 5s or 250ms, not {value!r}") from None
-    if seconds <= 0:
-        raise _Invalid(f"expected a duration above zero, not {value!r}")
-    return seconds
-
-
-def _choice(*choices: str) -> Callable[[str], str]:
-    def parse(value: str) -> str:
-        cleaned = value.strip().lower()
-        if cleaned not in choices:
-            raise _Invalid(f"expected one of {', '.join(choices)}, not {value!r}")
-        return cleaned
-
-    return parse
-
-
-def _optionalPositiveInt(value: str) -> int | None:
-    if value.strip().lower() in ("off", "none", "unlimited"):
-        return None
-    return _positiveInt(value)
-
-
-def _optionalSeconds(value: str) -> float | None:
-    if value.strip().lower() in ("off", "none"):
-        return None
-    return _seconds(value)
-
-
-def _file(value: str) -> str:
-    path = value.strip()
-    if not path:
-        raise _Invalid("expected a file path")
-    if not os.path.isfile(path):
-        raise _Invalid(f"no such file {path!r}")
-    if not os.access(path, os.R_OK):
-        raise _Invalid(f"cannot read {path!r}")
-    return path
-
-
-def _accessLog(value: str) -> str | None:
-    """C{on} or C{stdout}: standard output; C{off}: no access log; else a
-    file path, whose directory must exist (the file is created)."""
-    text = value.strip()
-    lowered = text.lower()
-    if lowered in ("on", "yes", "true", "1", "stdout"):
-        return "stdout"
-    if lowered in ("off", "no", "false", "0"):
-        return None
-    if not text:
-        raise _Invalid("expected on, off, stdout or a file path")
-    directory = os.path.dirname(os.path.abspath(text))
-    if not os.path.isdir(directory):
-        raise _Invalid(f"expected on, off, stdout or a file path: no directory {directory!r}")
-    if os.path.isdir(text):
-        raise _Invalid(f"{text!r} is a directory: give a file path")
-    return text
-
-
-def _endpoints(value: str) -> tuple[str, ...]:
-    endpoints = tuple(_list(value))
-    if not endpoints:
-        raise _Invalid("expected at least one Twisted endpoint string such as tcp:389")
-    reactor = MemoryReactor()
-    for description in endpoints:
-        try:
-            serverFromString(reactor, description)
-        except Exception as e:  # Twisted raises several types for bad strings
-            raise _Invalid(f"bad endpoint {description!r}: {e}") from None
-    return endpoints
-
-
-def _oneEndpoint(value: str) -> str:
-    endpoints = _endpoints(value)
-    if len(endpoints) != 1:
-        raise _Invalid(f"expected one endpoint such as tcp:9389:interface=127.0.0.1, not {len(endpoints)}")
-    return endpoints[0]
-
-
-def _workers(value: str) -> int:
-    number = _positiveInt(value)
-    if number > 64:
-        raise _Invalid(f"expected at most 64 worker processes, not {number}")
-    return number
-
-
-def _dn(value: str) -> DN:
-    try:
-        return parseDN(value.strip())
-    except ValueError as e:
-        raise _Invalid(f"bad DN {value.strip()!r}: {e}") from None
-
-
-def _networks(value: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
-    networks = []
-    for item in _list(value):
-        try:
-            networks.append(ipaddress.ip_network(item, strict=False))
-        except ValueError:
-            raise _Invalid(f"bad network {item!r}: expected CIDR such as 10.0.0.0/8") from None
-    return tuple(networks)
-
-
-def _udpEndpoints(value: str) -> tuple[str, ...]:
-    endpoints = tuple(_list(value))
-    if not endpoints:
-        raise _Invalid("expected at least one UDP endpoint such as udp:389")
-    for description in endpoints:
-        try:
-            parseUDPEndpoint(description)
-        except ValueError as e:
-            raise _Invalid(f"bad endpoint {description!r}: {e}") from None
-    return endpoints
-
-
-def parseUDPEndpoint(description: str) -> tuple[int, str]:
-    """C{udp:PORT[:interface=ADDRESS]} -> C{(port, interface)}."""
-    kind, _, rest = description.strip().partition(":")
-    if kind != "udp":
-        raise ValueError("a CLDAP endpoint is udp:PORT or udp:PORT:interface=ADDRESS")
-    portText, _, options = rest.partition(":")
-    try:
-        port = int(portText)
-    except ValueError:
-        raise ValueError(f"port {portText!r} is not a number") from None
-    if not 0 <= port <= 65535:
-        raise ValueError(f"port {port} is out of range")
-    interface = ""
-    if options:
-        name, equals, address = options.partition("=")
-        if name != "interface" or not equals:
-            raise ValueError(f"unknown option {options!r}: only interface=ADDRESS")
-        try:
-            ipaddress.ip_address(address)
-        except ValueError:
-            raise ValueError(f"interface {address!r} is not an IP address") from None
-        interface = address
-    return port, interface
-
-
-def _datagramSize(value: str) -> int:
-    size = _positiveInt(value)
-    if not 512 <= size <= 65507:
-        raise _Invalid(f"expected a UDP payload size from 512 to 65507 bytes, not {size}")
-    return size
-
-
-def _cldapPort(value: str) -> int | None:
-    if value.strip().lower() in ("none", "no", "off"):
-        return None
-    port = _positiveInt(value)
-    if port > 65535:
-        raise _Invalid(f"expected a UDP port up to 65535 or none, not {port}")
-    return port
 
 
 # --- values -----------------------------------------------------------------
@@ -302,20 +103,20 @@ class ThrottleStore:
             return None
         parsed = urlsplit(text)
         if parsed.scheme not in ("redis", "rediss"):
-            raise _Invalid(f"expected local, redis://HOST:PORT/DB or rediss://HOST:PORT/DB, not {text!r}")
+            raise InvalidValue(f"expected local, redis://HOST:PORT/DB or rediss://HOST:PORT/DB, not {text!r}")
         if parsed.password is not None or parsed.username is not None:
-            raise _Invalid("no credentials in the URL: put the password in throttle_store_password_file")
+            raise InvalidValue("no credentials in the URL: put the password in throttle_store_password_file")
         if parsed.query or parsed.fragment:
-            raise _Invalid(f"unexpected ?query or #fragment in {text!r}")
+            raise InvalidValue(f"unexpected ?query or #fragment in {text!r}")
         try:
             port = parsed.port or 6379
         except ValueError:
-            raise _Invalid(f"bad port in {text!r}") from None
+            raise InvalidValue(f"bad port in {text!r}") from None
         if not parsed.hostname:
-            raise _Invalid(f"no host in {text!r}")
+            raise InvalidValue(f"no host in {text!r}")
         db = parsed.path.strip("/") or "0"
         if not db.isdigit():
-            raise _Invalid(f"the path is the database number, as redis://host:6379/0, not {parsed.path!r}")
+            raise InvalidValue(f"the path is the database number, as redis://host:6379/0, not {parsed.path!r}")
         return cls(parsed.scheme == "rediss", parsed.hostname, port, int(db))
 
     @property
@@ -323,19 +124,6 @@ class ThrottleStore:
         """The store as written, for logs (it never holds a password)."""
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{'rediss' if self.tls else 'redis'}://{host}:{self.port}/{self.db}"
-
-
-def _passwordFile(value: str) -> str:
-    """The first line of a readable file: a secret kept out of routes.ini."""
-    path = _file(value)
-    try:
-        with open(path, encoding="utf-8") as f:
-            line = f.readline().rstrip("\r\n")
-    except (OSError, UnicodeDecodeError) as e:
-        raise _Invalid(f"cannot read {path!r}: {e}") from None
-    if not line:
-        raise _Invalid(f"{path!r} is empty: its first line is the password")
-    return line
 
 
 @attrs.frozen
@@ -354,19 +142,19 @@ class BackendURL:
             parts = urlsplit(text)
             port = parts.port
         except ValueError as e:
-            raise _Invalid(f"bad URL {text!r}: {e}") from None
+            raise InvalidValue(f"bad URL {text!r}: {e}") from None
         scheme = parts.scheme.lower()
         if scheme == "ldapi":
             path = unquote(parts.netloc)
             if not path.startswith("/"):
-                raise _Invalid(f"bad URL {text!r}: ldapi needs an absolute socket path, %2F-escaped")
+                raise InvalidValue(f"bad URL {text!r}: ldapi needs an absolute socket path, %2F-escaped")
             return cls("ldapi", path, 0)
         if scheme not in ("ldap", "ldaps"):
-            raise _Invalid(f"bad URL {text!r}: the scheme must be ldap, ldaps or ldapi")
+            raise InvalidValue(f"bad URL {text!r}: the scheme must be ldap, ldaps or ldapi")
         if not parts.hostname:
-            raise _Invalid(f"bad URL {text!r}: no host")
+            raise InvalidValue(f"bad URL {text!r}: no host")
         if parts.path not in ("", "/") or parts.query:
-            raise _Invalid(f"bad URL {text!r}: a backend URL names a server only, no DN or query")
+            raise InvalidValue(f"bad URL {text!r}: a backend URL names a server only, no DN or query")
         return cls(scheme, parts.hostname, port or (636 if scheme == "ldaps" else 389))
 
     def __str__(self) -> str:
@@ -497,23 +285,23 @@ class Operations:
         tags: set[int] = set()
         oids: set[bytes] = set()
         anyExtended = False
-        for item in _list(value):
+        for item in commaList(value):
             name, _, oid = item.partition(":")
             name = name.strip().lower()
             if name not in OPERATION_GROUPS:
-                raise _Invalid(
+                raise InvalidValue(
                     f"unknown operation {item!r}: expected read, write, bind, extended[:OID] "
                     "or search, compare, add, delete, modify, modifydn"
                 )
             if oid:
                 if name != "extended" or not re.fullmatch(r"\d+(\.\d+)+", oid.strip()):
-                    raise _Invalid(f"bad operation {item!r}: only extended takes an OID, as extended:1.2.3")
+                    raise InvalidValue(f"bad operation {item!r}: only extended takes an OID, as extended:1.2.3")
                 oids.add(oid.strip().encode("ascii"))
             elif name == "extended":
                 anyExtended = True
             tags |= OPERATION_GROUPS[name]
         if not tags:
-            raise _Invalid("expected at least one operation")
+            raise InvalidValue("expected at least one operation")
         return cls(frozenset(tags), frozenset() if anyExtended else frozenset(oids))
 
 
@@ -530,27 +318,10 @@ class Reject:
         try:
             number = int(code)
         except ValueError:
-            raise _Invalid(f"expected a result code and a message, as '53 read-only', not {value!r}") from None
+            raise InvalidValue(f"expected a result code and a message, as '53 read-only', not {value!r}") from None
         if number <= 0 or number > 0x7FFFFFFF or number in (ber.SASL_BIND_IN_PROGRESS,):
-            raise _Invalid(f"{number} is not an error result code")
+            raise InvalidValue(f"{number} is not an error result code")
         return cls(number, text.strip() or "rejected by the proxy's rules")
-
-
-_ATTRIBUTE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9-]*|\d+(\.\d+)+")
-
-
-def _attributeName(item: str) -> str:
-    name = item.strip()
-    if not _ATTRIBUTE_NAME.fullmatch(name):
-        raise _Invalid(f"bad attribute name {name!r}")
-    return name
-
-
-def _attributeNames(value: str) -> tuple[str, ...]:
-    names = tuple(_attributeName(item) for item in _list(value))
-    if not names:
-        raise _Invalid("expected a comma list of attribute names")
-    return names
 
 
 @attrs.frozen
@@ -564,26 +335,8 @@ class SuffixRewrite:
     def fromString(cls, value: str) -> SuffixRewrite:
         left, arrow, right = value.partition("=>")
         if not arrow or not left.strip() or not right.strip():
-            raise _Invalid(f"expected CLIENT-SUFFIX => BACKEND-SUFFIX, not {value.strip()!r}")
-        return cls(_dn(left), _dn(right))
-
-
-def _attributeMap(value: str) -> tuple[tuple[str, str], ...]:
-    pairs = []
-    for item in _list(value):
-        left, arrow, right = item.partition("=>")
-        if not arrow:
-            raise _Invalid(f"expected client-name => backend-name, not {item!r}")
-        pairs.append((_attributeName(left), _attributeName(right)))
-    if not pairs:
-        raise _Invalid("expected client-name => backend-name, comma separated")
-    lowered = [client.lower() for client, _ in pairs]
-    if len(set(lowered)) != len(lowered):
-        raise _Invalid("an attribute is mapped twice")
-    lowered = [backend.lower() for _, backend in pairs]
-    if len(set(lowered)) != len(lowered):
-        raise _Invalid("two attributes map to the same backend attribute")
-    return tuple(pairs)
+            raise InvalidValue(f"expected CLIENT-SUFFIX => BACKEND-SUFFIX, not {value.strip()!r}")
+        return cls(dnValue(left), dnValue(right))
 
 
 @attrs.frozen
@@ -705,128 +458,110 @@ class Config:
 
 # --- the loader -------------------------------------------------------------
 
-_KeyTable = dict[str, tuple[str, Callable[[str], Any]]]
 _T = TypeVar("_T")
 
-_GLOBAL_KEYS: _KeyTable = {
-    "listen": ("endpoints", _endpoints),
-    "max_pdu_bytes": ("maxPDUBytes", _positiveInt),
-    "cldap": ("cldapEndpoints", lambda value: _udpEndpoints(value)),
-    "cldap_timeout": ("cldapTimeout", _seconds),
-    "cldap_max_datagram": ("cldapMaxDatagram", lambda value: _datagramSize(value)),
-    "cldap_rate_limit": ("cldapRateLimit", _positiveInt),
-    "cldap_amplification": ("cldapAmplification", _positiveInt),
-    "cldap_rootdse_ttl": ("cldapRootDSETTL", _seconds),
-    "metrics": ("metrics", _oneEndpoint),
-    "access_log": ("accessLog", _accessLog),
-    "log_format": ("logFormat", _choice("text", "json")),
-    "log_level": ("logLevel", _choice("info", "debug")),
-    "drain_timeout": ("drainTimeout", _seconds),
-    "workers": ("workers", _workers),
-    "mode": ("mode", _choice("session", "shared")),
-    "max_filter_depth": ("maxFilterDepth", _positiveInt),
+_GLOBAL_KEYS: KeyTable = {
+    "listen": ("endpoints", serverEndpoints),
+    "max_pdu_bytes": ("maxPDUBytes", positiveInt),
+    "cldap": ("cldapEndpoints", udpEndpoints),
+    "cldap_timeout": ("cldapTimeout", duration),
+    "cldap_max_datagram": ("cldapMaxDatagram", datagramSize),
+    "cldap_rate_limit": ("cldapRateLimit", positiveInt),
+    "cldap_amplification": ("cldapAmplification", positiveInt),
+    "cldap_rootdse_ttl": ("cldapRootDSETTL", duration),
+    "metrics": ("metrics", oneServerEndpoint),
+    "access_log": ("accessLog", accessLogTarget),
+    "log_format": ("logFormat", choice("text", "json")),
+    "log_level": ("logLevel", choice("info", "debug")),
+    "drain_timeout": ("drainTimeout", duration),
+    "workers": ("workers", workerCount),
+    "mode": ("mode", choice("session", "shared")),
+    "max_filter_depth": ("maxFilterDepth", positiveInt),
     "throttle_store": ("throttleStore", lambda value: ThrottleStore.fromString(value)),
-    "throttle_store_ca_file": ("throttleStoreCAFile", _file),
-    "throttle_store_password_file": ("throttleStorePassword", _passwordFile),
-    "metrics_per_worker": ("metricsPerWorker", _bool),
-    "watch_config": ("watchConfig", _bool),
+    "throttle_store_ca_file": ("throttleStoreCAFile", readableFile),
+    "throttle_store_password_file": ("throttleStorePassword", passwordFile),
+    "metrics_per_worker": ("metricsPerWorker", yesNo),
+    "watch_config": ("watchConfig", yesNo),
 }
-_LISTENER_KEYS: _KeyTable = {
-    "listen": ("endpoints", _endpoints),
-    "starttls": ("starttls", _choice("terminate", "passthrough", "off")),
-    "tls_cert": ("tlsCert", _file),
-    "tls_key": ("tlsKey", _file),
-    "tls_min_version": ("tlsMinVersion", _choice("1.2", "1.3")),
-    "require_tls_for_passwords": ("requireTLSForPasswords", _bool),
+_LISTENER_KEYS: KeyTable = {
+    "listen": ("endpoints", serverEndpoints),
+    "starttls": ("starttls", choice("terminate", "passthrough", "off")),
+    "tls_cert": ("tlsCert", readableFile),
+    "tls_key": ("tlsKey", readableFile),
+    "tls_min_version": ("tlsMinVersion", choice("1.2", "1.3")),
+    "require_tls_for_passwords": ("requireTLSForPasswords", yesNo),
     # the former name, kept so existing files load: settled in listener()
-    "require_tls_for_simple_bind": ("requireTLSForSimpleBind", _bool),
-    "secret_attributes": ("secretAttributes", _attributeNames),
-    "allow_anonymous": ("allowAnonymous", _bool),
-    "client_network": ("clientNetworks", _networks),
-    "max_connections": ("maxConnections", _optionalPositiveInt),
-    "max_connections_per_address": ("maxConnectionsPerAddress", _optionalPositiveInt),
-    "idle_timeout": ("idleTimeout", _optionalSeconds),
-    "max_outstanding": ("maxOutstanding", _optionalPositiveInt),
-    "pdu_timeout": ("pduTimeout", _optionalSeconds),
-    "bind_throttle_failures": ("bindThrottleFailures", _optionalPositiveInt),
-    "bind_throttle_window": ("bindThrottleWindow", _seconds),
+    "require_tls_for_simple_bind": ("requireTLSForSimpleBind", yesNo),
+    "secret_attributes": ("secretAttributes", attributeNames),
+    "allow_anonymous": ("allowAnonymous", yesNo),
+    "client_network": ("clientNetworks", ipNetworks),
+    "max_connections": ("maxConnections", optionalPositiveInt),
+    "max_connections_per_address": ("maxConnectionsPerAddress", optionalPositiveInt),
+    "idle_timeout": ("idleTimeout", optionalDuration),
+    "max_outstanding": ("maxOutstanding", optionalPositiveInt),
+    "pdu_timeout": ("pduTimeout", optionalDuration),
+    "bind_throttle_failures": ("bindThrottleFailures", optionalPositiveInt),
+    "bind_throttle_window": ("bindThrottleWindow", duration),
 }
 #: [ldaproute] also takes the default listener's policy keys.
 _GLOBAL_KEYS.update({key: value for key, value in _LISTENER_KEYS.items() if key != "listen"})
-_BACKEND_KEYS: _KeyTable = {
+_BACKEND_KEYS: KeyTable = {
     "url": ("url", BackendURL.fromString),
-    "weight": ("weight", _positiveInt),
-    "cldap_port": ("cldapPort", lambda value: _cldapPort(value)),
-    "priority": ("priority", _nonNegativeInt),
-    "max_connections": ("maxConnections", _positiveInt),
-    "tls": ("tls", _choice("none", "starttls", "ldaps")),
-    "ca_file": ("caFile", _file),
-    "client_cert": ("clientCert", _file),
-    "client_key": ("clientKey", _file),
+    "weight": ("weight", positiveInt),
+    "cldap_port": ("cldapPort", cldapPort),
+    "priority": ("priority", nonNegativeInt),
+    "max_connections": ("maxConnections", positiveInt),
+    "tls": ("tls", choice("none", "starttls", "ldaps")),
+    "ca_file": ("caFile", readableFile),
+    "client_cert": ("clientCert", readableFile),
+    "client_key": ("clientKey", readableFile),
     "server_name": ("serverName", str.strip),
-    "send_proxy": ("sendProxy", _choice("none", "v1", "v2")),
+    "send_proxy": ("sendProxy", choice("none", "v1", "v2")),
 }
-_POOL_KEYS: _KeyTable = {
-    "backends": ("backends", _list),
-    "strategy": ("strategy", _choice("round-robin", "weighted", "least-outstanding", "failover")),
-    "connect_timeout": ("connectTimeout", _seconds),
-    "operation_timeout": ("operationTimeout", _seconds),
-    "health_check": ("healthCheck", _bool),
-    "health_interval": ("healthInterval", _seconds),
-    "health_timeout": ("healthTimeout", _seconds),
-    "health_rise": ("healthRise", _positiveInt),
-    "health_fall": ("healthFall", _positiveInt),
+_POOL_KEYS: KeyTable = {
+    "backends": ("backends", commaList),
+    "strategy": ("strategy", choice("round-robin", "weighted", "least-outstanding", "failover")),
+    "connect_timeout": ("connectTimeout", duration),
+    "operation_timeout": ("operationTimeout", duration),
+    "health_check": ("healthCheck", yesNo),
+    "health_interval": ("healthInterval", duration),
+    "health_timeout": ("healthTimeout", duration),
+    "health_rise": ("healthRise", positiveInt),
+    "health_fall": ("healthFall", positiveInt),
     "health_bind_dn": ("healthBindDN", str.strip),
     "health_bind_password": ("healthBindPassword", str.strip),
-    "srv": ("srv", _srvName),
-    "srv_resolver": ("srvResolver", _hostPort),
-    "shared_connections": ("sharedConnections", _positiveInt),
-    "bind_connections": ("bindConnections", _positiveInt),
+    "srv": ("srv", srvName),
+    "srv_resolver": ("srvResolver", hostPort),
+    "shared_connections": ("sharedConnections", positiveInt),
+    "bind_connections": ("bindConnections", positiveInt),
     "service_bind_dn": ("serviceBindDN", str.strip),
     "service_bind_password": ("serviceBindPassword", str.strip),
 }
-_ROUTE_KEYS: _KeyTable = {
+_ROUTE_KEYS: KeyTable = {
     "pool": ("pool", str.strip),
     "reject": ("reject", Reject.fromString),
-    "suffix": ("suffix", _dn),
+    "suffix": ("suffix", dnValue),
     "operations": ("operations", Operations.fromString),
     "bind_dn": ("bindDN", str.strip),
-    "client_network": ("clientNetworks", _networks),
+    "client_network": ("clientNetworks", ipNetworks),
     "listener": ("listener", str.strip),
-    "operation_timeout": ("operationTimeout", _seconds),
+    "operation_timeout": ("operationTimeout", duration),
     "rewrite_suffix": ("rewriteSuffix", SuffixRewrite.fromString),
-    "map_attributes": ("mapAttributes", _attributeMap),
-    "hide_attributes": ("hideAttributes", _attributeNames),
-    "dn_attributes": ("dnAttributes", _attributeNames),
+    "map_attributes": ("mapAttributes", attributeMap),
+    "hide_attributes": ("hideAttributes", attributeNames),
+    "dn_attributes": ("dnAttributes", attributeNames),
 }
 
-def _words(value: str) -> tuple[str, ...]:
-    try:
-        words = tuple(shlex.split(value))
-    except ValueError as e:
-        raise _Invalid(f"cannot split {value.strip()!r} into words: {e}") from None
-    if not words:
-        raise _Invalid("expected an operation, as ldaproute explain takes it: search BASE [SCOPE [FILTER]], bind DN, ...")
-    return words
-
-
-def _resultCode(value: str) -> int:
-    try:
-        return int(value.strip())
-    except ValueError:
-        raise _Invalid(f"expected a result code, not {value.strip()!r}") from None
-
-
-_EXPECT_KEYS: _KeyTable = {
-    "operation": ("operation", _words),
+_EXPECT_KEYS: KeyTable = {
+    "operation": ("operation", operationWords),
     "bind_dn": ("bindDN", str.strip),
     "client": ("client", str.strip),
     "listener": ("listener", str.strip),
-    "tls": ("tls", _bool),
+    "tls": ("tls", yesNo),
     "route": ("route", str.strip),
     "pool": ("pool", str.strip),
     "backend": ("backend", str.strip),
-    "result": ("result", _resultCode),
+    "result": ("result", resultCode),
 }
 
 _REWRITE_KEYS = (
@@ -836,9 +571,6 @@ _REWRITE_KEYS = (
     ("dn_attributes", "dnAttributes"),
 )
 
-_SECTION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
-
-
 class _Loader:
     def __init__(self, path: str) -> None:
         self.path = path
@@ -846,18 +578,9 @@ class _Loader:
     def error(self, section: str | None, key: str | None, reason: str) -> ConfigError:
         return ConfigError(self.path, section, key, reason)
 
-    def values(self, section: str, items: dict[str, str], table: _KeyTable) -> dict[str, Any]:
-        parsed: dict[str, Any] = {}
-        for key, raw in items.items():
-            if key not in table:
-                known = ", ".join(sorted(table))
-                raise self.error(section, key, f"unknown key (this section takes: {known})")
-            attribute, parse = table[key]
-            try:
-                parsed[attribute] = parse(raw)
-            except _Invalid as e:
-                raise self.error(section, key, str(e)) from None
-        return parsed
+    def values(self, section: str, items: dict[str, str], table: KeyTable) -> dict[str, Any]:
+        """C{items} in their types (L{parseSection}), their mistakes located in C{section}."""
+        return self.settled(section, parseSection, items, table)
 
     def settled(self, section: str, settle: Callable[..., _T], *args: Any) -> _T:
         """C{settle(*args)} of L{ldaproute.configload}, its mistakes located in C{section}."""
@@ -866,58 +589,11 @@ class _Loader:
         except SectionError as e:
             raise self.error(section, e.key, e.reason) from None
 
-    def checkThrottleStore(self, values: dict[str, Any]) -> None:
-        """The Redis keys go with a Redis store, the CA file with rediss:// only."""
-        store = values.get("throttleStore")
-        if store is None:
-            for attribute, key in (("throttleStoreCAFile", "throttle_store_ca_file"),
-                                   ("throttleStorePassword", "throttle_store_password_file")):  # fmt: skip
-                if attribute in values:
-                    raise self.error("ldaproute", key, "only used with throttle_store = redis:// or rediss://")
-        elif "throttleStoreCAFile" in values and not store.tls:
-            raise self.error("ldaproute", "throttle_store_ca_file", "only used with rediss:// (Redis over TLS)")
-
     def load(self, text: str) -> Config:
-        parser = configparser.ConfigParser(
-            interpolation=None, inline_comment_prefixes=(";", "#"), empty_lines_in_values=False
-        )
-        parser.optionxform = str  # type: ignore[assignment,method-assign]
         try:
-            parser.read_string(text, self.path)
-        except configparser.DuplicateSectionError as e:
-            raise self.error(e.section, None, "this section appears twice") from None
-        except configparser.DuplicateOptionError as e:
-            raise self.error(e.section, e.option, "this key appears twice in the section") from None
-        except configparser.Error as e:
-            raise self.error(None, None, f"not an INI file: {e.message.splitlines()[0]}") from None
-
-        sections: dict[str, dict[str, dict[str, str]]] = {
-            "ldaproute": {},
-            "listener": {},
-            "backend": {},
-            "pool": {},
-            "route": {},
-            "expect": {},
-        }
-        order: list[str] = []
-        for section in parser.sections():
-            items = {key: value for key, value in parser.items(section)}
-            if section == "ldaproute":
-                sections["ldaproute"][""] = items
-                continue
-            kind, colon, name = section.partition(":")
-            if not colon or kind not in sections or kind == "ldaproute":
-                raise self.error(
-                    section,
-                    None,
-                    "unknown section: expected [ldaproute], [listener:NAME], [backend:NAME], "
-                    "[pool:NAME], [route:NAME] or [expect:NAME]",
-                )
-            if not _SECTION_NAME.fullmatch(name):
-                raise self.error(section, None, f"bad name {name!r}: use letters, digits, '-', '_' and '.'")
-            sections[kind][name] = items
-            if kind == "route":
-                order.append(name)
+            sections, order = readSections(text, self.path)
+        except SectionsError as e:
+            raise self.error(e.section, e.key, e.reason) from None
 
         globalValues = self.values("ldaproute", sections["ldaproute"].get("", {}), _GLOBAL_KEYS)
         listeners = []
@@ -942,7 +618,7 @@ class _Loader:
         if globalValues.get("workers", 1) > 1:
             endpoints = [description for listener in listeners for description in listener.endpoints]
             self.settled("ldaproute", checkWorkers, endpoints, globalValues.get("metrics"))
-        self.checkThrottleStore(globalValues)
+        self.settled("ldaproute", checkThrottleStore, globalValues)
 
         backends = {}
         for name, items in sections["backend"].items():
@@ -973,15 +649,8 @@ class _Loader:
         for name, items in sections["expect"].items():
             section = f"expect:{name}"
             values = self.values(section, items, _EXPECT_KEYS)
-            if "operation" not in values:
-                raise self.error(section, "operation", "missing: the operation to try, as ldaproute explain takes it")
-            if not any(key in values for key in ("route", "pool", "backend", "result")):
-                raise self.error(section, "route", "missing: give what to expect: route, pool, backend or result")
-            for key, known in (("route", [r.name for r in routes]), ("pool", list(pools)), ("backend", list(backends))):
-                if values.get(key) is not None and values[key] not in known:
-                    raise self.error(section, key, f"unknown {key} {values[key]!r}")
-            if values.get("listener") is not None and values["listener"] not in listenerNames:
-                raise self.error(section, "listener", f"unknown listener {values['listener']!r}")
+            routeNames = [route.name for route in routes]
+            self.settled(section, settleExpectation, values, routeNames, pools, backends, listenerNames)
             expectations.append(Expectation(name, **values))
 
         return Config(

@@ -42,7 +42,7 @@ from ldaproute.ops.lifecycle import (
     reusePortEndpoint,
     workerMetricsEndpoint,
 )
-from ldaproute.ops.metrics import healthSite
+from ldaproute.ops.healthsite import healthSite
 from ldaproute.ops.status import StatusService, statusSnapshot
 from ldaproute.runtime import Runtime
 

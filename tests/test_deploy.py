@@ -20,7 +20,8 @@ import yaml
 from prometheus_client import generate_latest
 
 from ldaproute.config import Config
-from ldaproute.ops.metrics import Metrics, Readiness, healthSite
+from ldaproute.ops.healthsite import Readiness, healthSite
+from ldaproute.ops.metrics import Metrics
 from ldaproute.runtime import Runtime
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"

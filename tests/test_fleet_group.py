@@ -18,10 +18,8 @@ from ldaproute.fleet.group import (
     GroupHub,
     GroupMember,
     HubThrottleStore,
-    _Families,
-    familiesToData,
-    mergeFamilies,
 )
+from ldaproute.fleet.groupmetrics import MergedFamilies, familiesToData, mergeFamilies
 from ldaproute.fleet.throttle import ThrottleExchange
 
 
@@ -36,7 +34,7 @@ def registry(connections: int, up: int, reloadOK: int) -> CollectorRegistry:
 
 def test_mergeSumsCountersAndCombinesGauges() -> None:
     merged = mergeFamilies([familiesToData(registry(n, up, ok).collect()) for n, up, ok in ((3, 1, 1), (4, 0, 0), (5, 1, 1))])
-    text = generate_latest(_Families(merged)).decode()  # type: ignore[arg-type]
+    text = generate_latest(MergedFamilies(merged)).decode()  # type: ignore[arg-type]
     assert 'ldaproute_client_connections_total{listener="default"} 12.0' in text
     assert "ldaproute_client_connections_open 12.0" in text  # gauges of live state: summed
     assert 'ldaproute_backend_up{backend="b"} 1.0' in text  # backend state: max

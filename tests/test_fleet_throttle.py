@@ -15,7 +15,8 @@ from twisted.logger import LogEvent, globalLogPublisher
 
 from ldaproute.config import Config
 from ldaproute.core.policy import BindThrottle, throttleDigest
-from ldaproute.fleet.throttle import RedisStore, StoreHealth, ThrottleExchange, decodeView, encodeView
+from ldaproute.fleet.redisstore import RedisStore
+from ldaproute.fleet.throttle import StoreHealth, ThrottleExchange, decodeView, encodeView
 
 BASE = "[backend:b]\nurl = ldap://h\n[pool:p]\nbackends = b\n[route:r]\npool = p\n"
 

@@ -13,7 +13,8 @@ from twisted.web.test.requesthelper import DummyRequest
 
 from ldaproute.wire import ber
 from ldaproute.config import Config
-from ldaproute.ops.metrics import Metrics, Readiness, healthSite
+from ldaproute.ops.healthsite import Readiness, healthSite
+from ldaproute.ops.metrics import Metrics
 from ldaproute.runtime import Runtime
 
 CONFIG = """

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, strategies as st
 from ldaptor.protocols import pureldap
 
-from ldaproute.wire import ber, pdu
+from ldaproute.wire import ber, pdu, results
 from tests import pdus
 
 IDS = [0, 1, 5, 127, 128, 255, 256, 32767, 32768, 65535, 65536, 2**23, 2**24, 2**31 - 1]
@@ -199,30 +199,30 @@ def test_searchFields() -> None:
 
 
 def test_readResponseResult() -> None:
-    response = pdu.readResponse(ber.result(5, ber.SEARCH_RESULT_DONE, 32, "no such", matchedDN=b"dc=example"))
-    assert response == pdu.Response(5, ber.SEARCH_RESULT_DONE, 32, b"dc=example", "no such", b"")
+    response = results.readResponse(ber.result(5, ber.SEARCH_RESULT_DONE, 32, "no such", matchedDN=b"dc=example"))
+    assert response == results.Response(5, ber.SEARCH_RESULT_DONE, 32, b"dc=example", "no such", b"")
 
 
 def test_readResponseReferral() -> None:
     urls = ber.tlv(ber.OCTET_STRING, b"ldap://b/dc=x")
     done = ber.result(5, ber.SEARCH_RESULT_DONE, 10, "", extra=ber.tlv(ber.REFERRAL_TAG, urls))
-    assert pdu.readResponse(done).referral == urls
+    assert results.readResponse(done).referral == urls
 
 
 def test_readResponseEntry() -> None:
     entry = pdus.searchEntry("cn=x", 5)
-    assert pdu.readResponse(entry) == pdu.Response(5, ber.SEARCH_RESULT_ENTRY, -1, b"", "", b"")
+    assert results.readResponse(entry) == results.Response(5, ber.SEARCH_RESULT_ENTRY, -1, b"", "", b"")
 
 
 def test_readResponseRefusesGarbledResult() -> None:
     with pytest.raises(ber.FramingError) as caught:
-        pdu.readResponse(ber.message(5, ber.tlv(ber.SEARCH_RESULT_DONE, ber.tlv(ber.OCTET_STRING, b""))))
+        results.readResponse(ber.message(5, ber.tlv(ber.SEARCH_RESULT_DONE, ber.tlv(ber.OCTET_STRING, b""))))
     assert caught.value.detail == "response without an LDAPResult"
 
 
 def test_noticeOf() -> None:
-    assert pdu.noticeOf(ber.noticeOfDisconnection(ber.UNAVAILABLE, "going away")) == (ber.UNAVAILABLE, "going away")
-    assert pdu.noticeOf(b"\x30\x03\x02\x01\x00") == (-1, "")
+    assert results.noticeOf(ber.noticeOfDisconnection(ber.UNAVAILABLE, "going away")) == (ber.UNAVAILABLE, "going away")
+    assert results.noticeOf(b"\x30\x03\x02\x01\x00") == (-1, "")
 
 
 def test_startTLSResponse() -> None:
@@ -235,14 +235,14 @@ def test_startTLSResponse() -> None:
 
 def test_searchResultEntryMatchesLdaptor() -> None:
     attributes = [(b"objectClass", [b"top"]), (b"namingContexts", [b"dc=a", b"dc=b"]), (b"empty", [])]
-    ours = pdu.searchResultEntry(b"cn=x", attributes)
+    ours = results.searchResultEntry(b"cn=x", attributes)
     assert ours == pureldap.LDAPSearchResultEntry(objectName=b"cn=x", attributes=attributes).toWire()
-    assert pdu.readEntry(ours) == (b"cn=x", attributes)
+    assert results.readEntry(ours) == (b"cn=x", attributes)
 
 
 def test_readEntryRefusesOtherOps() -> None:
     with pytest.raises(ber.FramingError) as caught:
-        pdu.readEntry(ber.tlv(ber.SEARCH_RESULT_DONE, b""))
+        results.readEntry(ber.tlv(ber.SEARCH_RESULT_DONE, b""))
     assert caught.value.detail == "bad search result entry"
 
 

@@ -48,7 +48,8 @@ from zope.interface import implementer
 from ldaproute.backends.interfaces import IConnectionOwner
 from ldaproute.backends.pool import BackendState, PoolState
 from ldaproute.wire import ber
-from ldaproute.wire.pdu import noticeOf, startTLSRequest
+from ldaproute.wire.pdu import startTLSRequest
+from ldaproute.wire.results import noticeOf
 from ldaproute.wire.proxyheader import proxyHeader
 
 #: messageIDs of the proxy's own requests on a relayed connection (StartTLS,

@@ -31,7 +31,8 @@ from twisted.python.failure import Failure
 from ldaproute.backends.pool import BackendState, PoolState
 from ldaproute.backends.connecting import endpointFor
 from ldaproute.wire import ber
-from ldaproute.wire.pdu import readResponse, rootDSESearchRequest
+from ldaproute.wire.pdu import rootDSESearchRequest
+from ldaproute.wire.results import readResponse
 
 _BIND_ID = 1
 _SEARCH_ID = 2

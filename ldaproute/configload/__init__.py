@@ -5,10 +5,12 @@ hold between the keys of one C{[listener:NAME]}, C{[backend:NAME]},
 C{[pool:NAME]} or C{[route:NAME]} section, and between sections.
 
 L{ldaproute.config} keeps the key tables (each key, its attribute and its
-type) and the value classes; its loader reads the file, turns each key
-into its type through the tables, then hands each section's values to the
-module of its kind here, which settles defaults that depend on other keys
-and refuses contradictions.  These modules build no values and know no
+type) and the value classes; its loader reads the file into sections
+(L{ldaproute.configload.sections}), turns each key into its type through
+the tables and the parsers of L{ldaproute.configload.values}, then hands
+each section's values to the module of its kind here (C{expect} included),
+which settles defaults that depend on other keys and refuses
+contradictions.  These modules build no values and know no
 file name: a mistake is a L{SectionError} naming the key, which the loader
 turns into a L{ldaproute.config.ConfigError} with the file and section.
 """

@@ -61,3 +61,20 @@ def checkWorkers(endpoints: Iterable[str], metrics: str | None) -> None:
             )
     if metrics is not None and not metrics.startswith("tcp:"):
         raise SectionError("workers", f"worker processes need a tcp: metrics endpoint (one port each), not {metrics!r}")
+
+
+def checkThrottleStore(values: dict[str, Any]) -> None:
+    """
+    The Redis keys of C{[ldaproute]} go with a Redis store, the CA file
+    with rediss:// only.
+
+    @raise SectionError: a key the store does not use.
+    """
+    store = values.get("throttleStore")
+    if store is None:
+        for attribute, key in (("throttleStoreCAFile", "throttle_store_ca_file"),
+                               ("throttleStorePassword", "throttle_store_password_file")):  # fmt: skip
+            if attribute in values:
+                raise SectionError(key, "only used with throttle_store = redis:// or rediss://")
+    elif "throttleStoreCAFile" in values and not store.tls:
+        raise SectionError("throttle_store_ca_file", "only used with rediss:// (Redis over TLS)")

@@ -40,7 +40,8 @@ from ldaproute.core.dn import DN, parseDN
 from ldaproute.core.rewrite import Rewriter
 from ldaproute.core.routing import Router, SearchTarget
 from ldaproute.wire import ber
-from ldaproute.wire.pdu import readEntry, readResponse, searchResultEntry, searchScope, splitMessage, withMessageID
+from ldaproute.wire.pdu import searchScope, splitMessage, withMessageID
+from ldaproute.wire.results import readEntry, readResponse, searchResultEntry
 
 #: What the root DSE's entries pass through: attributes in, attributes out.
 EntryHook = Callable[[list[tuple[bytes, list[bytes]]]], list[tuple[bytes, list[bytes]]]]

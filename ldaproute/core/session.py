@@ -29,6 +29,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Final, Generic
 
 from ldaproute.core import limits
+from ldaproute.core.admission import Admission
 from ldaproute.core.decisions import (
     ANONYMOUS,
     CHECK_FLEET,
@@ -50,7 +51,6 @@ from ldaproute.core.decisions import (
 )
 from ldaproute.core.rewrite import Rewriter
 from ldaproute.core.routing import noRouteResult
-from ldaproute.core.secrets import JUDGED_OPERATIONS
 from ldaproute.core.slowpath import FanOuts, Rewriting
 from ldaproute.core.tlsphase import TLSPhase, TLSState
 from ldaproute.wire import ber
@@ -85,9 +85,6 @@ if TYPE_CHECKING:
 
 _MUST_REBIND: Final = Answer(
     ber.OPERATIONS_ERROR, "the upstream connection was lost and a SASL bind cannot be replayed: bind again"
-)
-_ANONYMOUS_REFUSED: Final = Answer(
-    ber.INSUFFICIENT_ACCESS_RIGHTS, "anonymous access is not allowed on this listener: bind first"
 )
 _ANONYMOUS_BIND_OK: Final = Answer(ber.SUCCESS, "")
 
@@ -126,9 +123,8 @@ class Session(Generic[L]):
         self.peer = peer
         self.listener = listener.name
         self._config = listener
-        self._policy = policy
+        self._admission: Admission[L] = Admission(listener, policy, clock)
         self._completed = completed
-        self._clock = clock
         self.address = address
         self.identity: Identity = ANONYMOUS
         self.identityVersion = 0
@@ -222,37 +218,16 @@ class Session(Generic[L]):
 
     def _refusedByPolicy(self, envelope: ber.Envelope, pdu: bytes) -> Answer | CheckFleet | None:
         """
-        The security policy step before anything is forwarded: the answer
-        for a request the listener's policy refuses, or L{None}.
+        The security policy step before anything is forwarded
+        (L{Admission.refusal}); a bind a shared throttle lets through asks
+        the fleet once (L{CheckFleet}), then is decided again.
         """
-        listener = self._config
-        tag = envelope.opTag
-        if self.tls.passthroughID is not None:
-            return self.tls.refusal()
-        if listener.maxOutstanding is not None and len(self.outstanding) >= listener.maxOutstanding:
-            return Answer(
-                ber.BUSY, f"too many operations outstanding on this connection (limit {listener.maxOutstanding})"
-            )
-        if tag in JUDGED_OPERATIONS and listener.requireTLSForPasswords and not self.tls.secure:
-            secret = self._policy.secrets.secretIn(pdu, envelope)
-            if secret is not None:
-                return Answer(ber.CONFIDENTIALITY_REQUIRED, secret.refusal, secret=secret)
-        if tag == ber.BIND_REQUEST:
-            throttle = self._policy.throttle
-            if throttle is not None:
-                reason = throttle.refusal(self.address, envelope.targetDN(pdu) or b"", self._clock())
-                if reason is not None:
-                    return Answer(ber.UNWILLING_TO_PERFORM, reason, refusal=THROTTLED)
-                if throttle.shared:
-                    checked, self.fleetChecked = self.fleetChecked, False
-                    if not checked:
-                        return CHECK_FLEET  # decided again once the fleet's counts are in
-            return None
-        if not listener.allowAnonymous and self.identity.kind == "anonymous":
-            if tag == ber.EXTENDED_REQUEST and envelope.extendedName(pdu) == ber.STARTTLS_OID:
+        refusal = self._admission.refusal(envelope, pdu, self.tls, len(self.outstanding), self.identity, self.address)
+        if refusal is CHECK_FLEET:
+            checked, self.fleetChecked = self.fleetChecked, False
+            if checked:
                 return None
-            return _ANONYMOUS_REFUSED
-        return None
+        return refusal
 
     def replayFor(self, boundVersion: int | None, isBind: bool) -> tuple[bytes, bytes] | Answer | None:
         """
@@ -352,7 +327,7 @@ class Session(Generic[L]):
             if tag == ber.BIND_RESPONSE:
                 self.tls.layerWatch.bindAnswered(messageID, code)
                 if code == ber.INVALID_CREDENTIALS:
-                    self._bindFailed(operation.pending)
+                    self._admission.bindFailed(self.address, operation.pending)
                 if self.bindCompleted(operation.pending, code):
                     link.boundVersion = self.identityVersion
             elif messageID == tls.passthroughID:
@@ -378,34 +353,13 @@ class Session(Generic[L]):
             del outstanding[messageID]
             bind.link.operationEnded(messageID)
 
-    def _bindFailed(self, pending: Identity | None) -> None:
-        """
-        A bind was refused with invalidCredentials (49): the throttle counts
-        it (a shared throttle counted it before the answer, in
-        L{countBindFailures}).
-        """
-        throttle = self._policy.throttle
-        if throttle is not None and not throttle.shared:
-            throttle.failed(self.address, pending.name if pending is not None else b"", self._clock())
-
     def countBindFailures(self, finals: list[tuple[int, int, int]]) -> list[object]:
         """
         With a shared throttle, before the answers in C{finals} go out:
         count their failed binds (49), and return the fleet's
-        acknowledgements to wait for (L{ldaproute.listeners.fleetwait}).
+        acknowledgements to wait for (L{Admission.countBindFailures}).
         """
-        throttle = self._policy.throttle
-        acknowledgements: list[object] = []
-        if throttle is None:
-            return acknowledgements
-        for messageID, tag, code in finals:
-            if tag == ber.BIND_RESPONSE and code == ber.INVALID_CREDENTIALS:
-                operation = self.outstanding.get(messageID)
-                if operation is not None:
-                    pending = operation.pending
-                    name = pending.name if pending is not None else b""
-                    acknowledgements += throttle.failed(self.address, name, self._clock())
-        return acknowledgements
+        return self._admission.countBindFailures(self.address, finals, self.outstanding)
 
     def linkLost(self, link: L, resultCode: int, reason: str) -> list[bytes]:
         """

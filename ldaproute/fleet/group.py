@@ -14,8 +14,8 @@ it with a L{GroupMember}.  The channel carries JSON messages in netstrings
    nothing on any bind's path.
  - C{ask}/C{answer} (hub to member and back): the member's metrics, as
    plain samples, and its readiness, so that worker 0 serves one
-   C{/metrics} summing the group (L{mergeFamilies}) and C{/healthz},
-   C{/readyz} for the group (L{GroupMetricsResource}, L{GroupStatus}).
+   C{/metrics} summing the group (L{ldaproute.fleet.groupmetrics.mergeFamilies}) and
+   C{/healthz}, C{/readyz} for the group (L{ldaproute.fleet.groupweb}).
 
 Nothing here labels a sample by worker: the group is one proxy.
 """
@@ -25,12 +25,11 @@ from __future__ import annotations
 import json
 import os
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import Metric
-from prometheus_client.exposition import choose_encoder
 from twisted.application.service import Service
 from twisted.internet import defer
 from twisted.internet.defer import Deferred
@@ -39,12 +38,12 @@ from twisted.internet.interfaces import IListeningPort
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.protocols.basic import NetstringReceiver
-from twisted.web.resource import Resource
-from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import implementer
 
 from ldaproute.core.policy import SlidingWindow
-from ldaproute.fleet.throttle import IThrottleStore, Reconnector, StoreHealth, ThrottleExchange
+from ldaproute.fleet.redisstore import Reconnector
+from ldaproute.fleet.groupmetrics import familiesToData
+from ldaproute.fleet.throttle import IThrottleStore, StoreHealth, ThrottleExchange
 
 #: How long worker 0 waits for a worker's metrics or readiness, seconds.
 ASK_TIMEOUT = 2.0
@@ -52,84 +51,6 @@ ASK_TIMEOUT = 2.0
 MAX_MESSAGE = 32 * 1024 * 1024
 #: Failures a member keeps for the hub while it is not connected, at most.
 MAX_PENDING = 10_000
-
-#: How the gauges of several workers add up, by family name; any other
-#: gauge is summed (connections, operations in flight, upstream
-#: connections), as are counters and histograms.
-GAUGE_RULES: dict[str, Callable[[Iterable[float]], float]] = {
-    "ldaproute_backend_up": max,
-    "ldaproute_pool_backends_up": max,
-    "ldaproute_draining": max,
-    "ldaproute_config_last_reload_successful": min,
-    "ldaproute_config_loaded_timestamp_seconds": min,
-    "ldaproute_throttle_store_up": min,
-}
-
-
-# --- metrics as plain data, and their sum ---------------------------------------
-
-
-def familiesToData(families: Iterable[Metric]) -> list[dict[str, Any]]:
-    """Metric families as JSON-able data (what a member answers to C{metrics})."""
-    out = []
-    for family in families:
-        out.append(
-            {
-                "name": family.name,
-                "type": family.type,
-                "help": family.documentation,
-                "unit": family.unit,
-                "samples": [[s.name, s.labels, s.value] for s in family.samples],
-            }
-        )
-    return out
-
-
-def mergeFamilies(workers: Iterable[list[dict[str, Any]]]) -> list[Metric]:
-    """
-    One set of families for the group: counters, histograms and summaries
-    summed sample by sample, gauges combined by L{GAUGE_RULES} (sum unless
-    named there), C{_created} samples the earliest, info the same.
-    """
-    order: list[str] = []
-    kinds: dict[str, dict[str, Any]] = {}
-    values: dict[str, dict[tuple[str, tuple[tuple[str, str], ...]], list[float]]] = {}
-    for families in workers:
-        for family in families:
-            name = family["name"]
-            if name not in kinds:
-                order.append(name)
-                kinds[name] = family
-                values[name] = {}
-            samples = values[name]
-            for sampleName, labels, value in family["samples"]:
-                key = (sampleName, tuple(sorted(labels.items())))
-                samples.setdefault(key, []).append(float(value))
-    merged = []
-    for name in order:
-        family = kinds[name]
-        metric = Metric(name, family["help"], family["type"], family["unit"])
-        rule: Callable[[Iterable[float]], float] = sum
-        if family["type"] == "gauge":
-            rule = GAUGE_RULES.get(name, sum)
-        elif family["type"] in ("info", "stateset"):
-            rule = max
-        for (sampleName, labels), seen in values[name].items():
-            combine = min if sampleName.endswith("_created") else rule
-            metric.add_sample(sampleName, dict(labels), combine(seen))
-        merged.append(metric)
-    return merged
-
-
-class _Families:
-    """What prometheus-client's encoders read: an object with C{collect()}."""
-
-    def __init__(self, families: list[Metric]) -> None:
-        self._families = families
-
-    def collect(self) -> list[Metric]:
-        return self._families
-
 
 # --- the channel ------------------------------------------------------------------
 
@@ -450,120 +371,9 @@ class GroupMember(Service):
         return self.health.families(len(self._pending))
 
 
-# --- worker 0's HTTP endpoints for the group -------------------------------------
-
-
-class GroupMetricsResource(Resource):
-    """C{/metrics} for the group: worker 0's registry plus every member's, summed."""
-
-    isLeaf = True
-    _log = Logger()
-
-    def __init__(self, registry: CollectorRegistry, hub: GroupHub) -> None:
-        super().__init__()
-        self._registry = registry
-        self._hub = hub
-
-    def render_GET(self, request: Request) -> Any:
-        own = familiesToData(self._registry.collect())
-        d = self._hub.ask("metrics")
-        d.addCallback(self._render, own, request)
-        d.addErrback(self._failed, request)
-        return NOT_DONE_YET
-
-    def _render(self, answers: dict[int, Any], own: list[dict[str, Any]], request: Request) -> None:
-        reporting = [body for body in answers.values() if body is not None]
-        families = mergeFamilies([own, *reporting])
-        families.append(self._workersFamily(1 + len(reporting)))
-        encoder, contentType = choose_encoder(request.getHeader("accept") or "")
-        request.setHeader("Content-Type", contentType)
-        request.write(encoder(_Families(families)))
-        request.finish()
-
-    def _workersFamily(self, reporting: int) -> Metric:
-        metric = Metric("ldaproute_workers", "Worker processes of this group, by whether their metrics are in this scrape.", "gauge")
-        metric.add_sample("ldaproute_workers", {"state": "reporting"}, reporting)
-        metric.add_sample("ldaproute_workers", {"state": "missing"}, max(0, self._hub.workers - reporting))
-        return metric
-
-    def _failed(self, failure: Any, request: Request) -> None:
-        self._log.failure("Cannot collect the worker group's metrics", failure)
-        request.setResponseCode(500)
-        request.finish()
-
-
-class GroupStatus:
-    """C{/healthz} and C{/readyz} for the group, from worker 0's own and the members' answers."""
-
-    def __init__(self, hub: GroupHub, readiness: Callable[[], tuple[bool, dict[str, Any]]], alive: Callable[[], tuple[bool, dict[str, Any]]]) -> None:
-        self._hub = hub
-        self._readiness = readiness
-        self._alive = alive
-
-    def health(self) -> Deferred[tuple[bool, dict[str, Any]]]:
-        """Alive when worker 0 answers; the body says which workers are on the channel."""
-        ok, body = self._alive()
-        workers = {str(index): "alive" if index == 0 or index in self._hub.members else "unreachable"
-                   for index in range(self._hub.workers)}  # fmt: skip
-        return defer.succeed((ok, {**body, "workers": workers}))
-
-    def ready(self) -> Deferred[tuple[bool, dict[str, Any]]]:
-        """Ready when at least one worker is; the body names those that are not, and why."""
-        return self._hub.ask("ready").addCallback(self._ready)
-
-    def _ready(self, answers: dict[int, Any]) -> tuple[bool, dict[str, Any]]:
-        ok, own = self._readiness()
-        states: dict[str, Any] = {"0": own}
-        readyCount = 1 if ok else 0
-        for index in range(1, self._hub.workers):
-            answer = answers.get(index)
-            if answer is None:
-                states[str(index)] = {"status": "unreachable"}
-                continue
-            states[str(index)] = answer["body"]
-            readyCount += 1 if answer["ok"] else 0
-        unready = sorted((key for key, state in states.items() if state.get("status") != "ready"), key=int)
-        body: dict[str, Any] = {
-            "status": "ready" if readyCount else "unready",
-            "workers": states,
-            "ready": readyCount,
-        }
-        if unready:
-            body["unready"] = unready
-        return readyCount > 0, body
-
-
-class DeferredJSONStatus(Resource):
-    """A health endpoint whose C{check()} returns a Deferred of C{(ok, body)}; 200 or 503."""
-
-    isLeaf = True
-
-    def __init__(self, check: Callable[[], Deferred[tuple[bool, dict[str, Any]]]]) -> None:
-        super().__init__()
-        self._check = check
-
-    def render_GET(self, request: Request) -> Any:
-        self._check().addCallback(self._render, request)
-        return NOT_DONE_YET
-
-    def _render(self, result: tuple[bool, dict[str, Any]], request: Request) -> None:
-        ok, body = result
-        request.setResponseCode(200 if ok else 503)
-        request.setHeader("Content-Type", "application/json")
-        request.setHeader("Cache-Control", "no-store")
-        request.write(json.dumps(body, sort_keys=True).encode("utf-8") + b"\n")
-        request.finish()
-
-
 __all__ = [
     "GroupHub",
     "GroupMember",
     "HubThrottleStore",
     "GroupChannel",
-    "GroupMetricsResource",
-    "GroupStatus",
-    "DeferredJSONStatus",
-    "familiesToData",
-    "mergeFamilies",
-    "GAUGE_RULES",
 ]

@@ -18,17 +18,12 @@ from twisted.application.service import Service
 from twisted.web.server import Site
 
 from ldaproute.config import Config
-from ldaproute.fleet.group import (
-    DeferredJSONStatus,
-    GroupHub,
-    GroupMember,
-    GroupMetricsResource,
-    GroupStatus,
-    HubThrottleStore,
-)
-from ldaproute.fleet.throttle import IThrottleStore, RedisStore, StoreCollector, ThrottleExchange
+from ldaproute.fleet.group import GroupHub, GroupMember, HubThrottleStore
+from ldaproute.fleet.groupweb import DeferredJSONStatus, GroupMetricsResource, GroupStatus
+from ldaproute.fleet.redisstore import RedisStore
+from ldaproute.fleet.throttle import IThrottleStore, StoreCollector, ThrottleExchange
 from ldaproute.fleet.watch import ConfigWatcher
-from ldaproute.ops.metrics import alive
+from ldaproute.ops.healthsite import alive
 
 
 class _RemoveDirectory(Service):

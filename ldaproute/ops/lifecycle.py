@@ -48,7 +48,7 @@ from twisted.protocols.haproxy import proxyEndpoint
 from zope.interface import implementer
 
 from ldaproute.config import Config, ConfigError
-from ldaproute.ops.metrics import Readiness
+from ldaproute.ops.healthsite import Readiness
 
 if TYPE_CHECKING:  # the runtime is above this layer: named for annotations only
     from ldaproute.runtime import Runtime

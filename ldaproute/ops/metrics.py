@@ -1,7 +1,6 @@
 # -*- test-case-name: tests.test_metrics -*-
 """
-What the proxy tells operators: Prometheus metrics on a private registry,
-and the small twisted.web site that serves them with the health endpoints.
+What the proxy tells operators: Prometheus metrics on a private registry.
 
 L{Metrics} owns every metric.  The hot path calls a handful of methods
 (L{Metrics.operationCompleted}, L{Metrics.connectionOpened}, ...) that only
@@ -15,16 +14,12 @@ Labels are bounded: listener, route, pool and backend names come from
 routes.ini, operation names and result codes from the protocol; never a DN,
 a filter or a client address.
 
-L{HealthSite} serves C{/metrics} (text format, OpenMetrics when the Accept
-header asks for it), C{/healthz} (the process answers), C{/readyz}
-(listeners open, not draining, and a healthy backend for a route), and the
-status page at C{/} and C{/status.json} (L{ldaproute.ops.status}).
+The site that serves them with the health endpoints is
+L{ldaproute.ops.healthsite}.
 """
 
 from __future__ import annotations
 
-import json
-import os
 from bisect import bisect_left
 import platform
 import time
@@ -34,12 +29,8 @@ from typing import Any
 import twisted
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
-from prometheus_client.exposition import choose_encoder
-from twisted.web.resource import Resource
-from twisted.web.server import Request, Site
 
 from ldaproute import __version__
-from ldaproute.ops.status import StatusPage
 from ldaproute.wire import ber
 
 #: Operation duration buckets, seconds: sub-millisecond relays to
@@ -388,104 +379,4 @@ class _StateCollector:
         )
 
 
-# --- the HTTP site ------------------------------------------------------------
-
-
-class MetricsResource(Resource):
-    """C{/metrics}: the registry, in the format the Accept header asks for."""
-
-    isLeaf = True
-
-    def __init__(self, registry: CollectorRegistry) -> None:
-        super().__init__()
-        self._registry = registry
-
-    def render_GET(self, request: Request) -> bytes:
-        accept = request.getHeader("accept")
-        encoder, contentType = choose_encoder(accept or "")
-        request.setHeader("Content-Type", contentType)
-        return encoder(self._registry)
-
-
-class JSONStatus(Resource):
-    """A health endpoint: C{check()} returns C{(ok, body)}; 200 or 503."""
-
-    isLeaf = True
-
-    def __init__(self, check: Callable[[], tuple[bool, dict[str, Any]]]) -> None:
-        super().__init__()
-        self._check = check
-
-    def render_GET(self, request: Request) -> bytes:
-        ok, body = self._check()
-        request.setResponseCode(200 if ok else 503)
-        request.setHeader("Content-Type", "application/json")
-        request.setHeader("Cache-Control", "no-store")
-        return json.dumps(body, sort_keys=True).encode("utf-8") + b"\n"
-
-
-class Readiness:
-    """
-    What C{/readyz} decides: ready when every listener is open, the process
-    is not draining, and at least one route's pool has a backend up.
-    """
-
-    def __init__(self, runtime: Any, listenersOpen: Callable[[], bool]) -> None:
-        self._runtime = runtime
-        self._listenersOpen = listenersOpen
-        self.draining = False
-
-    def check(self) -> tuple[bool, dict[str, Any]]:
-        runtime = self._runtime
-        pools = runtime.backends.pools
-        routed = {route.pool for route in runtime.config.routes if route.pool is not None}
-        poolsUp = {name: pools[name].anyUp() for name in sorted(routed) if name in pools}
-        listenersOpen = self._listenersOpen()
-        reasons = []
-        if self.draining:
-            reasons.append("draining for shutdown")
-        if not listenersOpen:
-            reasons.append("listeners are not open")
-        if not any(poolsUp.values()):
-            reasons.append("no routed pool has a backend up")
-        ready = not reasons
-        body: dict[str, Any] = {
-            "status": "ready" if ready else "unready",
-            "draining": self.draining,
-            "listeners": "open" if listenersOpen else "closed",
-            "pools": {name: "up" if up else "down" for name, up in poolsUp.items()},
-        }
-        if reasons:
-            body["reasons"] = reasons
-        return ready, body
-
-
-def alive() -> tuple[bool, dict[str, Any]]:
-    """C{/healthz}: the reactor turned to answer."""
-    return True, {"status": "alive", "version": __version__, "pid": os.getpid()}
-
-
-def healthSite(
-    metrics: Metrics, readiness: Readiness, status: Callable[[], dict[str, Any]] | None = None
-) -> Site:
-    """
-    The site for the C{metrics} endpoint; with C{status} (a snapshot
-    source, see L{ldaproute.ops.status.statusSnapshot}) also the status
-    page at C{/} and C{/status.json}.
-    """
-    root = Resource()
-    if status is not None:
-        root.putChild(b"", StatusPage(status))
-        root.putChild(b"status.json", StatusPage(status, asJSON=True))
-    root.putChild(b"metrics", MetricsResource(metrics.registry))
-    root.putChild(b"healthz", JSONStatus(alive))
-    root.putChild(b"readyz", JSONStatus(readiness.check))
-    site = Site(root)
-    site.noisy = False
-    site.displayTracebacks = False
-    # no access log for scrapes and probes: Site logs through twisted.logger otherwise
-    site.log = lambda request: None  # type: ignore[method-assign]
-    return site
-
-
-__all__ = ["Metrics", "Readiness", "healthSite", "DURATION_BUCKETS", "operationName"]
+__all__ = ["Metrics", "DURATION_BUCKETS", "operationName"]

@@ -161,7 +161,7 @@ def statusSnapshot(runtime: Any, readiness: Any, now: float) -> dict[str, Any]:
     Everything the page shows, as plain data (what C{/status.json} serves).
 
     @param runtime: the L{ldaproute.runtime.Runtime}.
-    @param readiness: the L{ldaproute.ops.metrics.Readiness} of the process.
+    @param readiness: the L{ldaproute.ops.healthsite.Readiness} of the process.
     """
     config = runtime.config
     observer = runtime.observer

@@ -3,7 +3,7 @@ A tiny blocking LDAP client for pool tests that need to see every PDU: it
 sends binds and searches, and checks that each request gets exactly one
 final response (and nothing for IDs it did not send).  Uses the proxy's
 ber helpers to build requests, and reads of answers only their messageID,
-tag and result code (L{ldaproute.wire.pdu.readResponse}).
+tag and result code (L{ldaproute.wire.results.readResponse}).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import socket
 import time
 
 from ldaproute.wire import ber
-from ldaproute.wire.pdu import readResponse
+from ldaproute.wire.results import readResponse
 
 
 def searchRequest(messageID: int, base: str, attribute: str, value: str) -> bytes:

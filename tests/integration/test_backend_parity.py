@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ldaproute.wire import ber
-from ldaproute.wire.pdu import readResponse
+from ldaproute.wire.results import readResponse
 from tests.integration.rawclient import RawClient, searchRequest
 from tests.integration.test_operations import Proxy, proxyFactory, quietPort, waitFor  # noqa: F401 (fixture)
 from tests.integration.test_shared import PEOPLE, backend  # noqa: F401 (fixture)

@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterator
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from ldaproute.wire.pdu import readResponse
+from ldaproute.wire.results import readResponse
 from ldaproute.wire import ber
 from tests.integration.proxy import ProxyProcess
 from tests.integration.rawclient import RawClient
