@@ -28,6 +28,9 @@ class Owner:
 
     def __init__(self) -> None:
         self.events: list[tuple[Any, ...]] = []
+        #: what shared mode reads of its owner; session-mode links read neither
+        self.session: Any = None
+        self.transport: Any = None
 
     def linkReceived(self, link: Any, data: bytes, finals: Any, message: str = "") -> None:
         self.events.append(("received", data))
