@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 
 import attrs
 
@@ -132,6 +133,9 @@ class AccessLog:
         self._json = logFormat == "json"
         self._clock = _Clock()
         self._shapes = RequestShapes()
+        #: what the line of a request will say of it (called when it
+        #: arrives): L{RequestShapes.describe}
+        self.describe: Callable[[bytes, ber.Envelope, int], RequestSummary] = self._shapes.describe
         #: route and backend names as JSON values (names from the configuration)
         self._names: dict[str, str] = {"": "null"}
 
@@ -143,9 +147,6 @@ class AccessLog:
         text = self._names[name] = _jsonString(name) if name else "null"
         return text
 
-    def describe(self, pdu: bytes, envelope: ber.Envelope, opNumber: int) -> RequestSummary:
-        """What the line of a request will say of it (called when it arrives)."""
-        return self._shapes.describe(pdu, envelope, opNumber)
 
     def connectionPrefix(self, conn: int, client: str, listener: str, tls: str) -> Prefix:
         """The constant parts of a connection's lines, to keep with the

@@ -21,6 +21,7 @@ for the text and JSON lines.
 from __future__ import annotations
 
 import json
+from typing import NamedTuple
 
 from ldaproute.wire import ber
 from ldaproute.wire.ber import readLength
@@ -48,37 +49,28 @@ EXTENDED_NAMES: dict[bytes, str] = {
 }
 
 
-class RequestSummary:
+class RequestSummary(NamedTuple):
     """
     What the access log says about one request, read when it arrived (a
-    plain class with slots: one is made per operation).
+    named tuple: one is made per operation, and a tuple is the cheapest
+    object to make).
 
     @ivar kind: the operation's short name (C{search}, C{bind}...).
     @ivar fields: C{(name, value)} pairs of the fields of that kind.
     @ivar size: the request's length in bytes.
     @ivar opNumber: the operation's number on its connection (C{op=M}).
     @ivar text: the kind and fields as logfmt (C{search base="..." ... }),
-        made when first needed (or shared by a cached shape).
+        when a cached shape has made it (else L{requestText} makes it).
     @ivar json: the kind and fields as members of a JSON object, likewise.
     """
 
-    __slots__ = ("kind", "fields", "size", "opNumber", "text", "json")
+    kind: str
+    fields: tuple[tuple[str, str | int], ...] = ()
+    size: int = 0
+    opNumber: int = 0
+    text: str | None = None
+    json: str | None = None
 
-    def __init__(
-        self,
-        kind: str,
-        fields: tuple[tuple[str, str | int], ...] = (),
-        size: int = 0,
-        opNumber: int = 0,
-        text: str | None = None,
-        json: str | None = None,
-    ) -> None:
-        self.kind = kind
-        self.fields = fields
-        self.size = size
-        self.opNumber = opNumber
-        self.text = text
-        self.json = json
     def get(self, name: str) -> str | int | None:
         """The value of one field, or L{None}."""
         for key, value in self.fields:
@@ -87,12 +79,24 @@ class RequestSummary:
         return None
 
     def __eq__(self, other: object) -> bool:
+        """Equal descriptions (the preformatted forms follow from them)."""
         if not isinstance(other, RequestSummary):
             return NotImplemented
-        return (self.kind, self.fields, self.size, self.opNumber) == (other.kind, other.fields, other.size, other.opNumber)
+        return self[:4] == other[:4]
+
+    def __ne__(self, other: object) -> bool:
+        equal = self.__eq__(other)
+        return equal if equal is NotImplemented else not equal
+
+    def __hash__(self) -> int:
+        return hash(self[:4])
 
     def __repr__(self) -> str:
         return f"RequestSummary({self.kind!r}, {self.fields!r}, {self.size}, {self.opNumber})"
+
+
+#: C{tuple.__new__}: a L{RequestSummary} made without its Python C{__new__}.
+_newSummary = tuple.__new__
 
 
 def _string(pdu: bytes, pos: int, end: int) -> tuple[bytes, int] | None:
@@ -346,8 +350,8 @@ def _quoted(value: str) -> str:
 
 
 def requestText(summary: RequestSummary) -> str:
-    """The kind and fields of a request as logfmt, ending in a space (kept
-    on the summary: a cached shape's summaries share it)."""
+    """The kind and fields of a request as logfmt, ending in a space (a
+    cached shape's summaries share theirs)."""
     text = summary.text
     if text is None:
         parts = [f"{summary.kind} "]
@@ -358,7 +362,7 @@ def requestText(summary: RequestSummary) -> str:
                 parts.append(f"{key}={_quoted(value)} ")  # type: ignore[arg-type]
             else:
                 parts.append(f"{key}={logfmtValue(value)} ")  # type: ignore[arg-type]
-        summary.text = text = "".join(parts)
+        text = "".join(parts)
     return text
 
 
@@ -370,43 +374,8 @@ def requestJSON(summary: RequestSummary) -> str:
         parts = [json.dumps(summary.kind, ensure_ascii=False)]
         for key, value in summary.fields:
             parts.append(f', "{key}": {json.dumps(value, ensure_ascii=False)}')
-        summary.json = text = "".join(parts)
+        text = "".join(parts)
     return text
-
-
-def _searchShape(pdu: bytes, pos: int, end: int) -> bytes | None:
-    """
-    The common search's bytes without its assertion value: short-form
-    lengths everywhere, one equality-like assertion or a presence filter.
-    Everything its description reads is in them (the base, scope, size
-    limit, the filter's tag and attribute, the attribute list), and they
-    parse one way only, so equal shapes have equal descriptions.  L{None}
-    for any other request (described without the cache).
-    """
-    n = pdu[pos + 1]
-    if n >= 0x80:
-        return None
-    p = pos + 2 + n  # scope, derefAliases, sizeLimit, timeLimit, typesOnly
-    for _ in range(5):
-        n = pdu[p + 1]
-        if n >= 0x80:
-            return None
-        p += 2 + n
-    tag = pdu[p]
-    n = pdu[p + 1]
-    stop = p + 2 + n
-    if n >= 0x80 or stop > end:
-        return None
-    if tag == 0x87:
-        return pdu[pos:end]
-    if tag not in _OPERATORS:
-        return None
-    n = pdu[p + 3]
-    value = p + 4 + n
-    if n >= 0x80 or value + 2 + pdu[value + 1] != stop:
-        return None
-    # the filter's length (it counts the value) left out
-    return pdu[pos : p + 1] + pdu[p + 2 : value] + pdu[stop:end]
 
 
 class RequestShapes:
@@ -421,22 +390,55 @@ class RequestShapes:
         self._shapes: dict[bytes, RequestSummary] = {}
 
     def describe(self, pdu: bytes, envelope: ber.Envelope, opNumber: int = 0) -> RequestSummary:
-        """The description of one request (see L{describeRequest})."""
-        if envelope.opTag != ber.SEARCH_REQUEST:
+        """
+        The description of one request (see L{describeRequest}).
+
+        A common search is looked up by its shape: its bytes without the
+        assertion value, when it has short-form lengths everywhere, a
+        one-octet scope, derefAliases, sizeLimit, timeLimit and typesOnly
+        (what clients send for a size limit under 128) and one
+        equality-like assertion or a presence filter.  Everything its
+        description reads is in them (the base, scope, size limit, the
+        filter's tag and attribute, the attribute list), and they parse one
+        way only, so equal shapes have equal descriptions.  Any other
+        request is described without the cache.  The key is made inline,
+        in as few steps as it can be: this runs for every search while the
+        access log is on, and a call costs as much as the rest.
+        """
+        if envelope.opTag != 0x63:  # ber.SEARCH_REQUEST
             return describeRequest(pdu, envelope, opNumber)
+        pos = envelope.contentStart
+        end = envelope.contentEnd
         try:
-            key = _searchShape(pdu, envelope.contentStart, envelope.contentEnd)
+            n = pdu[pos + 1]
+            p = pos + 2 + n
+            if n >= 0x80 or pdu[p + 1 : p + 15 : 3] != b"\x01\x01\x01\x01\x01":
+                return describeRequest(pdu, envelope, opNumber)
+            p += 15
+            n = pdu[p + 1]
+            stop = p + 2 + n
+            tag = pdu[p]
+            if n >= 0x80 or stop > end:
+                return describeRequest(pdu, envelope, opNumber)
+            if tag == 0x87:
+                key = pdu[pos:end]
+            else:
+                value = p + 4 + pdu[p + 3]
+                if tag not in _OPERATORS or value + 2 + pdu[value + 1] != stop:
+                    return describeRequest(pdu, envelope, opNumber)
+                key = pdu[pos : p + 1] + pdu[p + 2 : value] + pdu[stop:end]
         except IndexError:
-            key = None
-        if key is None:
             return describeRequest(pdu, envelope, opNumber)
         shape = self._shapes.get(key)
         if shape is None:
-            shape = describeRequest(pdu, envelope, opNumber)
-            requestText(shape)
-            requestJSON(shape)
-            if len(self._shapes) >= self._maxShapes:
-                self._shapes.clear()
-            self._shapes[key] = shape
-            return shape
-        return RequestSummary(shape.kind, shape.fields, len(pdu), opNumber, shape.text, shape.json)
+            return self._kept(key, pdu, envelope, opNumber)
+        return _newSummary(RequestSummary, (shape[0], shape[1], len(pdu), opNumber, shape[4], shape[5]))
+
+    def _kept(self, key: bytes, pdu: bytes, envelope: ber.Envelope, opNumber: int) -> RequestSummary:
+        """A new shape: described, formatted and kept."""
+        shape = describeRequest(pdu, envelope, opNumber)
+        shape = shape._replace(text=requestText(shape), json=requestJSON(shape))
+        if len(self._shapes) >= self._maxShapes:
+            self._shapes.clear()
+        self._shapes[key] = shape
+        return shape
