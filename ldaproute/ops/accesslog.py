@@ -107,7 +107,6 @@ class Completion:
     seconds: float
 
 
-
 #: A connection's constant parts of a line: what comes before the operation
 #: number and what comes after it (up to the operation's kind).
 Prefix = tuple[str, str]
