@@ -33,7 +33,9 @@ USERS = 2000
 
 def config(port, slapdPort, mode, accessLog="off"):
     lines = ["[ldaproute]", "listen = tcp:%d:interface=127.0.0.1" % port,
-             "require_tls_for_simple_bind = off", "access_log = %s" % accessLog]
+             "require_tls_for_simple_bind = off", "access_log = %s" % ("off" if accessLog == "off" else "stdout")]
+    if accessLog == "json":
+        lines.append("log_format = json")
     if mode != "session":
         lines.append("mode = %s" % mode)
     lines += ["", "[backend:slapd]", "url = ldap://127.0.0.1:%d" % slapdPort, "",
@@ -105,8 +107,9 @@ def main():
     p.add_argument("--mode", action="append", choices=["session", "shared"])
     p.add_argument("--workloads", default="search1,search16")
     p.add_argument("--ops", type=int, default=1500)
-    p.add_argument("--access-log", action="append", choices=["off", "on"],
-                   help="access_log setting(s) to measure (default off; on writes to stdout, here /dev/null)")
+    p.add_argument("--access-log", action="append", choices=["off", "on", "json"],
+                   help="access_log setting(s) to measure (default off; on writes text lines to stdout, here "
+                        "/dev/null; json the same with log_format = json)")
     a = p.parse_args()
     accessLogs = a.access_log or ["off"]
     checkouts = [os.path.abspath(c) for c in (a.checkout or [REPO])]

@@ -17,6 +17,7 @@ import os
 from ldaptor.ldapfilter import parseFilter
 from ldaptor.protocols import pureber, pureldap
 from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
 from ldaproute.ops.accesslog import (
@@ -28,6 +29,8 @@ from ldaproute.ops.accesslog import (
     parseTextLine,
     shorten,
 )
+from ldaproute.ops.accessrequest import RequestShapes
+from ldaproute.ops.observer import Observer
 from ldaproute.wire import ber
 
 
@@ -291,3 +294,130 @@ class WriterTests(_TempPath, SynchronousTestCase):
         with open(self.path + ".1") as f:
             self.assertEqual(f.read(), "before\n")
         self.assertEqual(self.content(), "after\n")
+
+
+class RequestShapesTests(SynchronousTestCase):
+    """The search descriptions kept by shape, without assertion values."""
+
+    def describe(self, shapes: RequestShapes, pdu: bytes, opNumber: int = 1) -> RequestSummary:
+        return shapes.describe(pdu, ber.Envelope.fromBytes(pdu), opNumber)
+
+    def test_sameShapeDifferentValues(self) -> None:
+        """Searches that differ only in their assertion value share one
+        description; the size and operation number stay their own."""
+        shapes = RequestShapes()
+        for number, text in enumerate(["(uid=alice)", "(uid=bob)", "(uid=someone-much-longer)", "(cn=J*n)", "(mail=*)"]):
+            pdu = searchPDU(text, attributes=(b"cn",))
+            summary = self.describe(shapes, pdu, number)
+            self.assertEqual(summary, describeRequest(pdu, ber.Envelope.fromBytes(pdu), number))
+            self.assertEqual((summary.size, summary.opNumber), (len(pdu), number))
+        self.assertEqual(len(shapes._shapes), 3)
+
+    def test_everyDescribedPartIsInTheShape(self) -> None:
+        """Another base, scope, size limit, attribute or attribute list is
+        another shape."""
+        shapes = RequestShapes()
+        pdus = [
+            searchPDU("(uid=a)"),
+            searchPDU("(uid=a)", base=b"dc=other"),
+            searchPDU("(uid=a)", scope=1),
+            searchPDU("(cn=a)"),
+            searchPDU("(uid=a)", attributes=(b"cn",)),
+            searchPDU("(uid>=a)"),
+        ]
+        summaries = [self.describe(shapes, pdu) for pdu in pdus]
+        self.assertEqual(len(shapes._shapes), len(pdus))
+        self.assertEqual(len({s.fields for s in summaries}), len(pdus))
+
+    def test_keptWithoutValues(self) -> None:
+        shapes = RequestShapes()
+        summary = self.describe(shapes, searchPDU("(userPassword=hunter2)"))
+        self.assertNotIn(b"hunter2", b"".join(shapes._shapes))
+        self.assertNotIn("hunter2", (summary.text or "") + (summary.json or ""))
+        self.assertEqual(summary.get("filter"), "(userPassword=?)")
+
+    def test_otherRequestsNotKept(self) -> None:
+        """Compound filters and other operations are described each time."""
+        shapes = RequestShapes()
+        pdu = searchPDU("(&(uid=a)(cn=b))")
+        self.assertEqual(self.describe(shapes, pdu), describeRequest(pdu, ber.Envelope.fromBytes(pdu), 1))
+        bind = pureldap.LDAPMessage(pureldap.LDAPBindRequest(dn=b"uid=a,dc=x", auth=b"pw"), id=1).toWire()
+        self.assertEqual(self.describe(shapes, bind).get("method"), "simple")
+        self.assertEqual(shapes._shapes, {})
+
+    def test_bounded(self) -> None:
+        shapes = RequestShapes(maxShapes=2)
+        for attribute in ("a", "b", "c"):
+            self.describe(shapes, searchPDU(f"({attribute}=x)"))
+        self.assertEqual(len(shapes._shapes), 1)
+
+    def test_truncated(self) -> None:
+        """A garbled filter gives the description it gives uncached."""
+        pdu = searchPDU("(uid=x)")
+        broken = pdu[:-8] + b"\xa3\x7f" + pdu[-6:]
+        shapes = RequestShapes()
+        for _ in range(2):
+            summary = self.describe(shapes, broken)
+            self.assertEqual(summary, describeRequest(broken, ber.Envelope.fromBytes(broken), 1))
+            self.assertEqual((summary.kind, summary.get("base")), ("search", "ou=people,dc=example,dc=com"))
+
+
+class _Session:
+    listener = "default"
+    peer = "10.0.0.1:5000"
+    outstanding = ()
+
+
+class _Protocol:
+    def __init__(self) -> None:
+        self.session = _Session()
+
+
+class ObserverLineTests(_TempPath, SynchronousTestCase):
+    """The observer keeps each connection's constant parts of its lines."""
+
+    def lines(self, logFormat: str) -> list[str]:
+        path = self.tempPath()
+        observer = Observer(accessLog=path, logFormat=logFormat)
+        protocol = _Protocol()
+        observer.connectionOpened(protocol, StringTransport())
+        for secure in (False, True, False):
+            if secure:
+                observer.connectionSecured(protocol, "starttls")
+            pdu = searchPDU("(uid=alice)")
+            summary = observer.summarize(protocol, pdu, ber.Envelope.fromBytes(pdu))
+            observer.operationCompleted(protocol, ber.SEARCH_REQUEST, 7, "all", None, 0, 1.0, 1.5, summary)
+        observer.configure(path, "json" if logFormat == "text" else "text")  # a reload changes the format
+        observer.operationCompleted(protocol, ber.SEARCH_REQUEST, 8, "", None, 32, 1.0, 1.5, None, 'no "such"')
+        observer.configure(None)
+        with open(path) as f:
+            return f.readlines()
+
+    def test_text(self) -> None:
+        first, second, third, last = self.lines("text")
+        self.assertEqual(
+            first,
+            '1970-01-01T00:00:01.500Z conn=1 op=1 client=10.0.0.1:5000 listener=default tls=none type=search '
+            'base="ou=people,dc=example,dc=com" scope=sub filter="(uid=?)" attrs=0 sizelimit=25 route=all '
+            "backend=- result=0 entries=0 bytes=%d ms=500.000\n" % len(searchPDU("(uid=alice)")),
+        )
+        self.assertEqual([parseTextLine(line)["tls"] for line in (second, third)], ["starttls", "starttls"])
+        self.assertEqual([parseTextLine(line)["op"] for line in (second, third)], ["2", "3"])
+        record = json.loads(last)
+        self.assertEqual((record["conn"], record["op"], record["tls"], record["type"]), (1, 4, "starttls", "search"))
+        self.assertEqual((record["route"], record["msg"]), (None, 'no "such"'))
+
+    def test_json(self) -> None:
+        first, second, third, last = self.lines("json")
+        self.assertEqual(
+            json.loads(first),
+            {
+                "time": "1970-01-01T00:00:01.500Z", "conn": 1, "op": 1, "client": "10.0.0.1:5000",
+                "listener": "default", "tls": "none", "type": "search", "base": "ou=people,dc=example,dc=com",
+                "scope": "sub", "filter": "(uid=?)", "attrs": 0, "sizelimit": 25, "route": "all", "backend": None,
+                "result": 0, "entries": 0, "bytes": len(searchPDU("(uid=alice)")), "ms": 500.0,
+            },  # fmt: skip
+        )
+        self.assertEqual([json.loads(line)["tls"] for line in (second, third)], ["starttls", "starttls"])
+        parsed = parseTextLine(last)
+        self.assertEqual((parsed["op"], parsed["tls"], parsed["route"], parsed["msg"]), ("4", "starttls", "-", 'no "such"'))

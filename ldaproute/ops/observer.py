@@ -19,7 +19,7 @@ import attrs
 from twisted.internet.interfaces import ISSLTransport
 
 from ldaproute.wire import ber
-from ldaproute.ops.accesslog import AccessLog, AccessLogWriter, Completion, RequestSummary, describeRequest
+from ldaproute.ops.accesslog import AccessLog, AccessLogWriter, Completion, Prefix, RequestSummary
 from ldaproute.ops.metrics import Metrics
 from ldaproute.ops.status import StatusBoard
 
@@ -31,6 +31,10 @@ class _Connection:
     number: int
     tls: str
     operations: int = 0
+    #: the access log's constant parts of this connection's lines, and the
+    #: access log they were made for (made again after StartTLS or a reload)
+    prefix: Prefix | None = None
+    prefixFor: AccessLog | None = None
 
 
 class Observer:
@@ -105,7 +109,9 @@ class Observer:
             self.metrics.connectionsOpen.labels(listener, "none").dec()
             protocol.tlsLabel = how
             self.metrics.connectionsOpen.labels(listener, how).inc()
-            self._numbers[protocol].tls = how
+            record = self._numbers[protocol]
+            record.tls = how
+            record.prefix = None
 
     def connectionClosed(self, protocol: Any) -> None:
         if protocol in self.connections:
@@ -123,14 +129,15 @@ class Observer:
         What the access log will say of a request, if it is on; called once
         per request, when it arrives (which numbers it: C{op=M}).
         """
-        if self.accessLog is None:
+        accessLog = self.accessLog
+        if accessLog is None:
             return None
         record = self._numbers.get(protocol)
         number = 0
         if record is not None:
             record.operations += 1
             number = record.operations
-        return describeRequest(pdu, envelope, number)
+        return accessLog.describe(pdu, envelope, number)
 
     def operationCompleted(
         self,
@@ -179,10 +186,14 @@ class Observer:
                            entries, now, seconds)
             )  # fmt: skip
         if accessLog is not None:
-            accessLog.operationCompleted(
-                conn, session.peer, session.listener, tls, summary, route, backend, resultCode, message, entries,
-                now, seconds,
-            )  # fmt: skip
+            if record is None:
+                prefix = accessLog.connectionPrefix(conn, session.peer, session.listener, tls)
+            elif record.prefixFor is accessLog and record.prefix is not None:
+                prefix = record.prefix
+            else:
+                prefix = record.prefix = accessLog.connectionPrefix(conn, session.peer, session.listener, tls)
+                record.prefixFor = accessLog
+            accessLog.lineCompleted(prefix, summary, route, backend, resultCode, message, entries, now, seconds)
 
     def pduRejected(self, protocol: Any, reason: str) -> None:
         self.metrics.pduRejected(protocol.session.listener, reason)
