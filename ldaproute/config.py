@@ -36,6 +36,7 @@ from ldaproute.configload.values import (
     accessLogTarget,
     attributeMap,
     attributeNames,
+    budget,
     choice,
     cldapPort,
     commaList,
@@ -202,6 +203,12 @@ class Pool:
     #: an operation unanswered after this long is abandoned upstream and
     #: answered timeLimitExceeded (3); L{None} for no limit.
     operationTimeout: float | None = None
+    #: how long an operation may wait for a backend of the pool to take it
+    #: (reconnecting with backoff) before it is answered unavailable (52);
+    #: 0 (C{off}) answers at once (L{ldaproute.backends.connecting})
+    retryBudget: float = 5.0
+    #: the longest pause between two reconnect rounds while operations wait
+    retryBackoffMax: float = 0.25
     healthCheck: bool = True
     healthInterval: float = 5.0
     healthTimeout: float = 2.0
@@ -247,6 +254,10 @@ class Listener:
     pduTimeout: float | None = 30.0
     bindThrottleFailures: int | None = 5
     bindThrottleWindow: float = 60.0
+    #: when an operation's retry budget is spent: C{disconnect} (Notice of
+    #: Disconnection, then close, so that reconnecting clients recover) or
+    #: C{answer} (unavailable, 52, for that operation)
+    onBackendUnavailable: str = "disconnect"
 
     @property
     def requireTLSForSimpleBind(self) -> bool:
@@ -358,6 +369,8 @@ class Route:
     clientNetworks: tuple[Any, ...] = ()
     listener: str | None = None
     operationTimeout: float | None = None
+    #: the pool's C{retry_budget} for this route's operations (L{None}: the pool's)
+    retryBudget: float | None = None
     rewriteSuffix: SuffixRewrite | None = None
     mapAttributes: tuple[tuple[str, str], ...] = ()
     hideAttributes: tuple[str, ...] = ()
@@ -502,6 +515,7 @@ _LISTENER_KEYS: KeyTable = {
     "pdu_timeout": ("pduTimeout", optionalDuration),
     "bind_throttle_failures": ("bindThrottleFailures", optionalPositiveInt),
     "bind_throttle_window": ("bindThrottleWindow", duration),
+    "on_backend_unavailable": ("onBackendUnavailable", choice("answer", "disconnect")),
 }
 #: [ldaproute] also takes the default listener's policy keys.
 _GLOBAL_KEYS.update({key: value for key, value in _LISTENER_KEYS.items() if key != "listen"})
@@ -523,6 +537,8 @@ _POOL_KEYS: KeyTable = {
     "strategy": ("strategy", choice("round-robin", "weighted", "least-outstanding", "failover")),
     "connect_timeout": ("connectTimeout", duration),
     "operation_timeout": ("operationTimeout", duration),
+    "retry_budget": ("retryBudget", budget),
+    "retry_backoff_max": ("retryBackoffMax", duration),
     "health_check": ("healthCheck", yesNo),
     "health_interval": ("healthInterval", duration),
     "health_timeout": ("healthTimeout", duration),
@@ -546,6 +562,7 @@ _ROUTE_KEYS: KeyTable = {
     "client_network": ("clientNetworks", ipNetworks),
     "listener": ("listener", str.strip),
     "operation_timeout": ("operationTimeout", duration),
+    "retry_budget": ("retryBudget", budget),
     "rewrite_suffix": ("rewriteSuffix", SuffixRewrite.fromString),
     "map_attributes": ("mapAttributes", attributeMap),
     "hide_attributes": ("hideAttributes", attributeNames),

@@ -86,7 +86,11 @@ def operationsCounted(factory: FrontendFactory) -> dict[tuple[str, ...], float]:
 
 
 def traffic(mode: str) -> dict[str, Any]:
-    """One client: bind, a search answered, a search in flight then answered, a search lost with its backend."""
+    """
+    One client: bind, a search answered, a search in flight then answered,
+    a search lost with its backend connection, sent again on a new one and
+    answered there, a delete lost with its backend connection (52).
+    """
     directory = tempfile.mkdtemp(prefix="ldaproute-parity-")
     accessLog = os.path.join(directory, "access.log")
     factory, backends, _ = proxy(CONFIG.format(mode=mode, accessLog=accessLog))
@@ -110,6 +114,13 @@ def traffic(mode: str) -> dict[str, Any]:
         assert len(carrying) == 1
         carrying[0].drop()
         seen["inFlightLost"] = (state.inFlight, inFlightGauge(factory))
+        answer(backends, entries=3)  # the search went out again: answered on the new connection
+        answer(backends, entries=3)  # (in session mode, after the replayed bind's answer)
+        client.send(pdus.message(pureldap.LDAPDelRequest(entry="cn=x,dc=example,dc=com"), 5))
+        carrying = [c for c in backends.connections if c.transport is not None and c.transport.value()]
+        assert len(carrying) == 1
+        carrying[0].drop()
+        seen["faults"] = vars(factory.runtime.backends.pools["main"].faults)
         seen["answers"] = [
             (m.id, type(m.value).__name__, getattr(m.value, "resultCode", None)) for m in pdus.decode(client.received())
         ]
@@ -133,9 +144,14 @@ def bothModes() -> dict[str, dict[str, Any]]:
 def test_sameOperationMetrics(bothModes: dict[str, dict[str, Any]]) -> None:
     assert bothModes["session"]["operations"] == bothModes["shared"]["operations"] == {
         ("bind", "all", "a", "0"): 1,
-        ("search", "all", "a", "0"): 2,
-        ("search", "all", "a", str(ber.UNAVAILABLE)): 1,
+        ("search", "all", "a", "0"): 3,
+        ("delete", "all", "a", str(ber.UNAVAILABLE)): 1,
     }
+
+
+def test_sameReplays(bothModes: dict[str, dict[str, Any]]) -> None:
+    assert bothModes["session"]["faults"] == bothModes["shared"]["faults"]
+    assert bothModes["session"]["faults"]["replayed"] == {ber.SEARCH_REQUEST: 1}
 
 
 def test_sameInFlightCounts(bothModes: dict[str, dict[str, Any]]) -> None:
@@ -150,7 +166,8 @@ def test_sameAccessLog(bothModes: dict[str, dict[str, Any]]) -> None:
         ("bind", "a", "0", "0"),
         ("search", "a", "0", "2"),
         ("search", "a", "0", "1"),
-        ("search", "a", str(ber.UNAVAILABLE), "0"),
+        ("search", "a", "0", "3"),
+        ("delete", "a", str(ber.UNAVAILABLE), "0"),
     ]
 
 

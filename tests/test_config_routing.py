@@ -54,7 +54,7 @@ def test_rewriteKeys() -> None:
         ("pool = p\nhide_attributes = user_password\n", "routes.ini [route:r] hide_attributes: bad attribute name 'user_password'"),
         ("pool = p\ndn_attributes = 9x\n", "routes.ini [route:r] dn_attributes: bad attribute name '9x'"),
         ("reject = 53 no\nhide_attributes = userPassword\n", "routes.ini [route:r] hide_attributes: a reject route reaches no backend, so it has nothing to rewrite"),
-        ("pool = p\nrewrite_suffixes = dc=a => dc=b\n", "routes.ini [route:r] rewrite_suffixes: unknown key (this section takes: bind_dn, client_network, dn_attributes, hide_attributes, listener, map_attributes, operation_timeout, operations, pool, reject, rewrite_suffix, suffix)"),
+        ("pool = p\nrewrite_suffixes = dc=a => dc=b\n", "routes.ini [route:r] rewrite_suffixes: unknown key (this section takes: bind_dn, client_network, dn_attributes, hide_attributes, listener, map_attributes, operation_timeout, operations, pool, reject, retry_budget, rewrite_suffix, suffix)"),
     ],
 )
 def test_mistakes(route: str, message: str) -> None:

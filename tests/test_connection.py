@@ -62,7 +62,7 @@ def handshakes(factory: Any) -> dict[tuple[str, str], float]:
 @pytest.mark.parametrize("mode", ["session", "shared"])
 def test_certificateFailureCountsOneFailedConnect(mode: str) -> None:
     """A backend whose certificate fails verification: one failed attempt, no success."""
-    factory, backends, _ = proxy(CONFIG.format(mode=mode))
+    factory, backends, _ = proxy(CONFIG.format(mode=mode).replace("backends = a\n", "backends = a\nretry_budget = off\n"))
     client = Client(factory)
     client.send(pdus.search(messageID=1))
     first = backends.connections[0]
@@ -98,7 +98,11 @@ def test_startTLSThenOperations(mode: str) -> None:
 
 
 def test_sharedNoticeOfDisconnection() -> None:
-    """A shared connection's Notice of Disconnection fails what it carried, 52, with the backend's words."""
+    """
+    A shared connection's Notice of Disconnection: the search it carried
+    goes out again on a new connection; a write it carried is answered 52,
+    with the backend's words.
+    """
     factory, backends, _ = proxy(CONFIG.format(mode="shared").replace("tls = starttls\n", ""))
     client = Client(factory)
     client.send(pdus.search(messageID=3))
@@ -106,8 +110,19 @@ def test_sharedNoticeOfDisconnection() -> None:
     connection.accept()
     (search,) = pdus.decode(connection.sent())
     connection.respond(ber.noticeOfDisconnection(ber.UNAVAILABLE, "idle timeout"))
+    assert client.received() == b""
+    again = backends.connections[-1]
+    again.accept()
+    (replayed,) = pdus.decode(again.sent())
+    assert isinstance(replayed.value, pureldap.LDAPSearchRequest)
+    again.respond(pdus.searchDone(replayed.id))
     (done,) = pdus.decode(client.received())
-    assert (done.id, done.value.resultCode) == (3, ber.UNAVAILABLE)
+    assert (done.id, done.value.resultCode) == (3, ber.SUCCESS)
+    client.send(pdus.message(pureldap.LDAPDelRequest(entry="cn=x,dc=example,dc=com"), 4))
+    pdus.decode(again.sent())
+    again.respond(ber.noticeOfDisconnection(ber.UNAVAILABLE, "idle timeout"))
+    (done,) = pdus.decode(client.received())
+    assert (done.id, done.value.resultCode) == (4, ber.UNAVAILABLE)
     assert b"Notice of Disconnection (resultCode 52: idle timeout)" in done.value.errorMessage
     state = factory.runtime.backends.states["a"]
     assert state.up and state.inFlight == 0  # it said goodbye, it did not fail

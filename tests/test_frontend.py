@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from ldaptor.protocols import pureldap
 from zope.interface.verify import verifyObject
 
@@ -83,8 +85,9 @@ def test_refusedBackendFailsOverToNext() -> None:
     assert client.received() == b""
 
 
-def test_wholePoolDownAnswersUnavailable() -> None:
-    factory, backends, _ = proxy(CONFIG)
+def test_wholePoolDownAnswersUnavailableWithoutBudget() -> None:
+    """C{retry_budget = off}: a pool that takes no connection answers 52 at once, the connection stays."""
+    factory, backends, _ = proxy(CONFIG.replace("[pool:main]", "[pool:main]\nretry_budget = off"))
     client = Client(factory)
     client.send(pdus.search(messageID=3) + pdus.bind("cn=x", "pw", 4))
     backends.connections[0].refuse()
@@ -97,7 +100,113 @@ def test_wholePoolDownAnswersUnavailable() -> None:
     assert client.transport.connected
 
 
+def test_wholePoolDownWaitsForABackend() -> None:
+    """
+    Every backend refuses: the operations wait while the proxy reconnects
+    with a doubling pause, and go out, in order, once a backend accepts.
+    """
+    factory, backends, clock = proxy(CONFIG)
+    client = Client(factory)
+    client.send(pdus.search(messageID=3) + pdus.bind("cn=x", "pw", 4))
+    backends.connections[0].refuse()
+    backends.connections[1].refuse()
+    assert client.received() == b""
+    assert len(backends.connections) == 2
+    clock.advance(0.01)  # the first pause
+    assert len(backends.connections) == 3
+    backends.connections[2].refuse()
+    backends.connections[3].refuse()
+    clock.advance(0.01)
+    assert len(backends.connections) == 4  # the pause doubled
+    clock.advance(0.01)
+    assert len(backends.connections) == 5
+    upstream = backends.connections[4]
+    upstream.accept()
+    assert [message.id for message in pdus.decode(upstream.sent())] == [3, 4]
+    upstream.respond(pdus.searchDone(3) + pdus.bindResponse(4, 0))
+    assert [(m, code) for m, _, code, _ in results(client.received())] == [(3, 0), (4, 0)]
+    runtime = factory.runtime
+    faults = runtime.backends.pools["main"].faults
+    assert (faults.waited, faults.budgetSpent) == (2, 0)
+    assert faults.waitSum == pytest.approx(2 * 0.03)
+    metrics = runtime.observer.metrics
+    metrics.watchState(lambda: runtime)
+    samples = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in metrics.registry.collect()
+        for sample in family.samples
+        if "wait" in sample.name or "replayed" in sample.name or "budget" in sample.name
+    }
+    assert samples[("ldaproute_operations_waited_total", (("pool", "main"),))] == 2
+    assert samples[("ldaproute_operation_wait_seconds_bucket", (("le", "0.025"), ("pool", "main")))] == 0
+    assert samples[("ldaproute_operation_wait_seconds_bucket", (("le", "0.05"), ("pool", "main")))] == 2
+    assert samples[("ldaproute_operation_wait_seconds_count", (("pool", "main"),))] == 2
+    assert samples[("ldaproute_operations_budget_spent_total", (("pool", "main"),))] == 0
+
+
+def test_wholePoolDownBudgetSpentDisconnects() -> None:
+    """The budget spent (default C{on_backend_unavailable = disconnect}): Notice of Disconnection, then close."""
+    factory, backends, clock = proxy(CONFIG.replace("[pool:main]", "[pool:main]\nretry_budget = 1s"))
+    client = Client(factory)
+    client.send(pdus.search(messageID=3))
+    for _ in range(200):
+        for connection in backends.connections:
+            if not connection.deferred.called:
+                connection.refuse()
+        clock.advance(0.05)
+        if client.transport.disconnecting:
+            break
+    assert clock.seconds() == pytest.approx(1.0, abs=0.06)
+    [notice] = pdus.decode(client.received())
+    assert notice.id == 0 and notice.value.resultCode == ber.UNAVAILABLE
+    assert b"retry_budget of 1s" in notice.value.errorMessage
+    assert client.transport.disconnecting
+    attempts = len(backends.connections)
+    clock.advance(5)
+    assert len(backends.connections) == attempts  # no more reconnecting
+    assert factory.runtime.backends.pools["main"].faults.budgetSpent == 1
+
+
+def test_wholePoolDownBudgetSpentAnswers() -> None:
+    """C{on_backend_unavailable = answer}: each operation gets 52 when its own budget is spent."""
+    config = CONFIG.replace("[pool:main]", "[pool:main]\nretry_budget = 1s").replace(
+        "max_pdu_bytes = 2000", "max_pdu_bytes = 2000\non_backend_unavailable = answer"
+    )
+    factory, backends, clock = proxy(config)
+    client = Client(factory)
+    client.send(pdus.search(messageID=3))
+    refused = 0
+
+    def refuseAll() -> None:
+        nonlocal refused
+        for connection in backends.connections[refused:]:
+            connection.refuse()
+        refused = len(backends.connections)
+
+    refuseAll()
+    clock.advance(0.5)
+    refuseAll()
+    client.send(pdus.search(messageID=4))  # waits on the same connection, half a budget later
+    for _ in range(30):
+        clock.advance(0.05)
+        refuseAll()
+    got = [(m, code) for m, _, code, _ in results(client.received())]
+    assert got[0] == (3, 52)
+    for _ in range(30):
+        clock.advance(0.05)
+        refuseAll()
+    got += [(m, code) for m, _, code, _ in results(client.received())]
+    assert got == [(3, 52), (4, 52)]
+    assert client.transport.connected and not client.transport.disconnecting
+    assert client.protocol.session.outstanding == {}
+
+
 def test_backendDropsMidOperation() -> None:
+    """
+    A search whose entries reached the client cannot be sent again (52);
+    one with nothing relayed yet goes out again, after the session's
+    simple bind, on a new connection.
+    """
     factory, backends, _ = proxy(CONFIG)
     client, first = boundClient(factory, backends)
     client.send(pdus.search(messageID=2) + pdus.search(messageID=3))
@@ -105,22 +214,31 @@ def test_backendDropsMidOperation() -> None:
     first.drop()
     answers = results(client.received())
     assert answers[0][:2] == (2, "LDAPSearchResultEntry")
-    assert sorted(answers[1:]) == [
-        (2, "LDAPSearchResultDone", 52, b"connection to backend a of pool 'main' lost"),
-        (3, "LDAPSearchResultDone", 52, b"connection to backend a of pool 'main' lost"),
-    ]
-    # the next operation reconnects and replays the simple bind first
-    client.send(pdus.search(messageID=4))
+    assert answers[1:] == [(2, "LDAPSearchResultDone", 52, b"connection to backend a of pool 'main' lost")]
     second = backends.connections[1]
     second.accept()
     [replayed] = pdus.decode(second.sent())
     assert isinstance(replayed.value, pureldap.LDAPBindRequest)
     assert (replayed.value.dn, replayed.value.auth) == (b"uid=u,dc=example,dc=com", b"secret")
     second.respond(pdus.bindResponse(replayed.id, 0))
-    assert second.sent() == pdus.search(messageID=4)
+    assert second.sent() == pdus.search(messageID=3)
     assert client.received() == b""  # the replayed bind's answer is the proxy's own
-    second.respond(pdus.searchDone(4))
-    assert results(client.received()) == [(4, "LDAPSearchResultDone", 0, b"")]
+    second.respond(pdus.searchDone(3))
+    assert results(client.received()) == [(3, "LDAPSearchResultDone", 0, b"")]
+    # the next operation uses the new connection
+    client.send(pdus.search(messageID=4))
+    assert second.sent() == pdus.search(messageID=4)
+    assert len(backends.connections) == 2
+
+
+def test_backendDropsWritesAnswered() -> None:
+    """A write in flight when the backend dies is answered 52: the proxy cannot know whether it was applied."""
+    factory, backends, _ = proxy(CONFIG)
+    client, first = boundClient(factory, backends)
+    client.send(pdus.message(pureldap.LDAPDelRequest(entry="cn=x,dc=example,dc=com"), 2))
+    first.drop()
+    assert results(client.received()) == [(2, "LDAPDelResponse", 52, b"connection to backend a of pool 'main' lost")]
+    assert len(backends.connections) == 1
 
 
 def test_refusedReplayAsksClientToBindAgain() -> None:
@@ -253,15 +371,20 @@ def test_protocolErrorDropsUpstreamToo() -> None:
 
 
 def test_backendGarbageFailsOperations() -> None:
+    """A backend that sends what is not LDAP is left; the unanswered search goes to the next backend."""
     factory, backends, _ = proxy(CONFIG)
     client = Client(factory)
     client.send(pdus.search(messageID=1))
     connection = backends.connections[0]
     connection.accept()
     connection.respond(b"HTTP/1.0 200 OK\r\n")
-    [(messageID, _, code, text)] = results(client.received())
-    assert (messageID, code) == (1, ber.UNAVAILABLE)
-    assert text.startswith(b"backend sent a malformed response")
+    assert client.received() == b""
+    second = backends.connections[1]
+    assert (connection.backend, second.backend) == ("a", "b")
+    second.accept()
+    assert second.sent() == pdus.search(messageID=1)
+    second.respond(pdus.searchDone(1))
+    assert [(m, code) for m, _, code, _ in results(client.received())] == [(1, 0)]
 
 
 def test_startTLSRefusedAndConnectionUsable() -> None:

@@ -178,14 +178,20 @@ def test_rootDSEInCleartext(template: str) -> None:
 
 
 def test_rootDSEReadLost() -> None:
-    """A root DSE read answered by the proxy (backend lost) leaves nothing marked."""
+    """
+    A root DSE read answered by the proxy (its backend lost it three times:
+    sent again twice, then 52) leaves nothing marked.
+    """
     factory, backends, _ = proxy(SESSION.format(policy=""))
     client = Client(factory)
     client.send(pdus.search("", 2, scope=pureldap.LDAP_SCOPE_baseObject))
     assert client.protocol.session.cleartextRootDSE == {2}
-    [connection] = backends.connections
-    connection.accept()
-    connection.drop()
+    for _ in range(3):
+        connection = backends.connections[-1]
+        connection.accept()
+        assert client.protocol.session.cleartextRootDSE == {2}
+        connection.drop()
+    assert len(backends.connections) == 3
     [answer] = pdus.decode(client.received())
     assert answer.value.resultCode == ber.UNAVAILABLE
     assert client.protocol.session.cleartextRootDSE == set()

@@ -20,7 +20,7 @@ from ldaproute.runtime import Runtime
 from ldaproute.core.session import Outstanding
 from ldaproute.wire.pdu import startTLSRequest
 
-BASE = "[backend:b]\nurl = ldap://127.0.0.1:1\n[pool:p]\nbackends = b\n[route:r]\npool = p\n"
+BASE = "[backend:b]\nurl = ldap://127.0.0.1:1\n[pool:p]\nbackends = b\nretry_budget = off\n[route:r]\npool = p\n"
 
 _decoder = pureldap.LDAPBERDecoderContext_TopLevel(
     inherit=pureldap.LDAPBERDecoderContext_LDAPMessage(

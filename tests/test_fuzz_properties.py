@@ -311,8 +311,11 @@ class TestFrontendProperties:
         world.client.send = recording  # type: ignore[method-assign]
         for step in steps:
             world.apply(step)
-        # let every backend finish: accept what is pending, answer everything
+        # let every backend finish: the proxy's reconnect rounds run (it waits
+        # for refused backends within the retry budget), accept what is
+        # pending, answer everything
         for _ in range(4):
+            world.reactor.advance(0.3)
             for connection in world.pending():
                 connection.accept()
             world.answerAll()

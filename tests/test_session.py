@@ -15,7 +15,7 @@ import attrs
 from ldaptor.protocols import pureldap
 
 from ldaproute.config import Config, Route
-from ldaproute.core import decisions, session as core, slowpath, tlsphase
+from ldaproute.core import decisions, replay, session as core, slowpath, tlsphase
 from ldaproute.core.policy import ListenerPolicy
 from ldaproute.core.routing import Router
 from ldaproute.core.session import Session, TLSPhase
@@ -203,10 +203,98 @@ def test_lostLinkAnswersItsOperations() -> None:
     trace.forward(search(1), main)
     trace.forward(bind(2), main)
     trace.forward(search(3, "uid=x,ou=people,dc=example,dc=com"), other)
-    answers = trace.session.linkLost(main, ber.UNAVAILABLE, "backend gone")
+    answers, replays = trace.session.linkLost(main, ber.UNAVAILABLE, "backend gone")
+    assert replays == []
     assert [(m.id, m.value.resultCode) for m in map(_decodeOne, answers)] == [(1, 52), (2, 52)]
     assert trace.completed == [(1, 52, "main"), (2, 52, "main")]
     assert list(trace.session.outstanding) == [3] and trace.session.identityVersion == 1
+
+
+def _compare(messageID: int) -> bytes:
+    return pdus.message(
+        pureldap.LDAPCompareRequest(entry="cn=x,dc=example,dc=com", ava=pureldap.LDAPAttributeValueAssertion(
+            pureldap.LDAPAttributeDescription("cn"), pureldap.LDAPAssertionValue("x"))),
+        messageID,
+    )  # fmt: skip
+
+
+def _delete(messageID: int) -> bytes:
+    return pdus.message(pureldap.LDAPDelRequest(entry="cn=x,dc=example,dc=com"), messageID)
+
+
+def test_lostLinkKeepsReadsToReplay() -> None:
+    """
+    bound; search 2, compare 3, delete 4 sent on main, search 5 not sent yet,
+    delete 6 not sent yet; main lost -> 2, 3 and both unsent kept to send
+    again (in order), the sent delete answered 52.
+    """
+    trace = Trace()
+    main = FakeLink("main")
+    trace.forward(bind(1), main)
+    trace.respond(main, (1, ber.BIND_RESPONSE, 0))
+    for pdu in (search(2), _compare(3), _delete(4), search(5), _delete(6)):
+        trace.forward(pdu, main)
+    progress = {2: replay.SENT, 3: replay.SENT, 4: replay.SENT, 5: replay.UNSENT, 6: replay.UNSENT}
+    answers, replays = trace.session.linkLost(main, ber.UNAVAILABLE, "gone", progress.__getitem__)
+    assert [op.messageID for op in replays] == [2, 3, 5, 6]
+    assert replays[1].sent == _compare(3) and replays[0].rule is not None
+    assert [(m.id, m.value.resultCode) for m in map(_decodeOne, answers)] == [(4, 52)]
+    assert list(trace.session.outstanding) == [2, 3, 5, 6]
+    assert trace.session.identity.kind == "simple"  # the identity stays: the link replays it
+
+
+def test_lostLinkAnswersPartlyAnsweredSearch() -> None:
+    """search 2 got entries before main was lost -> 52 (no duplicate entries); search 3 kept."""
+    trace = Trace()
+    main = FakeLink("main")
+    trace.forward(search(2), main)
+    trace.forward(search(3), main)
+    progress = {2: replay.ANSWERING, 3: replay.SENT}
+    answers, replays = trace.session.linkLost(main, ber.UNAVAILABLE, "gone", progress.__getitem__)
+    assert [op.messageID for op in replays] == [3]
+    assert [_decodeOne(a).id for a in answers] == [2]
+
+
+def test_lostLinkWithBindInFlightReplaysNothing() -> None:
+    """search 1, bind 2, search 3 sent; main lost -> all 52: what follows a bind depends on its outcome."""
+    trace = Trace()
+    main = FakeLink("main")
+    for pdu in (search(1), bind(2), search(3)):
+        trace.forward(pdu, main)
+    answers, replays = trace.session.linkLost(main, ber.UNAVAILABLE, "gone", lambda messageID: replay.SENT)
+    assert replays == [] and [_decodeOne(a).id for a in answers] == [1, 2, 3]
+
+
+def test_lostLinkOfSASLIdentityReplaysNothing() -> None:
+    """SASL-bound (cannot be replayed); search 2 lost -> 52."""
+    trace = Trace()
+    main = FakeLink("main")
+    trace.forward(saslBind(1, b"EXTERNAL"), main)
+    trace.respond(main, (1, ber.BIND_RESPONSE, 0))
+    trace.forward(search(2), main)
+    answers, replays = trace.session.linkLost(main, ber.UNAVAILABLE, "gone", lambda messageID: replay.SENT)
+    assert replays == [] and [_decodeOne(a).id for a in answers] == [2]
+
+
+def test_lostLinkReplaysAnOperationTwiceAtMost() -> None:
+    """A search replayed twice already is answered 52 the third time its link is lost."""
+    trace = Trace()
+    main = FakeLink("main")
+    trace.forward(search(1), main)
+    trace.session.outstanding[1].replays = replay.MAX_REPLAYS
+    answers, replays = trace.session.linkLost(main, ber.UNAVAILABLE, "gone", lambda messageID: replay.SENT)
+    assert replays == [] and [_decodeOne(a).id for a in answers] == [1]
+
+
+def test_waitedOutAnswersUnavailable() -> None:
+    """search 1 waited through its retry budget -> its answer is 52, completed once."""
+    trace = Trace()
+    main = FakeLink("main")
+    trace.forward(search(1), main)
+    waited = trace.session.timedOut(1, "no backend", ber.UNAVAILABLE)
+    assert waited is not None
+    assert _decodeOne(waited[1]).value.resultCode == ber.UNAVAILABLE
+    assert trace.session.outstanding == {}
 
 
 def test_replayRefusedLosesIdentity() -> None:
@@ -344,7 +432,7 @@ def test_startTLSPassthroughRefusedOrLost() -> None:
     session.responded(link, [(1, ber.EXTENDED_RESPONSE, ber.PROTOCOL_ERROR)])
     assert session.tls.phase is TLSPhase.PLAIN and session.tls.opaqueLink is None
     session.forwarded(ber.Envelope.fromBytes(startTLS(2)), startTLS(2), link, route, 0.0, None, True)
-    [answer] = session.linkLost(link, ber.UNAVAILABLE, "gone")
+    [answer], _ = session.linkLost(link, ber.UNAVAILABLE, "gone")
     assert _decodeOne(answer).value.resultCode == ber.UNAVAILABLE
     assert session.tls.phase is TLSPhase.PLAIN and session.tls.refusal() is None
 

@@ -203,22 +203,76 @@ def test_lostConnectionFailsOnlyItsOperations() -> None:
     onSecond = second.sent()
     assert first.sent() and onSecond  # b's: one on each (in turn)
     first.drop()
-    answer = decodeOne(a.received())
-    assert (answer.id, answer.value.resultCode) == (1, ber.UNAVAILABLE)
-    [bLost] = pdus.decode(b.received())  # b's operation on the lost connection
-    assert bLost.value.resultCode == ber.UNAVAILABLE
-    [remaining] = b.protocol.session.outstanding
-    second.respond(pdus.searchDone(decodeOne(onSecond).id))  # b's other operation carries on
-    assert decodeOne(b.received()).id == remaining
+    # the searches the lost connection carried go out again, on the other one
+    assert a.received() == b"" and b.received() == b""
+    replayed = [message.id for message in pdus.decode(second.sent())]
+    assert len(replayed) == 2
+    for upstreamID in [decodeOne(onSecond).id, *replayed]:
+        second.respond(pdus.searchDone(upstreamID))
+    assert [(m.id, m.value.resultCode) for m in pdus.decode(a.received())] == [(1, 0)]
+    assert sorted((m.id, m.value.resultCode) for m in pdus.decode(b.received())) == [(1, 0), (2, 0)]
+    assert a.protocol.session.outstanding == {} and b.protocol.session.outstanding == {}
     # the pool reconnects on demand
     a.send(pdus.search(messageID=2))
     assert len(backends.connections) == 3
     ready(backends.connections[2])
-    assert decodeOne(second.sent() + backends.connections[2].sent()).id in (1, 2, 3)
+    assert decodeOne(second.sent() + backends.connections[2].sent()).value.baseObject == b"dc=example,dc=com"
+
+
+def test_lostConnectionAnswersItsWrites() -> None:
+    """A write the lost connection carried is answered 52: it may have been applied."""
+    factory, backends, _ = proxy(CONFIG)
+    client = Client(factory)
+    client.send(pdus.message(pureldap.LDAPDelRequest(entry="cn=x,dc=example,dc=com"), 1))
+    first, second = twoReady(backends)
+    carrying = first if first.sent() else second
+    carrying.drop()
+    answer = decodeOne(client.received())
+    assert (answer.id, answer.value.resultCode) == (1, ber.UNAVAILABLE)
+
+
+def test_unreachableBackendWaitsThenServes() -> None:
+    """Every connection refused: the request waits while the pool reconnects, and goes out once one is ready."""
+    factory, backends, clock = proxy(CONFIG)
+    client = Client(factory)
+    client.send(pdus.search(messageID=1))
+    for connection in list(backends.connections):
+        connection.refuse()
+    assert client.received() == b""
+    clock.advance(0.01)
+    fresh = backends.connections[2:]
+    assert fresh
+    ready(fresh[0])
+    (sent,) = pdus.decode(fresh[0].sent())
+    fresh[0].respond(pdus.searchDone(sent.id))
+    assert decodeOne(client.received()).value.resultCode == ber.SUCCESS
+    assert factory.runtime.backends.pools["main"].faults.waited == 1
+
+
+def test_unreachableBackendBudgetSpent() -> None:
+    """Refused for the whole budget: Notice of Disconnection (the default), and the pool stops reconnecting."""
+    factory, backends, clock = proxy(CONFIG.replace("backends = a\n", "backends = a\nretry_budget = 300ms\n"))
+    client = Client(factory)
+    client.send(pdus.search(messageID=1))
+    for _ in range(40):
+        for connection in backends.connections:
+            if not connection.deferred.called:
+                connection.refuse()
+        clock.advance(0.02)
+    (notice,) = pdus.decode(client.received())
+    assert notice.id == 0 and notice.value.resultCode == ber.UNAVAILABLE
+    assert b"retry_budget of 0.3s" in notice.value.errorMessage
+    attempts = len(backends.connections)
+    for connection in backends.connections:
+        if not connection.deferred.called:
+            connection.refuse()
+    clock.advance(5)
+    assert len(backends.connections) == attempts
 
 
 def test_unreachableBackendAnswers52() -> None:
-    factory, backends, _ = proxy(CONFIG)
+    """C{retry_budget = off}: answered 52 at once."""
+    factory, backends, _ = proxy(CONFIG.replace("backends = a\n", "backends = a\nretry_budget = off\n"))
     client = Client(factory)
     client.send(pdus.search(messageID=1))
     for connection in list(backends.connections):

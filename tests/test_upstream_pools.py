@@ -47,6 +47,9 @@ class Owner:
     def linkOperationTimedOut(self, link: Any, messageID: int, reason: str) -> None:
         self.events.append(("timedOut", messageID, reason))
 
+    def linkWaitedOut(self, link: Any, messageID: int, reason: str, resultCode: int) -> None:
+        self.events.append(("waitedOut", messageID, reason, resultCode))
+
     def linkReceivedRaw(self, link: Any, data: bytes) -> None:
         self.events.append(("raw", data))
 

@@ -14,6 +14,16 @@ C{ldaps} (the endpoint is TLS-wrapped) or StartTLS, the proxy's own first
 request; a refused or failed TLS set-up is a failed attempt, never a
 cleartext fallback.
 
+When no candidate takes the connection (refused, reset, timed out, every
+backend at its cap) while operations wait for it with a retry budget
+(C{retry_budget}), it does not give up: it tries the pool's candidates
+again, after a pause that starts at a few milliseconds and doubles up to
+C{retry_backoff_max}, so that a backend restarting (or a pool whose every
+member was marked down by a blip) serves them as soon as it accepts.
+Each waiting operation is answered unavailable (or busy) only when its own
+budget is spent; the connection gives up when nothing waits any more.  One
+event is logged per such sequence of attempts, not one per attempt.
+
 Then it binds, when given an identity to carry (the session's replayed
 bind, or the pool's service identity): the proxy's own requests (StartTLS,
 binds) go out under messageIDs of their own and their answers never reach a
@@ -39,7 +49,7 @@ from twisted.internet.endpoints import (
     UNIXClientEndpoint,
     wrapClientTLS,
 )
-from twisted.internet.interfaces import IHandshakeListener, IReactorTime, IStreamClientEndpoint
+from twisted.internet.interfaces import IDelayedCall, IHandshakeListener, IReactorTime, IStreamClientEndpoint
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -59,6 +69,8 @@ INTERNAL_ID_BASE = 0x7FFFFF00
 ABANDON_ID = INTERNAL_ID_BASE - 2  # an AbandonRequest gets no response: one ID serves
 UNBIND_ID = INTERNAL_ID_BASE - 1
 _MAX_ID = 0x7FFFFFFF
+#: the first pause between reconnect rounds, seconds (then doubling)
+FIRST_BACKOFF = 0.01
 
 EndpointFactory = Callable[[Any, BackendState, float], IStreamClientEndpoint]
 
@@ -142,6 +154,9 @@ class Connector:
     owner: IConnectionOwner
     #: requests waiting for the connection to be ready (see the subclass)
     _queue: list[bytes]
+    #: keep reconnecting while this says so, although no operation of the
+    #: connection's own waits (see the subclass)
+    retryWhile: Callable[[], bool] | None = None
 
     def __init__(
         self,
@@ -171,6 +186,19 @@ class Connector:
         self.ops: dict[int, Any] = {}
         #: our own requests in flight: messageID -> what to do with the resultCode
         self.internal: dict[int, Callable[[int], None]] = {}
+        #: operations waiting for this connection within their retry budget,
+        #: by upstream messageID: (when they began waiting, the budget's timer)
+        self.waiting: dict[int, tuple[float, IDelayedCall]] = {}
+        #: reconnect rounds since the last success (0: not retrying)
+        self.rounds = 0
+        self._retryStarted = 0.0
+        self._backoff = 0.0
+        self._retryCall: IDelayedCall | None = None
+        self._failure = ("", ber.UNAVAILABLE)
+        #: failed because no candidate took the connection (not lost after it)
+        self.gaveUp = False
+        #: the reconnect rounds the last sequence took before it was served
+        self.lastRounds = 0
 
     def connect(self) -> None:
         """Start connecting to the best candidate of the pool."""
@@ -181,6 +209,8 @@ class Connector:
         self._connectNext()
 
     def _connectNext(self) -> None:
+        if self.state != "connecting":
+            return
         state = next(self._candidates, None)
         if state is None:
             self._giveUp()
@@ -234,26 +264,138 @@ class Connector:
     def _connectFailed(self, reason: Failure, state: BackendState) -> None:
         state.connecting -= 1
         state.connectFailed(f"cannot connect: {reason.getErrorMessage()}", self.pool.name)
-        self._log.warn(
-            "Cannot connect to backend {backend} of pool {pool}: {error}",
-            backend=state.name,
-            pool=self.pool.name,
-            error=reason.getErrorMessage(),
-            peer=self._peer,
-        )
+        if not self.rounds:  # while retrying, one event for the whole sequence
+            self._log.warn(
+                "Cannot connect to backend {backend} of pool {pool}: {error}",
+                backend=state.name,
+                pool=self.pool.name,
+                error=reason.getErrorMessage(),
+                peer=self._peer,
+            )
         if self.state != "closed":
             self._connectNext()
 
     def _giveUp(self) -> None:
+        """Every candidate failed: wait and try again if operations wait for us, else fail."""
         if not self._tried and (self._skippedFull or self.pool.allAtCapacity()):
             full = ", ".join(self._skippedFull or [state.name for state in self.pool.backends])
-            self.fail(
+            self._failure = (
                 f"every backend of pool {self.pool.name!r} is at its max_connections ({full}): try again later",
                 ber.BUSY,
             )
+        else:
+            tried = ", ".join(self._tried) or "none configured"
+            self._failure = (f"no backend of pool {self.pool.name!r} is reachable (tried: {tried})", ber.UNAVAILABLE)
+        retryWhile = self.retryWhile
+        if (self.waiting or (retryWhile is not None and retryWhile())) and self.pool.backends:
+            for upstreamID in [upstreamID for upstreamID in self.ops if upstreamID not in self.waiting]:
+                self._waitedOut(upstreamID, 0.0)  # no budget: answered now
+            if self.waiting or (retryWhile is not None and retryWhile()):
+                self._retryLater()
+                return
+        self.gaveUp = True
+        self.fail(*self._failure)
+
+    # --- riding out a backend's absence (retry_budget) -----------------------
+
+    def waitFor(self, upstreamID: int, budget: float) -> None:
+        """
+        An operation waits for this connection to be ready: it may wait
+        C{budget} seconds, reconnect rounds included, before it is answered.
+        """
+        previous = self.waiting.get(upstreamID)
+        if previous is not None and previous[1].active():
+            previous[1].cancel()
+        self.waiting[upstreamID] = (self.reactor.seconds(), self.reactor.callLater(budget, self._waitedOut, upstreamID, budget))
+
+    def _retryLater(self) -> None:
+        pool = self.pool.pool
+        if not self.rounds:
+            self._retryStarted = self.reactor.seconds()
+            self._log.warn(
+                "No backend of pool {pool} takes a connection ({reason}); {waiting} operation(s) wait up to "
+                "retry_budget {budget:g}s while the proxy reconnects",
+                pool=pool.name,
+                reason=self._failure[0],
+                waiting=len(self.waiting),
+                budget=pool.retryBudget,
+                peer=self._peer,
+            )
+        self.rounds += 1
+        self.state = "retrying"
+        self._backoff = min(self._backoff * 2 or FIRST_BACKOFF, pool.retryBackoffMax)
+        self._retryCall = self.reactor.callLater(self._backoff, self._retry)
+
+    def _retry(self) -> None:
+        self._retryCall = None
+        if self.state != "retrying":
             return
-        tried = ", ".join(self._tried) or "none configured"
-        self.fail(f"no backend of pool {self.pool.name!r} is reachable (tried: {tried})")
+        self.state = "connecting"
+        self._tried = []
+        self._skippedFull = []
+        self._candidates = self.pool.candidates()
+        self._connectNext()
+
+    def _waitedOut(self, upstreamID: int, budget: float) -> None:
+        """An operation's budget is spent (or it had none) while no backend took the connection."""
+        waited = self.waiting.pop(upstreamID, None)
+        if self.state == "closed" or upstreamID not in self.ops:
+            return
+        entry = self.ops[upstreamID]
+        self._unqueue(upstreamID)
+        faults = self.pool.faults
+        faults.budgetSpent += 1
+        if waited is not None:
+            faults.wait(self.reactor.seconds() - waited[0])
+        reason, resultCode = self._failure
+        if not reason:
+            reason, resultCode = f"no backend of pool {self.pool.name!r} took the connection", ber.UNAVAILABLE
+        if budget:
+            reason += f"; gave up after the retry_budget of {budget:g}s"
+        self.owner.connectionWaitedOut(self, upstreamID, entry, reason, resultCode)
+        if not self.waiting and not self.ops and self.state in ("connecting", "retrying"):
+            self._endRetrying(False)
+            self.gaveUp = True
+            self.fail(reason, resultCode)
+
+    def _waited(self) -> None:
+        """Ready: the operations that waited are on their way."""
+        now = self.reactor.seconds()
+        faults = self.pool.faults
+        for since, timer in self.waiting.values():
+            if timer.active():
+                timer.cancel()
+            if self.rounds:
+                faults.wait(now - since)
+        self.waiting.clear()
+        if self.rounds:
+            self._endRetrying(True)
+
+    def _endRetrying(self, served: bool) -> None:
+        """The one event of a reconnect sequence: how it ended."""
+        assert self.backend is not None or not served
+        self._log.info(
+            "Pool {pool}: {outcome} after {rounds} reconnect round(s) in {seconds:.3f}s",
+            pool=self.pool.name,
+            outcome=f"reconnected to backend {self.backend.name}" if served and self.backend else "gave up reconnecting",
+            backend=self.backend.name if self.backend else None,
+            rounds=self.rounds,
+            seconds=self.reactor.seconds() - self._retryStarted,
+            peer=self._peer,
+        )
+        self.lastRounds = self.rounds if served else 0
+        self.rounds = 0
+        self._backoff = 0.0
+
+    def _stopWaiting(self) -> None:
+        """Closed or failed: no more reconnect rounds, no budget timers."""
+        if self._retryCall is not None and self._retryCall.active():
+            self._retryCall.cancel()
+        self._retryCall = None
+        for _, timer in self.waiting.values():
+            if timer.active():
+                timer.cancel()
+        self.waiting.clear()
 
     # --- TLS towards the backend -------------------------------------------
 
@@ -405,4 +547,8 @@ class Connector:
         raise NotImplementedError
 
     def _send(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    def _unqueue(self, upstreamID: int) -> None:
+        """Take a request that has not gone out yet out of the queue."""
         raise NotImplementedError

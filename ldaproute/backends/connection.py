@@ -82,8 +82,12 @@ class BackendConnection(Connector):
         batch: bool = False,
         oneAtATime: bool = False,
         produces: bool = False,
+        retryWhile: Callable[[], bool] | None = None,
     ) -> None:
         super().__init__(pool, reactor, endpointFactory, peer, clientAddresses, bindAs, responsesBy == DEMUX)
+        #: whether to keep reconnecting although no operation of its own
+        #: waits (shared connections: requests wait in their pool instead)
+        self.retryWhile = retryWhile
         self.owner = owner
         self._batch = batch
         self._produces = produces
@@ -99,6 +103,8 @@ class BackendConnection(Connector):
         self._serial: deque[tuple[int, bytes]] | None = deque() if oneAtATime else None
         self.serialInFlight: int | None = None
         self.counted = False
+        #: after L{fail}: the upstream messageIDs of operations that never went out
+        self.unsent: frozenset[int] = frozenset()
 
     # --- after connecting (L{Connector}) -----------------------------------
 
@@ -121,6 +127,8 @@ class BackendConnection(Connector):
         self._pending = None
 
     def _ready(self) -> None:
+        if self.waiting or self.rounds:
+            self._waited()
         self.state = "ready"
         queued, self._queue = self._queue, []
         if queued:
@@ -138,7 +146,7 @@ class BackendConnection(Connector):
             if self.state == "new":
                 self.connect()
 
-    def submit(self, upstreamID: int, entry: Any, data: bytes, timeout: float | None = None) -> None:
+    def submit(self, upstreamID: int, entry: Any, data: bytes, timeout: float | None = None, budget: float = 0.0) -> None:
         """
         Send a request of a demultiplexed connection under C{upstreamID}
         (fresh from L{allocateID}): L{operationStarted}, inline, as this is
@@ -149,6 +157,8 @@ class BackendConnection(Connector):
             self.backend.inFlight += 1  # type: ignore[union-attr]
         if timeout is not None:
             self.timers[upstreamID] = self.reactor.callLater(timeout, self._timedOut, upstreamID, timeout)
+        if budget and self.state != "ready":
+            self.waitFor(upstreamID, budget)
         serial = self._serial
         if serial is not None:
             if self.serialInFlight is not None:
@@ -226,10 +236,14 @@ class BackendConnection(Connector):
 
     # --- operations in flight (least-outstanding, operation timeouts) -------
 
-    def operationStarted(self, upstreamID: int, timeout: float | None = None, entry: Any = None) -> None:
+    def operationStarted(
+        self, upstreamID: int, timeout: float | None = None, budget: float = 0.0, entry: Any = None
+    ) -> None:
         """
         An operation is on this connection: count it against the backend,
-        and abandon it after C{timeout} seconds.
+        and abandon it after C{timeout} seconds.  Until the connection is
+        ready it may wait C{budget} seconds for a backend to take it
+        (L{waitFor}).
         """
         ops = self.ops
         dropped = self.receiver.dropped
@@ -242,6 +256,8 @@ class BackendConnection(Connector):
         ops[upstreamID] = entry
         if timeout is not None:
             self.timers[upstreamID] = self.reactor.callLater(timeout, self._timedOut, upstreamID, timeout)
+        if budget and self.state != "ready":
+            self.waitFor(upstreamID, budget)
 
     def operationEnded(self, upstreamID: int) -> Any:
         """An operation got its final result (or was abandoned); returns its entry."""
@@ -250,6 +266,10 @@ class BackendConnection(Connector):
             return None
         if self.timers:
             self.cancelTimer(upstreamID)
+        if self.waiting:
+            waited = self.waiting.pop(upstreamID, None)
+            if waited is not None and waited[1].active():
+                waited[1].cancel()
         if self.counted:
             self.backend.inFlight -= 1  # type: ignore[union-attr]
         return entry
@@ -279,12 +299,14 @@ class BackendConnection(Connector):
             return
         entry = self.ops[upstreamID]
         if self._protocol is None:
-            # still connecting: take the request out of the queue
-            self.operationEnded(upstreamID)
-            self._queue = [pdu for pdu in self._queue if messageIDOf(pdu) != upstreamID]
+            self._unqueue(upstreamID)  # still connecting
         else:
             self.abandon(upstreamID)
         self.owner.connectionOperationTimedOut(self, upstreamID, entry, timeout)
+
+    def _unqueue(self, upstreamID: int) -> None:
+        self.operationEnded(upstreamID)
+        self._queue = [pdu for pdu in self._queue if messageIDOf(pdu) != upstreamID]
 
     def entriesReturned(self, messageID: int) -> int:
         """Search result entries relayed for C{messageID} (counted once)."""
@@ -299,6 +321,8 @@ class BackendConnection(Connector):
         state = self.backend
         if state is not None:
             state.connections -= 1
+        if self._protocol is not None:
+            self._protocol.detach()  # nothing it may still deliver is for anyone
         self._protocol = None
         if self.state != "closed":
             if state is not None and self.ops:
@@ -312,6 +336,10 @@ class BackendConnection(Connector):
         if self.state == "closed":
             return
         self.state = "closed"
+        unsent = {messageIDOf(pdu) for pdu in self._queue}
+        if self._serial:
+            unsent.update(upstreamID for upstreamID, _ in self._serial)
+        self.unsent = frozenset(unsent)
         self._queue = []
         ops = dict(self.ops)
         self._uncount()
@@ -320,6 +348,7 @@ class BackendConnection(Connector):
             self._protocol.transport.abortConnection()  # type: ignore[attr-defined]
 
     def _uncount(self) -> None:
+        self._stopWaiting()
         for timer in self.timers.values():
             if timer.active():
                 timer.cancel()

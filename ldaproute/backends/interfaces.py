@@ -39,8 +39,20 @@ class IBackendLink(Interface):
     def send(pdu: bytes) -> None:
         """Send one whole request PDU (queued while connecting)."""
 
-    def operationStarted(messageID: int, timeout: float | None = None) -> None:
-        """An operation the client sent now waits for its final response."""
+    def operationStarted(messageID: int, timeout: float | None = None, budget: float = 0.0) -> None:
+        """
+        An operation the client sent now waits for its final response
+        (abandoned after C{timeout}; waiting at most C{budget} seconds for
+        a backend to take it, see C{retry_budget}).
+        """
+
+    def progressOf(messageID: int) -> int:
+        """
+        How far an operation got before the link was lost, for the replay
+        rule (L{ldaproute.core.replay}): L{ldaproute.core.replay.UNSENT},
+        L{ldaproute.core.replay.SENT} (no response reached the client) or
+        L{ldaproute.core.replay.ANSWERING} (part of its answer did).
+        """
 
     def operationEnded(messageID: int) -> None:
         """The client's operation got its final response (or was answered by the proxy)."""
@@ -88,6 +100,12 @@ class ILinkOwner(Interface):
 
     def linkOperationTimedOut(link: IBackendLink, messageID: int, reason: str) -> None:
         """An operation exceeded its time limit and was abandoned upstream."""
+
+    def linkWaitedOut(link: IBackendLink, messageID: int, reason: str, resultCode: int) -> None:
+        """
+        An operation's retry budget was spent while no backend took it
+        (C{resultCode}: unavailable, or busy when every backend is full).
+        """
 
     def linkReplayFailed(link: IBackendLink, resultCode: int) -> None:
         """The bind replayed for the client was refused by the backend."""
@@ -137,6 +155,12 @@ class IConnectionOwner(Interface):
 
     def connectionOperationTimedOut(connection: object, messageID: int, operation: object, timeout: float) -> None:
         """An operation exceeded C{timeout} and was abandoned upstream (or taken out of the queue)."""
+
+    def connectionWaitedOut(connection: object, messageID: int, operation: object, reason: str, resultCode: int) -> None:
+        """
+        An operation waited for the connection through its retry budget and
+        no backend took it: it is out of the queue, answer it.
+        """
 
     def connectionWritable(connection: object) -> None:
         """The backend's socket buffer drained (connections that are their transport's producer)."""

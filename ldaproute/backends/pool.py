@@ -19,6 +19,7 @@ C{max_connections} cap are left out entirely.
 from __future__ import annotations
 
 import itertools
+from bisect import bisect_left
 from collections.abc import Iterator, Sequence
 
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
@@ -135,6 +136,38 @@ class BackendState:
         return True
 
 
+#: How long operations waited for a backend, seconds (the wait histogram).
+WAIT_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+class PoolFaults:
+    """
+    What a pool's operations went through when its backends failed, kept
+    as plain counts that the metrics read at scrape time (and that survive
+    reloads, as counters must): operations that waited for a backend and
+    how long, operations replayed on a new connection (by request tag), and
+    operations answered unavailable because their retry budget was spent.
+    """
+
+    def __init__(self) -> None:
+        self.waited = 0
+        self.waitSum = 0.0
+        #: per bucket of L{WAIT_BUCKETS}, plus one for +Inf (not cumulative)
+        self.waitBuckets = [0] * (len(WAIT_BUCKETS) + 1)
+        self.replayed: dict[int, int] = {}
+        self.budgetSpent = 0
+
+    def wait(self, seconds: float) -> None:
+        """An operation waited C{seconds} for a connection to take it."""
+        self.waited += 1
+        self.waitSum += seconds
+        self.waitBuckets[bisect_left(WAIT_BUCKETS, seconds)] += 1
+
+    def replay(self, opTag: int) -> None:
+        """An operation was sent again on a new connection."""
+        self.replayed[opTag] = self.replayed.get(opTag, 0) + 1
+
+
 class PoolState:
     """
     One pool at run time: its backends' states and the strategy's cursor.
@@ -144,8 +177,9 @@ class PoolState:
     list is replaced by L{setBackends} as records change.
     """
 
-    def __init__(self, pool: Pool, states: dict[str, BackendState]) -> None:
+    def __init__(self, pool: Pool, states: dict[str, BackendState], faults: PoolFaults | None = None) -> None:
         self.pool = pool
+        self.faults = faults if faults is not None else PoolFaults()
         self.backends: list[BackendState] = [states[backend.name] for backend in pool.backends]
         self._turn = itertools.count()
         self._currentWeight: dict[str, int] = {}
@@ -225,6 +259,8 @@ class Backends:
     def __init__(self) -> None:
         self.states: dict[str, BackendState] = {}
         self.pools: dict[str, PoolState] = {}
+        #: by pool name, kept across reloads (counters only go up)
+        self.faults: dict[str, PoolFaults] = {}
 
     def configure(self, backends: dict[str, Backend], pools: dict[str, Pool]) -> None:
         states = {}
@@ -235,7 +271,9 @@ class Backends:
             states[name] = state
         old = self.pools
         self.states = states
-        self.pools = {name: PoolState(pool, states) for name, pool in pools.items()}
+        self.pools = {
+            name: PoolState(pool, states, self.faults.setdefault(name, PoolFaults())) for name, pool in pools.items()
+        }
         for name, poolState in self.pools.items():
             previous = old.get(name)
             if poolState.pool.srv is not None and previous is not None and previous.pool.srv == poolState.pool.srv:

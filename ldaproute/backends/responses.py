@@ -78,10 +78,16 @@ class Relay(Receiver):
     def drop(self, messageID: int) -> None:
         self.dropped.add(messageID)
 
+    def answering(self, messageID: int) -> bool:
+        """Whether any response to C{messageID} was relayed (entries, references, intermediates)."""
+        return messageID in self.entries or messageID in self._scanner.partial
+
     def reset(self) -> None:
         super().reset()
+        partial = self._scanner.partial
         self._scanner = ber.ResponseScanner(MAX_BACKEND_PDU_BYTES)
         self._scanner.entries = self.entries
+        self._scanner.partial = partial
 
     def _filterOwn(
         self, data: bytes, finals: list[tuple[int, int, int]]
@@ -190,7 +196,7 @@ class Demux(Receiver):
                         answered(ber.resultCodeAt(buf, idEnd, pduEnd))
                     pos = pduEnd
                     continue  # abandoned: dropped
-                link, clientID, _, idElement = entry
+                link, clientID, _, idElement, _ = entry
                 pieces = out.get(link)
                 if pieces is None:
                     pieces = out[link] = []
@@ -208,6 +214,8 @@ class Demux(Receiver):
                 pieces.append(buf[idEnd:pduEnd])
                 if tag == ber.SEARCH_RESULT_ENTRY:
                     link.entries[clientID] = link.entries.get(clientID, 0) + 1
+                elif tag == ber.SEARCH_RESULT_REFERENCE or tag == ber.INTERMEDIATE_RESPONSE:
+                    link.entries.setdefault(clientID, 0)  # part of its answer relayed: no replay
                 elif tag in ber.FINAL_RESPONSES:
                     # L{BackendConnection.operationEnded}, inline
                     del ops[upstreamID]

@@ -25,6 +25,8 @@ from zope.interface import implementer
 from ldaproute.backends.connection import RELAY, BackendConnection, EndpointFactory
 from ldaproute.backends.interfaces import IBackendLink, IConnectionOwner, ILinkOwner
 from ldaproute.backends.pool import BackendState, PoolState
+from ldaproute.backends.responses import Relay
+from ldaproute.core.replay import ANSWERING, NO_BACKEND, SENT, UNSENT
 from ldaproute.wire import ber
 
 
@@ -79,6 +81,18 @@ class SessionLink:
         return self.connection.state
 
     # --- IBackendLink (with the four bound in __init__) ----------------------
+
+    def progressOf(self, messageID: int) -> int:
+        """How far an operation got (for replays after this link is lost)."""
+        connection = self.connection
+        if connection.gaveUp:
+            return NO_BACKEND
+        if messageID in connection.unsent:
+            return UNSENT
+        receiver = connection.receiver
+        if not isinstance(receiver, Relay) or receiver.answering(messageID):
+            return ANSWERING
+        return SENT
 
     def rebind(self, credentials: tuple[bytes, bytes]) -> None:
         """Carry the client's current identity to this link before anything else is sent on it."""
@@ -150,6 +164,9 @@ class SessionLink:
             return  # still connecting: the request left the queue, connecting goes on
         self.connection.close(unbind=True)
         self._owner.linkLost(self, f"backend {name} of pool {self.pool.name!r} stopped answering (operation timeout)", ber.UNAVAILABLE)
+
+    def connectionWaitedOut(self, connection: object, messageID: int, operation: object, reason: str, resultCode: int) -> None:
+        self._owner.linkWaitedOut(self, messageID, reason, resultCode)
 
     def connectionWritable(self, connection: object) -> None:
         """Not a producer: the client's reading is paused by the owner."""

@@ -36,6 +36,7 @@ from ldaproute.backends.connection import BackendConnection
 from ldaproute.backends.interfaces import IBackendLink, ILinkOwner
 from ldaproute.backends.pool import BackendState
 from ldaproute.backends.sharedpool import SharedPool
+from ldaproute.core.replay import ANSWERING, MAX_REPLAYS, mayReplay
 from ldaproute.core.slowpath import replayName
 from ldaproute.wire import ber
 from ldaproute.wire.pdu import (
@@ -153,6 +154,12 @@ class SharedLink:
         self._timing: tuple[int, float] | None = None
         #: timers of operations waiting for a ready connection
         self._waitTimers: dict[int, IDelayedCall] = {}
+        #: the retry budget of the operation about to be sent (L{operationStarted})
+        self._budget = 0.0
+        #: how many times operations were sent again after their connection died
+        self._replays: dict[int, int] = {}
+        #: operations waiting for a ready connection: their pool callback
+        self._waiters: dict[int, tuple[str, Callable[[BackendConnection | None, str], None]]] = {}
         self._control: tuple[Any, bytes] = (None, b"")
         self._controlsElement = b""
         self._pagedConnection: BackendConnection | None = None
@@ -198,12 +205,8 @@ class SharedLink:
                     self._timing = None
                     if timing[0] == messageID:
                         timeout = timing[1]
-                connection.submit(
-                    upstreamID,
-                    (self, messageID, tag, messageIDElement(messageID)),
-                    reframeAt(pdu, idEnd, opEnd, upstreamID, control, self._controlsElement),
-                    timeout,
-                )
+                data = reframeAt(pdu, idEnd, opEnd, upstreamID, control, self._controlsElement)
+                connection.submit(upstreamID, (self, messageID, tag, messageIDElement(messageID), data), data, timeout)
                 if not connection.writable:
                     self._shared.pauseClient(self._owner.transport)
                 return
@@ -256,7 +259,7 @@ class SharedLink:
         self._ops[messageID] = (connection, upstreamID)
         if timeout is None:
             timeout = self._timeoutFor(messageID)
-        connection.submit(upstreamID, (self, messageID, tag, messageIDElement(messageID)), data, timeout)
+        connection.submit(upstreamID, (self, messageID, tag, messageIDElement(messageID), data), data, timeout)
         if not connection.writable:
             self._shared.pauseClient(self._owner.transport)
 
@@ -272,17 +275,27 @@ class SharedLink:
             return
         self._ops[messageID] = (None, 0)
         timeout = self._timeoutFor(messageID)
-        if timeout is not None:
-            self._waitTimers[messageID] = self._reactor.callLater(timeout, self._waitedOut, messageID, timeout)
+        budget = self._budget
+        reactor = self._reactor
+        since = reactor.seconds()
+        if budget and (timeout is None or budget < timeout):
+            # the budget counts inside operation_timeout
+            self._waitTimers[messageID] = reactor.callLater(budget, self._budgetSpent, messageID, budget)
+        elif timeout is not None:
+            self._waitTimers[messageID] = reactor.callLater(timeout, self._waitedOut, messageID, timeout)
 
         def ready(connection: BackendConnection | None, reason: str) -> None:
+            if self._waiters.get(messageID, (None, None))[1] is ready:
+                del self._waiters[messageID]
             if self._ops.get(messageID) != (None, 0):
                 return  # abandoned or closed meanwhile
-            remaining = None
+            now = reactor.seconds()
+            remaining = None if timeout is None else max(0.0, timeout - (now - since))
             timer = self._waitTimers.pop(messageID, None)
-            if timer is not None:
-                remaining = max(0.0, timer.getTime() - self._reactor.seconds())
+            if timer is not None and timer.active():
                 timer.cancel()
+            if connection is not None and connection.lastRounds:
+                self.pool.faults.wait(now - since)  # it waited for a backend to come back
             if connection is None:
                 del self._ops[messageID]
                 self._answerFailed(None, messageID, tag, ber.UNAVAILABLE, reason)
@@ -292,6 +305,7 @@ class SharedLink:
                 self._pagedConnection = connection
             self._submitTo(connection, messageID, tag, pdu, control, idEnd, opEnd, timeout=remaining)
 
+        self._waiters[messageID] = (kind, ready)
         shared.whenReady(kind, ready)
 
     def _abandon(self, abandonedID: int) -> None:
@@ -331,6 +345,8 @@ class SharedLink:
     def ended(self, clientID: int) -> None:
         """A final response for C{clientID} arrived (called before L{deliver})."""
         self._ops.pop(clientID, None)
+        if self._replays:
+            self._replays.pop(clientID, None)
 
     def deliver(self, connection: BackendConnection, data: bytes, finals: list[tuple[int, int, int]]) -> None:
         if self.state == "closed":
@@ -341,9 +357,30 @@ class SharedLink:
         self._owner.linkReceived(self, data, finals)
         self.backend = None
 
-    def failed(self, connection: BackendConnection, clientID: int, requestTag: int, resultCode: int, reason: str) -> None:
-        """The connection carrying C{clientID} died: answer it C{resultCode}."""
+    def failed(
+        self,
+        connection: BackendConnection,
+        clientID: int,
+        requestTag: int,
+        resultCode: int,
+        reason: str,
+        sent: bytes = b"",
+        progress: int = ANSWERING,
+    ) -> None:
+        """
+        The connection carrying C{clientID} died: send the request again
+        (C{sent}, as it went upstream, the identity it asserted included)
+        when the replay rule allows (L{ldaproute.core.replay}: nothing of
+        its answer relayed yet), else answer it C{resultCode}.
+        """
         self._ops.pop(clientID, None)
+        if sent and self.state != "closed" and clientID not in self.entries:
+            replays = self._replays.get(clientID, 0)
+            if replays < MAX_REPLAYS and mayReplay(sent, progress):
+                self._replays[clientID] = replays + 1
+                self.pool.faults.replay(requestTag)
+                self._submit("shared", clientID, requestTag, sent, b"")
+                return
         self._answerFailed(connection, clientID, requestTag, resultCode, reason)
 
     def _answerFailed(
@@ -373,8 +410,27 @@ class SharedLink:
         )
         self.backend = None
 
+    def _budgetSpent(self, clientID: int, budget: float) -> None:
+        """No connection of the pool was ready within the operation's retry budget."""
+        self._waitTimers.pop(clientID, None)
+        self._stopWaiting(clientID)
+        if self._ops.pop(clientID, None) is None or self.state == "closed":
+            return
+        faults = self.pool.faults
+        faults.budgetSpent += 1
+        faults.wait(budget)
+        tried = ", ".join(state.name for state in self.pool.backends) or "none configured"
+        self._owner.linkWaitedOut(
+            self,
+            clientID,
+            f"no backend of pool {self.pool.name!r} is reachable (tried: {tried}); "
+            f"gave up after the retry_budget of {budget:g}s",
+            ber.UNAVAILABLE,
+        )
+
     def _waitedOut(self, clientID: int, timeout: float) -> None:
         self._waitTimers.pop(clientID, None)
+        self._stopWaiting(clientID)
         if self._ops.pop(clientID, None) is None or self.state == "closed":
             return
         self._owner.linkOperationTimedOut(
@@ -386,10 +442,15 @@ class SharedLink:
 
     # --- operation timers ----------------------------------------------------
 
-    def operationStarted(self, messageID: int, timeout: float | None = None) -> None:
+    def operationStarted(self, messageID: int, timeout: float | None = None, budget: float = 0.0) -> None:
         """The next request sent carries C{timeout} to the connection that takes it."""
         if timeout is not None:
             self._timing = (messageID, timeout)
+        self._budget = budget
+
+    def progressOf(self, messageID: int) -> int:
+        """A shared link is never lost as a whole: its connections' operations are answered one by one."""
+        return ANSWERING
 
     def operationEnded(self, messageID: int) -> None:
         """Counted by the connection when its final arrived; a waiting one stops waiting."""
@@ -400,6 +461,13 @@ class SharedLink:
         timer = self._waitTimers.pop(messageID, None)
         if timer is not None and timer.active():
             timer.cancel()
+        self._stopWaiting(messageID)
+
+    def _stopWaiting(self, messageID: int) -> None:
+        """The operation no longer waits for a connection: the pool stops counting it."""
+        waiter = self._waiters.pop(messageID, None)
+        if waiter is not None:
+            self._shared.stopWaiting(*waiter)
 
     # --- the rest of the link interface ------------------------------------
 
@@ -427,6 +495,8 @@ class SharedLink:
             if timer.active():
                 timer.cancel()
         self._waitTimers.clear()
+        for messageID in list(self._waiters):
+            self._stopWaiting(messageID)
         ops, self._ops = self._ops, {}
         for connection, upstreamID in ops.values():
             if connection is not None:

@@ -24,6 +24,7 @@ from zope.interface import implementer
 from ldaproute.backends.connection import DEMUX, BackendConnection, EndpointFactory
 from ldaproute.backends.interfaces import IConnectionOwner
 from ldaproute.backends.pool import PoolState
+from ldaproute.core.replay import SENT, UNSENT
 from ldaproute.wire import ber
 
 _log = Logger()
@@ -104,6 +105,13 @@ class SharedPool:
         if not self.connections[kind]:
             self._open(kind)
 
+    def stopWaiting(self, kind: str, callback: Callable[[BackendConnection | None, str], None]) -> None:
+        """A request given up (answered, abandoned, closed) no longer waits for a connection."""
+        try:
+            self._waiting[kind].remove(callback)
+        except ValueError:
+            pass
+
     def _open(self, kind: str) -> None:
         operations = kind == "shared"
         connection = BackendConnection(
@@ -116,6 +124,9 @@ class SharedPool:
             batch=operations,  # a bind connection carries one bind at a time: nothing to batch
             oneAtATime=not operations,
             produces=True,
+            # while requests wait for a connection of this kind, within their
+            # retry budget (L{ldaproute.backends.shared.SharedLink}), keep trying
+            retryWhile=lambda: bool(self._waiting[kind]) and self.poolState.pool.retryBudget > 0,
         )
         self.connections[kind].append(connection)
         self._kinds[connection] = kind
@@ -185,17 +196,27 @@ class SharedPool:
             self._tlsHandshake(outcome)
 
     def connectionLost(self, connection: BackendConnection, reason: str, resultCode: int, operations: dict[int, Any]) -> None:  # type: ignore[override]
-        """Fail every operation the connection carried (52), once."""
+        """
+        Every operation the connection carried is sent again on another
+        (reads, by the replay rule) or answered unavailable (52), once.
+        """
         self._forget(connection, reason)
-        for entry in operations.values():
+        unsent = connection.unsent
+        for upstreamID, entry in operations.items():
             if entry is not None:
-                link, clientID, tag, _ = entry
-                link.failed(connection, clientID, tag, ber.UNAVAILABLE, reason)
+                link, clientID, tag, _, sent = entry
+                progress = UNSENT if upstreamID in unsent else SENT
+                link.failed(connection, clientID, tag, ber.UNAVAILABLE, reason, sent, progress)
 
     def connectionOperationTimedOut(self, connection: object, messageID: int, operation: Any, timeout: float) -> None:
         if operation is not None:
-            link, clientID, _, _ = operation
+            link, clientID = operation[0], operation[1]
             link.timedOut(connection, clientID, timeout)
+
+    def connectionWaitedOut(self, connection: object, messageID: int, operation: Any, reason: str, resultCode: int) -> None:
+        if operation is not None:
+            link, clientID, tag = operation[0], operation[1], operation[2]
+            link.failed(connection, clientID, tag, resultCode, reason)
 
     def connectionWritable(self, connection: object) -> None:
         if self._pausedClients and all(c.writable for c in self.ready["shared"] + self.ready["bind"]):

@@ -132,6 +132,13 @@ def optionalDuration(value: str) -> float | None:
     return duration(value)
 
 
+def budget(value: str) -> float:
+    """A duration to wait, or C{off} (also C{none}, C{0}) for no waiting at all (0)."""
+    if value.strip().lower() in ("off", "none", "no", "0"):
+        return 0.0
+    return duration(value)
+
+
 def readableFile(value: str) -> str:
     """The path of a file that exists and can be read now, so a wrong path stops start-up."""
     path = value.strip()

@@ -97,6 +97,11 @@ class Outstanding(Generic[L]):
     route: str
     pending: Identity | None = None  # for binds: the identity on success
     summary: object = None  # for the access log: accesslog.RequestSummary
+    #: the route (a L{ldaproute.config.Route}) and the PDU as sent (after
+    #: its rewrite), to send it again if its link is lost (L{ldaproute.core.replay})
+    rule: Route | None = None
+    sent: bytes = b""
+    replays: int = 0
 
 
 # --- decisions ------------------------------------------------------------

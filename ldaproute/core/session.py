@@ -49,6 +49,7 @@ from ldaproute.core.decisions import (
     StartTLS,
     Unbind,
 )
+from ldaproute.core.replay import MAX_REPLAYS, mayReplay
 from ldaproute.core.rewrite import Rewriter
 from ldaproute.core.routing import noRouteResult
 from ldaproute.core.slowpath import FanOuts, Rewriting
@@ -255,10 +256,12 @@ class Session(Generic[L]):
         now: float,
         summary: object,
         startTLS: bool = False,
+        sent: bytes = b"",
     ) -> bool:
         """
         The request goes to C{link} now (C{startTLS}: a L{PassStartTLS}
-        decision): record it.  Returns whether the client has so many
+        decision), as C{sent} (the PDU after the route's rewrite; C{pdu}
+        when empty): record it.  Returns whether the client has so many
         operations outstanding that its reading pauses.
         """
         messageID = envelope.messageID
@@ -276,7 +279,9 @@ class Session(Generic[L]):
             if (baseLength < 2 or baseLength == 0x81) and self._config.requireTLSForPasswords:
                 if isRootDSESearch(pdu, envelope):
                     self.cleartextRootDSE.add(messageID)
-        self.outstanding[messageID] = Outstanding(messageID, tag, link, now, route.name, pending, summary)
+        self.outstanding[messageID] = Outstanding(
+            messageID, tag, link, now, route.name, pending, summary, route, sent or pdu
+        )
         return len(self.outstanding) >= limits.PAUSE_OUTSTANDING
 
     def answered(self, envelope: ber.Envelope, answer: Answer) -> None:
@@ -361,17 +366,40 @@ class Session(Generic[L]):
         """
         return self._admission.countBindFailures(self.address, finals, self.outstanding)
 
-    def linkLost(self, link: L, resultCode: int, reason: str) -> list[bytes]:
+    def linkLost(
+        self, link: L, resultCode: int, reason: str, progressOf: Callable[[int], int] | None = None
+    ) -> tuple[list[bytes], list[Outstanding[L]]]:
         """
         C{link} cannot carry operations any more: its operations complete
         with C{resultCode}, and the answers the client is owed for them
         are returned, in the order the operations were sent.
+
+        With C{progressOf} (how far each operation got, see
+        L{ldaproute.core.replay}), those that may be sent again stay
+        outstanding instead, returned second for the caller to send on a
+        new link: when the session's identity can be carried to a new
+        connection and no bind was among the lost operations (what follows
+        a bind depends on its outcome).
         """
         passthroughID = self.tls.passthroughID
         if passthroughID is not None:
             pending = self.outstanding.get(passthroughID)
             self.tls.linkLost(pending.link if pending is not None else None, link)
         failed = [operation for operation in self.outstanding.values() if operation.link is link]
+        replays = []
+        if (
+            progressOf is not None
+            and self.identity.replayable
+            and not self.tls.opaqueLink
+            and not any(operation.opTag == ber.BIND_REQUEST for operation in failed)
+        ):
+            kept = []
+            for operation in failed:
+                if operation.replays < MAX_REPLAYS and mayReplay(operation.sent, progressOf(operation.messageID)):
+                    replays.append(operation)
+                else:
+                    kept.append(operation)
+            failed = kept
         answers = []
         for operation in failed:
             del self.outstanding[operation.messageID]
@@ -380,7 +408,7 @@ class Session(Generic[L]):
             answers.append(ber.result(operation.messageID, ber.RESPONSE_FOR[operation.opTag], resultCode, reason))
             if operation.opTag == ber.BIND_REQUEST:
                 self.bindCompleted(None, resultCode)
-        return answers
+        return answers, replays
 
     def replayRefused(self, link: L, resultCode: int) -> list[bytes]:
         """
@@ -392,21 +420,24 @@ class Session(Generic[L]):
             link,
             ber.OPERATIONS_ERROR,
             f"the backend refused to restore this session's bind (resultCode {resultCode}): bind again",
-        )
+        )[0]
 
-    def timedOut(self, messageID: int, reason: str) -> tuple[Outstanding[L], bytes] | None:
+    def timedOut(
+        self, messageID: int, reason: str, resultCode: int = ber.TIME_LIMIT_EXCEEDED
+    ) -> tuple[Outstanding[L], bytes] | None:
         """
-        An operation exceeded its time limit (its link abandoned it): the
-        operation and its answer, timeLimitExceeded (3), which the caller
-        writes and then reports as completed.
+        An operation exceeded its time limit (its link abandoned it), or
+        its retry budget (C{resultCode} unavailable or busy): the
+        operation and its answer, timeLimitExceeded (3) unless said
+        otherwise, which the caller writes and then reports as completed.
         """
         operation = self.outstanding.pop(messageID, None)
         if operation is None:
             return None
         self.cleartextRootDSE.discard(messageID)
         if operation.opTag == ber.BIND_REQUEST:
-            self.bindCompleted(None, ber.TIME_LIMIT_EXCEEDED)
-        answer = ber.result(messageID, ber.RESPONSE_FOR[operation.opTag], ber.TIME_LIMIT_EXCEEDED, reason)
+            self.bindCompleted(None, resultCode)
+        answer = ber.result(messageID, ber.RESPONSE_FOR[operation.opTag], resultCode, reason)
         return operation, answer
 
     def ended(self) -> None:

@@ -131,6 +131,23 @@ class ClientEvents:
             durationMs=round((now - operation.startedAt) * 1000),
         )  # fmt: skip
 
+    def waitedOut(self, link: IBackendLink, operation: Outstanding[IBackendLink], reason: str, then: str) -> None:
+        """No backend took an operation within its retry budget; C{then}: C{answer} or C{disconnect}."""
+        self._log.warn(
+            "Operation {messageID} of {peer} found no backend within its retry budget ({then}): {reason}",
+            messageID=operation.messageID, peer=self.peer, listener=self._listener, route=operation.route,
+            pool=link.pool.name, reason=reason, then=then,
+            op=ber.OPERATION_NAMES.get(operation.opTag, hex(operation.opTag)),
+        )  # fmt: skip
+
+    def replaying(self, link: IBackendLink, count: int, reason: str) -> None:
+        """C{count} reads that C{link} lost unanswered go out again on a new connection."""
+        self._log.info(
+            "{count} read(s) of {peer} sent again on a new connection: {reason}",
+            count=count, peer=self.peer, listener=self._listener, pool=link.pool.name,
+            backend=_backendName(link), reason=reason,
+        )  # fmt: skip
+
     def failed(self, link: IBackendLink, count: int, resultCode: int, reason: str) -> None:
         """C{count} operations that C{link} lost were answered C{resultCode}."""
         self._log.warn(

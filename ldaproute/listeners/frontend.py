@@ -308,7 +308,33 @@ class FrontendProtocol(Protocol):
         self._links.lost(link)
         self.session.fanouts.linkLost(link, resultCode, reason)
         if not self._closing:
-            self._failed(link, resultCode, reason, self.session.linkLost(link, resultCode, reason))
+            answers, replays = self.session.linkLost(link, resultCode, reason, link.progressOf)
+            self._failed(link, resultCode, reason, answers)
+            if replays:
+                self._events.replaying(link, len(replays), reason)
+                self._links.replay(replays)
+
+    def linkWaitedOut(self, link: IBackendLink, messageID: int, reason: str, resultCode: int) -> None:
+        """
+        No backend took an operation within its retry budget: answer it, or
+        (C{on_backend_unavailable = disconnect}) end the connection as a
+        directory that went away would, so that the client reconnects.
+        """
+        if self._closing:
+            self.session.outstanding.pop(messageID, None)
+            return
+        waited = self.session.timedOut(messageID, reason, resultCode)
+        if waited is None:
+            return
+        operation, answer = waited
+        self._events.waitedOut(link, operation, reason, self._listener.onBackendUnavailable)
+        if self._listener.onBackendUnavailable == "disconnect":
+            self._completed(operation, resultCode, link, reason)
+            self._disconnect(resultCode, reason)
+            return
+        self.transport.write(answer)
+        self._completed(operation, resultCode, link, reason)
+        self._links.answered()
 
     def linkOperationTimedOut(self, link: IBackendLink, messageID: int, reason: str) -> None:
         """Answer an operation the link abandoned after its operation_timeout."""

@@ -26,7 +26,7 @@ from ldaproute.backends.interfaces import IBackendLink, ILinkOwner
 from ldaproute.backends.sessionlink import SessionLink
 from ldaproute.core import limits
 from ldaproute.config import Route
-from ldaproute.core.decisions import IDENTITY_LOST, Answer, SpanSearch
+from ldaproute.core.decisions import IDENTITY_LOST, Answer, Outstanding, SpanSearch
 from ldaproute.core.rewrite import Refused
 from ldaproute.core.session import Session
 from ldaproute.core.slowpath import replayName
@@ -136,8 +136,12 @@ class ClientLinks:
                 self._session.refused(envelope, e.resultCode)
                 return Answer(e.resultCode, e.message)
         summary = runtime.observer.summarize(self._owner, pdu, envelope)  # as the client sent it
-        pause = self._session.forwarded(envelope, pdu, link, route, self._reactor.seconds(), summary, startTLS)
-        link.operationStarted(messageID, route.operationTimeout or link.pool.pool.operationTimeout)
+        pause = self._session.forwarded(envelope, pdu, link, route, self._reactor.seconds(), summary, startTLS, sent)
+        pool = link.pool.pool
+        budget = route.retryBudget
+        link.operationStarted(
+            messageID, route.operationTimeout or pool.operationTimeout, pool.retryBudget if budget is None else budget
+        )
         link.send(sent)
         if pause:
             self.gate.pause("outstanding")
@@ -157,6 +161,33 @@ class ClientLinks:
         if self._runtime.debug:
             self._events.rewritten(messageID, route.name, route.pool, _targetText(rewritten))
         return rewritten
+
+    def replay(self, operations: list[Outstanding[IBackendLink]]) -> None:
+        """
+        Send again, in their order, operations whose link was lost before
+        they were answered (L{ldaproute.core.replay}): on a new link to the
+        same pool, which carries the session's identity first (its simple
+        bind replayed), and waits within the retry budget for a backend.
+        """
+        for operation in operations:
+            route = operation.rule
+            assert route is not None and route.pool is not None
+            link = self.linkFor(route.pool, False)
+            if link is None:  # cannot happen: the session checked the identity
+                continue
+            operation.link = link
+            operation.replays += 1
+            if route.rewrites and link.responseTransformer is None:
+                link.responseTransformer = self._session.rewriting.responses
+            pool = link.pool
+            pool.faults.replay(operation.opTag)
+            budget = route.retryBudget
+            link.operationStarted(
+                operation.messageID,
+                route.operationTimeout or pool.pool.operationTimeout,
+                pool.pool.retryBudget if budget is None else budget,
+            )
+            link.send(operation.sent)
 
     def abandon(self, messageID: int, pdu: bytes) -> None:
         """The client's Abandon goes to the link that holds the operation."""

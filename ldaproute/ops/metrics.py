@@ -31,6 +31,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
 from ldaproute import __version__
+from ldaproute.backends.pool import WAIT_BUCKETS
 from ldaproute.wire import ber
 
 #: Operation duration buckets, seconds: sub-millisecond relays to
@@ -351,7 +352,7 @@ class _StateCollector:
         source = self._metrics._stateSource
         state = source() if source is not None else None
         families = self._families()
-        up, connections, inFlight, poolHealthy, connects = families
+        up, connections, inFlight, poolHealthy, connects, waited, waitSeconds, replayed, budgetSpent = families
         if state is not None:
             for name, backendState in sorted(state.backends.states.items()):
                 up.add_metric([name], 1 if backendState.up else 0)
@@ -362,6 +363,17 @@ class _StateCollector:
                 connects.add_metric([name, "failed"], getattr(backendState, "connectsFailed", 0))
             for name, pool in sorted(state.backends.pools.items()):
                 poolHealthy.add_metric([name], sum(1 for b in pool.backends if b.up))
+            for name, faults in sorted(state.backends.faults.items()):
+                waited.add_metric([name], faults.waited)
+                cumulative = 0
+                buckets = []
+                for bound, count in zip((*WAIT_BUCKETS, float("inf")), faults.waitBuckets):
+                    cumulative += count
+                    buckets.append((_bucketLabel(bound), cumulative))
+                waitSeconds.add_metric([name], buckets, faults.waitSum)
+                for tag, count in sorted(faults.replayed.items()):
+                    replayed.add_metric([name, operationName(tag)], count)
+                budgetSpent.add_metric([name], faults.budgetSpent)
         yield from families
 
     @staticmethod
@@ -376,7 +388,31 @@ class _StateCollector:
                 "Upstream connection attempts, by backend and result (ok, failed).",
                 labels=["backend", "result"],
             ),
+            CounterMetricFamily(
+                "ldaproute_operations_waited",
+                "Operations that waited, within their retry budget, for a backend of the pool to take them.",
+                labels=["pool"],
+            ),
+            HistogramMetricFamily(
+                "ldaproute_operation_wait_seconds",
+                "How long operations waited for a backend of the pool (retry budget).",
+                labels=["pool"],
+            ),
+            CounterMetricFamily(
+                "ldaproute_operations_replayed",
+                "Operations sent again on a new connection after theirs died (reads only).",
+                labels=["pool", "op"],
+            ),
+            CounterMetricFamily(
+                "ldaproute_operations_budget_spent",
+                "Operations answered unavailable (or disconnected) because no backend took them within the retry budget.",
+                labels=["pool"],
+            ),
         )
+
+
+def _bucketLabel(bound: float) -> str:
+    return "+Inf" if bound == float("inf") else repr(float(bound))
 
 
 __all__ = ["Metrics", "DURATION_BUCKETS", "operationName"]

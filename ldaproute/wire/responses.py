@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from ldaproute.wire.tags import (
     SEARCH_RESULT_ENTRY,
+    SEARCH_RESULT_REFERENCE,
+    INTERMEDIATE_RESPONSE,
     FINAL_RESPONSES,
     INTEGER,
     ENUMERATED,
@@ -29,13 +31,17 @@ class ResponseScanner:
     PDUs, ready to be written to the client as they are, and the
     C{(messageID, tag, resultCode)} of each final response among them
     (C{resultCode} is -1 when unreadable).  C{entries} counts search result
-    entries by messageID, for the access log (pop it when the search ends).
+    entries by messageID, for the access log (pop it when the search ends);
+    C{partial} holds the operations still open that got other responses
+    before their final one (references, intermediate responses), so that
+    with C{entries} it tells whether any of an answer was relayed.
     """
 
     def __init__(self, maxPDUBytes: int) -> None:
         self.maxPDUBytes = maxPDUBytes
         self._buffer = b""
         self.entries: dict[int, int] = {}
+        self.partial: set[int] = set()
 
     def feed(self, data: bytes) -> tuple[bytes, list[tuple[int, int, int]]]:
         """
@@ -48,6 +54,7 @@ class ResponseScanner:
         finals = []
         maxBytes = self.maxPDUBytes
         entries = self.entries
+        partial = self.partial
         while end - pos >= 2:
             if buf[pos] != SEQUENCE:
                 raise FramingError("not-ldap", f"backend sent tag 0x{buf[pos]:02x}, not an LDAPMessage")
@@ -81,9 +88,13 @@ class ResponseScanner:
             if tag in FINAL_RESPONSES:
                 messageID = int.from_bytes(buf[bodyStart + 2 : tagAt], "big")
                 finals.append((messageID, tag, resultCodeAt(buf, tagAt, pos + total)))
+                if partial:
+                    partial.discard(messageID)
             elif tag == SEARCH_RESULT_ENTRY:
                 messageID = int.from_bytes(buf[bodyStart + 2 : tagAt], "big")
                 entries[messageID] = entries.get(messageID, 0) + 1
+            elif tag == SEARCH_RESULT_REFERENCE or tag == INTERMEDIATE_RESPONSE:
+                partial.add(int.from_bytes(buf[bodyStart + 2 : tagAt], "big"))
             pos += total
         if pos == end:
             self._buffer = b""
