@@ -93,7 +93,7 @@ def traffic(mode: str) -> dict[str, Any]:
     """
     directory = tempfile.mkdtemp(prefix="ldaproute-parity-")
     accessLog = os.path.join(directory, "access.log")
-    factory, backends, _ = proxy(CONFIG.format(mode=mode, accessLog=accessLog))
+    factory, backends, clock = proxy(CONFIG.format(mode=mode, accessLog=accessLog))
     state = factory.runtime.backends.states["a"]
     seen: dict[str, Any] = {}
     try:
@@ -113,6 +113,7 @@ def traffic(mode: str) -> dict[str, Any]:
         carrying = [c for c in backends.connections if c.transport is not None and c.transport.value()]
         assert len(carrying) == 1
         carrying[0].drop()
+        clock.advance(0)  # (shared mode sends again on the next reactor turn)
         seen["inFlightLost"] = (state.inFlight, inFlightGauge(factory))
         answer(backends, entries=3)  # the search went out again: answered on the new connection
         answer(backends, entries=3)  # (in session mode, after the replayed bind's answer)

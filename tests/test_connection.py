@@ -103,13 +103,14 @@ def test_sharedNoticeOfDisconnection() -> None:
     goes out again on a new connection; a write it carried is answered 52,
     with the backend's words.
     """
-    factory, backends, _ = proxy(CONFIG.format(mode="shared").replace("tls = starttls\n", ""))
+    factory, backends, clock = proxy(CONFIG.format(mode="shared").replace("tls = starttls\n", ""))
     client = Client(factory)
     client.send(pdus.search(messageID=3))
     connection = backends.connections[0]
     connection.accept()
     (search,) = pdus.decode(connection.sent())
     connection.respond(ber.noticeOfDisconnection(ber.UNAVAILABLE, "idle timeout"))
+    clock.advance(0)
     assert client.received() == b""
     again = backends.connections[-1]
     again.accept()

@@ -379,9 +379,18 @@ class SharedLink:
             if replays < MAX_REPLAYS and mayReplay(sent, progress):
                 self._replays[clientID] = replays + 1
                 self.pool.faults.replay(requestTag)
-                self._submit("shared", clientID, requestTag, sent, b"")
+                # on the next reactor turn: a backend that dies takes all its
+                # connections at once, and the others' losses come first
+                self._ops[clientID] = (None, 0)
+                self._reactor.callLater(0, self._replay, clientID, requestTag, sent)
                 return
         self._answerFailed(connection, clientID, requestTag, resultCode, reason)
+
+    def _replay(self, clientID: int, requestTag: int, sent: bytes) -> None:
+        if self.state == "closed" or self._ops.get(clientID) != (None, 0):
+            return  # abandoned or closed meanwhile
+        del self._ops[clientID]
+        self._submit("shared", clientID, requestTag, sent, b"")
 
     def _answerFailed(
         self, connection: BackendConnection | None, clientID: int, requestTag: int, resultCode: int, reason: str

@@ -92,8 +92,8 @@ def proxyFactory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
     made: list[Proxy] = []
 
-    def factory(configText: str) -> Proxy:
-        proxy = Proxy(str(tmp_path_factory.mktemp("proxy")), configText)
+    def factory(configText: str, globalKeys: str = "") -> Proxy:
+        proxy = Proxy(str(tmp_path_factory.mktemp("proxy")), configText, globalKeys)
         made.append(proxy)
         proxy.start()
         return proxy

@@ -118,11 +118,12 @@ class Proxy(ProxyProcess):
     C{[ldaproute] listen} line added.
     """
 
-    def __init__(self, directory: str, configText: str) -> None:
+    def __init__(self, directory: str, configText: str, globalKeys: str = "") -> None:
+        """@param globalKeys: more C{[ldaproute]} lines."""
         super().__init__(
             directory,
             "[ldaproute]\nlisten = tcp:{port}:interface=127.0.0.1\n"
-            "require_tls_for_simple_bind = off  ; cleartext test binds on loopback\n" + configText,
+            "require_tls_for_simple_bind = off  ; cleartext test binds on loopback\n" + globalKeys + configText,
             command=[sys.executable, "-m", "twisted", "--log-format=json", "--log-file=-", "ldaproute"],
         )
 

@@ -190,31 +190,33 @@ def _complete(data: bytes, count: int) -> list[pureldap.LDAPMessage]:
 
 def test_backendKilledWithOperationOutstanding(slapdFactory: SlapdFactory, tmp_path: object) -> None:
     """
-    slapd is frozen (SIGSTOP) so the search stays outstanding, then killed:
-    the client gets a final result (unavailable), not a hang, and its next
-    operation reaches the restarted backend on a new upstream connection.
+    slapd is frozen (SIGSTOP) so the searches stay outstanding, then killed
+    and restarted on the same port: the searches, which had no answer yet,
+    go out again once it accepts, and the client gets each complete answer
+    once, with no error.
     """
     backend = slapdFactory(entries=10)
     process = ProxyProcess(str(tmp_path), singleBackendConfig(backend.url)).start()
     try:
         with socket.create_connection(("127.0.0.1", process.port)) as sock:
             _search(sock, 1, backend.suffix)
-            assert _readMessages(sock, 2)[-1].value.resultCode == 0
+            direct = _readMessages(sock, 2)
+            assert direct[-1].value.resultCode == 0
             backend.pause()
             _search(sock, 2, backend.suffix)
             _search(sock, 3, backend.peopleDN)
             time.sleep(0.3)
             backend.kill()
-            answers = _readMessages(sock, 2)
-            assert sorted((m.id, type(m.value).__name__, m.value.resultCode) for m in answers) == [
-                (2, "LDAPSearchResultDone", 52),
-                (3, "LDAPSearchResultDone", 52),
-            ]
-            assert b"lost" in answers[0].value.errorMessage
             backend.start()
+            answers = _readMessages(sock, 2 * (len(direct) - 1) + 2)
+            done = sorted((m.id, m.value.resultCode) for m in answers if type(m.value).__name__ == "LDAPSearchResultDone")
+            assert done == [(2, 0), (3, 0)]
+            entries = [m.id for m in answers if type(m.value).__name__ == "LDAPSearchResultEntry"]
+            assert entries.count(2) == len(direct) - 1  # every entry once: none lost, none twice
             _search(sock, 4, backend.suffix)
             done = _readMessages(sock, 2)[-1]
             assert (done.id, done.value.resultCode) == (4, 0)
+        assert "sent again on a new connection" in process.log()
     except BaseException:
         print(process.log())  # shown by pytest on failure
         raise
@@ -222,15 +224,51 @@ def test_backendKilledWithOperationOutstanding(slapdFactory: SlapdFactory, tmp_p
         assert process.stop() == 0
 
 
+def test_backendGoneLongerThanTheBudget(slapdFactory: SlapdFactory, tmp_path: object) -> None:
+    """
+    slapd killed and not restarted within the retry budget (1s here): the
+    client is told with a Notice of Disconnection (the default
+    on_backend_unavailable), as a directory that went away would.
+    """
+    backend = slapdFactory(entries=3)
+    config = singleBackendConfig(backend.url).replace("backends = slapd\n", "backends = slapd\nretry_budget = 1s\n")
+    process = ProxyProcess(str(tmp_path), config).start()
+    try:
+        with socket.create_connection(("127.0.0.1", process.port)) as sock:
+            _search(sock, 1, backend.suffix)
+            assert _readMessages(sock, 2)[-1].value.resultCode == 0
+            backend.kill()
+            started = time.monotonic()
+            _search(sock, 2, backend.suffix)
+            [notice] = _readMessages(sock, 1)
+            waited = time.monotonic() - started
+            assert (notice.id, notice.value.resultCode) == (0, 52)
+            assert b"retry_budget of 1s" in notice.value.errorMessage
+            assert 0.9 < waited < 3.0
+            sock.settimeout(5)
+            assert sock.recv(100) == b""  # then closed
+    except BaseException:
+        print(process.log())  # shown by pytest on failure
+        raise
+    finally:
+        backend.start()
+        assert process.stop() == 0
+
+
 def test_backendDownAnswersUnavailable(tmp_path: object, freePort: object) -> None:
+    """With on_backend_unavailable = answer, a backend down for the whole budget gets ldapwhoami a 52."""
     port = freePort()  # type: ignore[operator]
-    process = ProxyProcess(str(tmp_path), singleBackendConfig(f"ldap://127.0.0.1:{port}")).start()
+    config = singleBackendConfig(f"ldap://127.0.0.1:{port}", "on_backend_unavailable = answer\n").replace(
+        "backends = slapd\n", "backends = slapd\nretry_budget = 1s\n"
+    )
+    process = ProxyProcess(str(tmp_path), config).start()
     try:
         result = subprocess.run(
             ["ldapwhoami", "-x", "-H", process.url], capture_output=True, text=True, timeout=30
         )
         assert result.returncode == 52
         assert "no backend of pool 'main' is reachable (tried: slapd)" in result.stderr
+        assert "retry_budget of 1s" in result.stderr
     finally:
         assert process.stop() == 0
 

@@ -320,7 +320,11 @@ def test_metricsMatchTraffic(slapd: Slapd, proxyFactory: Callable[..., Proxy]) -
 def test_healthWhenBackendDies(slapdFactory: Callable[..., Slapd], proxyFactory: Callable[..., Proxy]) -> None:
     backend = slapdFactory()
     listen, metrics = quietPort(), quietPort()
-    proxy = proxyFactory(routesIni(listen, metrics, {"main": backend.url}, "[route:all]\npool = main\n"), metrics)
+    # answered 52 once a short retry budget is spent (the default is 5s, then a disconnect)
+    config = routesIni(
+        listen, metrics, {"main": backend.url}, "[route:all]\npool = main\n", "on_backend_unavailable = answer"
+    ).replace("health_rise = 1\n", "health_rise = 1\nretry_budget = 500ms\n")
+    proxy = proxyFactory(config, metrics)
     proxy.start()
     code, body = proxy.get("/readyz")
     assert (code, json.loads(body)["status"]) == (200, "ready")

@@ -108,17 +108,34 @@ def test_leastOutstanding(slapdFactory: SlapdFactory, proxyFactory: Any) -> None
 
 
 def test_maxConnectionsBusy(slapdFactory: SlapdFactory, proxyFactory: Any) -> None:
-    """When every backend is at its cap, a new session is answered busy (51)."""
+    """
+    When every backend is at its cap, a new session waits within its retry
+    budget: served when a slot frees in time, else answered busy (51)
+    (with on_backend_unavailable = answer).
+    """
     servers = {"a": slapdFactory(entries=10)}
-    proxy = proxyFactory(poolConfig(servers, "health_check = no\n", {"a": "max_connections = 2\n"}))
+    proxy = proxyFactory(
+        poolConfig(servers, "health_check = no\nretry_budget = 1500ms\n", {"a": "max_connections = 2\n"}),
+        "on_backend_unavailable = answer\n",
+    )
     held = [RawClient("127.0.0.1", proxy.port) for _ in range(2)]
     for client in held:
         assert client.search(PEOPLE, "user1")[0] == 0
     extra = RawClient("127.0.0.1", proxy.port)
+    started = now()
     code, text = extra.search(PEOPLE, "user1")
-    assert code == 51 and "max_connections" in text
-    held[0].close()
-    waitFor(lambda: RawClient("127.0.0.1", proxy.port).search(PEOPLE, "user1")[0] == 0, 5, "a slot frees")
+    assert code == 51 and "max_connections" in text and "retry_budget" in text
+    assert 1.4 < now() - started < 3.0
+    # a slot frees while a session waits: it is served
+    waiting = RawClient("127.0.0.1", proxy.port)
+    timer = threading.Timer(0.5, held[0].close)
+    timer.start()
+    try:
+        started = now()
+        assert waiting.search(PEOPLE, "user1")[0] == 0
+        assert 0.4 < now() - started < 1.4
+    finally:
+        timer.join()
 
 
 # --- failure ------------------------------------------------------------------
@@ -208,12 +225,15 @@ def test_midSessionDeathReplaysBind(slapdFactory: SlapdFactory, proxyFactory: An
 
 def test_wholePoolDown(slapdFactory: SlapdFactory, proxyFactory: Any) -> None:
     servers = {name: slapdFactory(entries=10) for name in "ab"}
-    proxy = proxyFactory(poolConfig(servers, "health_check = no\nconnect_timeout = 1s\n"))
+    proxy = proxyFactory(
+        poolConfig(servers, "health_check = no\nconnect_timeout = 1s\nretry_budget = 1s\n"),
+        "on_backend_unavailable = answer\n",
+    )
     for server in servers.values():
         server.stop()
     code, text = RawClient("127.0.0.1", proxy.port).search(PEOPLE, "user1")
     assert code == 52
-    assert "no backend of pool 'p' is reachable (tried: " in text
+    assert "no backend of pool 'p' is reachable (tried: " in text and "retry_budget of 1s" in text
 
 
 def test_healthDownUpAndFailBack(slapdFactory: SlapdFactory, proxyFactory: Any, record_property: Any) -> None:

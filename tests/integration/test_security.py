@@ -346,7 +346,9 @@ def test_backendTLSVerificationFails(
     proxy = startProxy(
         "[ldaproute]\n"
         f"listen = tcp:{port}:interface=127.0.0.1\nrequire_tls_for_simple_bind = off\n"
-        + backendSection(slapd, extra, url.rstrip("/")),
+        # a TLS failure is retried within the budget like any other: keep it short, answered 52
+        "on_backend_unavailable = answer\n"
+        + backendSection(slapd, extra, url.rstrip("/")).replace("backends = slapd\n", "backends = slapd\nretry_budget = 300ms\n"),
         [port],
     )
     before = logMentions(slapd, f'BIND dn="{slapd.userDN(42)}"')
@@ -376,7 +378,8 @@ def test_backendTLSInSharedMode(slapd: Slapd, startProxy: Any, mode: str, proble
     proxy = startProxy(
         "[ldaproute]\n"
         f"listen = tcp:{port}:interface=127.0.0.1\nrequire_tls_for_simple_bind = off\nmode = shared\n"
-        + backendSection(slapd, extra, url.rstrip("/")),
+        "on_backend_unavailable = answer\n"
+        + backendSection(slapd, extra, url.rstrip("/")).replace("backends = slapd\n", "backends = slapd\nretry_budget = 300ms\n"),
         [port],
     )
     before = logMentions(slapd, "tls_ssf=")
