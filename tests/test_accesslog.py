@@ -421,3 +421,20 @@ class ObserverLineTests(_TempPath, SynchronousTestCase):
         self.assertEqual([json.loads(line)["tls"] for line in (second, third)], ["starttls", "starttls"])
         parsed = parseTextLine(last)
         self.assertEqual((parsed["op"], parsed["tls"], parsed["route"], parsed["msg"]), ("4", "starttls", "-", 'no "such"'))
+
+
+def test_malformedSearchFieldsDoNotCrashTheQuickPath() -> None:
+    """
+    Regression (found by the atheris fuzzer): a search whose scope element
+    claims more bytes than the request holds made the one-pass reader index
+    past the end; the request is described by the careful path instead.
+    """
+    from ldaproute.ops.accessrequest import describeRequest
+    from tests import pdus
+
+    pdu = bytearray(pdus.search("ou=people,dc=example,dc=com", 2))
+    scopeAt = pdu.index(b"\x0a\x01\x02")  # scope wholeSubtree
+    pdu[scopeAt + 1] = 0x70
+    envelope = ber.Envelope.fromBytes(bytes(pdu))
+    summary = describeRequest(bytes(pdu), envelope, 1)
+    assert summary.kind == "search"

@@ -121,7 +121,10 @@ def describeRequest(pdu: bytes, envelope: ber.Envelope, opNumber: int = 0) -> Re
     """
     tag = envelope.opTag
     if tag == ber.SEARCH_REQUEST:
-        quick = _quickSearch(pdu, envelope.contentStart, envelope.contentEnd, opNumber)
+        try:
+            quick = _quickSearch(pdu, envelope.contentStart, envelope.contentEnd, opNumber)
+        except IndexError:  # a field longer than the request: the careful path says so
+            quick = None
         if quick is not None:
             return quick
     kind = ber.OPERATION_NAMES.get(tag, "unknown")
