@@ -135,7 +135,7 @@ def run(mode="shared", clients=16, ops=20000, profile=False):
            "fake_backend_us_per_op": backendTime * 1e6 / n}
     if prof:
         st = pstats.Stats(prof)
-        st.sort_stats("tottime").print_stats(25)
+        st.sort_stats("tottime").print_stats(int(os.environ.get("INPROCESS_TOP", "25")))
     return res
 
 

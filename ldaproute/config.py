@@ -376,10 +376,14 @@ class Route:
     hideAttributes: tuple[str, ...] = ()
     dnAttributes: tuple[str, ...] = ()
 
-    @property
-    def rewrites(self) -> bool:
-        """Whether this route's traffic takes the slow (decoding) path."""
-        return bool(self.rewriteSuffix is not None or self.mapAttributes or self.hideAttributes)
+    #: whether this route's traffic takes the slow (decoding) path (derived;
+    #: kept as a field because every forwarded operation asks)
+    rewrites: bool = attrs.field(init=False, eq=False, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        object.__setattr__(
+            self, "rewrites", bool(self.rewriteSuffix is not None or self.mapAttributes or self.hideAttributes)
+        )
 
 
 @attrs.frozen

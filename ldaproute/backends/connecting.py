@@ -49,7 +49,7 @@ from twisted.internet.endpoints import (
     UNIXClientEndpoint,
     wrapClientTLS,
 )
-from twisted.internet.interfaces import IDelayedCall, IHandshakeListener, IReactorTime, IStreamClientEndpoint
+from twisted.internet.interfaces import IHandshakeListener, IReactorTime, IStreamClientEndpoint
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -57,6 +57,7 @@ from zope.interface import implementer
 
 from ldaproute.backends.interfaces import IConnectionOwner
 from ldaproute.backends.pool import BackendState, PoolState
+from ldaproute.backends.waiting import Reconnecting
 from ldaproute.wire import ber
 from ldaproute.wire.pdu import startTLSRequest
 from ldaproute.wire.results import noticeOf
@@ -69,8 +70,6 @@ INTERNAL_ID_BASE = 0x7FFFFF00
 ABANDON_ID = INTERNAL_ID_BASE - 2  # an AbandonRequest gets no response: one ID serves
 UNBIND_ID = INTERNAL_ID_BASE - 1
 _MAX_ID = 0x7FFFFFFF
-#: the first pause between reconnect rounds, seconds (then doubling)
-FIRST_BACKOFF = 0.01
 
 EndpointFactory = Callable[[Any, BackendState, float], IStreamClientEndpoint]
 
@@ -187,18 +186,13 @@ class Connector:
         #: our own requests in flight: messageID -> what to do with the resultCode
         self.internal: dict[int, Callable[[int], None]] = {}
         #: operations waiting for this connection within their retry budget,
-        #: by upstream messageID: (when they began waiting, the budget's timer)
-        self.waiting: dict[int, tuple[float, IDelayedCall]] = {}
-        #: reconnect rounds since the last success (0: not retrying)
-        self.rounds = 0
-        self._retryStarted = 0.0
-        self._backoff = 0.0
-        self._retryCall: IDelayedCall | None = None
+        #: and the reconnect rounds that serve them
+        self.reconnecting = Reconnecting(reactor, pool, peer)
+        #: (the same dict, for a cheap test on the per-operation path)
+        self.waiting = self.reconnecting.waiting
         self._failure = ("", ber.UNAVAILABLE)
         #: failed because no candidate took the connection (not lost after it)
         self.gaveUp = False
-        #: the reconnect rounds the last sequence took before it was served
-        self.lastRounds = 0
 
     def connect(self) -> None:
         """Start connecting to the best candidate of the pool."""
@@ -264,7 +258,7 @@ class Connector:
     def _connectFailed(self, reason: Failure, state: BackendState) -> None:
         state.connecting -= 1
         state.connectFailed(f"cannot connect: {reason.getErrorMessage()}", self.pool.name)
-        if not self.rounds:  # while retrying, one event for the whole sequence
+        if not self.reconnecting.rounds:  # while retrying, one event for the whole sequence
             self._log.warn(
                 "Cannot connect to backend {backend} of pool {pool}: {error}",
                 backend=state.name,
@@ -291,7 +285,8 @@ class Connector:
             for upstreamID in [upstreamID for upstreamID in self.ops if upstreamID not in self.waiting]:
                 self._waitedOut(upstreamID, 0.0)  # no budget: answered now
             if self.waiting or (retryWhile is not None and retryWhile()):
-                self._retryLater()
+                self.state = "retrying"
+                self.reconnecting.later(self._retry, self._failure[0])
                 return
         self.gaveUp = True
         self.fail(*self._failure)
@@ -303,31 +298,14 @@ class Connector:
         An operation waits for this connection to be ready: it may wait
         C{budget} seconds, reconnect rounds included, before it is answered.
         """
-        previous = self.waiting.get(upstreamID)
-        if previous is not None and previous[1].active():
-            previous[1].cancel()
-        self.waiting[upstreamID] = (self.reactor.seconds(), self.reactor.callLater(budget, self._waitedOut, upstreamID, budget))
+        self.reconnecting.wait(upstreamID, budget, self._waitedOut)
 
-    def _retryLater(self) -> None:
-        pool = self.pool.pool
-        if not self.rounds:
-            self._retryStarted = self.reactor.seconds()
-            self._log.warn(
-                "No backend of pool {pool} takes a connection ({reason}); {waiting} operation(s) wait up to "
-                "retry_budget {budget:g}s while the proxy reconnects",
-                pool=pool.name,
-                reason=self._failure[0],
-                waiting=len(self.waiting),
-                budget=pool.retryBudget,
-                peer=self._peer,
-            )
-        self.rounds += 1
-        self.state = "retrying"
-        self._backoff = min(self._backoff * 2 or FIRST_BACKOFF, pool.retryBackoffMax)
-        self._retryCall = self.reactor.callLater(self._backoff, self._retry)
+    @property
+    def lastRounds(self) -> int:
+        """The reconnect rounds the last sequence took before it was served."""
+        return self.reconnecting.lastRounds
 
     def _retry(self) -> None:
-        self._retryCall = None
         if self.state != "retrying":
             return
         self.state = "connecting"
@@ -338,15 +316,12 @@ class Connector:
 
     def _waitedOut(self, upstreamID: int, budget: float) -> None:
         """An operation's budget is spent (or it had none) while no backend took the connection."""
-        waited = self.waiting.pop(upstreamID, None)
+        waited = self.reconnecting.forget(upstreamID)
         if self.state == "closed" or upstreamID not in self.ops:
             return
         entry = self.ops[upstreamID]
         self._unqueue(upstreamID)
-        faults = self.pool.faults
-        faults.budgetSpent += 1
-        if waited is not None:
-            faults.wait(self.reactor.seconds() - waited[0])
+        self.reconnecting.spent(waited)
         reason, resultCode = self._failure
         if not reason:
             reason, resultCode = f"no backend of pool {self.pool.name!r} took the connection", ber.UNAVAILABLE
@@ -354,48 +329,9 @@ class Connector:
             reason += f"; gave up after the retry_budget of {budget:g}s"
         self.owner.connectionWaitedOut(self, upstreamID, entry, reason, resultCode)
         if not self.waiting and not self.ops and self.state in ("connecting", "retrying"):
-            self._endRetrying(False)
+            self.reconnecting.gaveUp()
             self.gaveUp = True
             self.fail(reason, resultCode)
-
-    def _waited(self) -> None:
-        """Ready: the operations that waited are on their way."""
-        now = self.reactor.seconds()
-        faults = self.pool.faults
-        for since, timer in self.waiting.values():
-            if timer.active():
-                timer.cancel()
-            if self.rounds:
-                faults.wait(now - since)
-        self.waiting.clear()
-        if self.rounds:
-            self._endRetrying(True)
-
-    def _endRetrying(self, served: bool) -> None:
-        """The one event of a reconnect sequence: how it ended."""
-        assert self.backend is not None or not served
-        self._log.info(
-            "Pool {pool}: {outcome} after {rounds} reconnect round(s) in {seconds:.3f}s",
-            pool=self.pool.name,
-            outcome=f"reconnected to backend {self.backend.name}" if served and self.backend else "gave up reconnecting",
-            backend=self.backend.name if self.backend else None,
-            rounds=self.rounds,
-            seconds=self.reactor.seconds() - self._retryStarted,
-            peer=self._peer,
-        )
-        self.lastRounds = self.rounds if served else 0
-        self.rounds = 0
-        self._backoff = 0.0
-
-    def _stopWaiting(self) -> None:
-        """Closed or failed: no more reconnect rounds, no budget timers."""
-        if self._retryCall is not None and self._retryCall.active():
-            self._retryCall.cancel()
-        self._retryCall = None
-        for _, timer in self.waiting.values():
-            if timer.active():
-                timer.cancel()
-        self.waiting.clear()
 
     # --- TLS towards the backend -------------------------------------------
 

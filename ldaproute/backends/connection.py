@@ -127,8 +127,8 @@ class BackendConnection(Connector):
         self._pending = None
 
     def _ready(self) -> None:
-        if self.waiting or self.rounds:
-            self._waited()
+        if self.waiting or self.reconnecting.rounds:
+            self.reconnecting.served(self.backend.name if self.backend else "?")
         self.state = "ready"
         queued, self._queue = self._queue, []
         if queued:
@@ -267,9 +267,7 @@ class BackendConnection(Connector):
         if self.timers:
             self.cancelTimer(upstreamID)
         if self.waiting:
-            waited = self.waiting.pop(upstreamID, None)
-            if waited is not None and waited[1].active():
-                waited[1].cancel()
+            self.reconnecting.forget(upstreamID)
         if self.counted:
             self.backend.inFlight -= 1  # type: ignore[union-attr]
         return entry
@@ -348,7 +346,7 @@ class BackendConnection(Connector):
             self._protocol.transport.abortConnection()  # type: ignore[attr-defined]
 
     def _uncount(self) -> None:
-        self._stopWaiting()
+        self.reconnecting.stop()
         for timer in self.timers.values():
             if timer.active():
                 timer.cancel()

@@ -47,6 +47,8 @@ class BackendState:
 
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
+        #: (the state lives as long as its configuration value: a changed backend gets a new state)
+        self.name = backend.name
         self.up = True
         self.checked = False
         self.connections = 0
@@ -58,10 +60,6 @@ class BackendState:
         self.connectsOK = 0
         self.connectsFailed = 0
         self._tls: tuple[Backend, IOpenSSLClientConnectionCreator] | None = None
-
-    @property
-    def name(self) -> str:
-        return self.backend.name
 
     def clientTLSOptions(self) -> IOpenSSLClientConnectionCreator:
         """
@@ -179,14 +177,11 @@ class PoolState:
 
     def __init__(self, pool: Pool, states: dict[str, BackendState], faults: PoolFaults | None = None) -> None:
         self.pool = pool
+        self.name = pool.name
         self.faults = faults if faults is not None else PoolFaults()
         self.backends: list[BackendState] = [states[backend.name] for backend in pool.backends]
         self._turn = itertools.count()
         self._currentWeight: dict[str, int] = {}
-
-    @property
-    def name(self) -> str:
-        return self.pool.name
 
     def setBackends(self, backends: Sequence[BackendState]) -> None:
         """Replace the members (DNS discovery); new sessions see them at once."""

@@ -68,7 +68,9 @@ class Relay(Receiver):
         if not complete:
             return
         notice = None
-        if connection.internal or self.dropped or any(messageID == 0 for messageID, _, _ in finals):
+        scanner = self._scanner
+        if connection.internal or self.dropped or scanner.unsolicited:
+            scanner.unsolicited = False
             complete, finals, notice = self._filterOwn(complete, finals)
         if complete:
             connection.owner.responsesReceived(connection, complete, finals)

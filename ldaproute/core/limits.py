@@ -86,20 +86,20 @@ class ReadGate:
     def __init__(self, transport: Any) -> None:
         self._transport = transport
         self._reasons: set[object] = set()
-
-    @property
-    def paused(self) -> bool:
-        return bool(self._reasons)
+        #: whether any reason holds (kept, not computed: read per operation)
+        self.paused = False
 
     def pause(self, reason: object) -> None:
         if not self._reasons:
             self._transport.pauseProducing()
         self._reasons.add(reason)
+        self.paused = True
 
     def resume(self, reason: object) -> None:
         if reason in self._reasons:
             self._reasons.discard(reason)
             if not self._reasons:
+                self.paused = False
                 self._transport.resumeProducing()
 
 

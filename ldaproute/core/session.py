@@ -163,9 +163,16 @@ class Session(Generic[L]):
             return Close(
                 ber.PROTOCOL_ERROR, f"messageID {messageID} is already in use by an outstanding operation", "malformed"
             )
-        refusal = self._refusedByPolicy(envelope, pdu)
+        # the security policy step before anything is forwarded
+        # (L{Admission.refusal}); a bind a shared throttle lets through asks
+        # the fleet once (L{CheckFleet}), then is decided again
+        refusal = self._admission.refusal(envelope, pdu, self.tls, len(self.outstanding), self.identity, self.address)
         if refusal is not None:
-            return refusal
+            if refusal is not CHECK_FLEET:
+                return refusal
+            checked, self.fleetChecked = self.fleetChecked, False
+            if not checked:
+                return refusal
         extendedOID = None
         passStartTLS = False
         if tag == ber.EXTENDED_REQUEST:
@@ -216,19 +223,6 @@ class Session(Generic[L]):
         if passStartTLS:
             return PassStartTLS(route)
         return route
-
-    def _refusedByPolicy(self, envelope: ber.Envelope, pdu: bytes) -> Answer | CheckFleet | None:
-        """
-        The security policy step before anything is forwarded
-        (L{Admission.refusal}); a bind a shared throttle lets through asks
-        the fleet once (L{CheckFleet}), then is decided again.
-        """
-        refusal = self._admission.refusal(envelope, pdu, self.tls, len(self.outstanding), self.identity, self.address)
-        if refusal is CHECK_FLEET:
-            checked, self.fleetChecked = self.fleetChecked, False
-            if checked:
-                return None
-        return refusal
 
     def replayFor(self, boundVersion: int | None, isBind: bool) -> tuple[bytes, bytes] | Answer | None:
         """

@@ -141,7 +141,7 @@ class FrontendProtocol(Protocol):
         self.dataReceived(data)
 
     def dataReceived(self, data: bytes) -> None:
-        self._received.inc(len(data))
+        self._received.value += len(data)  # ByteCount.inc, inline
         if self._closing:
             return
         timers = self._timers
@@ -259,12 +259,14 @@ class FrontendProtocol(Protocol):
             data = cleartextRootDSE(session.cleartextRootDSE, data, finals)
         if data:
             self._write(data)
-            self._sent.inc(len(data))
+            self._sent.value += len(data)
         if finals:
             session.responded(link, finals, message)
             if self._tls.opaqueLink is link and not self._opaque:
                 self._pin(link, "passthrough")
-            self._links.answered()
+            links = self._links
+            if links.gate.paused:
+                links.answered()
 
     def _relayOpaque(self, data: bytes) -> bool:
         """

@@ -42,6 +42,9 @@ class ResponseScanner:
         self._buffer = b""
         self.entries: dict[int, int] = {}
         self.partial: set[int] = set()
+        #: a final response with messageID 0 (a Notice of Disconnection) was
+        #: seen since the holder last cleared this
+        self.unsolicited = False
 
     def feed(self, data: bytes) -> tuple[bytes, list[tuple[int, int, int]]]:
         """
@@ -90,6 +93,8 @@ class ResponseScanner:
                 finals.append((messageID, tag, resultCodeAt(buf, tagAt, pos + total)))
                 if partial:
                     partial.discard(messageID)
+                if not messageID:
+                    self.unsolicited = True
             elif tag == SEARCH_RESULT_ENTRY:
                 messageID = int.from_bytes(buf[bodyStart + 2 : tagAt], "big")
                 entries[messageID] = entries.get(messageID, 0) + 1
