@@ -391,6 +391,10 @@ class SharedLink:
         if timeout is not None:
             self._timing = (messageID, timeout)
 
+    def abandon(self, messageID: int, pdu: bytes) -> None:
+        """The client's Abandon: L{send} maps it to the upstream operation (or drops it)."""
+        self.send(pdu)
+
     def operationEnded(self, messageID: int) -> None:
         """Counted by the connection when its final arrived; a waiting one stops waiting."""
         if self._waitTimers:
