@@ -13,6 +13,8 @@ without OpenLDAP fails loudly instead of passing an empty suite.
     testCA         session-scoped CA, for instances and proxies that must
                    trust each other
     freePort       the tests.slapd.freePort function
+    ds389          module-scoped 389 Directory Server (tests.integration.ds389),
+                   dscreate's sample entries; about ten seconds to create
     restartableSlapdFactory / restartableSlapd
                    slapd instances (access log on) that crash() SIGKILLs and
                    brings back on the same port with the same data; their
@@ -26,6 +28,7 @@ from typing import Any, Callable, Iterator
 import pytest
 
 from tests.certs import CA, makeCA
+from tests.integration.ds389 import DS389
 from tests.integration.restartable import RestartableSlapd
 from tests.slapd import Slapd, SlapdFactory, freePort as _freePort
 
@@ -75,6 +78,17 @@ def slapdFactory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlapdFact
     finally:
         for instance in reversed(made):
             instance.stop()
+
+
+@pytest.fixture(scope="module")
+def ds389() -> Iterator[DS389]:
+    """A started 389 DS for the module (plain LDAP on C{ds389.url}); removed at the end."""
+    instance = DS389()
+    try:
+        instance.start()
+        yield instance
+    finally:
+        instance.clean()
 
 
 @pytest.fixture

@@ -10,6 +10,8 @@ from __future__ import annotations
 import socket
 import subprocess
 import time
+from collections.abc import Callable
+from typing import Any
 
 from tests.integration.restartable import RestartableSlapd, parseAccessLog
 from tests.integration.rawclient import RawClient
@@ -25,7 +27,7 @@ def ldapsearch(server: RestartableSlapd, uid: str) -> subprocess.CompletedProces
     )  # fmt: skip
 
 
-def test_crashAndRestart(restartableSlapd: RestartableSlapd, record_property: object) -> None:
+def test_crashAndRestart(restartableSlapd: RestartableSlapd, record_property: Any) -> None:
     """
     A connection open across the crash sees it dropped without a goodbye;
     the instance answers again on the same URL with the same data, and the
@@ -72,14 +74,14 @@ def test_crashDowntime(restartableSlapd: RestartableSlapd) -> None:
     assert ldapsearch(server, "user3").returncode == 0
 
 
-def test_inFlightAtTheKill(restartableSlapdFactory: object) -> None:
+def test_inFlightAtTheKill(restartableSlapdFactory: Callable[..., RestartableSlapd]) -> None:
     """
     A write sent to a slapd that is killed before reading it is not in its
     log: the count of writes slapd received is what a test compares with
     the 52s clients got, not what clients sent.  (A write slapd logged and
     never answered is in L{AccessLog.unanswered}; see L{test_parseAccessLog}.)
     """
-    server = restartableSlapdFactory()  # type: ignore[operator]
+    server = restartableSlapdFactory()
     client = RawClient("127.0.0.1", server.slapd.port, timeout=5)
     mark = server.log.mark()
     server.slapd.pause()
