@@ -147,6 +147,7 @@ class Slapd:
         ldapi: bool = False,
         ldapsPort: int | None = None,
         startTimeout: float = 30.0,
+        maxIncoming: int | None = None,
     ) -> None:
         """
         @param directory: an existing, preferably empty directory.
@@ -174,6 +175,11 @@ class Slapd:
         @param ldapsPort: the ldaps:// port when C{tls}; a free one if
             L{None}.
         @param startTimeout: seconds to wait for slapd to answer.
+        @param maxIncoming: the largest request slapd reads, in bytes, from
+            anonymous and from authenticated sessions alike
+            (C{sockbuf_max_incoming} and C{sockbuf_max_incoming_auth});
+            slapd closes the connection of a client that sends a longer
+            one.  L{None} keeps slapd's defaults (256 KiB and 4 MiB).
         @raise SlapdNotFound: when slapd, slapadd or ldapwhoami is missing.
         """
         self._slapd = _program("SLAPD", "slapd")
@@ -194,6 +200,7 @@ class Slapd:
         self.accessLog = accessLog
         self.saslMaxSSF = saslMaxSSF
         self.startTimeout = startTimeout
+        self.maxIncoming = maxIncoming
         self._firstAttr, self._firstValue = _firstRDN(suffix)
         self._port = port if port is not None else freePort()
         self._tlsSetting = tls
@@ -380,6 +387,9 @@ class Slapd:
             'authz-regexp "^uid=([^,]+)(,cn=[^,]+)?,cn=[^,]+,cn=auth$" '
             f'"uid=$1,{self.systemDN}"\n'
         )
+        limits = ""
+        if self.maxIncoming is not None:
+            limits = f"sockbuf_max_incoming {self.maxIncoming}\nsockbuf_max_incoming_auth {self.maxIncoming}\n"
         sd = self._schemaDir
         conf = (
             f"include {sd}/core.schema\n"
@@ -396,6 +406,7 @@ class Slapd:
             f"{authz}"
             f"{secprops}"
             f"{tlsLines}"
+            f"{limits}"
             f"{self.extraGlobalConfig}\n"
             "access to attrs=userPassword by self write by anonymous auth by * none\n"
             "access to * by self write by * read\n"

@@ -324,8 +324,8 @@ class BackendConnection(Connector):
         self._protocol = None
         if self.state != "closed":
             if state is not None and self.ops:
-                # dropped with work in flight: a failure, not an idle close
-                state.connectFailed(f"connection lost: {reason.getErrorMessage()}", self.pool.name)
+                # dropped with work in flight: maybe one client's request, not a down backend
+                state.connectionDropped(f"connection lost: {reason.getErrorMessage()}", self.pool.name)
             self.fail(f"connection to backend {state.name if state else '?'} of pool {self.pool.name!r} lost")
         self._uncount()
 

@@ -11,6 +11,12 @@ answer is success (0) within C{health_timeout}.  A backend that accepts TCP
 and never answers fails by timeout.  The PDUs are built with L{ber}'s
 helpers and answers read at the byte level: no ldaptor on this path.
 
+A backend that closes a connection under a client's operations is not
+marked down for that (one client's oversized request can do it, see
+L{BackendState.connectionDropped}); it is probed at once instead
+(L{HealthService.probeNow}), at most once per C{health_interval} beyond
+the regular probes, so that a client repeating it cannot multiply them.
+
 Probes run on the injected reactor (tests pass a
 L{twisted.internet.task.Clock} or a memory reactor); L{HealthService} is the
 C{twisted.application} service that runs them while the proxy runs.
@@ -140,6 +146,10 @@ class HealthService(Service):
         self._reactor = reactor
         self._loops: dict[tuple[str, str], LoopingCall] = {}
         self._probing: set[tuple[str, str]] = set()
+        #: when each backend's last on-demand probe started
+        self._onDemand: dict[tuple[str, str], float] = {}
+        #: the states whose prober is ours
+        self._states: dict[tuple[str, str], BackendState] = {}
 
     def startService(self) -> None:
         super().startService()
@@ -151,6 +161,9 @@ class HealthService(Service):
             if loop.running:
                 loop.stop()
         self._loops.clear()
+        for state in self._states.values():
+            state.setProber(None)
+        self._states.clear()
 
     def reconcile(self) -> None:
         """Match the running loops to the pools and backends in force."""
@@ -167,14 +180,54 @@ class HealthService(Service):
                 loop = self._loops.pop(key)
                 if loop.running:
                     loop.stop()
+                self._unwatch(key)
         for key, (pool, state) in wanted.items():
             if key in self._loops:
+                if self._states.get(key) is not state:  # replaced by a reload
+                    self._unwatch(key)
+                    self._watch(key, state)
                 continue
             state.checked = True
+            self._watch(key, state)
             loop = LoopingCall(self._probeOnce, key)
             loop.clock = self._reactor
             self._loops[key] = loop
             loop.start(pool.pool.healthInterval, now=True)
+
+    def _watch(self, key: tuple[str, str], state: BackendState) -> None:
+        self._states[key] = state
+        state.setProber(lambda: self.probeNow(key))
+
+    def _unwatch(self, key: tuple[str, str]) -> None:
+        state = self._states.pop(key, None)
+        self._onDemand.pop(key, None)
+        if state is None:
+            return
+        # a backend in two pools stays watched through the other one
+        other = next((k for k, s in self._states.items() if s is state), None)
+        if other is None:
+            state.setProber(None)
+        else:
+            self._watch(other, state)
+
+    def probeNow(self, key: tuple[str, str]) -> None:
+        """
+        Probe the backend C{(pool name, backend name)} now, outside its
+        schedule (a connection to it was dropped under a client's
+        operations): unless it is not checked, a probe of it is running, or
+        an on-demand probe started less than C{health_interval} ago.
+        """
+        if key not in self._loops or key in self._probing:
+            return
+        pool = self._runtime.backends.pools.get(key[0])
+        if pool is None:
+            return
+        now = self._reactor.seconds()
+        last = self._onDemand.get(key)
+        if last is not None and now - last < pool.pool.healthInterval:
+            return
+        self._onDemand[key] = now
+        self._probeOnce(key)
 
     def _probeOnce(self, key: tuple[str, str]) -> None:
         if key in self._probing:

@@ -57,6 +57,13 @@ class IBackendLink(Interface):
     def operationEnded(messageID: int) -> None:
         """The client's operation got its final response (or was answered by the proxy)."""
 
+    def abandon(messageID: int, pdu: bytes) -> None:
+        """
+        The client abandoned C{messageID} with the AbandonRequest C{pdu}:
+        send it after everything the client sent before it (queued or
+        not), and relay none of that operation's late responses.
+        """
+
     def entriesReturned(messageID: int) -> int:
         """How many search result entries were relayed for the operation so far."""
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import itertools
 from bisect import bisect_left
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
 from twisted.logger import Logger
@@ -59,7 +59,10 @@ class BackendState:
         self.lastReason = ""
         self.connectsOK = 0
         self.connectsFailed = 0
+        #: connections the backend closed under a client's operations
+        self.connectionsDropped = 0
         self._tls: tuple[Backend, IOpenSSLClientConnectionCreator] | None = None
+        self._prober: Callable[[], None] | None = None
 
     def clientTLSOptions(self) -> IOpenSSLClientConnectionCreator:
         """
@@ -90,6 +93,38 @@ class BackendState:
         self.consecutiveFailures += 1
         self.connectsFailed += 1
         self._setUp(False, reason, pool, "passive")
+
+    def connectionDropped(self, reason: str, pool: str | None = None) -> None:
+        """
+        The backend closed (or reset) one upstream connection while
+        operations were in flight on it.  That is not a failure every
+        client would see: a backend drops a connection after one client's
+        oversized or malformed request (389 DS past its 2 MiB limit, slapd
+        past C{sockbuf_max_incoming_auth}), and marking it down would let any
+        client take a healthy backend out of service at will.  So C{up}
+        stays as it is; the health checker, if any, probes at once (see
+        L{setProber}), and a backend that really died is marked down by the
+        next refused connect or by its probes.
+        """
+        self.connectionsDropped += 1
+        self.lastReason = reason
+        _log.info(
+            "Backend {backend} closed a connection with operations in flight ({reason}); "
+            "not marked down, probing",
+            backend=self.name,
+            pool=pool,
+            reason=reason,
+        )
+        prober = self._prober
+        if prober is not None:
+            prober()
+
+    def setProber(self, prober: Callable[[], None] | None) -> None:
+        """
+        What L{connectionDropped} calls to have this backend probed now:
+        the health checker's, while it checks this backend (L{None}: none).
+        """
+        self._prober = prober
 
     def connectSucceeded(self) -> None:
         self.consecutiveFailures = 0

@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ldaproute.wire import ber
-from ldaproute.wire.pdu import messageIDOf
+from ldaproute.wire.pdu import messageIDOf, messageIDSpan
 
 if TYPE_CHECKING:
     from ldaproute.backends.connection import BackendConnection
@@ -25,6 +25,11 @@ if TYPE_CHECKING:
 #: Largest PDU accepted from a backend: a search entry with big binary
 #: values is legitimately large; a corrupt length is not.
 MAX_BACKEND_PDU_BYTES = 64 * 1024 * 1024
+
+#: Operations whose late responses a relayed connection drops at most: an
+#: abandoned operation often never gets a final response that would end
+#: its entry (slapd sends none), and the client may abandon many.
+MAX_DROPPED = 64
 
 
 class Receiver:
@@ -78,7 +83,12 @@ class Relay(Receiver):
             connection.noticeReceived(notice)
 
     def drop(self, messageID: int) -> None:
-        self.dropped.add(messageID)
+        dropped = self.dropped
+        if len(dropped) >= MAX_DROPPED:
+            # operations the backend abandoned without a word: forget them
+            # (a late response is allowed, RFC 4511 4.11) rather than grow
+            dropped.clear()
+        dropped.add(messageID)
 
     def answering(self, messageID: int) -> bool:
         """Whether any response to C{messageID} was relayed (entries, references, intermediates)."""
@@ -114,7 +124,8 @@ class Relay(Receiver):
                     answered(finalCodes[messageID])
                 continue
             if messageID in dropped:
-                if messageID in finalCodes:
+                # its final ends the dropping, not an entry before it in the same read
+                if messageID in finalCodes and pdu[messageIDSpan(pdu)[2]] in ber.FINAL_RESPONSES:
                     dropped.discard(messageID)
                 continue
             if messageID == 0:

@@ -98,6 +98,19 @@ class SessionLink:
         """Carry the client's current identity to this link before anything else is sent on it."""
         self.connection.bind(credentials)
 
+    def abandon(self, messageID: int, pdu: bytes) -> None:
+        """
+        The client's Abandon goes to the backend as the client sent it,
+        behind the operation it abandons (in the queue while the connection
+        opens).  RFC 4511 4.11 lets the backend answer what it had started;
+        the client asked for no more, so late responses are dropped.
+        """
+        connection = self.connection
+        if messageID in connection.ops:
+            connection.operationEnded(messageID)
+            connection.receiver.drop(messageID)
+        connection.send(pdu)
+
     def pauseReading(self) -> None:
         self.connection.pauseReading()
 

@@ -461,6 +461,10 @@ class SharedLink:
         """A shared link is never lost as a whole: its connections' operations are answered one by one."""
         return ANSWERING
 
+    def abandon(self, messageID: int, pdu: bytes) -> None:
+        """The client's Abandon: L{send} maps it to the upstream operation (or drops it)."""
+        self.send(pdu)
+
     def operationEnded(self, messageID: int) -> None:
         """Counted by the connection when its final arrived; a waiting one stops waiting."""
         if self._waitTimers:

@@ -197,9 +197,15 @@ class ClientLinks:
             return
         operation = self._session.abandon(messageID)
         if operation is not None:
-            operation.link.operationEnded(messageID)
-            operation.link.send(pdu)
+            operation.link.abandon(messageID, pdu)
             self.answered()
+            return
+        # already answered (or unknown): the backend sees it anyway, as it
+        # would without the proxy (ldapsearch -e '!abandon' sends it after
+        # the result); shared links, whose IDs are remapped, have no transport
+        for link in list(self.byPool.values()):
+            if link.transport is not None:
+                link.abandon(messageID, pdu)
 
     def answered(self) -> None:
         """Operations got their answers: the client may be read again."""

@@ -13,6 +13,12 @@ without OpenLDAP fails loudly instead of passing an empty suite.
     testCA         session-scoped CA, for instances and proxies that must
                    trust each other
     freePort       the tests.slapd.freePort function
+    ds389          module-scoped 389 Directory Server (tests.integration.ds389),
+                   dscreate's sample entries; about ten seconds to create
+    restartableSlapdFactory / restartableSlapd
+                   slapd instances (access log on) that crash() SIGKILLs and
+                   brings back on the same port with the same data; their
+                   .log counts what slapd received (tests.integration.restartable)
 """
 
 from __future__ import annotations
@@ -22,6 +28,8 @@ from typing import Any, Callable, Iterator
 import pytest
 
 from tests.certs import CA, makeCA
+from tests.integration.ds389 import DS389
+from tests.integration.restartable import RestartableSlapd
 from tests.slapd import Slapd, SlapdFactory, freePort as _freePort
 
 
@@ -70,6 +78,40 @@ def slapdFactory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlapdFact
     finally:
         for instance in reversed(made):
             instance.stop()
+
+
+@pytest.fixture(scope="module")
+def ds389() -> Iterator[DS389]:
+    """A started 389 DS for the module (plain LDAP on C{ds389.url}); removed at the end."""
+    instance = DS389()
+    try:
+        instance.start()
+        yield instance
+    finally:
+        instance.clean()
+
+
+@pytest.fixture
+def restartableSlapdFactory(slapdFactory: SlapdFactory) -> Callable[..., RestartableSlapd]:
+    """
+    A function that starts a slapd (keyword arguments as for
+    L{slapdFactory}; the access log is always on) and returns it as a
+    L{RestartableSlapd}: C{crash(downFor)} SIGKILLs and restarts it on the
+    same port and database, C{log.count("SRCH", since=mark)} counts what it
+    received.  All are stopped at teardown.
+    """
+
+    def factory(**kwargs: Any) -> RestartableSlapd:
+        kwargs["accessLog"] = True
+        return RestartableSlapd(slapdFactory(**kwargs))
+
+    return factory
+
+
+@pytest.fixture
+def restartableSlapd(restartableSlapdFactory: Callable[..., RestartableSlapd]) -> RestartableSlapd:
+    """One L{RestartableSlapd} of 100 users, for a single-backend (sidecar) scenario."""
+    return restartableSlapdFactory()
 
 
 @pytest.fixture(scope="session")
