@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from ldaptor.protocols import pureldap
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 
@@ -39,13 +40,14 @@ pool = main
 @pytest.mark.parametrize("mode", ["session", "shared"])
 def test_droppedConnectionAnswersThatClientAndKeepsBackendUp(mode: str) -> None:
     """
-    The backend drops the connection carrying one client's search: that
-    client gets 52, the backend stays up, and the next client's search goes
-    to the same backend on a new connection.
+    The backend drops the connection carrying one client's write (as 389
+    does past its request size limit): that client gets 52, the backend
+    stays up, and the next client's search goes to the same backend on a
+    new connection.
     """
     factory, backends, _ = proxy(CONFIG.format(mode=mode))
     first = Client(factory)
-    first.send(pdus.search(messageID=2))
+    first.send(pdus.message(pureldap.LDAPDelRequest(entry="cn=x,dc=example,dc=com"), 2))
     connection = backends.connections[0]
     connection.accept()
     assert connection.sent()  # the search went out
@@ -81,8 +83,8 @@ def test_idleCloseIsNotADrop() -> None:
 
 
 def test_refusedConnectStillMarksDown() -> None:
-    """A refused connect is what every client would see: down at once."""
-    factory, backends, _ = proxy(CONFIG.format(mode="session"))
+    """A refused connect is what every client would see: down at once (and, without a budget, 52)."""
+    factory, backends, _ = proxy(CONFIG.format(mode="session").replace("backends = a\n", "backends = a\nretry_budget = off\n"))
     client = Client(factory)
     client.send(pdus.search(messageID=2))
     backends.connections[0].refuse()
