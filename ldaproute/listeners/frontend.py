@@ -35,6 +35,7 @@ from ldaproute.core.policy import ListenerPolicy
 from ldaproute.core.session import Outstanding, Session
 from ldaproute.core.slowpath import cleartextRootDSE
 from ldaproute.listeners.events import ClientEvents
+from ldaproute.listeners.failures import BackendFailures
 from ldaproute.listeners.fleetwait import FLEET_WAIT, FleetWaits
 from ldaproute.listeners.links import ClientLinks
 from ldaproute.listeners.timers import ClientTimers
@@ -59,7 +60,7 @@ def describePeer(address: IAddress) -> tuple[str, str | None]:
 
 
 @implementer(IHandshakeListener, ILinkOwner)
-class FrontendProtocol(Protocol):
+class FrontendProtocol(BackendFailures, Protocol):
     """One client connection on a listener."""
 
     #: a TCP (or UNIX) connection that can start TLS: what listeners give us
@@ -301,71 +302,6 @@ class FrontendProtocol(Protocol):
     def linkReceivedRaw(self, link: IBackendLink, data: bytes) -> None:
         """Backend bytes of an opaque session."""
         self.transport.write(data)
-
-    def linkLost(self, link: IBackendLink, reason: str, resultCode: int = ber.UNAVAILABLE) -> None:
-        if self.session.tls.opaqueLink is link:
-            self._closing = True
-            self.transport.loseConnection()
-            return
-        self._links.lost(link)
-        self.session.fanouts.linkLost(link, resultCode, reason)
-        if not self._closing:
-            answers, replays = self.session.linkLost(link, resultCode, reason, link.progressOf)
-            self._failed(link, resultCode, reason, answers)
-            if replays:
-                self._events.replaying(link, len(replays), reason)
-                self._links.replay(replays)
-
-    def linkWaitedOut(self, link: IBackendLink, messageID: int, reason: str, resultCode: int) -> None:
-        """
-        No backend took an operation within its retry budget: answer it, or
-        (C{on_backend_unavailable = disconnect}) end the connection as a
-        directory that went away would, so that the client reconnects.
-        """
-        if self._closing:
-            self.session.outstanding.pop(messageID, None)
-            return
-        waited = self.session.timedOut(messageID, reason, resultCode)
-        if waited is None:
-            return
-        operation, answer = waited
-        self._events.waitedOut(link, operation, reason, self._listener.onBackendUnavailable)
-        if self._listener.onBackendUnavailable == "disconnect":
-            self._completed(operation, resultCode, link, reason)
-            self._disconnect(resultCode, reason)
-            return
-        self.transport.write(answer)
-        self._completed(operation, resultCode, link, reason)
-        self._links.answered()
-
-    def linkOperationTimedOut(self, link: IBackendLink, messageID: int, reason: str) -> None:
-        """Answer an operation the link abandoned after its operation_timeout."""
-        if self._closing:
-            self.session.outstanding.pop(messageID, None)
-            return
-        timedOut = self.session.timedOut(messageID, reason)
-        if timedOut is None:
-            return
-        operation, answer = timedOut
-        self._events.timedOut(link, operation, reason, self._reactor.seconds())
-        self.transport.write(answer)
-        self._completed(operation, ber.TIME_LIMIT_EXCEEDED, link, reason)
-
-    def linkReplayFailed(self, link: IBackendLink, resultCode: int) -> None:
-        reason = f"the backend refused to restore this session's bind (resultCode {resultCode})"
-        self.session.fanouts.linkLost(link, ber.OPERATIONS_ERROR, reason)
-        if not self._closing:
-            self._failed(link, ber.OPERATIONS_ERROR, reason + ": bind again", self.session.replayRefused(link, resultCode))
-        else:
-            self.session.identityLost()
-
-    def _failed(self, link: IBackendLink, resultCode: int, reason: str, answers: list[bytes]) -> None:
-        """Write the answers for the operations a link lost."""
-        if not answers:
-            return
-        self._events.failed(link, len(answers), resultCode, reason)
-        self.transport.writeSequence(answers)
-        self._links.answered()
 
     def _completed(
         self, operation: Outstanding[IBackendLink], resultCode: int, link: IBackendLink | None, message: str = ""
