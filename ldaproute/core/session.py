@@ -8,8 +8,9 @@ it to (the common case, returned as it is so the hot path allocates
 nothing), or an L{Answer}, L{StartTLS}, L{PassStartTLS}, L{SpanSearch},
 L{Abandon}, L{Unbind} or L{Close} (L{ldaproute.core.decisions}).  What
 comes back from the backends (finals, a lost link, a timeout, a refused
-bind replay) goes through L{Session.responded}, L{Session.linkLost},
-L{Session.replayRefused} and L{Session.timedOut}: they keep the books,
+bind replay) goes through L{Session.responded}, and L{Session.linkLost},
+L{Session.replayRefused} and L{Session.timedOut} (kept in
+L{ldaproute.core.lostlinks}): they keep the books,
 report each operation that ends to the C{completed} callback (metrics,
 access log) and return the answers the proxy owes the client.
 
@@ -26,7 +27,7 @@ C{tests/test_session.py} drives it with envelopes and bytes, as traces.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Final, Generic
+from typing import TYPE_CHECKING, Final
 
 from ldaproute.core import limits
 from ldaproute.core.admission import Admission
@@ -49,7 +50,7 @@ from ldaproute.core.decisions import (
     StartTLS,
     Unbind,
 )
-from ldaproute.core.replay import MAX_REPLAYS, mayReplay
+from ldaproute.core.lostlinks import LostLinks
 from ldaproute.core.rewrite import Rewriter
 from ldaproute.core.routing import noRouteResult
 from ldaproute.core.slowpath import FanOuts, Rewriting
@@ -90,7 +91,7 @@ _MUST_REBIND: Final = Answer(
 _ANONYMOUS_BIND_OK: Final = Answer(ber.SUCCESS, "")
 
 
-class Session(Generic[L]):
+class Session(LostLinks[L]):
     """
     The state of one client connection; see the module docstring.
 
@@ -359,80 +360,6 @@ class Session(Generic[L]):
         acknowledgements to wait for (L{Admission.countBindFailures}).
         """
         return self._admission.countBindFailures(self.address, finals, self.outstanding)
-
-    def linkLost(
-        self, link: L, resultCode: int, reason: str, progressOf: Callable[[int], int] | None = None
-    ) -> tuple[list[bytes], list[Outstanding[L]]]:
-        """
-        C{link} cannot carry operations any more: its operations complete
-        with C{resultCode}, and the answers the client is owed for them
-        are returned, in the order the operations were sent.
-
-        With C{progressOf} (how far each operation got, see
-        L{ldaproute.core.replay}), those that may be sent again stay
-        outstanding instead, returned second for the caller to send on a
-        new link: when the session's identity can be carried to a new
-        connection and no bind was among the lost operations (what follows
-        a bind depends on its outcome).
-        """
-        passthroughID = self.tls.passthroughID
-        if passthroughID is not None:
-            pending = self.outstanding.get(passthroughID)
-            self.tls.linkLost(pending.link if pending is not None else None, link)
-        failed = [operation for operation in self.outstanding.values() if operation.link is link]
-        replays = []
-        if (
-            progressOf is not None
-            and self.identity.replayable
-            and not self.tls.opaqueLink
-            and not any(operation.opTag == ber.BIND_REQUEST for operation in failed)
-        ):
-            kept = []
-            for operation in failed:
-                if operation.replays < MAX_REPLAYS and mayReplay(operation.sent, progressOf(operation.messageID)):
-                    replays.append(operation)
-                else:
-                    kept.append(operation)
-            failed = kept
-        answers = []
-        for operation in failed:
-            del self.outstanding[operation.messageID]
-            self.cleartextRootDSE.discard(operation.messageID)
-            self._completed(operation, resultCode, link, reason)
-            answers.append(ber.result(operation.messageID, ber.RESPONSE_FOR[operation.opTag], resultCode, reason))
-            if operation.opTag == ber.BIND_REQUEST:
-                self.bindCompleted(None, resultCode)
-        return answers, replays
-
-    def replayRefused(self, link: L, resultCode: int) -> list[bytes]:
-        """
-        The backend refused the bind replayed on C{link}: the identity is
-        lost, and the link's operations are answered operationsError.
-        """
-        self.identityLost()
-        return self.linkLost(
-            link,
-            ber.OPERATIONS_ERROR,
-            f"the backend refused to restore this session's bind (resultCode {resultCode}): bind again",
-        )[0]
-
-    def timedOut(
-        self, messageID: int, reason: str, resultCode: int = ber.TIME_LIMIT_EXCEEDED
-    ) -> tuple[Outstanding[L], bytes] | None:
-        """
-        An operation exceeded its time limit (its link abandoned it), or
-        its retry budget (C{resultCode} unavailable or busy): the
-        operation and its answer, timeLimitExceeded (3) unless said
-        otherwise, which the caller writes and then reports as completed.
-        """
-        operation = self.outstanding.pop(messageID, None)
-        if operation is None:
-            return None
-        self.cleartextRootDSE.discard(messageID)
-        if operation.opTag == ber.BIND_REQUEST:
-            self.bindCompleted(None, resultCode)
-        answer = ber.result(messageID, ber.RESPONSE_FOR[operation.opTag], resultCode, reason)
-        return operation, answer
 
     def ended(self) -> None:
         """The connection is gone: nothing is outstanding any more."""
