@@ -30,11 +30,12 @@ from zope.interface import implementer
 
 from ldaproute.backends.interfaces import IBackendLink, ILinkOwner
 from ldaproute.config import Listener, Route
-from ldaproute.core import limits, secrets, session as core
+from ldaproute.core import limits, session as core
 from ldaproute.core.policy import ListenerPolicy
 from ldaproute.core.session import Outstanding, Session
 from ldaproute.core.slowpath import cleartextRootDSE
 from ldaproute.listeners.events import ClientEvents
+from ldaproute.listeners.answers import OwnAnswers
 from ldaproute.listeners.failures import BackendFailures
 from ldaproute.listeners.fleetwait import FLEET_WAIT, FleetWaits
 from ldaproute.listeners.links import ClientLinks
@@ -60,7 +61,7 @@ def describePeer(address: IAddress) -> tuple[str, str | None]:
 
 
 @implementer(IHandshakeListener, ILinkOwner)
-class FrontendProtocol(BackendFailures, Protocol):
+class FrontendProtocol(OwnAnswers, BackendFailures, Protocol):
     """One client connection on a listener."""
 
     #: a TCP (or UNIX) connection that can start TLS: what listeners give us
@@ -311,39 +312,6 @@ class FrontendProtocol(BackendFailures, Protocol):
             self, operation.opTag, operation.messageID, operation.route, link, resultCode,
             operation.startedAt, now, operation.summary, message,
         )  # fmt: skip
-
-    # --- the proxy's own answers ------------------------------------------
-
-    def _answer(self, envelope: ber.Envelope, answer: core.Answer, pdu: bytes | None = None) -> None:
-        if answer.refusal is not None:
-            self._refused(envelope, answer, pdu)
-        elif answer.secret is not None:
-            # a password over cleartext: one warning (never the secret), counted by kind
-            self._events.secretRefused(envelope, answer.secret, envelope.targetDN(pdu) if pdu is not None else None)
-            self._runtime.observer.metrics.cleartextSecretRefused(self._listener.name, answer.secret.kind)
-        written = ber.resultFor(envelope, answer.resultCode, answer.message)
-        if written is not None:
-            self.transport.write(written)
-            now = self._reactor.seconds()
-            observer = self._runtime.observer
-            # a request refused for carrying a password is not described (nor numbered)
-            summary = observer.summarize(self, pdu, envelope) if pdu is not None and answer.secret is None else None
-            observer.operationCompleted(
-                self, envelope.opTag, envelope.messageID, answer.route, None, answer.resultCode, now, now, summary,
-                answer.message,
-            )  # fmt: skip
-        self.session.answered(envelope, answer)
-
-    def _writeCleartextRootDSE(self, pdu: bytes) -> None:
-        """A fan-out's root DSE PDU to a cleartext client (see L{cleartextRootDSE})."""
-        self.transport.write(secrets.cleartextRootDSE(pdu))
-
-    def _refused(self, envelope: ber.Envelope, answer: core.Answer, pdu: bytes | None) -> None:
-        """A bind the listener's policy refused: one warning, and the throttle metric."""
-        if answer.refusal == core.THROTTLED:
-            self._runtime.observer.metrics.bindThrottled(self._listener.name)
-        name = (envelope.targetDN(pdu) if pdu is not None else None) or b""
-        self._events.bindRefused(answer.refusal, name, envelope.messageID, answer.resultCode, answer.message)  # type: ignore[arg-type]
 
     def _protocolError(self, kind: str, detail: str) -> None:
         self._events.protocolError(kind, detail)
