@@ -77,6 +77,13 @@ class FakeBackends:
         return _FakeEndpoint(self, state.name)
 
 
+def refusePending(backends: FakeBackends) -> None:
+    """Refuse every connection attempt not settled yet (a backend that is down)."""
+    for connection in backends.connections:
+        if not connection.deferred.called:
+            connection.refuse()
+
+
 class Client:
     """A client connection to a FrontendProtocol over a StringTransport."""
 

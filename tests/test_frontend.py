@@ -10,7 +10,7 @@ from zope.interface.verify import verifyObject
 from ldaproute.backends.interfaces import ILinkOwner
 from ldaproute.wire import ber
 from tests import pdus
-from tests.fakes import Client, boundClient, proxy
+from tests.fakes import Client, boundClient, proxy, refusePending
 
 CONFIG = """
 [ldaproute]
@@ -150,9 +150,7 @@ def test_wholePoolDownBudgetSpentDisconnects() -> None:
     client = Client(factory)
     client.send(pdus.search(messageID=3))
     for _ in range(200):
-        for connection in backends.connections:
-            if not connection.deferred.called:
-                connection.refuse()
+        refusePending(backends)
         clock.advance(0.05)
         if client.transport.disconnecting:
             break

@@ -9,7 +9,7 @@ from ldaproute.wire import ber
 from ldaproute.backends import shared
 from ldaproute.wire.pdu import CANCEL_OID, PAGED_RESULTS_OID, PROXIED_AUTHZ_OID, cancelIDAt, cancelRequest, messageIDSpan, withMessageID
 from tests import pdus
-from tests.fakes import Client, FakeConnection, proxy
+from tests.fakes import Client, FakeConnection, proxy, refusePending
 
 CONFIG = """
 [ldaproute]
@@ -258,17 +258,13 @@ def test_unreachableBackendBudgetSpent() -> None:
     client = Client(factory)
     client.send(pdus.search(messageID=1))
     for _ in range(40):
-        for connection in backends.connections:
-            if not connection.deferred.called:
-                connection.refuse()
+        refusePending(backends)
         clock.advance(0.02)
     (notice,) = pdus.decode(client.received())
     assert notice.id == 0 and notice.value.resultCode == ber.UNAVAILABLE
     assert b"retry_budget of 0.3s" in notice.value.errorMessage
     attempts = len(backends.connections)
-    for connection in backends.connections:
-        if not connection.deferred.called:
-            connection.refuse()
+    refusePending(backends)
     clock.advance(5)
     assert len(backends.connections) == attempts
 
