@@ -13,8 +13,9 @@ The layers, lowest first (DESIGN.md, "Package layout"):
   fleet      what the worker group and the replicas share (Redis throttle, one /metrics)
   top        runtime, service, cli: the package's entry points
 
-C{ldaproute.config} (the values, the key tables and the loader, with the
-loader's per-section checks in C{ldaproute.configload}) stands beside the
+C{ldaproute.config} (the key tables and the loader, with the values in
+C{ldaproute.configvalues} and the loader's per-section checks in
+C{ldaproute.configload}) stands beside the
 layers: every layer above C{wire} may import the configuration I{values}
 (C{Route}, C{Backend}, ...), so C{config} itself may import only C{wire}
 and C{core} (C{core.dn}, to turn DNs into their type at load).
@@ -57,7 +58,9 @@ def layerOf(module: str) -> str | None:
     """The layer of a module, or L{None} for the package itself and config."""
     if module in TOP:
         return "top"
-    if module == "ldaproute" or module == "ldaproute.config" or module.startswith(("ldaproute.config.", "ldaproute.configload")):
+    if module in ("ldaproute", "ldaproute.config", "ldaproute.configvalues") or module.startswith(
+        ("ldaproute.config.", "ldaproute.configload")
+    ):
         return None
     return module.split(".")[1]
 
