@@ -4,8 +4,11 @@ see ("What clients see when a backend fails" in README.rst).
 
 * The sidecar case: one slapd behind the proxy, 8 clients looping searches
   and compares for 10 s, slapd SIGKILLed and restarted on the same port
-  three times, down for about half a second each time: no client sees an error, every operation gets one answer,
-  every search its one entry, none twice.
+  three times, down for about half a second each time: no client sees an
+  error, every operation gets one answer, every search its one entry, none
+  twice; except, by the replay rule, a search whose entry had reached the
+  client just before slapd died (then 52, rare: slapd writes the entry and
+  the result separately, and the kill must fall between them).
 * Two backends, one SIGKILLed under 8 clients of reads and writes: every
   read succeeds; the writes that fail are those in flight on the killed
   backend (compared with what its access log shows it had not answered).
@@ -145,7 +148,7 @@ def test_sidecarRestartsAreInvisible(
     proxy = proxyFactory(sections, keys)
     stop = threading.Event()
     lock = threading.Lock()
-    stats: dict[str, Any] = {"sent": 0, "answered": 0, "errors": [], "wrongEntries": 0, "latencies": []}
+    stats: dict[str, Any] = {"sent": 0, "answered": 0, "errors": [], "partial": 0, "wrongEntries": 0, "latencies": []}
     failures: list[BaseException] = []
 
     def worker(k: int) -> None:
@@ -162,13 +165,17 @@ def test_sidecarRestartsAreInvisible(
                 else:
                     code, text = client.call(searchRequest, PEOPLE, "uid", f"user{user}")
                     ok = code == 0
+                    # the one case the rule answers 52: its entry had reached the client
+                    partial = code == 52 and client.entries == 1
                     wrong = client.entries != 1
                 elapsed = time.monotonic() - started
                 with lock:
                     stats["sent"] += 1
                     stats["answered"] += 1
                     stats["latencies"].append(elapsed)
-                    if not ok:
+                    if partial:
+                        stats["partial"] += 1
+                    elif not ok:
                         stats["errors"].append((code, text))
                     if wrong:
                         stats["wrongEntries"] += 1
@@ -198,13 +205,17 @@ def test_sidecarRestartsAreInvisible(
     assert not failures, failures
     figures = (
         f"mode={mode} sent={stats['sent']} answered={stats['answered']} errors={len(stats['errors'])} "
+        f"answered-52-after-their-entry={stats['partial']} "
         f"wrong-entry-counts={stats['wrongEntries']} {faultFigures(metricsPort)} clients {summary(stats['latencies'])} "
         f"restarts took {', '.join(f'{r:.2f}s' for r in restarts)}"
     )
     print("SIDECAR RESTART FIGURES:", figures)
     record_property("sidecar", figures)
     assert stats["errors"] == [], stats["errors"][:5]
-    assert stats["wrongEntries"] == 0
+    # a search whose entry had reached the client when slapd died is answered 52 (sending it
+    # again could show the client an entry twice): rare, at most one per client and kill
+    assert stats["partial"] <= CLIENTS * len(restarts)
+    assert stats["wrongEntries"] == stats["partial"]
     assert stats["sent"] == stats["answered"] > CLIENTS * 20
 
 
