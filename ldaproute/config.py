@@ -37,6 +37,7 @@ from ldaproute.configload.values import (
     attributeMap,
     attributeNames,
     budget,
+    byteSize,
     choice,
     cldapPort,
     commaList,
@@ -227,6 +228,10 @@ class Pool:
     bindConnections: int = 2
     serviceBindDN: str | None = None
     serviceBindPassword: str | None = attrs.field(default=None, repr=False)
+    #: shared mode: bytes that may wait in the proxy for a client that is
+    #: not reading before its searches are abandoned and answered
+    #: adminLimitExceeded (L{ldaproute.backends.slowreaders})
+    clientBufferMax: int = 2 * 1024 * 1024
 
 
 @attrs.frozen
@@ -556,6 +561,7 @@ _POOL_KEYS: KeyTable = {
     "bind_connections": ("bindConnections", positiveInt),
     "service_bind_dn": ("serviceBindDN", str.strip),
     "service_bind_password": ("serviceBindPassword", str.strip),
+    "client_buffer_max": ("clientBufferMax", byteSize),
 }
 _ROUTE_KEYS: KeyTable = {
     "pool": ("pool", str.strip),
