@@ -11,6 +11,8 @@ Twisted's TCP transport does when its buffer passes 64 KiB.
 
 from __future__ import annotations
 
+from typing import Any
+
 from twisted.logger import capturedLogs
 
 from ldaproute.backends.slowreaders import ClientBuffer
@@ -40,6 +42,14 @@ def startReading(client: Client) -> None:
     producer = client.transport.producer
     assert producer is not None
     producer.resumeProducing()
+
+
+def metric(factory: Any, name: str) -> float | None:
+    """A sample of the runtime's metrics for pool main."""
+    runtime = factory.runtime
+    metrics = runtime.observer.metrics
+    metrics.watchState(lambda: runtime)
+    return metrics.registry.get_sample_value(name, {"pool": "main"})  # type: ignore[no-any-return]
 
 
 def searchUpstream(client: Client, connection: FakeConnection, messageID: int) -> int:
@@ -83,6 +93,7 @@ def test_slowReaderShedNotPaused() -> None:
     [event] = [e for e in events if e.get("log_namespace") == "ldaproute.backends.slowreaders"]
     assert event["messageIDs"] == [1] and event["limit"] == 1024 and event["held"] > 1024
     assert event["peer"] and event["pool"] == "main"
+    assert metric(factory, "ldaproute_slow_reader_searches_abandoned_total") == 1
     # the shared connection was never paused; the fast client is served on it
     assert connection.transport is not None and connection.transport.producerState == "producing"
     connection.respond(entries(slowID, 2) + pdus.searchDone(slowID))  # late: dropped

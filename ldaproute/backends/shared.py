@@ -377,6 +377,7 @@ class SharedLink:
         buffer = self._buffer
         slowreaders.logShed(self._owner.session.peer, self.pool.name, buffer.limit, buffer.held, [s[0] for s in shed])
         reason = slowreaders.diagnostic(buffer.limit)
+        self.pool.faults.slowReaderShed += len(shed)
         for clientID, connection, upstreamID in shed:
             del self._ops[clientID]
             connection.abandon(upstreamID)
