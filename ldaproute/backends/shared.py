@@ -380,6 +380,7 @@ class SharedLink:
         self.pool.faults.slowReaderShed += len(shed)
         for clientID, connection, upstreamID in shed:
             del self._ops[clientID]
+            self._replays.pop(clientID, None)
             connection.abandon(upstreamID)
             self._answerFailed(connection, clientID, ber.SEARCH_REQUEST, slowreaders.ADMIN_LIMIT_EXCEEDED, reason)
 
