@@ -33,6 +33,7 @@ from ldaproute.configload.values import (
     attributeMap,
     attributeNames,
     budget,
+    byteSize,
     choice,
     cldapPort,
     commaList,
@@ -240,6 +241,7 @@ _POOL_KEYS: KeyTable = {
     "bind_connections": ("bindConnections", positiveInt),
     "service_bind_dn": ("serviceBindDN", str.strip),
     "service_bind_password": ("serviceBindPassword", str.strip),
+    "client_buffer_max": ("clientBufferMax", byteSize),
 }
 _ROUTE_KEYS: KeyTable = {
     "pool": ("pool", str.strip),

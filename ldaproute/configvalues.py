@@ -166,6 +166,10 @@ class Pool:
     bindConnections: int = 2
     serviceBindDN: str | None = None
     serviceBindPassword: str | None = attrs.field(default=None, repr=False)
+    #: shared mode: bytes that may wait in the proxy for a client that is
+    #: not reading before its searches are abandoned and answered
+    #: adminLimitExceeded (L{ldaproute.backends.slowreaders})
+    clientBufferMax: int = 2 * 1024 * 1024
 
 
 @attrs.frozen

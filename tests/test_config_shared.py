@@ -75,3 +75,27 @@ def test_starttlsBackendInSharedMode() -> None:
     """Shared connections are BackendConnections too: StartTLS to the backend works in both modes."""
     config = load(backendText="tls = starttls\n")
     assert config.mode == "shared" and config.backends["a"].tls == "starttls"
+
+
+def test_clientBufferMaxDefault() -> None:
+    assert load().pools["p"].clientBufferMax == 2 * 1024 * 1024
+
+
+@pytest.mark.parametrize(
+    "text, size",
+    [("65536", 65536), ("512KiB", 512 * 1024), ("8 MiB", 8 * 1024 * 1024), ("1g", 1024**3), ("1_000_000", 1_000_000)],
+)
+def test_clientBufferMax(text: str, size: int) -> None:
+    assert load(f"client_buffer_max = {text}\n").pools["p"].clientBufferMax == size
+
+
+def test_badClientBufferMax() -> None:
+    assert error("client_buffer_max = lots\n") == (
+        "routes.ini [pool:p] client_buffer_max: expected a size such as 4MiB, 512KiB or 65536, not 'lots'"
+    )
+
+
+def test_zeroClientBufferMax() -> None:
+    assert error("client_buffer_max = 0MiB\n") == (
+        "routes.ini [pool:p] client_buffer_max: expected a size above zero, not '0MiB'"
+    )

@@ -178,8 +178,10 @@ class PoolFaults:
     What a pool's operations went through when its backends failed, kept
     as plain counts that the metrics read at scrape time (and that survive
     reloads, as counters must): operations that waited for a backend and
-    how long, operations replayed on a new connection (by request tag), and
-    operations answered unavailable because their retry budget was spent.
+    how long, operations replayed on a new connection (by request tag),
+    operations answered unavailable because their retry budget was spent,
+    and (shared mode) searches abandoned because their client was not
+    reading (L{ldaproute.backends.slowreaders}).
     """
 
     def __init__(self) -> None:
@@ -189,6 +191,7 @@ class PoolFaults:
         self.waitBuckets = [0] * (len(WAIT_BUCKETS) + 1)
         self.replayed: dict[int, int] = {}
         self.budgetSpent = 0
+        self.slowReaderShed = 0
 
     def wait(self, seconds: float) -> None:
         """An operation waited C{seconds} for a connection to take it."""

@@ -34,6 +34,7 @@ from zope.interface import implementer
 
 from ldaproute.backends.connection import BackendConnection
 from ldaproute.backends.interfaces import IBackendLink, ILinkOwner
+from ldaproute.backends import slowreaders
 from ldaproute.backends.pool import BackendState
 from ldaproute.backends.sharedpool import SharedPool
 from ldaproute.core.replay import ANSWERING, MAX_REPLAYS, mayReplay
@@ -163,6 +164,8 @@ class SharedLink:
         self._control: tuple[Any, bytes] = (None, b"")
         self._controlsElement = b""
         self._pagedConnection: BackendConnection | None = None
+        #: what waits for a client that is not reading (L{slowreaders})
+        self._buffer = slowreaders.ClientBuffer(self.pool.pool.clientBufferMax)
 
     # --- requests ----------------------------------------------------------
 
@@ -356,6 +359,30 @@ class SharedLink:
         self.backend = connection.backend
         self._owner.linkReceived(self, data, finals)
         self.backend = None
+        buffer = self._buffer
+        if buffer.paused and buffer.delivered(len(data)):
+            self._shed()
+
+    def _shed(self) -> None:
+        """
+        The client is not reading and more than C{client_buffer_max} waits
+        for it: its searches on shared connections are abandoned upstream
+        and answered adminLimitExceeded (L{slowreaders}).
+        """
+        if self.state == "closed":
+            return
+        shed = list(slowreaders.sheddable(self._ops))
+        if not shed:
+            return
+        buffer = self._buffer
+        slowreaders.logShed(self._owner.session.peer, self.pool.name, buffer.limit, buffer.held, [s[0] for s in shed])
+        reason = slowreaders.diagnostic(buffer.limit)
+        self.pool.faults.slowReaderShed += len(shed)
+        for clientID, connection, upstreamID in shed:
+            del self._ops[clientID]
+            self._replays.pop(clientID, None)
+            connection.abandon(upstreamID)
+            self._answerFailed(connection, clientID, ber.SEARCH_REQUEST, slowreaders.ADMIN_LIMIT_EXCEEDED, reason)
 
     def failed(
         self,
@@ -488,10 +515,16 @@ class SharedLink:
         """Nothing to replay: the identity goes with every operation."""
 
     def pauseReading(self) -> None:
-        """A slow client cannot pause a connection other clients share."""
+        """
+        A slow client cannot pause a connection other clients share: what
+        it is sent from now on is counted against C{client_buffer_max}
+        instead (L{slowreaders}).
+        """
+        self._buffer.pause()
 
     def resumeReading(self) -> None:
-        """See L{pauseReading}."""
+        """The client's transport is empty again (L{pauseReading})."""
+        self._buffer.resume()
 
     def goOpaque(self) -> None:  # pragma: no cover - SASL layers are refused
         raise RuntimeError("shared links carry no opaque sessions")

@@ -57,6 +57,29 @@ def positiveInt(value: str) -> int:
     return number
 
 
+_BYTE_UNITS = (("kib", 1024), ("mib", 1024**2), ("gib", 1024**3), ("k", 1024), ("m", 1024**2), ("g", 1024**3))
+
+
+def byteSize(value: str) -> int:
+    """
+    A size in bytes above zero: a whole number, or with a C{KiB}, C{MiB}
+    or C{GiB} suffix (C{K}, C{M}, C{G} too; powers of 1024).
+    """
+    text = value.strip().lower().replace("_", "")
+    scale = 1
+    for suffix, factor in _BYTE_UNITS:
+        if text.endswith(suffix):
+            text, scale = text[: -len(suffix)].strip(), factor
+            break
+    try:
+        size = int(text) * scale
+    except ValueError:
+        raise InvalidValue(f"expected a size such as 4MiB, 512KiB or 65536, not {value!r}") from None
+    if size <= 0:
+        raise InvalidValue(f"expected a size above zero, not {value!r}")
+    return size
+
+
 def nonNegativeInt(value: str) -> int:
     """A count of zero or more (a backend's priority)."""
     try:

@@ -228,6 +228,8 @@ class ClientLinks:
         if self._runtime.config.mode == "shared":
             if link is None:
                 link = self.byPool[poolName] = shared.linkFor(self._owner, self._runtime, poolName, self._reactor)
+                if self.producer.paused:  # the client is not reading already
+                    link.pauseReading()
             link.boundVersion = session.identityVersion
             return link
         if link is not None and (isBind or link.boundVersion == session.identityVersion):

@@ -353,7 +353,7 @@ class _StateCollector:
         source = self._metrics._stateSource
         state = source() if source is not None else None
         families = self._families()
-        up, connections, inFlight, poolHealthy, connects, waited, waitSeconds, replayed, budgetSpent = families
+        up, connections, inFlight, poolHealthy, connects, waited, waitSeconds, replayed, budgetSpent, shed = families
         if state is not None:
             for name, backendState in sorted(state.backends.states.items()):
                 up.add_metric([name], 1 if backendState.up else 0)
@@ -375,6 +375,7 @@ class _StateCollector:
                 for tag, count in sorted(faults.replayed.items()):
                     replayed.add_metric([name, operationName(tag)], count)
                 budgetSpent.add_metric([name], faults.budgetSpent)
+                shed.add_metric([name], faults.slowReaderShed)
         yield from families
 
     @staticmethod
@@ -407,6 +408,12 @@ class _StateCollector:
             CounterMetricFamily(
                 "ldaproute_operations_budget_spent",
                 "Operations answered unavailable (or disconnected) because no backend took them within the retry budget.",
+                labels=["pool"],
+            ),
+            CounterMetricFamily(
+                "ldaproute_slow_reader_searches_abandoned",
+                "Shared mode: searches abandoned and answered adminLimitExceeded (11) because more than "
+                "client_buffer_max waited in the proxy for a client that was not reading.",
                 labels=["pool"],
             ),
         )
