@@ -220,6 +220,9 @@ class Pool:
     bindConnections: int = 2
     serviceBindDN: str | None = None
     serviceBindPassword: str | None = attrs.field(default=None, repr=False)
+    #: shared mode: a paged-results or VLV sequence that sees no request for
+    #: this long gives back the connection it holds exclusively
+    pagedIdleTimeout: float = 60.0
 
 
 @attrs.frozen
@@ -536,6 +539,7 @@ _POOL_KEYS: KeyTable = {
     "bind_connections": ("bindConnections", positiveInt),
     "service_bind_dn": ("serviceBindDN", str.strip),
     "service_bind_password": ("serviceBindPassword", str.strip),
+    "paged_idle_timeout": ("pagedIdleTimeout", duration),
 }
 _ROUTE_KEYS: KeyTable = {
     "pool": ("pool", str.strip),

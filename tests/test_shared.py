@@ -7,7 +7,7 @@ from ldaptor.protocols import pureldap
 
 from ldaproute.wire import ber
 from ldaproute.backends import shared
-from ldaproute.wire.pdu import CANCEL_OID, PAGED_RESULTS_OID, PROXIED_AUTHZ_OID, cancelIDAt, cancelRequest, messageIDSpan, withMessageID
+from ldaproute.wire.pdu import CANCEL_OID, PROXIED_AUTHZ_OID, cancelIDAt, cancelRequest, messageIDSpan, withMessageID
 from tests import pdus
 from tests.fakes import Client, FakeConnection, proxy
 
@@ -240,30 +240,6 @@ def test_serviceIdentityRefused() -> None:
     answer = decodeOne(client.received())
     assert answer.value.resultCode == ber.UNAVAILABLE
     assert b"service identity" in answer.value.errorMessage
-
-
-def pagedSearch(messageID: int, cookie: bytes) -> bytes:
-    from ldaptor.protocols import pureber
-
-    value = pureber.BERSequence([pureber.BERInteger(10), pureber.BEROctetString(cookie)]).toWire()
-    return pdus.message(
-        pureldap.LDAPSearchRequest(baseObject="dc=example,dc=com"), messageID,
-        controls=[(PAGED_RESULTS_OID.decode(), True, value)],
-    )
-
-
-def test_pagedSearchStaysOnOneConnection() -> None:
-    factory, backends, _ = proxy(CONFIG)
-    client = Client(factory)
-    client.send(pagedSearch(1, b""))
-    first, second = twoReady(backends)
-    assert first.sent()
-    for messageID in range(2, 6):
-        client.send(pagedSearch(messageID, b"cookie"))
-        assert first.sent() and not second.sent()
-    # plain searches are spread in turn
-    client.send(pdus.search(messageID=10) + pdus.search(messageID=11))
-    assert first.sent() and second.sent()
 
 
 def test_cancelTranslated() -> None:

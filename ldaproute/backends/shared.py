@@ -20,8 +20,9 @@ appended to the request's controls.  The shared connections are bound as
 the pool's service identity (C{service_bind_dn}), which the backend must
 allow to proxy (docs/shared-mode.rst).  SASL binds, StartTLS and extended
 operations that change connection state are refused: they cannot share a
-connection.  Paged-result searches of a client stay on one connection, the
-one whose backend issued the cookie.
+connection.  Stateful sequences (paged results, sort, virtual list view:
+L{ldaproute.backends.sequences}) each hold a connection of their own for
+as long as they last.
 """
 
 from __future__ import annotations
@@ -34,13 +35,14 @@ from zope.interface import implementer
 
 from ldaproute.backends.connection import BackendConnection
 from ldaproute.backends.interfaces import IBackendLink, ILinkOwner
+from ldaproute.backends import sequences
 from ldaproute.backends.pool import BackendState
+from ldaproute.backends.sequences import Sequence
 from ldaproute.backends.sharedpool import SharedPool
 from ldaproute.core.slowpath import replayName
 from ldaproute.wire import ber
 from ldaproute.wire.pdu import (
     CANCEL_OID,
-    PAGED_RESULTS_OID,
     PROXIED_AUTHZ_OID,
     abandonedIDAt,
     cancelIDAt,
@@ -155,7 +157,12 @@ class SharedLink:
         self._waitTimers: dict[int, IDelayedCall] = {}
         self._control: tuple[Any, bytes] = (None, b"")
         self._controlsElement = b""
-        self._pagedConnection: BackendConnection | None = None
+        #: stateful sequences: by the client messageID of their request in
+        #: flight, paged ones between pages by their last cookie, and the
+        #: client's virtual list view
+        self._inSequence: dict[int, Sequence] = {}
+        self._paged: dict[bytes, Sequence] = {}
+        self._vlv: Sequence | None = None
 
     # --- requests ----------------------------------------------------------
 
@@ -179,35 +186,37 @@ class SharedLink:
             if extendedNameAt(pdu, idEnd) == CANCEL_OID:
                 self._cancel(messageID, pdu, idEnd)
                 return
-        connection = None
-        if tag == ber.SEARCH_REQUEST and controls and PAGED_RESULTS_OID in controls:
-            # the cookie is only valid on the connection that issued it
-            connection = self._pagedConnection
-            if connection is None or connection.state != "ready":
-                connection = self._pagedConnection = self._shared.pick("shared")
-        control = self._identityControl()
-        if connection is None:
-            connection = self._shared.pick("shared")
-            if connection is not None:
-                # the common case, inline (L{_submitTo}): a ready connection
-                upstreamID = connection.allocateID()
-                self._ops[messageID] = (connection, upstreamID)
-                timing = self._timing
-                timeout = None
-                if timing is not None:
-                    self._timing = None
-                    if timing[0] == messageID:
-                        timeout = timing[1]
-                connection.submit(
-                    upstreamID,
-                    (self, messageID, tag, messageIDElement(messageID)),
-                    reframeAt(pdu, idEnd, opEnd, upstreamID, control, self._controlsElement),
-                    timeout,
-                )
-                if not connection.writable:
-                    self._shared.pauseClient(self._owner.transport)
+        if tag == ber.SEARCH_REQUEST and controls and sequences.mayBeStateful(controls):
+            try:
+                stateful = sequences.classify(controls)
+            except ber.FramingError as e:
+                self._answer(messageID, tag, ber.PROTOCOL_ERROR, f"malformed search control: {e}")
                 return
-        self._submit("shared", messageID, tag, pdu, control, connection)
+            if stateful is not None:
+                self._sendInSequence(messageID, pdu, idEnd, opEnd, *stateful)
+                return
+        control = self._identityControl()
+        connection = self._shared.pick("shared")
+        if connection is not None:
+            # the common case, inline (L{_submitTo}): a ready connection
+            upstreamID = connection.allocateID()
+            self._ops[messageID] = (connection, upstreamID)
+            timing = self._timing
+            timeout = None
+            if timing is not None:
+                self._timing = None
+                if timing[0] == messageID:
+                    timeout = timing[1]
+            connection.submit(
+                upstreamID,
+                (self, messageID, tag, messageIDElement(messageID)),
+                reframeAt(pdu, idEnd, opEnd, upstreamID, control, self._controlsElement),
+                timeout,
+            )
+            if not connection.writable:
+                self._shared.pauseClient(self._owner.transport)
+            return
+        self._submit("shared", messageID, tag, pdu, control)
 
     def _identityControl(self) -> bytes:
         """The control asserting the client's identity (cached per identity,
@@ -260,12 +269,9 @@ class SharedLink:
         if not connection.writable:
             self._shared.pauseClient(self._owner.transport)
 
-    def _submit(
-        self, kind: str, messageID: int, tag: int, pdu: bytes, control: bytes, connection: BackendConnection | None = None
-    ) -> None:
+    def _submit(self, kind: str, messageID: int, tag: int, pdu: bytes, control: bytes) -> None:
         shared = self._shared
-        if connection is None:
-            connection = shared.pick(kind)
+        connection = shared.pick(kind)
         if connection is not None:
             _, idEnd, opEnd = opSpan(pdu)
             self._submitTo(connection, messageID, tag, pdu, control, idEnd, opEnd)
@@ -288,11 +294,147 @@ class SharedLink:
                 self._answerFailed(None, messageID, tag, ber.UNAVAILABLE, reason)
                 return
             _, idEnd, opEnd = opSpan(pdu)
-            if tag == ber.SEARCH_REQUEST and kind == "shared" and PAGED_RESULTS_OID in pdu[opEnd:]:
-                self._pagedConnection = connection
             self._submitTo(connection, messageID, tag, pdu, control, idEnd, opEnd, timeout=remaining)
 
         shared.whenReady(kind, ready)
+
+    # --- stateful sequences (L{ldaproute.backends.sequences}) ----------------
+
+    def _sendInSequence(self, messageID: int, pdu: bytes, idEnd: int, opEnd: int, kind: str, size: int, cookie: bytes) -> None:
+        """
+        A search that starts or continues a stateful sequence: on the
+        connection the sequence holds, or on one claimed for it.
+        """
+        sequence = None
+        if kind == sequences.PAGED and cookie:
+            sequence = self._paged.pop(cookie, None)
+            if sequence is None:
+                self._unknownCookie(messageID, size)
+                return
+        elif kind == sequences.VLV:
+            sequence = self._vlv
+        if sequence is not None:
+            sequence.stopIdle()
+            connection = sequence.connection
+            if connection is None or connection.state != "ready":
+                self._endSequence(sequence)
+                self._answer(
+                    messageID, ber.SEARCH_REQUEST, ber.UNWILLING_TO_PERFORM,
+                    "the backend connection that held this paged or virtual list view sequence was lost: start it again",
+                )
+                return
+            self._inSequence[messageID] = sequence
+            sequence.messageID = messageID
+            self._submitTo(connection, messageID, ber.SEARCH_REQUEST, pdu, self._identityControl(), idEnd, opEnd)
+            return
+        connection = self._shared.claim()
+        if connection is not None:
+            self._startSequence(kind, connection, messageID, pdu, idEnd, opEnd)
+            return
+        self._ops[messageID] = (None, 0)
+        opTimeout = self._timeoutFor(messageID)
+        # without an operation_timeout: long enough for an idle sequence to give its connection back
+        wait = opTimeout if opTimeout is not None else 2 * self.pool.pool.pagedIdleTimeout
+        self._waitTimers[messageID] = self._reactor.callLater(wait, self._busy, messageID, wait)
+
+        def claimed(connection: BackendConnection | None, reason: str) -> bool:
+            if self.state == "closed" or self._ops.get(messageID) != (None, 0):
+                return False  # abandoned, answered or closed meanwhile
+            remaining = None
+            timer = self._waitTimers.pop(messageID, None)
+            if timer is not None:
+                if opTimeout is not None:
+                    remaining = max(0.0, timer.getTime() - self._reactor.seconds())
+                timer.cancel()
+            del self._ops[messageID]
+            if connection is None:
+                self._answerFailed(None, messageID, ber.SEARCH_REQUEST, ber.UNAVAILABLE, reason)
+                return False
+            self._startSequence(kind, connection, messageID, pdu, idEnd, opEnd, remaining)
+            return True
+
+        self._shared.whenFree(claimed)
+
+    def _startSequence(
+        self, kind: str, connection: BackendConnection, messageID: int, pdu: bytes, idEnd: int, opEnd: int,
+        timeout: float | None = None,
+    ) -> None:
+        sequence = Sequence(kind, connection)
+        if kind == sequences.VLV:
+            if self._vlv is not None:
+                self._endSequence(self._vlv)
+            self._vlv = sequence
+        self._inSequence[messageID] = sequence
+        sequence.messageID = messageID
+        self._submitTo(connection, messageID, ber.SEARCH_REQUEST, pdu, self._identityControl(), idEnd, opEnd, timeout=timeout)
+
+    def _unknownCookie(self, messageID: int, size: int) -> None:
+        """A page of a sequence this link does not hold (ended, or idle too long)."""
+        if size == 0:
+            # giving up a sequence that is over already
+            self.backend = None
+            self._owner.linkReceived(
+                self, sequences.endedSequenceDone(messageID), [(messageID, ber.SEARCH_RESULT_DONE, ber.SUCCESS)]
+            )
+            return
+        self._answer(
+            messageID, ber.SEARCH_REQUEST, ber.UNWILLING_TO_PERFORM,
+            "paged results cookie is invalid or old: the sequence ended, or sat idle longer than "
+            f"the paged_idle_timeout of {self.pool.pool.pagedIdleTimeout:g}s",
+        )
+
+    def _busy(self, messageID: int, timeout: float) -> None:
+        """No connection became free for a new sequence in time."""
+        self._waitTimers.pop(messageID, None)
+        if self._ops.pop(messageID, None) is None or self.state == "closed":
+            return
+        self._answer(
+            messageID, ber.SEARCH_REQUEST, ber.BUSY,
+            f"every connection to pool {self.pool.name!r} held a paged, sorted or virtual list view search "
+            f"for {timeout:g}s and no backend could take another (max_connections): try again later",
+        )
+
+    def _sequenceAnswered(self, sequence: Sequence, data: bytes, clientID: int, resultCode: int) -> None:
+        """A request of C{sequence} got its final response (in C{data})."""
+        sequence.messageID = None
+        if sequence.kind == sequences.PAGED:
+            cookie = b""
+            if resultCode == ber.SUCCESS:
+                try:
+                    cookie = sequences.doneCookie(data, clientID)
+                except ber.FramingError:
+                    cookie = b""
+            if cookie:
+                sequence.cookie = cookie
+                self._paged[cookie] = sequence
+                self._idleFrom(sequence)
+                return
+        elif sequence.kind == sequences.VLV and resultCode == ber.SUCCESS:
+            self._idleFrom(sequence)
+            return
+        self._endSequence(sequence)
+
+    def _idleFrom(self, sequence: Sequence) -> None:
+        sequence.idle = self._reactor.callLater(self.pool.pool.pagedIdleTimeout, self._idledOut, sequence)
+
+    def _idledOut(self, sequence: Sequence) -> None:
+        sequence.idle = None
+        if sequence.messageID is None:
+            self._endSequence(sequence)
+
+    def _endSequence(self, sequence: Sequence) -> None:
+        """C{sequence} is over: its connection goes back to the pool."""
+        sequence.stopIdle()
+        if sequence.messageID is not None:
+            self._inSequence.pop(sequence.messageID, None)
+            sequence.messageID = None
+        if sequence.cookie and self._paged.get(sequence.cookie) is sequence:
+            del self._paged[sequence.cookie]
+        if self._vlv is sequence:
+            self._vlv = None
+        connection, sequence.connection = sequence.connection, None
+        if connection is not None:
+            self._shared.release(connection)
 
     def _abandon(self, abandonedID: int) -> None:
         entry = self._ops.pop(abandonedID, None)
@@ -302,6 +444,9 @@ class SharedLink:
         connection, upstreamID = entry
         if connection is not None:
             connection.abandon(upstreamID)
+        sequence = self._inSequence.get(abandonedID)
+        if sequence is not None:
+            self._endSequence(sequence)
 
     def _cancel(self, messageID: int, pdu: bytes, idEnd: int) -> None:
         cancelID = cancelIDAt(pdu, idEnd)
@@ -337,6 +482,11 @@ class SharedLink:
             return
         if self.responseTransformer is not None:
             data = self.responseTransformer(data)
+        if self._inSequence:
+            for clientID, _, resultCode in finals:
+                sequence = self._inSequence.pop(clientID, None)
+                if sequence is not None:
+                    self._sequenceAnswered(sequence, data, clientID, resultCode)
         self.backend = connection.backend
         self._owner.linkReceived(self, data, finals)
         self.backend = None
@@ -344,6 +494,9 @@ class SharedLink:
     def failed(self, connection: BackendConnection, clientID: int, requestTag: int, resultCode: int, reason: str) -> None:
         """The connection carrying C{clientID} died: answer it C{resultCode}."""
         self._ops.pop(clientID, None)
+        sequence = self._inSequence.get(clientID)
+        if sequence is not None:
+            self._endSequence(sequence)
         self._answerFailed(connection, clientID, requestTag, resultCode, reason)
 
     def _answerFailed(
@@ -361,6 +514,9 @@ class SharedLink:
     def timedOut(self, connection: BackendConnection, clientID: int, timeout: float) -> None:
         """The operation exceeded its time limit; its connection abandoned it upstream."""
         self._ops.pop(clientID, None)
+        sequence = self._inSequence.get(clientID)
+        if sequence is not None:
+            self._endSequence(sequence)
         if self.state == "closed":
             return
         self.backend = connection.backend
@@ -431,6 +587,11 @@ class SharedLink:
         for connection, upstreamID in ops.values():
             if connection is not None:
                 connection.abandon(upstreamID)
+        held = set(self._inSequence.values()) | set(self._paged.values())
+        if self._vlv is not None:
+            held.add(self._vlv)
+        for sequence in held:
+            self._endSequence(sequence)
 
 
 def linkFor(owner: ILinkOwner, runtime: Runtime, poolName: str, reactor: IReactorTime) -> SharedLink:

@@ -9,6 +9,14 @@ L{ldaproute.backends.connection.BackendConnection} that demultiplexes its
 responses to the clients' L{ldaproute.backends.shared.SharedLink}s; the
 pool opens them on first use, reopens them on demand after a loss, and
 keeps requests waiting while no connection of their kind is ready.
+
+Stateful sequences (L{ldaproute.backends.sequences}: paged results, sort,
+virtual list view) each hold one shared connection exclusively
+(L{SharedPool.claim}, L{SharedPool.release}); stateless operations still go
+out on it.  When every shared connection holds one, the pool opens another
+for the sequence (kind C{"sequence"}: it carries only that sequence and is
+closed when it ends), unless every backend is at its C{max_connections};
+then the sequence waits for one to be released (L{SharedPool.whenFree}).
 """
 
 from __future__ import annotations
@@ -28,7 +36,11 @@ from ldaproute.wire import ber
 
 _log = Logger()
 
-KINDS = ("shared", "bind")
+KINDS = ("shared", "bind", "sequence")
+
+#: C{claim} callbacks: C{(connection, "")} when one is free, or C{(None,
+#: reason)}; each says whether it took the connection.
+Claimant = Callable[[BackendConnection | None, str], bool]
 
 
 @implementer(IConnectionOwner)
@@ -50,14 +62,16 @@ class SharedPool:
         self.serviceIdentity: tuple[bytes, bytes] | None = None
         if pool.serviceBindDN:
             self.serviceIdentity = (pool.serviceBindDN.encode("utf-8"), (pool.serviceBindPassword or "").encode("utf-8"))
-        self.connections: dict[str, list[BackendConnection]] = {"shared": [], "bind": []}
-        self.ready: dict[str, list[BackendConnection]] = {"shared": [], "bind": []}
+        self.connections: dict[str, list[BackendConnection]] = {kind: [] for kind in KINDS}
+        self.ready: dict[str, list[BackendConnection]] = {kind: [] for kind in KINDS}
         self._kinds: dict[BackendConnection, str] = {}
         self._turn = {"shared": 0, "bind": 0}
         self._waiting: dict[str, deque[Callable[[BackendConnection | None, str], None]]] = {
-            "shared": deque(),
-            "bind": deque(),
+            kind: deque() for kind in KINDS
         }
+        #: connections that hold a stateful sequence
+        self.held: set[BackendConnection] = set()
+        self._claimants: deque[Claimant] = deque()
         self._pausedClients: list[Any] = []
 
     def wanted(self, kind: str) -> int:
@@ -104,8 +118,65 @@ class SharedPool:
         if not self.connections[kind]:
             self._open(kind)
 
+    # --- stateful sequences ------------------------------------------------
+
+    def claim(self) -> BackendConnection | None:
+        """
+        A ready shared connection that holds no sequence (the least busy),
+        held from now on; L{None} if there is none (then L{whenFree}).
+        """
+        missing = self.wanted("shared") - len(self.connections["shared"])
+        for _ in range(missing):
+            self._open("shared")
+        free = [connection for connection in self.ready["shared"] if connection not in self.held]
+        if not free:
+            return None
+        connection = min(free, key=lambda c: len(c.ops))
+        self.held.add(connection)
+        return connection
+
+    def whenFree(self, claimant: Claimant) -> None:
+        """
+        Call C{claimant} with a connection held for it when one is free (a
+        sequence ends, or one opens), or with C{(None, reason)} when no
+        connection of the pool can be opened.  Opens a connection for the
+        sequence unless enough are on their way, or every backend is at its
+        C{max_connections}.
+        """
+        self._claimants.append(claimant)
+        opening = sum(
+            1
+            for kind in ("shared", "sequence")
+            for connection in self.connections[kind]
+            if connection not in self.ready[kind] and connection not in self.held
+        )
+        if len(self._claimants) > opening and not self.poolState.allAtCapacity():
+            self._open("sequence")
+
+    def release(self, connection: BackendConnection) -> None:
+        """A sequence ended: the next waiting one gets its connection."""
+        if connection not in self.held:
+            return
+        self.held.discard(connection)
+        if connection.state == "ready" and self._grant(connection):
+            return
+        if self._kinds.get(connection) == "sequence":
+            # a connection of its own for one sequence: not kept
+            self._forget(connection, "")
+            connection.close(unbind=True)
+
+    def _grant(self, connection: BackendConnection) -> bool:
+        """Hold C{connection} for the first waiting sequence that takes it."""
+        claimants = self._claimants
+        while claimants:
+            self.held.add(connection)
+            if claimants.popleft()(connection, ""):
+                return True
+            self.held.discard(connection)
+        return False
+
     def _open(self, kind: str) -> None:
-        operations = kind == "shared"
+        operations = kind != "bind"
         connection = BackendConnection(
             self,
             self.poolState,
@@ -129,6 +200,7 @@ class SharedPool:
             self.connections[kind].remove(connection)
         if connection in self.ready[kind]:
             self.ready[kind].remove(connection)
+        self.held.discard(connection)
         if not connection.writable:
             connection.writable = True
             self.connectionWritable(connection)
@@ -139,6 +211,11 @@ class SharedPool:
             waiting.clear()
             for callback in failed:
                 callback(None, reason)
+        if self._claimants and kind != "bind" and not self.connections["shared"] and not self.connections["sequence"]:
+            claimants = list(self._claimants)
+            self._claimants.clear()
+            for claimant in claimants:
+                claimant(None, reason)
 
     def pauseClient(self, transport: Any) -> None:
         """A client fed a connection whose buffer is full: stop reading it."""
@@ -168,6 +245,10 @@ class SharedPool:
         waiting = self._waiting[kind]
         while waiting and connection.state == "ready":
             waiting.popleft()(connection, "")
+        if kind != "bind" and connection.state == "ready" and connection not in self.held:
+            if not self._grant(connection) and kind == "sequence":
+                self._forget(connection, "")
+                connection.close(unbind=True)
 
     def connectionBindRefused(self, connection: BackendConnection, resultCode: int) -> None:  # type: ignore[override]
         name = connection.backend.name if connection.backend else "?"
@@ -198,7 +279,7 @@ class SharedPool:
             link.timedOut(connection, clientID, timeout)
 
     def connectionWritable(self, connection: object) -> None:
-        if self._pausedClients and all(c.writable for c in self.ready["shared"] + self.ready["bind"]):
+        if self._pausedClients and all(c.writable for kind in KINDS for c in self.ready[kind]):
             paused, self._pausedClients = self._pausedClients, []
             for transport in paused:
                 transport.resumeProducing()
