@@ -27,9 +27,10 @@ continues a sequence from the responses; the link
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
 from ldaproute.wire import ber
 from ldaproute.wire.controls import (
@@ -132,3 +133,109 @@ class Sequence:
         idle, self.idle = self.idle, None
         if idle is not None and idle.active():
             idle.cancel()
+
+
+class SequenceBook:
+    """
+    One client link's stateful sequences: which connection each holds, by
+    the request in flight or, for paged ones between pages, by the last
+    cookie; the client's one virtual list view; their idle timers.  Ending
+    a sequence gives its connection back to the pool (C{release}).
+    """
+
+    def __init__(self, release: Callable[[BackendConnection], None], reactor: IReactorTime, idleTimeout: float) -> None:
+        self._release = release
+        self._reactor = reactor
+        self.idleTimeout = idleTimeout
+        #: by the client messageID of the request in flight
+        self.inFlight: dict[int, Sequence] = {}
+        self._paged: dict[bytes, Sequence] = {}
+        self._vlv: Sequence | None = None
+
+    def continued(self, kind: str, cookie: bytes) -> Sequence | None:
+        """
+        The sequence a request continues: a paged one by its cookie (taken
+        out of the idle ones), the client's view; L{None} if none.
+        """
+        if kind == PAGED:
+            return self._paged.pop(cookie, None)
+        if kind == VLV:
+            return self._vlv
+        return None
+
+    def start(self, kind: str, connection: BackendConnection) -> Sequence:
+        """A new sequence, holding C{connection} (a new view ends the old one)."""
+        sequence = Sequence(kind, connection)
+        if kind == VLV:
+            if self._vlv is not None:
+                self.end(self._vlv)
+            self._vlv = sequence
+        return sequence
+
+    def sent(self, sequence: Sequence, messageID: int) -> None:
+        """A request of C{sequence} went out as C{messageID}."""
+        sequence.stopIdle()
+        self.inFlight[messageID] = sequence
+        sequence.messageID = messageID
+
+    def answered(self, clientID: int, data: bytes, resultCode: int) -> None:
+        """
+        The final response to C{clientID} (among C{data}) arrived: the
+        sequence ends, or waits for its next request, idle.
+        """
+        sequence = self.inFlight.pop(clientID, None)
+        if sequence is None:
+            return
+        sequence.messageID = None
+        if sequence.kind == PAGED:
+            cookie = b""
+            if resultCode == ber.SUCCESS:
+                try:
+                    cookie = doneCookie(data, clientID)
+                except ber.FramingError:
+                    cookie = b""
+            if cookie:
+                sequence.cookie = cookie
+                self._paged[cookie] = sequence
+                self._idleFrom(sequence)
+                return
+        elif sequence.kind == VLV and resultCode == ber.SUCCESS:
+            self._idleFrom(sequence)
+            return
+        self.end(sequence)
+
+    def endFor(self, clientID: int) -> None:
+        """The request C{clientID} failed, timed out or was abandoned: its sequence is over."""
+        sequence = self.inFlight.get(clientID)
+        if sequence is not None:
+            self.end(sequence)
+
+    def end(self, sequence: Sequence) -> None:
+        """C{sequence} is over: its connection goes back to the pool."""
+        sequence.stopIdle()
+        if sequence.messageID is not None:
+            self.inFlight.pop(sequence.messageID, None)
+            sequence.messageID = None
+        if sequence.cookie and self._paged.get(sequence.cookie) is sequence:
+            del self._paged[sequence.cookie]
+        if self._vlv is sequence:
+            self._vlv = None
+        connection, sequence.connection = sequence.connection, None
+        if connection is not None:
+            self._release(connection)
+
+    def endAll(self) -> None:
+        """The client left or unbound."""
+        held = set(self.inFlight.values()) | set(self._paged.values())
+        if self._vlv is not None:
+            held.add(self._vlv)
+        for sequence in held:
+            self.end(sequence)
+
+    def _idleFrom(self, sequence: Sequence) -> None:
+        sequence.idle = self._reactor.callLater(self.idleTimeout, self._idledOut, sequence)
+
+    def _idledOut(self, sequence: Sequence) -> None:
+        sequence.idle = None
+        if sequence.messageID is None:
+            self.end(sequence)

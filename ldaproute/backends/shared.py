@@ -37,8 +37,8 @@ from ldaproute.backends.connection import BackendConnection
 from ldaproute.backends.interfaces import IBackendLink, ILinkOwner
 from ldaproute.backends import sequences
 from ldaproute.backends.pool import BackendState
-from ldaproute.backends.sequences import Sequence
 from ldaproute.backends.sharedpool import SharedPool
+from ldaproute.backends.sharedrules import NO_SUCH_OPERATION, PASSWORD_MODIFY_OID, WHOAMI_OID, refusal
 from ldaproute.core.slowpath import replayName
 from ldaproute.wire import ber
 from ldaproute.wire.pdu import (
@@ -57,46 +57,7 @@ from ldaproute.wire.pdu import (
 if TYPE_CHECKING:
     from ldaproute.runtime import Runtime
 
-WHOAMI_OID = b"1.3.6.1.4.1.4203.1.11.3"
-PASSWORD_MODIFY_OID = b"1.3.6.1.4.1.4203.1.11.1"
-
-#: Extended operations that run per operation and accept the Proxied
-#: Authorization control in slapd.
-_PROXIABLE_EXTENDED = frozenset({WHOAMI_OID, PASSWORD_MODIFY_OID})
-
-NO_SUCH_OPERATION = 119
-
-
-def refusal(pdu: bytes, tag: int, opStart: int, controls: bytes) -> tuple[int, str] | None:
-    """
-    C{(resultCode, diagnosticMessage)} for a request that cannot share a
-    connection (SASL binds, extended operations that change the
-    connection's state, StartTLS among them), or that would undo the
-    identity the proxy asserts (its own Proxied Authorization); else None.
-    """
-    if tag == ber.BIND_REQUEST:
-        if ber.Envelope.fromBytes(pdu).bindAuthentication(pdu)[0] != ber.SIMPLE_AUTH_TAG:
-            return (
-                ber.AUTH_METHOD_NOT_SUPPORTED,
-                "SASL binds are not supported in shared mode: use mode = session for SASL clients",
-            )
-        return None
-    if controls and PROXIED_AUTHZ_OID in controls:
-        return (
-            ber.UNWILLING_TO_PERFORM,
-            "the proxy asserts each client's identity with Proxied Authorization in shared mode: "
-            "clients cannot send their own",
-        )
-    if tag == ber.EXTENDED_REQUEST:
-        oid = extendedNameAt(pdu, opStart)
-        if oid != CANCEL_OID and oid not in _PROXIABLE_EXTENDED:
-            what = "StartTLS" if oid == ber.STARTTLS_OID else f"the extended operation {oid.decode('ascii', 'replace')}"
-            return (
-                ber.UNWILLING_TO_PERFORM,
-                f"{what} is not supported in shared mode (the upstream connection is shared): use mode = session",
-            )
-    return None
-
+__all__ = ["NO_SUCH_OPERATION", "PASSWORD_MODIFY_OID", "SharedLink", "WHOAMI_OID", "linkFor", "refusal", "sharedPoolFor"]
 
 # --- the pool's connections (L{ldaproute.backends.sharedpool}) -------------------
 
@@ -157,12 +118,7 @@ class SharedLink:
         self._waitTimers: dict[int, IDelayedCall] = {}
         self._control: tuple[Any, bytes] = (None, b"")
         self._controlsElement = b""
-        #: stateful sequences: by the client messageID of their request in
-        #: flight, paged ones between pages by their last cookie, and the
-        #: client's virtual list view
-        self._inSequence: dict[int, Sequence] = {}
-        self._paged: dict[bytes, Sequence] = {}
-        self._vlv: Sequence | None = None
+        self._sequences = sequences.SequenceBook(shared.release, reactor, shared.poolState.pool.pagedIdleTimeout)
 
     # --- requests ----------------------------------------------------------
 
@@ -305,36 +261,32 @@ class SharedLink:
         A search that starts or continues a stateful sequence: on the
         connection the sequence holds, or on one claimed for it.
         """
-        sequence = None
-        if kind == sequences.PAGED and cookie:
-            sequence = self._paged.pop(cookie, None)
-            if sequence is None:
-                self._unknownCookie(messageID, size)
-                return
-        elif kind == sequences.VLV:
-            sequence = self._vlv
+        book = self._sequences
+        sequence = book.continued(kind, cookie)
+        if sequence is None and kind == sequences.PAGED and cookie:
+            self._unknownCookie(messageID, size)
+            return
         if sequence is not None:
-            sequence.stopIdle()
             connection = sequence.connection
             if connection is None or connection.state != "ready":
-                self._endSequence(sequence)
+                book.end(sequence)
                 self._answer(
                     messageID, ber.SEARCH_REQUEST, ber.UNWILLING_TO_PERFORM,
                     "the backend connection that held this paged or virtual list view sequence was lost: start it again",
                 )
                 return
-            self._inSequence[messageID] = sequence
-            sequence.messageID = messageID
+            book.sent(sequence, messageID)
             self._submitTo(connection, messageID, ber.SEARCH_REQUEST, pdu, self._identityControl(), idEnd, opEnd)
             return
         connection = self._shared.claim()
         if connection is not None:
-            self._startSequence(kind, connection, messageID, pdu, idEnd, opEnd)
+            book.sent(book.start(kind, connection), messageID)
+            self._submitTo(connection, messageID, ber.SEARCH_REQUEST, pdu, self._identityControl(), idEnd, opEnd)
             return
         self._ops[messageID] = (None, 0)
         opTimeout = self._timeoutFor(messageID)
         # without an operation_timeout: long enough for an idle sequence to give its connection back
-        wait = opTimeout if opTimeout is not None else 2 * self.pool.pool.pagedIdleTimeout
+        wait = opTimeout if opTimeout is not None else 2 * book.idleTimeout
         self._waitTimers[messageID] = self._reactor.callLater(wait, self._busy, messageID, wait)
 
         def claimed(connection: BackendConnection | None, reason: str) -> bool:
@@ -350,23 +302,13 @@ class SharedLink:
             if connection is None:
                 self._answerFailed(None, messageID, ber.SEARCH_REQUEST, ber.UNAVAILABLE, reason)
                 return False
-            self._startSequence(kind, connection, messageID, pdu, idEnd, opEnd, remaining)
+            book.sent(book.start(kind, connection), messageID)
+            self._submitTo(
+                connection, messageID, ber.SEARCH_REQUEST, pdu, self._identityControl(), idEnd, opEnd, timeout=remaining
+            )
             return True
 
         self._shared.whenFree(claimed)
-
-    def _startSequence(
-        self, kind: str, connection: BackendConnection, messageID: int, pdu: bytes, idEnd: int, opEnd: int,
-        timeout: float | None = None,
-    ) -> None:
-        sequence = Sequence(kind, connection)
-        if kind == sequences.VLV:
-            if self._vlv is not None:
-                self._endSequence(self._vlv)
-            self._vlv = sequence
-        self._inSequence[messageID] = sequence
-        sequence.messageID = messageID
-        self._submitTo(connection, messageID, ber.SEARCH_REQUEST, pdu, self._identityControl(), idEnd, opEnd, timeout=timeout)
 
     def _unknownCookie(self, messageID: int, size: int) -> None:
         """A page of a sequence this link does not hold (ended, or idle too long)."""
@@ -380,7 +322,7 @@ class SharedLink:
         self._answer(
             messageID, ber.SEARCH_REQUEST, ber.UNWILLING_TO_PERFORM,
             "paged results cookie is invalid or old: the sequence ended, or sat idle longer than "
-            f"the paged_idle_timeout of {self.pool.pool.pagedIdleTimeout:g}s",
+            f"the paged_idle_timeout of {self._sequences.idleTimeout:g}s",
         )
 
     def _busy(self, messageID: int, timeout: float) -> None:
@@ -394,48 +336,6 @@ class SharedLink:
             f"for {timeout:g}s and no backend could take another (max_connections): try again later",
         )
 
-    def _sequenceAnswered(self, sequence: Sequence, data: bytes, clientID: int, resultCode: int) -> None:
-        """A request of C{sequence} got its final response (in C{data})."""
-        sequence.messageID = None
-        if sequence.kind == sequences.PAGED:
-            cookie = b""
-            if resultCode == ber.SUCCESS:
-                try:
-                    cookie = sequences.doneCookie(data, clientID)
-                except ber.FramingError:
-                    cookie = b""
-            if cookie:
-                sequence.cookie = cookie
-                self._paged[cookie] = sequence
-                self._idleFrom(sequence)
-                return
-        elif sequence.kind == sequences.VLV and resultCode == ber.SUCCESS:
-            self._idleFrom(sequence)
-            return
-        self._endSequence(sequence)
-
-    def _idleFrom(self, sequence: Sequence) -> None:
-        sequence.idle = self._reactor.callLater(self.pool.pool.pagedIdleTimeout, self._idledOut, sequence)
-
-    def _idledOut(self, sequence: Sequence) -> None:
-        sequence.idle = None
-        if sequence.messageID is None:
-            self._endSequence(sequence)
-
-    def _endSequence(self, sequence: Sequence) -> None:
-        """C{sequence} is over: its connection goes back to the pool."""
-        sequence.stopIdle()
-        if sequence.messageID is not None:
-            self._inSequence.pop(sequence.messageID, None)
-            sequence.messageID = None
-        if sequence.cookie and self._paged.get(sequence.cookie) is sequence:
-            del self._paged[sequence.cookie]
-        if self._vlv is sequence:
-            self._vlv = None
-        connection, sequence.connection = sequence.connection, None
-        if connection is not None:
-            self._shared.release(connection)
-
     def _abandon(self, abandonedID: int) -> None:
         entry = self._ops.pop(abandonedID, None)
         self._cancelWait(abandonedID)
@@ -444,9 +344,7 @@ class SharedLink:
         connection, upstreamID = entry
         if connection is not None:
             connection.abandon(upstreamID)
-        sequence = self._inSequence.get(abandonedID)
-        if sequence is not None:
-            self._endSequence(sequence)
+        self._sequences.endFor(abandonedID)
 
     def _cancel(self, messageID: int, pdu: bytes, idEnd: int) -> None:
         cancelID = cancelIDAt(pdu, idEnd)
@@ -482,11 +380,11 @@ class SharedLink:
             return
         if self.responseTransformer is not None:
             data = self.responseTransformer(data)
-        if self._inSequence:
+        inSequence = self._sequences.inFlight
+        if inSequence:
             for clientID, _, resultCode in finals:
-                sequence = self._inSequence.pop(clientID, None)
-                if sequence is not None:
-                    self._sequenceAnswered(sequence, data, clientID, resultCode)
+                if clientID in inSequence:
+                    self._sequences.answered(clientID, data, resultCode)
         self.backend = connection.backend
         self._owner.linkReceived(self, data, finals)
         self.backend = None
@@ -494,9 +392,7 @@ class SharedLink:
     def failed(self, connection: BackendConnection, clientID: int, requestTag: int, resultCode: int, reason: str) -> None:
         """The connection carrying C{clientID} died: answer it C{resultCode}."""
         self._ops.pop(clientID, None)
-        sequence = self._inSequence.get(clientID)
-        if sequence is not None:
-            self._endSequence(sequence)
+        self._sequences.endFor(clientID)
         self._answerFailed(connection, clientID, requestTag, resultCode, reason)
 
     def _answerFailed(
@@ -514,9 +410,7 @@ class SharedLink:
     def timedOut(self, connection: BackendConnection, clientID: int, timeout: float) -> None:
         """The operation exceeded its time limit; its connection abandoned it upstream."""
         self._ops.pop(clientID, None)
-        sequence = self._inSequence.get(clientID)
-        if sequence is not None:
-            self._endSequence(sequence)
+        self._sequences.endFor(clientID)
         if self.state == "closed":
             return
         self.backend = connection.backend
@@ -587,11 +481,7 @@ class SharedLink:
         for connection, upstreamID in ops.values():
             if connection is not None:
                 connection.abandon(upstreamID)
-        held = set(self._inSequence.values()) | set(self._paged.values())
-        if self._vlv is not None:
-            held.add(self._vlv)
-        for sequence in held:
-            self._endSequence(sequence)
+        self._sequences.endAll()
 
 
 def linkFor(owner: ILinkOwner, runtime: Runtime, poolName: str, reactor: IReactorTime) -> SharedLink:
