@@ -218,6 +218,8 @@ class Pool:
     # proxy's own identity on the multiplexed ones (L{None}: anonymous)
     sharedConnections: int = 4
     bindConnections: int = 2
+    #: bind connections per backend opened while binds wait, at most
+    maxBindConnections: int = 16
     serviceBindDN: str | None = None
     serviceBindPassword: str | None = attrs.field(default=None, repr=False)
     #: shared mode: a paged-results or VLV sequence that sees no request for
@@ -537,6 +539,7 @@ _POOL_KEYS: KeyTable = {
     "srv_resolver": ("srvResolver", hostPort),
     "shared_connections": ("sharedConnections", positiveInt),
     "bind_connections": ("bindConnections", positiveInt),
+    "max_bind_connections": ("maxBindConnections", positiveInt),
     "service_bind_dn": ("serviceBindDN", str.strip),
     "service_bind_password": ("serviceBindPassword", str.strip),
     "paged_idle_timeout": ("pagedIdleTimeout", duration),

@@ -285,7 +285,7 @@ def test_backpressurePausesClient() -> None:
 
 def test_bindsOneAtATimePerBindConnection() -> None:
     """slapd abandons a connection's outstanding operations when a bind arrives."""
-    factory, backends, _ = proxy(CONFIG)
+    factory, backends, _ = proxy(CONFIG.replace("bind_connections = 1", "bind_connections = 1\nmax_bind_connections = 1"))
     clients = [Client(factory) for _ in range(3)]
     for i, client in enumerate(clients):
         client.send(pdus.bind(f"uid=u{i},dc=example,dc=com", "pw", messageID=1))
@@ -300,7 +300,7 @@ def test_bindsOneAtATimePerBindConnection() -> None:
 
 
 def test_queuedBindOfDepartedClientSkipped() -> None:
-    factory, backends, _ = proxy(CONFIG)
+    factory, backends, _ = proxy(CONFIG.replace("bind_connections = 1", "bind_connections = 1\nmax_bind_connections = 1"))
     a, b = Client(factory), Client(factory)
     a.send(pdus.bind("uid=a,dc=example,dc=com", "pw", messageID=1))
     [bindConnection] = backends.connections
@@ -311,3 +311,63 @@ def test_queuedBindOfDepartedClientSkipped() -> None:
     b.protocol.connectionLost()
     bindConnection.respond(pdus.bindResponse(first.id, 0))
     assert bindConnection.sent() == b""
+
+
+MORE_BINDS = CONFIG.replace("bind_connections = 1", "bind_connections = 1\nmax_bind_connections = 3\noperation_timeout = 5s")
+
+
+def bindsOn(connection: FakeConnection) -> list[pureldap.LDAPMessage]:
+    return [m for m in pdus.decode(connection.sent()) if isinstance(m.value, pureldap.LDAPBindRequest)]
+
+
+def test_bindConnectionsGrowWhileBindsWait() -> None:
+    """As many binds at once as bind connections, opened on demand up to max_bind_connections."""
+    factory, backends, _ = proxy(MORE_BINDS)
+    clients = [Client(factory) for _ in range(5)]
+    for i, client in enumerate(clients):
+        client.send(pdus.bind(f"uid=u{i},dc=example,dc=com", "pw", messageID=1))
+    assert len(backends.connections) == 3  # max_bind_connections
+    for connection in backends.connections:
+        ready(connection, service=False)
+    sent = {id(c): bindsOn(c) for c in backends.connections}
+    assert sorted(len(binds) for binds in sent.values()) == [1, 1, 1]  # never two binds on one connection
+    # each result frees its connection for a waiting bind
+    first = backends.connections[0]
+    [request] = sent[id(first)]
+    first.respond(pdus.bindResponse(request.id, 0))
+    [following] = bindsOn(first)
+    assert following.value.dn in (b"uid=u3,dc=example,dc=com", b"uid=u4,dc=example,dc=com")
+    assert all(bindsOn(c) == [] for c in backends.connections[1:])
+
+
+def test_timedOutBindRetiresItsConnection() -> None:
+    factory, backends, reactor = proxy(MORE_BINDS.replace("max_bind_connections = 3", "max_bind_connections = 1"))
+    a, b = Client(factory), Client(factory)
+    a.send(pdus.bind("uid=a,dc=example,dc=com", "pw", messageID=1))
+    [bindConnection] = backends.connections
+    ready(bindConnection, service=False)
+    bindsOn(bindConnection)
+    reactor.advance(6)
+    assert decodeOne(a.received()).value.resultCode == ber.TIME_LIMIT_EXCEEDED
+    assert not bindConnection.transport.connected or bindConnection.transport.disconnecting
+    # the next bind gets a new connection, not one where a bind may still run
+    b.send(pdus.bind("uid=b,dc=example,dc=com", "pw", messageID=1))
+    assert len(backends.connections) == 2
+    ready(backends.connections[1], service=False)
+    assert [m.value.dn for m in bindsOn(backends.connections[1])] == [b"uid=b,dc=example,dc=com"]
+
+
+def test_clientGoneMidBindFreesConnectionAtResult() -> None:
+    factory, backends, _ = proxy(MORE_BINDS.replace("max_bind_connections = 3", "max_bind_connections = 1"))
+    a, b = Client(factory), Client(factory)
+    a.send(pdus.bind("uid=a,dc=example,dc=com", "pw", messageID=1))
+    [bindConnection] = backends.connections
+    ready(bindConnection, service=False)
+    [request] = bindsOn(bindConnection)
+    a.protocol.connectionLost()
+    b.send(pdus.bind("uid=b,dc=example,dc=com", "pw", messageID=1))
+    assert bindsOn(bindConnection) == []  # a's bind still runs there
+    bindConnection.respond(pdus.bindResponse(request.id, 0))
+    [following] = bindsOn(bindConnection)
+    bindConnection.respond(pdus.bindResponse(following.id, 0))
+    assert decodeOne(b.received()).value.resultCode == 0

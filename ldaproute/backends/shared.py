@@ -118,6 +118,8 @@ class SharedLink:
         self._waitTimers: dict[int, IDelayedCall] = {}
         self._control: tuple[Any, bytes] = (None, b"")
         self._controlsElement = b""
+        #: binds in flight: client messageID -> the bind connection it holds
+        self._binds: dict[int, BackendConnection] = {}
         self._sequences = sequences.SequenceBook(shared.release, reactor, shared.poolState.pool.pagedIdleTimeout)
 
     # --- requests ----------------------------------------------------------
@@ -137,7 +139,7 @@ class SharedLink:
                 self._answer(messageID, tag, *refused)
                 return
             if tag == ber.BIND_REQUEST:
-                self._submit("bind", messageID, tag, pdu, b"")
+                self._bind(messageID, pdu, idEnd, opEnd)
                 return
             if extendedNameAt(pdu, idEnd) == CANCEL_OID:
                 self._cancel(messageID, pdu, idEnd)
@@ -278,16 +280,51 @@ class SharedLink:
             book.sent(sequence, messageID)
             self._submitTo(connection, messageID, ber.SEARCH_REQUEST, pdu, self._identityControl(), idEnd, opEnd)
             return
-        connection = self._shared.claim()
-        if connection is not None:
+        def send(connection: BackendConnection, timeout: float | None) -> None:
             book.sent(book.start(kind, connection), messageID)
-            self._submitTo(connection, messageID, ber.SEARCH_REQUEST, pdu, self._identityControl(), idEnd, opEnd)
+            self._submitTo(
+                connection, messageID, ber.SEARCH_REQUEST, pdu, self._identityControl(), idEnd, opEnd, timeout=timeout
+            )
+
+        connection = self._shared.claim("shared")
+        if connection is not None:
+            send(connection, None)
             return
+        # without an operation_timeout: long enough for an idle sequence to give its connection back
+        self._whenClaimed("shared", messageID, ber.SEARCH_REQUEST, send, self._busy, 2 * book.idleTimeout)
+
+    def _bind(self, messageID: int, pdu: bytes, idEnd: int, opEnd: int) -> None:
+        """A simple bind, alone on a bind connection (L{SharedPool.claim}) until its result."""
+
+        def send(connection: BackendConnection, timeout: float | None) -> None:
+            self._binds[messageID] = connection
+            self._submitTo(connection, messageID, ber.BIND_REQUEST, pdu, b"", idEnd, opEnd, timeout=timeout)
+
+        connection = self._shared.claim("bind")
+        if connection is not None:
+            send(connection, None)
+            return
+        self._whenClaimed("bind", messageID, ber.BIND_REQUEST, send, self._waitedOut, None)
+
+    def _whenClaimed(
+        self,
+        kind: str,
+        messageID: int,
+        tag: int,
+        send: Callable[[BackendConnection, float | None], None],
+        waitedOut: Callable[[int, float], None],
+        defaultWait: float | None,
+    ) -> None:
+        """
+        Wait for a connection of C{kind} to hold (L{SharedPool.whenFree}),
+        within the operation's timeout (else C{defaultWait}, if any; then
+        C{waitedOut}), and C{send} the request on it.
+        """
         self._ops[messageID] = (None, 0)
         opTimeout = self._timeoutFor(messageID)
-        # without an operation_timeout: long enough for an idle sequence to give its connection back
-        wait = opTimeout if opTimeout is not None else 2 * book.idleTimeout
-        self._waitTimers[messageID] = self._reactor.callLater(wait, self._busy, messageID, wait)
+        wait = opTimeout if opTimeout is not None else defaultWait
+        if wait is not None:
+            self._waitTimers[messageID] = self._reactor.callLater(wait, waitedOut, messageID, wait)
 
         def claimed(connection: BackendConnection | None, reason: str) -> bool:
             if self.state == "closed" or self._ops.get(messageID) != (None, 0):
@@ -300,15 +337,12 @@ class SharedLink:
                 timer.cancel()
             del self._ops[messageID]
             if connection is None:
-                self._answerFailed(None, messageID, ber.SEARCH_REQUEST, ber.UNAVAILABLE, reason)
+                self._answerFailed(None, messageID, tag, ber.UNAVAILABLE, reason)
                 return False
-            book.sent(book.start(kind, connection), messageID)
-            self._submitTo(
-                connection, messageID, ber.SEARCH_REQUEST, pdu, self._identityControl(), idEnd, opEnd, timeout=remaining
-            )
+            send(connection, remaining)
             return True
 
-        self._shared.whenFree(claimed)
+        self._shared.whenFree(kind, claimed)
 
     def _unknownCookie(self, messageID: int, size: int) -> None:
         """A page of a sequence this link does not hold (ended, or idle too long)."""
@@ -337,6 +371,8 @@ class SharedLink:
         )
 
     def _abandon(self, abandonedID: int) -> None:
+        if abandonedID in self._binds:
+            return  # binds cannot be abandoned (RFC 4511 4.11): its result comes
         entry = self._ops.pop(abandonedID, None)
         self._cancelWait(abandonedID)
         if entry is None:
@@ -374,6 +410,10 @@ class SharedLink:
     def ended(self, clientID: int) -> None:
         """A final response for C{clientID} arrived (called before L{deliver})."""
         self._ops.pop(clientID, None)
+        if self._binds:
+            connection = self._binds.pop(clientID, None)
+            if connection is not None:
+                self._shared.release(connection)
 
     def deliver(self, connection: BackendConnection, data: bytes, finals: list[tuple[int, int, int]]) -> None:
         if self.state == "closed":
@@ -392,6 +432,7 @@ class SharedLink:
     def failed(self, connection: BackendConnection, clientID: int, requestTag: int, resultCode: int, reason: str) -> None:
         """The connection carrying C{clientID} died: answer it C{resultCode}."""
         self._ops.pop(clientID, None)
+        self._binds.pop(clientID, None)
         self._sequences.endFor(clientID)
         self._answerFailed(connection, clientID, requestTag, resultCode, reason)
 
@@ -410,6 +451,10 @@ class SharedLink:
     def timedOut(self, connection: BackendConnection, clientID: int, timeout: float) -> None:
         """The operation exceeded its time limit; its connection abandoned it upstream."""
         self._ops.pop(clientID, None)
+        bindConnection = self._binds.pop(clientID, None)
+        if bindConnection is not None:
+            # a bind cannot be abandoned: its connection carries nothing more
+            self._shared.retire(bindConnection)
         self._sequences.endFor(clientID)
         if self.state == "closed":
             return
@@ -478,8 +523,10 @@ class SharedLink:
                 timer.cancel()
         self._waitTimers.clear()
         ops, self._ops = self._ops, {}
-        for connection, upstreamID in ops.values():
-            if connection is not None:
+        binds = self._binds
+        for clientID, (connection, upstreamID) in ops.items():
+            # a bind cannot be abandoned: its result, when it comes, frees its connection (L{ended})
+            if connection is not None and clientID not in binds:
                 connection.abandon(upstreamID)
         self._sequences.endAll()
 

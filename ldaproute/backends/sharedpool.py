@@ -2,9 +2,13 @@
 """
 Shared mode's backend connections of one pool: C{shared_connections} per
 backend for operations (bound as the pool's service identity, requests
-batched per reactor turn), C{bind_connections} per backend for client
-binds (one bind at a time: slapd abandons every operation outstanding on a
-connection when a bind arrives).  Each is a
+batched per reactor turn), and bind connections for client binds, one
+bind at a time each (slapd abandons every operation outstanding on a
+connection when a bind arrives): C{bind_connections} per backend kept
+open, more opened while binds wait for one, up to C{max_bind_connections}
+per backend (session mode runs as many binds at once as it has clients;
+binds waiting behind one another on two connections were what made shared
+mode's binds slower).  Each is a
 L{ldaproute.backends.connection.BackendConnection} that demultiplexes its
 responses to the clients' L{ldaproute.backends.shared.SharedLink}s; the
 pool opens them on first use, reopens them on demand after a loss, and
@@ -69,9 +73,9 @@ class SharedPool:
         self._waiting: dict[str, deque[Callable[[BackendConnection | None, str], None]]] = {
             kind: deque() for kind in KINDS
         }
-        #: connections that hold a stateful sequence
+        #: connections held by a stateful sequence or a bind (L{claim})
         self.held: set[BackendConnection] = set()
-        self._claimants: deque[Claimant] = deque()
+        self._claimants: dict[str, deque[Claimant]] = {"shared": deque(), "bind": deque()}
         self._pausedClients: list[Any] = []
 
     def wanted(self, kind: str) -> int:
@@ -81,8 +85,8 @@ class SharedPool:
 
     def pick(self, kind: str) -> BackendConnection | None:
         """
-        A ready connection of C{kind}: for binds the least loaded; for
-        operations in turn, preferring writable ones (and, with C{strategy =
+        A ready connection of C{kind} (C{"shared"}: binds L{claim} theirs)
+        in turn, preferring writable ones (and, with C{strategy =
         least-outstanding}, the backend with the fewest operations in flight).
         """
         ready = self.ready[kind]
@@ -94,8 +98,6 @@ class SharedPool:
             self._open(kind)
         if not ready:
             return None
-        if kind == "bind":
-            return min(ready, key=lambda connection: len(connection.ops))
         n = len(ready)
         turn = self._turn[kind]
         if pool.strategy == "least-outstanding" and n > 1:
@@ -118,43 +120,58 @@ class SharedPool:
         if not self.connections[kind]:
             self._open(kind)
 
-    # --- stateful sequences ------------------------------------------------
+    # --- exclusive use: stateful sequences, binds ----------------------------
 
-    def claim(self) -> BackendConnection | None:
+    def claim(self, kind: str) -> BackendConnection | None:
         """
-        A ready shared connection that holds no sequence (the least busy),
-        held from now on; L{None} if there is none (then L{whenFree}).
+        A ready connection of C{kind} that nobody holds (the least busy),
+        held from now on until L{release}; L{None} if there is none (then
+        L{whenFree}).  C{"shared"}: for a stateful sequence, which other
+        clients' stateless operations may still share; C{"bind"}: for one
+        bind, alone on its connection.
         """
-        missing = self.wanted("shared") - len(self.connections["shared"])
+        missing = self.wanted(kind) - len(self.connections[kind])
         for _ in range(missing):
-            self._open("shared")
-        free = [connection for connection in self.ready["shared"] if connection not in self.held]
+            self._open(kind)
+        held = self.held
+        free = [connection for connection in self.ready[kind] if connection not in held]
         if not free:
             return None
-        connection = min(free, key=lambda c: len(c.ops))
-        self.held.add(connection)
+        connection = free[0] if len(free) == 1 else min(free, key=lambda c: len(c.ops))
+        held.add(connection)
         return connection
 
-    def whenFree(self, claimant: Claimant) -> None:
+    def whenFree(self, kind: str, claimant: Claimant) -> None:
         """
-        Call C{claimant} with a connection held for it when one is free (a
-        sequence ends, or one opens), or with C{(None, reason)} when no
-        connection of the pool can be opened.  Opens a connection for the
-        sequence unless enough are on their way, or every backend is at its
-        C{max_connections}.
+        Call C{claimant} with a connection of C{kind} held for it when one
+        is free (released, or newly open), or with C{(None, reason)} when
+        no connection of the pool can be opened.  Opens another unless
+        enough are on their way: for sequences a connection of their own
+        (kind C{"sequence"}, closed when the sequence ends); for binds one
+        more bind connection, up to C{max_bind_connections} per backend;
+        never past the backends' C{max_connections}.
         """
-        self._claimants.append(claimant)
+        claimants = self._claimants[kind]
+        claimants.append(claimant)
+        opens = "sequence" if kind == "shared" else kind
         opening = sum(
             1
-            for kind in ("shared", "sequence")
-            for connection in self.connections[kind]
-            if connection not in self.ready[kind] and connection not in self.held
+            for k in {kind, opens}
+            for connection in self.connections[k]
+            if connection not in self.ready[k] and connection not in self.held
         )
-        if len(self._claimants) > opening and not self.poolState.allAtCapacity():
-            self._open("sequence")
+        if len(claimants) <= opening or self.poolState.allAtCapacity():
+            return
+        if kind == "bind" and len(self.connections["bind"]) >= self.maxBindConnections():
+            return
+        self._open(opens)
+
+    def maxBindConnections(self) -> int:
+        pool = self.poolState.pool
+        return max(pool.bindConnections, pool.maxBindConnections) * max(1, len(self.poolState.backends))
 
     def release(self, connection: BackendConnection) -> None:
-        """A sequence ended: the next waiting one gets its connection."""
+        """Its sequence or bind ended: the next one waiting gets the connection."""
         if connection not in self.held:
             return
         self.held.discard(connection)
@@ -165,9 +182,20 @@ class SharedPool:
             self._forget(connection, "")
             connection.close(unbind=True)
 
+    def retire(self, connection: BackendConnection) -> None:
+        """
+        Close a connection that must carry nothing more (a bind on it timed
+        out: it cannot be abandoned, and the next bind must not run beside it).
+        """
+        self._forget(connection, "")
+        connection.close(abort=True)
+
     def _grant(self, connection: BackendConnection) -> bool:
-        """Hold C{connection} for the first waiting sequence that takes it."""
-        claimants = self._claimants
+        """Hold C{connection} for the first claimant of its kind that takes it."""
+        kind = self._kinds.get(connection)
+        if kind is None:
+            return False
+        claimants = self._claimants["bind" if kind == "bind" else "shared"]
         while claimants:
             self.held.add(connection)
             if claimants.popleft()(connection, ""):
@@ -211,9 +239,12 @@ class SharedPool:
             waiting.clear()
             for callback in failed:
                 callback(None, reason)
-        if self._claimants and kind != "bind" and not self.connections["shared"] and not self.connections["sequence"]:
-            claimants = list(self._claimants)
-            self._claimants.clear()
+        claimKind = "bind" if kind == "bind" else "shared"
+        waitingClaims = self._claimants[claimKind]
+        if waitingClaims and reason and not any(self.connections[k] for k in ({"bind"} if kind == "bind" else {"shared", "sequence"})):
+            # every connection of the kind is gone: nothing to wait for
+            claimants = list(waitingClaims)
+            waitingClaims.clear()
             for claimant in claimants:
                 claimant(None, reason)
 
@@ -245,7 +276,7 @@ class SharedPool:
         waiting = self._waiting[kind]
         while waiting and connection.state == "ready":
             waiting.popleft()(connection, "")
-        if kind != "bind" and connection.state == "ready" and connection not in self.held:
+        if connection.state == "ready" and connection not in self.held:
             if not self._grant(connection) and kind == "sequence":
                 self._forget(connection, "")
                 connection.close(unbind=True)

@@ -25,6 +25,20 @@ _PROXIABLE_EXTENDED = frozenset({WHOAMI_OID, PASSWORD_MODIFY_OID})
 NO_SUCH_OPERATION = 119
 
 
+def bindAuthenticationTag(pdu: bytes, opStart: int) -> int:
+    """
+    The tag of a bind request's authentication choice (simple or SASL),
+    read past its version and name without building an Envelope: this runs
+    for every bind.
+    """
+    _, start, end = ber.readTLV(pdu, opStart)
+    _, _, versionEnd = ber.readTLV(pdu, start, end)
+    _, _, nameEnd = ber.readTLV(pdu, versionEnd, end)
+    if nameEnd >= end:
+        raise ber.FramingError("malformed", "bind request without authentication")
+    return pdu[nameEnd]
+
+
 def refusal(pdu: bytes, tag: int, opStart: int, controls: bytes) -> tuple[int, str] | None:
     """
     C{(resultCode, diagnosticMessage)} for a request that cannot share a
@@ -33,7 +47,7 @@ def refusal(pdu: bytes, tag: int, opStart: int, controls: bytes) -> tuple[int, s
     identity the proxy asserts (its own Proxied Authorization); else None.
     """
     if tag == ber.BIND_REQUEST:
-        if ber.Envelope.fromBytes(pdu).bindAuthentication(pdu)[0] != ber.SIMPLE_AUTH_TAG:
+        if bindAuthenticationTag(pdu, opStart) != ber.SIMPLE_AUTH_TAG:
             return (
                 ber.AUTH_METHOD_NOT_SUPPORTED,
                 "SASL binds are not supported in shared mode: use mode = session for SASL clients",
