@@ -9,7 +9,7 @@ from ldaproute.wire import ber
 from ldaproute.backends import shared
 from ldaproute.wire.pdu import CANCEL_OID, PROXIED_AUTHZ_OID, cancelIDAt, cancelRequest, messageIDSpan, withMessageID
 from tests import pdus
-from tests.fakes import Client, FakeConnection, proxy
+from tests.fakes import Client, FakeConnection, boundClient, proxy
 
 CONFIG = """
 [ldaproute]
@@ -42,10 +42,15 @@ def decodeOne(data: bytes) -> pureldap.LDAPMessage:
 
 
 def ready(connection: FakeConnection, service: bool = True) -> None:
-    """Accept a shared connection and answer the proxy's service bind."""
-    connection.accept()
-    if service:
-        assert connection.sent() == SERVICE_BIND
+    """
+    Accept a connection and answer the proxy's service bind, if it sends
+    one (anonymous clients' connections and bind connections are not bound).
+    """
+    transport = connection.accept()
+    if service and transport.value().startswith(SERVICE_BIND):
+        rest = transport.value()[len(SERVICE_BIND) :]
+        transport.clear()
+        transport.write(rest)
         connection.respond(pdus.bindResponse(1))
 
 
@@ -61,9 +66,10 @@ def test_clientsMultiplexedWithRemappedIDs() -> None:
     first, second = opened(backends, 2)  # shared_connections = 2, opened on demand
     ready(first)
     ready(second)
-    # the waiting request went out on the first ready connection, identity asserted (anonymous)
+    # the waiting request went out on the first ready connection; an anonymous
+    # client's on connections bound anonymously, without Proxied Authorization
     sent = decodeOne(first.sent())
-    assert sent.controls == [(PROXIED_AUTHZ_OID, True, b"")]
+    assert sent.controls is None
     clients[1].send(pdus.search("ou=b,dc=example,dc=com", messageID=1))
     clients[2].send(pdus.search("ou=c,dc=example,dc=com", messageID=1))
     onFirst = pdus.decode(first.sent())
@@ -135,15 +141,42 @@ def test_statefulExtendedRefused(oid: bytes, name: bytes) -> None:
     assert name in answer.value.errorMessage and b"shared mode" in answer.value.errorMessage
 
 
-def test_whoamiForwardedWithIdentity() -> None:
+def test_whoamiAnsweredFromVerifiedIdentity() -> None:
+    """389 DS answers Who Am I with the service account: the proxy answers it itself."""
     factory, backends, _ = proxy(CONFIG)
     client = Client(factory)
     client.send(pdus.message(pureldap.LDAPExtendedRequest(requestName=shared.WHOAMI_OID.decode()), 3))
-    first, _ = backends.connections
-    ready(first)
-    message = decodeOne(first.sent())
-    assert message.value.requestName == shared.WHOAMI_OID
-    assert message.controls == [(PROXIED_AUTHZ_OID, True, b"")]
+    answer = decodeOne(client.received())
+    assert (answer.id, answer.value.resultCode, answer.value.response) == (3, 0, b"")
+    assert backends.connections == []
+    bound, _ = boundClient(factory, backends, "uid=u1,dc=example,dc=com")
+    bound.send(pdus.message(pureldap.LDAPExtendedRequest(requestName=shared.WHOAMI_OID.decode()), 4))
+    answer = decodeOne(bound.received())
+    assert (answer.id, answer.value.resultCode, answer.value.response) == (4, 0, b"dn:uid=u1,dc=example,dc=com")
+
+
+def passwordModify(messageID: int, value: bytes | None) -> bytes:
+    return pdus.message(pureldap.LDAPExtendedRequest(requestName=shared.PASSWORD_MODIFY_OID.decode(), requestValue=value), messageID)
+
+
+@pytest.mark.parametrize(
+    "value, sentValue",
+    [
+        (None, b"\x30\x1a\x80\x18uid=u1,dc=example,dc=com"),
+        (b"\x30\x05\x82\x03new", b"\x30\x1f\x80\x18uid=u1,dc=example,dc=com\x82\x03new"),
+        (b"\x30\x0b\x80\x09uid=other", b"\x30\x0b\x80\x09uid=other"),
+    ],
+)
+def test_passwordModifyGetsTheBoundClientsIdentity(value: bytes | None, sentValue: bytes) -> None:
+    factory, backends, _ = proxy(CONFIG)
+    client, _ = boundClient(factory, backends, "uid=u1,dc=example,dc=com")
+    client.send(passwordModify(5, value))
+    for connection in backends.connections[1:]:
+        ready(connection)
+    sent = pdus.decode(b"".join(c.sent() for c in backends.connections[1:]))
+    [request] = [m for m in sent if isinstance(m.value, pureldap.LDAPExtendedRequest)]
+    assert request.value.requestValue == sentValue
+    assert [(oid, value) for oid, _, value in request.controls] == [(PROXIED_AUTHZ_OID, b"dn:uid=u1,dc=example,dc=com")]
 
 
 def test_clientProxiedAuthorizationRefused() -> None:
@@ -230,9 +263,9 @@ def test_unreachableBackendAnswers52() -> None:
 
 def test_serviceIdentityRefused() -> None:
     factory, backends, _ = proxy(CONFIG)
-    client = Client(factory)
+    client, _ = boundClient(factory, backends)
     client.send(pdus.search(messageID=1))
-    first, second = backends.connections
+    first, second = backends.connections[1:]
     first.accept()
     first.respond(pdus.bindResponse(1, ber.INVALID_CREDENTIALS))
     second.accept()

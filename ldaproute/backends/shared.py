@@ -38,7 +38,14 @@ from ldaproute.backends.interfaces import IBackendLink, ILinkOwner
 from ldaproute.backends import sequences
 from ldaproute.backends.pool import BackendState
 from ldaproute.backends.sharedpool import SharedPool
-from ldaproute.backends.sharedrules import NO_SUCH_OPERATION, PASSWORD_MODIFY_OID, WHOAMI_OID, refusal
+from ldaproute.backends.sharedrules import (
+    NO_SUCH_OPERATION,
+    PASSWORD_MODIFY_OID,
+    WHOAMI_OID,
+    refusal,
+    whoAmIResponse,
+    withUserIdentity,
+)
 from ldaproute.core.slowpath import replayName
 from ldaproute.wire import ber
 from ldaproute.wire.pdu import (
@@ -118,6 +125,8 @@ class SharedLink:
         self._waitTimers: dict[int, IDelayedCall] = {}
         self._control: tuple[Any, bytes] = (None, b"")
         self._controlsElement = b""
+        #: the connections the current identity's operations go out on
+        self._kind = "shared"
         #: binds in flight: client messageID -> the bind connection it holds
         self._binds: dict[int, BackendConnection] = {}
         self._sequences = sequences.SequenceBook(shared.release, reactor, shared.poolState.pool.pagedIdleTimeout)
@@ -141,9 +150,20 @@ class SharedLink:
             if tag == ber.BIND_REQUEST:
                 self._bind(messageID, pdu, idEnd, opEnd)
                 return
-            if extendedNameAt(pdu, idEnd) == CANCEL_OID:
+            oid = extendedNameAt(pdu, idEnd)
+            if oid == CANCEL_OID:
                 self._cancel(messageID, pdu, idEnd)
                 return
+            if oid == WHOAMI_OID:
+                self._whoAmI(messageID)
+                return
+            if oid == PASSWORD_MODIFY_OID:
+                identity = self._owner.session.identity
+                if identity.kind != "anonymous" and identity.name:
+                    completed = withUserIdentity(pdu, idEnd, opEnd, self._backendName(identity.name))
+                    if completed is not None:
+                        pdu = completed
+                        messageID, idEnd, opEnd = opSpan(pdu)
         if tag == ber.SEARCH_REQUEST and controls and sequences.mayBeStateful(controls):
             try:
                 stateful = sequences.classify(controls)
@@ -154,7 +174,7 @@ class SharedLink:
                 self._sendInSequence(messageID, pdu, idEnd, opEnd, *stateful)
                 return
         control = self._identityControl()
-        connection = self._shared.pick("shared")
+        connection = self._shared.pick(self._kind)
         if connection is not None:
             # the common case, inline (L{_submitTo}): a ready connection
             upstreamID = connection.allocateID()
@@ -174,7 +194,7 @@ class SharedLink:
             if not connection.writable:
                 self._shared.pauseClient(self._owner.transport)
             return
-        self._submit("shared", messageID, tag, pdu, control)
+        self._submit(self._kind, messageID, tag, pdu, control)
 
     def _identityControl(self) -> bytes:
         """The control asserting the client's identity (cached per identity,
@@ -184,13 +204,13 @@ class SharedLink:
         if cached is identity:
             return control
         if identity.kind == "anonymous" or not identity.name:
-            # anonymous: asserted as such when the connections have an
-            # identity of their own, which must not leak to the client
-            control = proxiedAuthorization(b"") if self._shared.serviceIdentity is not None else b""
+            # anonymous: on connections bound anonymously, never with the
+            # service identity's rights (L{SharedPool.kindFor})
+            control = b""
+            self._kind = self._shared.kindFor(True)
         else:
-            name = identity.name
-            name = self._backendName(name)
-            control = proxiedAuthorization(b"dn:" + name)
+            control = proxiedAuthorization(b"dn:" + self._backendName(identity.name))
+            self._kind = "shared"
         self._control = (identity, control)
         self._controlsElement = ber.tlv(ber.CONTROLS_TAG, control) if control else b""
         return control
@@ -286,12 +306,13 @@ class SharedLink:
                 connection, messageID, ber.SEARCH_REQUEST, pdu, self._identityControl(), idEnd, opEnd, timeout=timeout
             )
 
-        connection = self._shared.claim("shared")
+        self._identityControl()  # the connection kind of the identity
+        connection = self._shared.claim(self._kind)
         if connection is not None:
             send(connection, None)
             return
         # without an operation_timeout: long enough for an idle sequence to give its connection back
-        self._whenClaimed("shared", messageID, ber.SEARCH_REQUEST, send, self._busy, 2 * book.idleTimeout)
+        self._whenClaimed(self._kind, messageID, ber.SEARCH_REQUEST, send, self._busy, 2 * book.idleTimeout)
 
     def _bind(self, messageID: int, pdu: bytes, idEnd: int, opEnd: int) -> None:
         """A simple bind, alone on a bind connection (L{SharedPool.claim}) until its result."""
@@ -392,6 +413,15 @@ class SharedLink:
         request = cancelRequest(messageID, upstreamID)
         _, idEnd, opEnd = opSpan(request)
         self._submitTo(connection, messageID, ber.EXTENDED_REQUEST, request, b"", idEnd, opEnd)
+
+    def _whoAmI(self, messageID: int) -> None:
+        """Who Am I, answered from the identity the proxy verified (the same for every backend)."""
+        identity = self._owner.session.identity
+        authzId = b"" if identity.kind == "anonymous" or not identity.name else b"dn:" + identity.name
+        self.backend = None
+        self._owner.linkReceived(
+            self, whoAmIResponse(messageID, authzId), [(messageID, ber.EXTENDED_RESPONSE, ber.SUCCESS)]
+        )
 
     def _answer(self, messageID: int, requestTag: int, resultCode: int, message: str) -> None:
         """The proxy's own final answer to a request, through the usual path."""

@@ -40,7 +40,16 @@ from ldaproute.wire import ber
 
 _log = Logger()
 
-KINDS = ("shared", "bind", "sequence")
+KINDS = ("shared", "anonymous", "bind", "sequence", "anonsequence")
+
+#: the kind a request claims (L{SharedPool.claim}) that a connection serves
+CLAIMED_AS = {"shared": "shared", "sequence": "shared", "anonymous": "anonymous", "anonsequence": "anonymous", "bind": "bind"}
+#: the kind opened for a claim while every connection of its kind is held
+OVERFLOW = {"shared": "sequence", "anonymous": "anonsequence", "bind": "bind"}
+#: connections of one sequence, closed when it ends
+_SINGLE_USE = frozenset({"sequence", "anonsequence"})
+#: connections bound as the pool's service identity
+_SERVICE_BOUND = frozenset({"shared", "sequence"})
 
 #: C{claim} callbacks: C{(connection, "")} when one is free, or C{(None,
 #: reason)}; each says whether it took the connection.
@@ -69,18 +78,27 @@ class SharedPool:
         self.connections: dict[str, list[BackendConnection]] = {kind: [] for kind in KINDS}
         self.ready: dict[str, list[BackendConnection]] = {kind: [] for kind in KINDS}
         self._kinds: dict[BackendConnection, str] = {}
-        self._turn = {"shared": 0, "bind": 0}
+        self._turn = {"shared": 0, "anonymous": 0}
         self._waiting: dict[str, deque[Callable[[BackendConnection | None, str], None]]] = {
             kind: deque() for kind in KINDS
         }
         #: connections held by a stateful sequence or a bind (L{claim})
         self.held: set[BackendConnection] = set()
-        self._claimants: dict[str, deque[Claimant]] = {"shared": deque(), "bind": deque()}
+        self._claimants: dict[str, deque[Claimant]] = {kind: deque() for kind in OVERFLOW}
         self._pausedClients: list[Any] = []
+
+    def kindFor(self, anonymous: bool) -> str:
+        """
+        The connections a client's operations go out on: anonymous clients'
+        on connections bound anonymously, without Proxied Authorization
+        (389 Directory Server refuses the empty authzId with 12), when the
+        shared ones carry the pool's service identity.
+        """
+        return "anonymous" if anonymous and self.serviceIdentity is not None else "shared"
 
     def wanted(self, kind: str) -> int:
         pool = self.poolState.pool
-        perBackend = pool.sharedConnections if kind == "shared" else pool.bindConnections
+        perBackend = pool.bindConnections if kind == "bind" else pool.sharedConnections
         return perBackend * max(1, len(self.poolState.backends))
 
     def pick(self, kind: str) -> BackendConnection | None:
@@ -92,7 +110,7 @@ class SharedPool:
         ready = self.ready[kind]
         pool = self.poolState.pool
         # L{wanted}, inline: this runs for every operation
-        perBackend = pool.sharedConnections if kind == "shared" else pool.bindConnections
+        perBackend = pool.sharedConnections
         missing = perBackend * max(1, len(self.poolState.backends)) - len(self.connections[kind])
         for _ in range(missing):
             self._open(kind)
@@ -153,7 +171,7 @@ class SharedPool:
         """
         claimants = self._claimants[kind]
         claimants.append(claimant)
-        opens = "sequence" if kind == "shared" else kind
+        opens = OVERFLOW[kind]
         opening = sum(
             1
             for k in {kind, opens}
@@ -177,7 +195,7 @@ class SharedPool:
         self.held.discard(connection)
         if connection.state == "ready" and self._grant(connection):
             return
-        if self._kinds.get(connection) == "sequence":
+        if self._kinds.get(connection) in _SINGLE_USE:
             # a connection of its own for one sequence: not kept
             self._forget(connection, "")
             connection.close(unbind=True)
@@ -195,7 +213,7 @@ class SharedPool:
         kind = self._kinds.get(connection)
         if kind is None:
             return False
-        claimants = self._claimants["bind" if kind == "bind" else "shared"]
+        claimants = self._claimants[CLAIMED_AS[kind]]
         while claimants:
             self.held.add(connection)
             if claimants.popleft()(connection, ""):
@@ -211,7 +229,7 @@ class SharedPool:
             self.reactor,
             self.endpointFactory,
             DEMUX,
-            bindAs=self.serviceIdentity if operations else None,
+            bindAs=self.serviceIdentity if kind in _SERVICE_BOUND else None,
             batch=operations,  # a bind connection carries one bind at a time: nothing to batch
             oneAtATime=not operations,
             produces=True,
@@ -239,9 +257,9 @@ class SharedPool:
             waiting.clear()
             for callback in failed:
                 callback(None, reason)
-        claimKind = "bind" if kind == "bind" else "shared"
+        claimKind = CLAIMED_AS[kind]
         waitingClaims = self._claimants[claimKind]
-        if waitingClaims and reason and not any(self.connections[k] for k in ({"bind"} if kind == "bind" else {"shared", "sequence"})):
+        if waitingClaims and reason and not any(self.connections[k] for k in KINDS if CLAIMED_AS[k] == claimKind):
             # every connection of the kind is gone: nothing to wait for
             claimants = list(waitingClaims)
             waitingClaims.clear()
@@ -277,7 +295,7 @@ class SharedPool:
         while waiting and connection.state == "ready":
             waiting.popleft()(connection, "")
         if connection.state == "ready" and connection not in self.held:
-            if not self._grant(connection) and kind == "sequence":
+            if not self._grant(connection) and kind in _SINGLE_USE:
                 self._forget(connection, "")
                 connection.close(unbind=True)
 
