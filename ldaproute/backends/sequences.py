@@ -98,6 +98,26 @@ def doneCookie(data: bytes, clientID: int) -> bytes:
     return b""
 
 
+#: a page of a sequence whose connection was lost meanwhile
+LOST = "the backend connection that held this paged or virtual list view sequence was lost: start it again"
+
+
+def unknownCookie(idleTimeout: float) -> str:
+    """The diagnostic for a page of a sequence the link does not hold."""
+    return (
+        "paged results cookie is invalid or old: the sequence ended, or sat idle longer than "
+        f"the paged_idle_timeout of {idleTimeout:g}s"
+    )
+
+
+def busy(pool: str, timeout: float) -> str:
+    """The diagnostic for a new sequence that found no connection in time."""
+    return (
+        f"every connection to pool {pool!r} held a paged, sorted or virtual list view search "
+        f"for {timeout:g}s and no backend could take another (max_connections): try again later"
+    )
+
+
 def endedSequenceDone(messageID: int) -> bytes:
     """
     The answer to a zero-size page of a sequence the proxy already ended

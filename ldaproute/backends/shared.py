@@ -37,7 +37,7 @@ from ldaproute.backends.connection import BackendConnection
 from ldaproute.backends.interfaces import IBackendLink, ILinkOwner
 from ldaproute.backends import sequences
 from ldaproute.backends.pool import BackendState
-from ldaproute.backends.sharedpool import SharedPool
+from ldaproute.backends.sharedpool import SharedPool, sharedPoolFor
 from ldaproute.backends.sharedrules import (
     NO_SUCH_OPERATION,
     PASSWORD_MODIFY_OID,
@@ -65,21 +65,6 @@ if TYPE_CHECKING:
     from ldaproute.runtime import Runtime
 
 __all__ = ["NO_SUCH_OPERATION", "PASSWORD_MODIFY_OID", "SharedLink", "WHOAMI_OID", "linkFor", "refusal", "sharedPoolFor"]
-
-# --- the pool's connections (L{ldaproute.backends.sharedpool}) -------------------
-
-
-def sharedPoolFor(runtime: Runtime, poolName: str, reactor: IReactorTime) -> SharedPool:
-    """The runtime's L{SharedPool} for one of its pools (made on first use)."""
-    poolState = runtime.backends.pools[poolName]
-    shared = runtime.sharedPools.get(poolName)
-    if shared is None or shared.poolState is not poolState:
-        metrics = runtime.observer.metrics
-        shared = runtime.sharedPools[poolName] = SharedPool(
-            poolState, reactor, runtime.endpointFactory, lambda outcome: metrics.tlsHandshake("backend", outcome)
-        )
-    return shared
-
 
 # --- one client's view ------------------------------------------------------------
 
@@ -292,10 +277,7 @@ class SharedLink:
             connection = sequence.connection
             if connection is None or connection.state != "ready":
                 book.end(sequence)
-                self._answer(
-                    messageID, ber.SEARCH_REQUEST, ber.UNWILLING_TO_PERFORM,
-                    "the backend connection that held this paged or virtual list view sequence was lost: start it again",
-                )
+                self._answer(messageID, ber.SEARCH_REQUEST, ber.UNWILLING_TO_PERFORM, sequences.LOST)
                 return
             book.sent(sequence, messageID)
             self._submitTo(connection, messageID, ber.SEARCH_REQUEST, pdu, self._identityControl(), idEnd, opEnd)
@@ -367,29 +349,18 @@ class SharedLink:
 
     def _unknownCookie(self, messageID: int, size: int) -> None:
         """A page of a sequence this link does not hold (ended, or idle too long)."""
-        if size == 0:
-            # giving up a sequence that is over already
+        if size == 0:  # giving up a sequence that is over already
             self.backend = None
-            self._owner.linkReceived(
-                self, sequences.endedSequenceDone(messageID), [(messageID, ber.SEARCH_RESULT_DONE, ber.SUCCESS)]
-            )
+            self._owner.linkReceived(self, sequences.endedSequenceDone(messageID), [(messageID, ber.SEARCH_RESULT_DONE, 0)])
             return
-        self._answer(
-            messageID, ber.SEARCH_REQUEST, ber.UNWILLING_TO_PERFORM,
-            "paged results cookie is invalid or old: the sequence ended, or sat idle longer than "
-            f"the paged_idle_timeout of {self._sequences.idleTimeout:g}s",
-        )
+        self._answer(messageID, ber.SEARCH_REQUEST, ber.UNWILLING_TO_PERFORM, sequences.unknownCookie(self._sequences.idleTimeout))
 
     def _busy(self, messageID: int, timeout: float) -> None:
         """No connection became free for a new sequence in time."""
         self._waitTimers.pop(messageID, None)
         if self._ops.pop(messageID, None) is None or self.state == "closed":
             return
-        self._answer(
-            messageID, ber.SEARCH_REQUEST, ber.BUSY,
-            f"every connection to pool {self.pool.name!r} held a paged, sorted or virtual list view search "
-            f"for {timeout:g}s and no backend could take another (max_connections): try again later",
-        )
+        self._answer(messageID, ber.SEARCH_REQUEST, ber.BUSY, sequences.busy(self.pool.name, timeout))
 
     def _abandon(self, abandonedID: int) -> None:
         if abandonedID in self._binds:

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
@@ -37,6 +37,9 @@ from ldaproute.backends.connection import DEMUX, BackendConnection, EndpointFact
 from ldaproute.backends.interfaces import IConnectionOwner
 from ldaproute.backends.pool import PoolState
 from ldaproute.wire import ber
+
+if TYPE_CHECKING:
+    from ldaproute.runtime import Runtime
 
 _log = Logger()
 
@@ -338,3 +341,15 @@ class SharedPool:
 
     def rawReceived(self, connection: object, data: bytes) -> None:
         """Not called: shared connections carry no opaque sessions."""
+
+
+def sharedPoolFor(runtime: Runtime, poolName: str, reactor: IReactorTime) -> SharedPool:
+    """The runtime's L{SharedPool} for one of its pools (made on first use)."""
+    poolState = runtime.backends.pools[poolName]
+    shared = runtime.sharedPools.get(poolName)
+    if shared is None or shared.poolState is not poolState:
+        metrics = runtime.observer.metrics
+        shared = runtime.sharedPools[poolName] = SharedPool(
+            poolState, reactor, runtime.endpointFactory, lambda outcome: metrics.tlsHandshake("backend", outcome)
+        )
+    return shared
