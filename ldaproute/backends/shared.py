@@ -298,15 +298,16 @@ class SharedLink:
 
     def _bind(self, messageID: int, pdu: bytes, idEnd: int, opEnd: int) -> None:
         """A simple bind, alone on a bind connection (L{SharedPool.claim}) until its result."""
+        connection = self._shared.claim("bind")
+        if connection is not None:
+            self._binds[messageID] = connection
+            self._submitTo(connection, messageID, ber.BIND_REQUEST, pdu, b"", idEnd, opEnd)
+            return
 
         def send(connection: BackendConnection, timeout: float | None) -> None:
             self._binds[messageID] = connection
             self._submitTo(connection, messageID, ber.BIND_REQUEST, pdu, b"", idEnd, opEnd, timeout=timeout)
 
-        connection = self._shared.claim("bind")
-        if connection is not None:
-            send(connection, None)
-            return
         self._whenClaimed("bind", messageID, ber.BIND_REQUEST, send, self._waitedOut, None)
 
     def _whenClaimed(

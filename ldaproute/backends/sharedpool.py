@@ -151,16 +151,19 @@ class SharedPool:
         clients' stateless operations may still share; C{"bind"}: for one
         bind, alone on its connection.
         """
-        missing = self.wanted(kind) - len(self.connections[kind])
-        for _ in range(missing):
-            self._open(kind)
+        if len(self.connections[kind]) < self.wanted(kind):
+            for _ in range(self.wanted(kind) - len(self.connections[kind])):
+                self._open(kind)
         held = self.held
-        free = [connection for connection in self.ready[kind] if connection not in held]
-        if not free:
-            return None
-        connection = free[0] if len(free) == 1 else min(free, key=lambda c: len(c.ops))
-        held.add(connection)
-        return connection
+        best = None
+        for connection in self.ready[kind]:
+            if connection not in held and (best is None or len(connection.ops) < len(best.ops)):
+                best = connection
+                if not connection.ops:
+                    break  # idle: as good as it gets (every bind connection is, when free)
+        if best is not None:
+            held.add(best)
+        return best
 
     def whenFree(self, kind: str, claimant: Claimant) -> None:
         """
