@@ -239,8 +239,10 @@ _POOL_KEYS: KeyTable = {
     "srv_resolver": ("srvResolver", hostPort),
     "shared_connections": ("sharedConnections", positiveInt),
     "bind_connections": ("bindConnections", positiveInt),
+    "max_bind_connections": ("maxBindConnections", positiveInt),
     "service_bind_dn": ("serviceBindDN", str.strip),
     "service_bind_password": ("serviceBindPassword", str.strip),
+    "paged_idle_timeout": ("pagedIdleTimeout", duration),
     "client_buffer_max": ("clientBufferMax", byteSize),
 }
 _ROUTE_KEYS: KeyTable = {

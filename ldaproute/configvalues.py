@@ -164,8 +164,13 @@ class Pool:
     # proxy's own identity on the multiplexed ones (L{None}: anonymous)
     sharedConnections: int = 4
     bindConnections: int = 2
+    #: bind connections per backend opened while binds wait, at most
+    maxBindConnections: int = 16
     serviceBindDN: str | None = None
     serviceBindPassword: str | None = attrs.field(default=None, repr=False)
+    #: shared mode: a paged-results or VLV sequence that sees no request for
+    #: this long gives back the connection it holds exclusively
+    pagedIdleTimeout: float = 60.0
     #: shared mode: bytes that may wait in the proxy for a client that is
     #: not reading before its searches are abandoned and answered
     #: adminLimitExceeded (L{ldaproute.backends.slowreaders})

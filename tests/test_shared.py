@@ -7,9 +7,9 @@ from ldaptor.protocols import pureldap
 
 from ldaproute.wire import ber
 from ldaproute.backends import shared
-from ldaproute.wire.pdu import CANCEL_OID, PAGED_RESULTS_OID, PROXIED_AUTHZ_OID, cancelIDAt, cancelRequest, messageIDSpan, withMessageID
+from ldaproute.wire.pdu import CANCEL_OID, PROXIED_AUTHZ_OID, cancelIDAt, cancelRequest, messageIDSpan, withMessageID
 from tests import pdus
-from tests.fakes import Client, FakeConnection, proxy, refusePending
+from tests.fakes import Client, FakeConnection, boundClient, proxy, refusePending
 
 CONFIG = """
 [ldaproute]
@@ -42,10 +42,15 @@ def decodeOne(data: bytes) -> pureldap.LDAPMessage:
 
 
 def ready(connection: FakeConnection, service: bool = True) -> None:
-    """Accept a shared connection and answer the proxy's service bind."""
-    connection.accept()
-    if service:
-        assert connection.sent() == SERVICE_BIND
+    """
+    Accept a connection and answer the proxy's service bind, if it sends
+    one (anonymous clients' connections and bind connections are not bound).
+    """
+    transport = connection.accept()
+    if service and transport.value().startswith(SERVICE_BIND):
+        rest = transport.value()[len(SERVICE_BIND) :]
+        transport.clear()
+        transport.write(rest)
         connection.respond(pdus.bindResponse(1))
 
 
@@ -61,9 +66,10 @@ def test_clientsMultiplexedWithRemappedIDs() -> None:
     first, second = opened(backends, 2)  # shared_connections = 2, opened on demand
     ready(first)
     ready(second)
-    # the waiting request went out on the first ready connection, identity asserted (anonymous)
+    # the waiting request went out on the first ready connection; an anonymous
+    # client's on connections bound anonymously, without Proxied Authorization
     sent = decodeOne(first.sent())
-    assert sent.controls == [(PROXIED_AUTHZ_OID, True, b"")]
+    assert sent.controls is None
     clients[1].send(pdus.search("ou=b,dc=example,dc=com", messageID=1))
     clients[2].send(pdus.search("ou=c,dc=example,dc=com", messageID=1))
     onFirst = pdus.decode(first.sent())
@@ -135,15 +141,42 @@ def test_statefulExtendedRefused(oid: bytes, name: bytes) -> None:
     assert name in answer.value.errorMessage and b"shared mode" in answer.value.errorMessage
 
 
-def test_whoamiForwardedWithIdentity() -> None:
+def test_whoamiAnsweredFromVerifiedIdentity() -> None:
+    """389 DS answers Who Am I with the service account: the proxy answers it itself."""
     factory, backends, _ = proxy(CONFIG)
     client = Client(factory)
     client.send(pdus.message(pureldap.LDAPExtendedRequest(requestName=shared.WHOAMI_OID.decode()), 3))
-    first, _ = backends.connections
-    ready(first)
-    message = decodeOne(first.sent())
-    assert message.value.requestName == shared.WHOAMI_OID
-    assert message.controls == [(PROXIED_AUTHZ_OID, True, b"")]
+    answer = decodeOne(client.received())
+    assert (answer.id, answer.value.resultCode, answer.value.response) == (3, 0, b"")
+    assert backends.connections == []
+    bound, _ = boundClient(factory, backends, "uid=u1,dc=example,dc=com")
+    bound.send(pdus.message(pureldap.LDAPExtendedRequest(requestName=shared.WHOAMI_OID.decode()), 4))
+    answer = decodeOne(bound.received())
+    assert (answer.id, answer.value.resultCode, answer.value.response) == (4, 0, b"dn:uid=u1,dc=example,dc=com")
+
+
+def passwordModify(messageID: int, value: bytes | None) -> bytes:
+    return pdus.message(pureldap.LDAPExtendedRequest(requestName=shared.PASSWORD_MODIFY_OID.decode(), requestValue=value), messageID)
+
+
+@pytest.mark.parametrize(
+    "value, sentValue",
+    [
+        (None, b"\x30\x1a\x80\x18uid=u1,dc=example,dc=com"),
+        (b"\x30\x05\x82\x03new", b"\x30\x1f\x80\x18uid=u1,dc=example,dc=com\x82\x03new"),
+        (b"\x30\x0b\x80\x09uid=other", b"\x30\x0b\x80\x09uid=other"),
+    ],
+)
+def test_passwordModifyGetsTheBoundClientsIdentity(value: bytes | None, sentValue: bytes) -> None:
+    factory, backends, _ = proxy(CONFIG)
+    client, _ = boundClient(factory, backends, "uid=u1,dc=example,dc=com")
+    client.send(passwordModify(5, value))
+    for connection in backends.connections[1:]:
+        ready(connection)
+    sent = pdus.decode(b"".join(c.sent() for c in backends.connections[1:]))
+    [request] = [m for m in sent if isinstance(m.value, pureldap.LDAPExtendedRequest)]
+    assert request.value.requestValue == sentValue
+    assert [(oid, value) for oid, _, value in request.controls] == [(PROXIED_AUTHZ_OID, b"dn:uid=u1,dc=example,dc=com")]
 
 
 def test_clientProxiedAuthorizationRefused() -> None:
@@ -283,9 +316,9 @@ def test_unreachableBackendAnswers52() -> None:
 
 def test_serviceIdentityRefused() -> None:
     factory, backends, _ = proxy(CONFIG)
-    client = Client(factory)
+    client, _ = boundClient(factory, backends)
     client.send(pdus.search(messageID=1))
-    first, second = backends.connections
+    first, second = backends.connections[1:]
     first.accept()
     first.respond(pdus.bindResponse(1, ber.INVALID_CREDENTIALS))
     second.accept()
@@ -293,30 +326,6 @@ def test_serviceIdentityRefused() -> None:
     answer = decodeOne(client.received())
     assert answer.value.resultCode == ber.UNAVAILABLE
     assert b"service identity" in answer.value.errorMessage
-
-
-def pagedSearch(messageID: int, cookie: bytes) -> bytes:
-    from ldaptor.protocols import pureber
-
-    value = pureber.BERSequence([pureber.BERInteger(10), pureber.BEROctetString(cookie)]).toWire()
-    return pdus.message(
-        pureldap.LDAPSearchRequest(baseObject="dc=example,dc=com"), messageID,
-        controls=[(PAGED_RESULTS_OID.decode(), True, value)],
-    )
-
-
-def test_pagedSearchStaysOnOneConnection() -> None:
-    factory, backends, _ = proxy(CONFIG)
-    client = Client(factory)
-    client.send(pagedSearch(1, b""))
-    first, second = twoReady(backends)
-    assert first.sent()
-    for messageID in range(2, 6):
-        client.send(pagedSearch(messageID, b"cookie"))
-        assert first.sent() and not second.sent()
-    # plain searches are spread in turn
-    client.send(pdus.search(messageID=10) + pdus.search(messageID=11))
-    assert first.sent() and second.sent()
 
 
 def test_cancelTranslated() -> None:
@@ -362,7 +371,7 @@ def test_backpressurePausesClient() -> None:
 
 def test_bindsOneAtATimePerBindConnection() -> None:
     """slapd abandons a connection's outstanding operations when a bind arrives."""
-    factory, backends, _ = proxy(CONFIG)
+    factory, backends, _ = proxy(CONFIG.replace("bind_connections = 1", "bind_connections = 1\nmax_bind_connections = 1"))
     clients = [Client(factory) for _ in range(3)]
     for i, client in enumerate(clients):
         client.send(pdus.bind(f"uid=u{i},dc=example,dc=com", "pw", messageID=1))
@@ -377,7 +386,7 @@ def test_bindsOneAtATimePerBindConnection() -> None:
 
 
 def test_queuedBindOfDepartedClientSkipped() -> None:
-    factory, backends, _ = proxy(CONFIG)
+    factory, backends, _ = proxy(CONFIG.replace("bind_connections = 1", "bind_connections = 1\nmax_bind_connections = 1"))
     a, b = Client(factory), Client(factory)
     a.send(pdus.bind("uid=a,dc=example,dc=com", "pw", messageID=1))
     [bindConnection] = backends.connections
@@ -388,3 +397,63 @@ def test_queuedBindOfDepartedClientSkipped() -> None:
     b.protocol.connectionLost()
     bindConnection.respond(pdus.bindResponse(first.id, 0))
     assert bindConnection.sent() == b""
+
+
+MORE_BINDS = CONFIG.replace("bind_connections = 1", "bind_connections = 1\nmax_bind_connections = 3\noperation_timeout = 5s")
+
+
+def bindsOn(connection: FakeConnection) -> list[pureldap.LDAPMessage]:
+    return [m for m in pdus.decode(connection.sent()) if isinstance(m.value, pureldap.LDAPBindRequest)]
+
+
+def test_bindConnectionsGrowWhileBindsWait() -> None:
+    """As many binds at once as bind connections, opened on demand up to max_bind_connections."""
+    factory, backends, _ = proxy(MORE_BINDS)
+    clients = [Client(factory) for _ in range(5)]
+    for i, client in enumerate(clients):
+        client.send(pdus.bind(f"uid=u{i},dc=example,dc=com", "pw", messageID=1))
+    assert len(backends.connections) == 3  # max_bind_connections
+    for connection in backends.connections:
+        ready(connection, service=False)
+    sent = {id(c): bindsOn(c) for c in backends.connections}
+    assert sorted(len(binds) for binds in sent.values()) == [1, 1, 1]  # never two binds on one connection
+    # each result frees its connection for a waiting bind
+    first = backends.connections[0]
+    [request] = sent[id(first)]
+    first.respond(pdus.bindResponse(request.id, 0))
+    [following] = bindsOn(first)
+    assert following.value.dn in (b"uid=u3,dc=example,dc=com", b"uid=u4,dc=example,dc=com")
+    assert all(bindsOn(c) == [] for c in backends.connections[1:])
+
+
+def test_timedOutBindRetiresItsConnection() -> None:
+    factory, backends, reactor = proxy(MORE_BINDS.replace("max_bind_connections = 3", "max_bind_connections = 1"))
+    a, b = Client(factory), Client(factory)
+    a.send(pdus.bind("uid=a,dc=example,dc=com", "pw", messageID=1))
+    [bindConnection] = backends.connections
+    ready(bindConnection, service=False)
+    bindsOn(bindConnection)
+    reactor.advance(6)
+    assert decodeOne(a.received()).value.resultCode == ber.TIME_LIMIT_EXCEEDED
+    assert not bindConnection.transport.connected or bindConnection.transport.disconnecting
+    # the next bind gets a new connection, not one where a bind may still run
+    b.send(pdus.bind("uid=b,dc=example,dc=com", "pw", messageID=1))
+    assert len(backends.connections) == 2
+    ready(backends.connections[1], service=False)
+    assert [m.value.dn for m in bindsOn(backends.connections[1])] == [b"uid=b,dc=example,dc=com"]
+
+
+def test_clientGoneMidBindFreesConnectionAtResult() -> None:
+    factory, backends, _ = proxy(MORE_BINDS.replace("max_bind_connections = 3", "max_bind_connections = 1"))
+    a, b = Client(factory), Client(factory)
+    a.send(pdus.bind("uid=a,dc=example,dc=com", "pw", messageID=1))
+    [bindConnection] = backends.connections
+    ready(bindConnection, service=False)
+    [request] = bindsOn(bindConnection)
+    a.protocol.connectionLost()
+    b.send(pdus.bind("uid=b,dc=example,dc=com", "pw", messageID=1))
+    assert bindsOn(bindConnection) == []  # a's bind still runs there
+    bindConnection.respond(pdus.bindResponse(request.id, 0))
+    [following] = bindsOn(bindConnection)
+    bindConnection.respond(pdus.bindResponse(following.id, 0))
+    assert decodeOne(b.received()).value.resultCode == 0

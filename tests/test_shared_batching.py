@@ -36,11 +36,9 @@ def writes(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, bytes]]:
 
 
 def readyBatched(connection: FakeConnection, reactor: Any) -> None:
+    """An anonymous client's connection: ready once connected, its first writes wait for the end of the turn."""
     connection.accept()
-    assert connection.sent() == b""  # the service bind waits for the end of the turn
-    reactor.advance(0)
-    assert connection.sent() == SERVICE_BIND
-    connection.respond(pdus.bindResponse(1))
+    assert connection.sent() == b""
 
 
 def test_oneWritePerTurn(writes: list[tuple[Any, bytes]]) -> None:
@@ -99,9 +97,13 @@ def test_responsesRenumberedForEveryIDLength(clientID: int, upstreamFirst: int) 
     client.send(pdus.search("ou=a,dc=example,dc=com", messageID=clientID))
     (connection,) = backends.connections
     connection.accept()
-    connection.sent()
+    reactor.advance(0)
+    (first,) = pdus.decode(connection.sent())
+    connection.respond(pdus.searchDone(first.id))
+    client.received()
     connection.protocol.connection._nextID = upstreamFirst
-    connection.respond(pdus.bindResponse(1))
+    client.send(pdus.search("ou=a,dc=example,dc=com", messageID=clientID))
+    reactor.advance(0)
     (request,) = pdus.decode(connection.sent())
     assert request.id == upstreamFirst
     big = "x" * 300  # a long-form outer length

@@ -58,14 +58,14 @@ def searchUpstream(client: Client, connection: FakeConnection, messageID: int) -
     return decodeOne(connection.sent()).id
 
 
-def oneConnection() -> tuple[Client, Client, FakeConnection]:
+def oneConnection() -> tuple[Client, Client, FakeConnection, int]:
+    """Two clients on one shared connection; the upstream messageID of the slow one's search."""
     factory, backends, _ = proxy(ONE_CONNECTION)
     slow, fast = Client(factory), Client(factory)
     slow.send(pdus.search(messageID=1))
     [connection] = backends.connections
     ready(connection)
-    connection.sent()
-    return slow, fast, connection
+    return slow, fast, connection, decodeOne(connection.sent()).id
 
 
 def test_slowReaderShedNotPaused() -> None:
@@ -104,8 +104,7 @@ def test_slowReaderShedNotPaused() -> None:
 
 
 def test_readingAgainStartsTheCountAfresh() -> None:
-    slow, _, connection = oneConnection()
-    slowID = 2  # the service bind took 1
+    slow, _, connection, slowID = oneConnection()
     stopReading(slow)
     connection.respond(entries(slowID, 3))  # 780 bytes
     startReading(slow)  # the transport wrote everything out
@@ -119,8 +118,7 @@ def test_readingAgainStartsTheCountAfresh() -> None:
 
 def test_onlySearchesShed() -> None:
     """Other operations' answers are one PDU each: they still go through."""
-    slow, _, connection = oneConnection()
-    slowID = 2
+    slow, _, connection, slowID = oneConnection()
     slow.send(pdus.message(pdus.pureldap.LDAPCompareRequest(
         entry="cn=e,dc=example,dc=com", ava=pdus.pureldap.LDAPAttributeValueAssertion(
             pdus.pureldap.LDAPAttributeDescription("cn"), pdus.pureldap.LDAPAssertionValue("e"))), 5))
@@ -136,9 +134,9 @@ def test_onlySearchesShed() -> None:
 
 def test_searchWhileStillBehindShedAtFirstAnswer() -> None:
     """The bytes already waiting have not gone anywhere: a new search does not get a fresh allowance."""
-    slow, _, connection = oneConnection()
+    slow, _, connection, slowID = oneConnection()
     stopReading(slow)
-    connection.respond(entries(2, 6))
+    connection.respond(entries(slowID, 6))
     connection.sent()
     slow.received()
     secondID = searchUpstream(slow, connection, 3)

@@ -20,8 +20,9 @@ appended to the request's controls.  The shared connections are bound as
 the pool's service identity (C{service_bind_dn}), which the backend must
 allow to proxy (docs/shared-mode.rst).  SASL binds, StartTLS and extended
 operations that change connection state are refused: they cannot share a
-connection.  Paged-result searches of a client stay on one connection, the
-one whose backend issued the cookie.
+connection.  Stateful sequences (paged results, sort, virtual list view:
+L{ldaproute.backends.sequences}) each hold a connection of their own for
+as long as they last.
 """
 
 from __future__ import annotations
@@ -34,19 +35,28 @@ from zope.interface import implementer
 
 from ldaproute.backends.connection import BackendConnection
 from ldaproute.backends.interfaces import IBackendLink, ILinkOwner
-from ldaproute.backends import slowreaders
+from ldaproute.backends import sequences, slowreaders
 from ldaproute.backends.pool import BackendState
-from ldaproute.backends.sharedpool import SharedPool
+from ldaproute.backends.sharedpool import SharedPool, sharedPoolFor
+from ldaproute.backends.sharedrules import (
+    NO_SUCH_OPERATION,
+    PASSWORD_MODIFY_OID,
+    WHOAMI_OID,
+    refusal,
+    whoAmIResponse,
+    withUserIdentity,
+)
 from ldaproute.core.replay import ANSWERING, MAX_REPLAYS, mayReplay
 from ldaproute.core.slowpath import replayName
 from ldaproute.wire import ber
 from ldaproute.wire.pdu import (
     CANCEL_OID,
-    PAGED_RESULTS_OID,
     PROXIED_AUTHZ_OID,
     abandonedIDAt,
     cancelIDAt,
     cancelRequest,
+    controlOIDs,
+    controlsAfter,
     extendedNameAt,
     messageIDElement,
     opSpan,
@@ -57,61 +67,7 @@ from ldaproute.wire.pdu import (
 if TYPE_CHECKING:
     from ldaproute.runtime import Runtime
 
-WHOAMI_OID = b"1.3.6.1.4.1.4203.1.11.3"
-PASSWORD_MODIFY_OID = b"1.3.6.1.4.1.4203.1.11.1"
-
-#: Extended operations that run per operation and accept the Proxied
-#: Authorization control in slapd.
-_PROXIABLE_EXTENDED = frozenset({WHOAMI_OID, PASSWORD_MODIFY_OID})
-
-NO_SUCH_OPERATION = 119
-
-
-def refusal(pdu: bytes, tag: int, opStart: int, controls: bytes) -> tuple[int, str] | None:
-    """
-    C{(resultCode, diagnosticMessage)} for a request that cannot share a
-    connection (SASL binds, extended operations that change the
-    connection's state, StartTLS among them), or that would undo the
-    identity the proxy asserts (its own Proxied Authorization); else None.
-    """
-    if tag == ber.BIND_REQUEST:
-        if ber.Envelope.fromBytes(pdu).bindAuthentication(pdu)[0] != ber.SIMPLE_AUTH_TAG:
-            return (
-                ber.AUTH_METHOD_NOT_SUPPORTED,
-                "SASL binds are not supported in shared mode: use mode = session for SASL clients",
-            )
-        return None
-    if controls and PROXIED_AUTHZ_OID in controls:
-        return (
-            ber.UNWILLING_TO_PERFORM,
-            "the proxy asserts each client's identity with Proxied Authorization in shared mode: "
-            "clients cannot send their own",
-        )
-    if tag == ber.EXTENDED_REQUEST:
-        oid = extendedNameAt(pdu, opStart)
-        if oid != CANCEL_OID and oid not in _PROXIABLE_EXTENDED:
-            what = "StartTLS" if oid == ber.STARTTLS_OID else f"the extended operation {oid.decode('ascii', 'replace')}"
-            return (
-                ber.UNWILLING_TO_PERFORM,
-                f"{what} is not supported in shared mode (the upstream connection is shared): use mode = session",
-            )
-    return None
-
-
-# --- the pool's connections (L{ldaproute.backends.sharedpool}) -------------------
-
-
-def sharedPoolFor(runtime: Runtime, poolName: str, reactor: IReactorTime) -> SharedPool:
-    """The runtime's L{SharedPool} for one of its pools (made on first use)."""
-    poolState = runtime.backends.pools[poolName]
-    shared = runtime.sharedPools.get(poolName)
-    if shared is None or shared.poolState is not poolState:
-        metrics = runtime.observer.metrics
-        shared = runtime.sharedPools[poolName] = SharedPool(
-            poolState, reactor, runtime.endpointFactory, lambda outcome: metrics.tlsHandshake("backend", outcome)
-        )
-    return shared
-
+__all__ = ["NO_SUCH_OPERATION", "PASSWORD_MODIFY_OID", "SharedLink", "WHOAMI_OID", "linkFor", "refusal", "sharedPoolFor"]
 
 # --- one client's view ------------------------------------------------------------
 
@@ -163,9 +119,13 @@ class SharedLink:
         self._waiters: dict[int, tuple[str, Callable[[BackendConnection | None, str], None]]] = {}
         self._control: tuple[Any, bytes] = (None, b"")
         self._controlsElement = b""
-        self._pagedConnection: BackendConnection | None = None
         #: what waits for a client that is not reading (L{slowreaders})
         self._buffer = slowreaders.ClientBuffer(self.pool.pool.clientBufferMax)
+        #: the connections the current identity's operations go out on
+        self._kind = "shared"
+        #: binds in flight: client messageID -> the bind connection it holds
+        self._binds: dict[int, BackendConnection] = {}
+        self._sequences = sequences.SequenceBook(shared.release, reactor, shared.poolState.pool.pagedIdleTimeout)
 
     # --- requests ----------------------------------------------------------
 
@@ -184,36 +144,49 @@ class SharedLink:
                 self._answer(messageID, tag, *refused)
                 return
             if tag == ber.BIND_REQUEST:
-                self._submit("bind", messageID, tag, pdu, b"")
+                self._bind(messageID, pdu, idEnd, opEnd)
                 return
-            if extendedNameAt(pdu, idEnd) == CANCEL_OID:
+            oid = extendedNameAt(pdu, idEnd)
+            if oid == CANCEL_OID:
                 self._cancel(messageID, pdu, idEnd)
                 return
-        connection = None
-        if tag == ber.SEARCH_REQUEST and controls and PAGED_RESULTS_OID in controls:
-            # the cookie is only valid on the connection that issued it
-            connection = self._pagedConnection
-            if connection is None or connection.state != "ready":
-                connection = self._pagedConnection = self._shared.pick("shared")
-        control = self._identityControl()
-        if connection is None:
-            connection = self._shared.pick("shared")
-            if connection is not None:
-                # the common case, inline (L{_submitTo}): a ready connection
-                upstreamID = connection.allocateID()
-                self._ops[messageID] = (connection, upstreamID)
-                timing = self._timing
-                timeout = None
-                if timing is not None:
-                    self._timing = None
-                    if timing[0] == messageID:
-                        timeout = timing[1]
-                data = reframeAt(pdu, idEnd, opEnd, upstreamID, control, self._controlsElement)
-                connection.submit(upstreamID, (self, messageID, tag, messageIDElement(messageID), data), data, timeout)
-                if not connection.writable:
-                    self._shared.pauseClient(self._owner.transport)
+            if oid == WHOAMI_OID:
+                self._whoAmI(messageID)
                 return
-        self._submit("shared", messageID, tag, pdu, control, connection)
+            if oid == PASSWORD_MODIFY_OID:
+                identity = self._owner.session.identity
+                if identity.kind != "anonymous" and identity.name:
+                    completed = withUserIdentity(pdu, idEnd, opEnd, self._backendName(identity.name))
+                    if completed is not None:
+                        pdu = completed
+                        messageID, idEnd, opEnd = opSpan(pdu)
+        if tag == ber.SEARCH_REQUEST and controls and sequences.mayBeStateful(controls):
+            try:
+                stateful = sequences.classify(controls)
+            except ber.FramingError as e:
+                self._answer(messageID, tag, ber.PROTOCOL_ERROR, f"malformed search control: {e}")
+                return
+            if stateful is not None:
+                self._sendInSequence(messageID, pdu, idEnd, opEnd, *stateful)
+                return
+        control = self._identityControl()
+        connection = self._shared.pick(self._kind)
+        if connection is not None:
+            # the common case, inline (L{_submitTo}): a ready connection
+            upstreamID = connection.allocateID()
+            self._ops[messageID] = (connection, upstreamID)
+            timing = self._timing
+            timeout = None
+            if timing is not None:
+                self._timing = None
+                if timing[0] == messageID:
+                    timeout = timing[1]
+            data = reframeAt(pdu, idEnd, opEnd, upstreamID, control, self._controlsElement)
+            connection.submit(upstreamID, (self, messageID, tag, messageIDElement(messageID), data), data, timeout)
+            if not connection.writable:
+                self._shared.pauseClient(self._owner.transport)
+            return
+        self._submit(self._kind, messageID, tag, pdu, control)
 
     def _identityControl(self) -> bytes:
         """The control asserting the client's identity (cached per identity,
@@ -223,13 +196,13 @@ class SharedLink:
         if cached is identity:
             return control
         if identity.kind == "anonymous" or not identity.name:
-            # anonymous: asserted as such when the connections have an
-            # identity of their own, which must not leak to the client
-            control = proxiedAuthorization(b"") if self._shared.serviceIdentity is not None else b""
+            # anonymous: on connections bound anonymously, never with the
+            # service identity's rights (L{SharedPool.kindFor})
+            control = b""
+            self._kind = self._shared.kindFor(True)
         else:
-            name = identity.name
-            name = self._backendName(name)
-            control = proxiedAuthorization(b"dn:" + name)
+            control = proxiedAuthorization(b"dn:" + self._backendName(identity.name))
+            self._kind = "shared"
         self._control = (identity, control)
         self._controlsElement = ber.tlv(ber.CONTROLS_TAG, control) if control else b""
         return control
@@ -266,12 +239,9 @@ class SharedLink:
         if not connection.writable:
             self._shared.pauseClient(self._owner.transport)
 
-    def _submit(
-        self, kind: str, messageID: int, tag: int, pdu: bytes, control: bytes, connection: BackendConnection | None = None
-    ) -> None:
+    def _submit(self, kind: str, messageID: int, tag: int, pdu: bytes, control: bytes) -> None:
         shared = self._shared
-        if connection is None:
-            connection = shared.pick(kind)
+        connection = shared.pick(kind)
         if connection is not None:
             _, idEnd, opEnd = opSpan(pdu)
             self._submitTo(connection, messageID, tag, pdu, control, idEnd, opEnd)
@@ -304,14 +274,116 @@ class SharedLink:
                 self._answerFailed(None, messageID, tag, ber.UNAVAILABLE, reason)
                 return
             _, idEnd, opEnd = opSpan(pdu)
-            if tag == ber.SEARCH_REQUEST and kind == "shared" and PAGED_RESULTS_OID in pdu[opEnd:]:
-                self._pagedConnection = connection
             self._submitTo(connection, messageID, tag, pdu, control, idEnd, opEnd, timeout=remaining)
 
         self._waiters[messageID] = (kind, ready)
         shared.whenReady(kind, ready)
 
+    # --- stateful sequences (L{ldaproute.backends.sequences}) ----------------
+
+    def _sendInSequence(self, messageID: int, pdu: bytes, idEnd: int, opEnd: int, kind: str, size: int, cookie: bytes) -> None:
+        """
+        A search that starts or continues a stateful sequence: on the
+        connection the sequence holds, or on one claimed for it.
+        """
+        book = self._sequences
+        sequence = book.continued(kind, cookie)
+        if sequence is None and kind == sequences.PAGED and cookie:
+            self._unknownCookie(messageID, size)
+            return
+        if sequence is not None:
+            connection = sequence.connection
+            if connection is None or connection.state != "ready":
+                book.end(sequence)
+                self._answer(messageID, ber.SEARCH_REQUEST, ber.UNWILLING_TO_PERFORM, sequences.LOST)
+                return
+            book.sent(sequence, messageID)
+            self._submitTo(connection, messageID, ber.SEARCH_REQUEST, pdu, self._identityControl(), idEnd, opEnd)
+            return
+        def send(connection: BackendConnection, timeout: float | None) -> None:
+            book.sent(book.start(kind, connection), messageID)
+            self._submitTo(
+                connection, messageID, ber.SEARCH_REQUEST, pdu, self._identityControl(), idEnd, opEnd, timeout=timeout
+            )
+
+        self._identityControl()  # the connection kind of the identity
+        connection = self._shared.claim(self._kind)
+        if connection is not None:
+            send(connection, None)
+            return
+        # without an operation_timeout: long enough for an idle sequence to give its connection back
+        self._whenClaimed(self._kind, messageID, ber.SEARCH_REQUEST, send, self._busy, 2 * book.idleTimeout)
+
+    def _bind(self, messageID: int, pdu: bytes, idEnd: int, opEnd: int) -> None:
+        """A simple bind, alone on a bind connection (L{SharedPool.claim}) until its result."""
+        connection = self._shared.claim("bind")
+        if connection is not None:
+            self._binds[messageID] = connection
+            self._submitTo(connection, messageID, ber.BIND_REQUEST, pdu, b"", idEnd, opEnd)
+            return
+
+        def send(connection: BackendConnection, timeout: float | None) -> None:
+            self._binds[messageID] = connection
+            self._submitTo(connection, messageID, ber.BIND_REQUEST, pdu, b"", idEnd, opEnd, timeout=timeout)
+
+        self._whenClaimed("bind", messageID, ber.BIND_REQUEST, send, self._waitedOut, None)
+
+    def _whenClaimed(
+        self,
+        kind: str,
+        messageID: int,
+        tag: int,
+        send: Callable[[BackendConnection, float | None], None],
+        waitedOut: Callable[[int, float], None],
+        defaultWait: float | None,
+    ) -> None:
+        """
+        Wait for a connection of C{kind} to hold (L{SharedPool.whenFree}),
+        within the operation's timeout (else C{defaultWait}, if any; then
+        C{waitedOut}), and C{send} the request on it.
+        """
+        self._ops[messageID] = (None, 0)
+        opTimeout = self._timeoutFor(messageID)
+        wait = opTimeout if opTimeout is not None else defaultWait
+        if wait is not None:
+            self._waitTimers[messageID] = self._reactor.callLater(wait, waitedOut, messageID, wait)
+
+        def claimed(connection: BackendConnection | None, reason: str) -> bool:
+            if self.state == "closed" or self._ops.get(messageID) != (None, 0):
+                return False  # abandoned, answered or closed meanwhile
+            remaining = None
+            timer = self._waitTimers.pop(messageID, None)
+            if timer is not None:
+                if opTimeout is not None:
+                    remaining = max(0.0, timer.getTime() - self._reactor.seconds())
+                timer.cancel()
+            del self._ops[messageID]
+            if connection is None:
+                self._answerFailed(None, messageID, tag, ber.UNAVAILABLE, reason)
+                return False
+            send(connection, remaining)
+            return True
+
+        self._shared.whenFree(kind, claimed)
+
+    def _unknownCookie(self, messageID: int, size: int) -> None:
+        """A page of a sequence this link does not hold (ended, or idle too long)."""
+        if size == 0:  # giving up a sequence that is over already
+            self.backend = None
+            self._owner.linkReceived(self, sequences.endedSequenceDone(messageID), [(messageID, ber.SEARCH_RESULT_DONE, 0)])
+            return
+        self._answer(messageID, ber.SEARCH_REQUEST, ber.UNWILLING_TO_PERFORM, sequences.unknownCookie(self._sequences.idleTimeout))
+
+    def _busy(self, messageID: int, timeout: float) -> None:
+        """No connection became free for a new sequence in time."""
+        self._waitTimers.pop(messageID, None)
+        if self._ops.pop(messageID, None) is None or self.state == "closed":
+            return
+        self._answer(messageID, ber.SEARCH_REQUEST, ber.BUSY, sequences.busy(self.pool.name, timeout))
+
     def _abandon(self, abandonedID: int) -> None:
+        if abandonedID in self._binds:
+            return  # binds cannot be abandoned (RFC 4511 4.11): its result comes
         entry = self._ops.pop(abandonedID, None)
         self._cancelWait(abandonedID)
         if entry is None:
@@ -319,6 +391,7 @@ class SharedLink:
         connection, upstreamID = entry
         if connection is not None:
             connection.abandon(upstreamID)
+        self._sequences.endFor(abandonedID)
 
     def _cancel(self, messageID: int, pdu: bytes, idEnd: int) -> None:
         cancelID = cancelIDAt(pdu, idEnd)
@@ -330,6 +403,15 @@ class SharedLink:
         request = cancelRequest(messageID, upstreamID)
         _, idEnd, opEnd = opSpan(request)
         self._submitTo(connection, messageID, ber.EXTENDED_REQUEST, request, b"", idEnd, opEnd)
+
+    def _whoAmI(self, messageID: int) -> None:
+        """Who Am I, answered from the identity the proxy verified (the same for every backend)."""
+        identity = self._owner.session.identity
+        authzId = b"" if identity.kind == "anonymous" or not identity.name else b"dn:" + identity.name
+        self.backend = None
+        self._owner.linkReceived(
+            self, whoAmIResponse(messageID, authzId), [(messageID, ber.EXTENDED_RESPONSE, ber.SUCCESS)]
+        )
 
     def _answer(self, messageID: int, requestTag: int, resultCode: int, message: str) -> None:
         """The proxy's own final answer to a request, through the usual path."""
@@ -350,12 +432,21 @@ class SharedLink:
         self._ops.pop(clientID, None)
         if self._replays:
             self._replays.pop(clientID, None)
+        if self._binds:
+            connection = self._binds.pop(clientID, None)
+            if connection is not None:
+                self._shared.release(connection)
 
     def deliver(self, connection: BackendConnection, data: bytes, finals: list[tuple[int, int, int]]) -> None:
         if self.state == "closed":
             return
         if self.responseTransformer is not None:
             data = self.responseTransformer(data)
+        inSequence = self._sequences.inFlight
+        if inSequence:
+            for clientID, _, resultCode in finals:
+                if clientID in inSequence:
+                    self._sequences.answered(clientID, data, resultCode)
         self.backend = connection.backend
         self._owner.linkReceived(self, data, finals)
         self.backend = None
@@ -401,6 +492,8 @@ class SharedLink:
         its answer relayed yet), else answer it C{resultCode}.
         """
         self._ops.pop(clientID, None)
+        self._binds.pop(clientID, None)
+        self._sequences.endFor(clientID)
         if sent and self.state != "closed" and clientID not in self.entries:
             replays = self._replays.get(clientID, 0)
             if replays < MAX_REPLAYS and mayReplay(sent, progress):
@@ -417,7 +510,11 @@ class SharedLink:
         if self.state == "closed" or self._ops.get(clientID) != (None, 0):
             return  # abandoned or closed meanwhile
         del self._ops[clientID]
-        self._submit("shared", clientID, requestTag, sent, b"")
+        # on connections of the kind it went out on: with the identity it
+        # asserted, or anonymous ones for an anonymous client's request
+        _, opStart, _ = opSpan(sent)
+        asserted = PROXIED_AUTHZ_OID in controlOIDs(controlsAfter(sent, opStart))
+        self._submit("shared" if asserted else self._shared.kindFor(True), clientID, requestTag, sent, b"")
 
     def _answerFailed(
         self, connection: BackendConnection | None, clientID: int, requestTag: int, resultCode: int, reason: str
@@ -434,6 +531,11 @@ class SharedLink:
     def timedOut(self, connection: BackendConnection, clientID: int, timeout: float) -> None:
         """The operation exceeded its time limit; its connection abandoned it upstream."""
         self._ops.pop(clientID, None)
+        bindConnection = self._binds.pop(clientID, None)
+        if bindConnection is not None:
+            # a bind cannot be abandoned: its connection carries nothing more
+            self._shared.retire(bindConnection)
+        self._sequences.endFor(clientID)
         if self.state == "closed":
             return
         self.backend = connection.backend
@@ -544,9 +646,12 @@ class SharedLink:
         for messageID in list(self._waiters):
             self._stopWaiting(messageID)
         ops, self._ops = self._ops, {}
-        for connection, upstreamID in ops.values():
-            if connection is not None:
+        binds = self._binds
+        for clientID, (connection, upstreamID) in ops.items():
+            # a bind cannot be abandoned: its result, when it comes, frees its connection (L{ended})
+            if connection is not None and clientID not in binds:
                 connection.abandon(upstreamID)
+        self._sequences.endAll()
 
 
 def linkFor(owner: ILinkOwner, runtime: Runtime, poolName: str, reactor: IReactorTime) -> SharedLink:

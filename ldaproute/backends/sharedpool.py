@@ -2,20 +2,32 @@
 """
 Shared mode's backend connections of one pool: C{shared_connections} per
 backend for operations (bound as the pool's service identity, requests
-batched per reactor turn), C{bind_connections} per backend for client
-binds (one bind at a time: slapd abandons every operation outstanding on a
-connection when a bind arrives).  Each is a
+batched per reactor turn), and bind connections for client binds, one
+bind at a time each (slapd abandons every operation outstanding on a
+connection when a bind arrives): C{bind_connections} per backend kept
+open, more opened while binds wait for one, up to C{max_bind_connections}
+per backend (session mode runs as many binds at once as it has clients;
+binds waiting behind one another on two connections were what made shared
+mode's binds slower).  Each is a
 L{ldaproute.backends.connection.BackendConnection} that demultiplexes its
 responses to the clients' L{ldaproute.backends.shared.SharedLink}s; the
 pool opens them on first use, reopens them on demand after a loss, and
 keeps requests waiting while no connection of their kind is ready.
+
+Stateful sequences (L{ldaproute.backends.sequences}: paged results, sort,
+virtual list view) each hold one shared connection exclusively
+(L{SharedPool.claim}, L{SharedPool.release}); stateless operations still go
+out on it.  When every shared connection holds one, the pool opens another
+for the sequence (kind C{"sequence"}: it carries only that sequence and is
+closed when it ends), unless every backend is at its C{max_connections};
+then the sequence waits for one to be released (L{SharedPool.whenFree}).
 """
 
 from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
@@ -27,9 +39,25 @@ from ldaproute.backends.pool import PoolState
 from ldaproute.core.replay import SENT, UNSENT
 from ldaproute.wire import ber
 
+if TYPE_CHECKING:
+    from ldaproute.runtime import Runtime
+
 _log = Logger()
 
-KINDS = ("shared", "bind")
+KINDS = ("shared", "anonymous", "bind", "sequence", "anonsequence")
+
+#: the kind a request claims (L{SharedPool.claim}) that a connection serves
+CLAIMED_AS = {"shared": "shared", "sequence": "shared", "anonymous": "anonymous", "anonsequence": "anonymous", "bind": "bind"}
+#: the kind opened for a claim while every connection of its kind is held
+OVERFLOW = {"shared": "sequence", "anonymous": "anonsequence", "bind": "bind"}
+#: connections of one sequence, closed when it ends
+_SINGLE_USE = frozenset({"sequence", "anonsequence"})
+#: connections bound as the pool's service identity
+_SERVICE_BOUND = frozenset({"shared", "sequence"})
+
+#: C{claim} callbacks: C{(connection, "")} when one is free, or C{(None,
+#: reason)}; each says whether it took the connection.
+Claimant = Callable[[BackendConnection | None, str], bool]
 
 
 @implementer(IConnectionOwner)
@@ -51,38 +79,47 @@ class SharedPool:
         self.serviceIdentity: tuple[bytes, bytes] | None = None
         if pool.serviceBindDN:
             self.serviceIdentity = (pool.serviceBindDN.encode("utf-8"), (pool.serviceBindPassword or "").encode("utf-8"))
-        self.connections: dict[str, list[BackendConnection]] = {"shared": [], "bind": []}
-        self.ready: dict[str, list[BackendConnection]] = {"shared": [], "bind": []}
+        self.connections: dict[str, list[BackendConnection]] = {kind: [] for kind in KINDS}
+        self.ready: dict[str, list[BackendConnection]] = {kind: [] for kind in KINDS}
         self._kinds: dict[BackendConnection, str] = {}
-        self._turn = {"shared": 0, "bind": 0}
+        self._turn = {"shared": 0, "anonymous": 0}
         self._waiting: dict[str, deque[Callable[[BackendConnection | None, str], None]]] = {
-            "shared": deque(),
-            "bind": deque(),
+            kind: deque() for kind in KINDS
         }
+        #: connections held by a stateful sequence or a bind (L{claim})
+        self.held: set[BackendConnection] = set()
+        self._claimants: dict[str, deque[Claimant]] = {kind: deque() for kind in OVERFLOW}
         self._pausedClients: list[Any] = []
+
+    def kindFor(self, anonymous: bool) -> str:
+        """
+        The connections a client's operations go out on: anonymous clients'
+        on connections bound anonymously, without Proxied Authorization
+        (389 Directory Server refuses the empty authzId with 12), when the
+        shared ones carry the pool's service identity.
+        """
+        return "anonymous" if anonymous and self.serviceIdentity is not None else "shared"
 
     def wanted(self, kind: str) -> int:
         pool = self.poolState.pool
-        perBackend = pool.sharedConnections if kind == "shared" else pool.bindConnections
+        perBackend = pool.bindConnections if kind == "bind" else pool.sharedConnections
         return perBackend * max(1, len(self.poolState.backends))
 
     def pick(self, kind: str) -> BackendConnection | None:
         """
-        A ready connection of C{kind}: for binds the least loaded; for
-        operations in turn, preferring writable ones (and, with C{strategy =
+        A ready connection of C{kind} (C{"shared"}: binds L{claim} theirs)
+        in turn, preferring writable ones (and, with C{strategy =
         least-outstanding}, the backend with the fewest operations in flight).
         """
         ready = self.ready[kind]
         pool = self.poolState.pool
         # L{wanted}, inline: this runs for every operation
-        perBackend = pool.sharedConnections if kind == "shared" else pool.bindConnections
+        perBackend = pool.sharedConnections
         missing = perBackend * max(1, len(self.poolState.backends)) - len(self.connections[kind])
         for _ in range(missing):
             self._open(kind)
         if not ready:
             return None
-        if kind == "bind":
-            return min(ready, key=lambda connection: len(connection.ops))
         n = len(ready)
         turn = self._turn[kind]
         if pool.strategy == "least-outstanding" and n > 1:
@@ -112,15 +149,101 @@ class SharedPool:
         except ValueError:
             pass
 
+    # --- exclusive use: stateful sequences, binds ----------------------------
+
+    def claim(self, kind: str) -> BackendConnection | None:
+        """
+        A ready connection of C{kind} that nobody holds (the least busy),
+        held from now on until L{release}; L{None} if there is none (then
+        L{whenFree}).  C{"shared"}: for a stateful sequence, which other
+        clients' stateless operations may still share; C{"bind"}: for one
+        bind, alone on its connection.
+        """
+        if len(self.connections[kind]) < self.wanted(kind):
+            for _ in range(self.wanted(kind) - len(self.connections[kind])):
+                self._open(kind)
+        held = self.held
+        best = None
+        for connection in self.ready[kind]:
+            if connection not in held and (best is None or len(connection.ops) < len(best.ops)):
+                best = connection
+                if not connection.ops:
+                    break  # idle: as good as it gets (every bind connection is, when free)
+        if best is not None:
+            held.add(best)
+        return best
+
+    def whenFree(self, kind: str, claimant: Claimant) -> None:
+        """
+        Call C{claimant} with a connection of C{kind} held for it when one
+        is free (released, or newly open), or with C{(None, reason)} when
+        no connection of the pool can be opened.  Opens another unless
+        enough are on their way: for sequences a connection of their own
+        (kind C{"sequence"}, closed when the sequence ends); for binds one
+        more bind connection, up to C{max_bind_connections} per backend;
+        never past the backends' C{max_connections}.
+        """
+        claimants = self._claimants[kind]
+        claimants.append(claimant)
+        opens = OVERFLOW[kind]
+        opening = sum(
+            1
+            for k in {kind, opens}
+            for connection in self.connections[k]
+            if connection not in self.ready[k] and connection not in self.held
+        )
+        if len(claimants) <= opening or self.poolState.allAtCapacity():
+            return
+        if kind == "bind" and len(self.connections["bind"]) >= self.maxBindConnections():
+            return
+        self._open(opens)
+
+    def maxBindConnections(self) -> int:
+        pool = self.poolState.pool
+        return max(pool.bindConnections, pool.maxBindConnections) * max(1, len(self.poolState.backends))
+
+    def release(self, connection: BackendConnection) -> None:
+        """Its sequence or bind ended: the next one waiting gets the connection."""
+        if connection not in self.held:
+            return
+        self.held.discard(connection)
+        if connection.state == "ready" and self._grant(connection):
+            return
+        if self._kinds.get(connection) in _SINGLE_USE:
+            # a connection of its own for one sequence: not kept
+            self._forget(connection, "")
+            connection.close(unbind=True)
+
+    def retire(self, connection: BackendConnection) -> None:
+        """
+        Close a connection that must carry nothing more (a bind on it timed
+        out: it cannot be abandoned, and the next bind must not run beside it).
+        """
+        self._forget(connection, "")
+        connection.close(abort=True)
+
+    def _grant(self, connection: BackendConnection) -> bool:
+        """Hold C{connection} for the first claimant of its kind that takes it."""
+        kind = self._kinds.get(connection)
+        if kind is None:
+            return False
+        claimants = self._claimants[CLAIMED_AS[kind]]
+        while claimants:
+            self.held.add(connection)
+            if claimants.popleft()(connection, ""):
+                return True
+            self.held.discard(connection)
+        return False
+
     def _open(self, kind: str) -> None:
-        operations = kind == "shared"
+        operations = kind != "bind"
         connection = BackendConnection(
             self,
             self.poolState,
             self.reactor,
             self.endpointFactory,
             DEMUX,
-            bindAs=self.serviceIdentity if operations else None,
+            bindAs=self.serviceIdentity if kind in _SERVICE_BOUND else None,
             batch=operations,  # a bind connection carries one bind at a time: nothing to batch
             oneAtATime=not operations,
             produces=True,
@@ -140,6 +263,7 @@ class SharedPool:
             self.connections[kind].remove(connection)
         if connection in self.ready[kind]:
             self.ready[kind].remove(connection)
+        self.held.discard(connection)
         if not connection.writable:
             connection.writable = True
             self.connectionWritable(connection)
@@ -150,6 +274,14 @@ class SharedPool:
             waiting.clear()
             for callback in failed:
                 callback(None, reason)
+        claimKind = CLAIMED_AS[kind]
+        waitingClaims = self._claimants[claimKind]
+        if waitingClaims and reason and not any(self.connections[k] for k in KINDS if CLAIMED_AS[k] == claimKind):
+            # every connection of the kind is gone: nothing to wait for
+            claimants = list(waitingClaims)
+            waitingClaims.clear()
+            for claimant in claimants:
+                claimant(None, reason)
 
     def pauseClient(self, transport: Any) -> None:
         """A client fed a connection whose buffer is full: stop reading it."""
@@ -179,6 +311,10 @@ class SharedPool:
         waiting = self._waiting[kind]
         while waiting and connection.state == "ready":
             waiting.popleft()(connection, "")
+        if connection.state == "ready" and connection not in self.held:
+            if not self._grant(connection) and kind in _SINGLE_USE:
+                self._forget(connection, "")
+                connection.close(unbind=True)
 
     def connectionBindRefused(self, connection: BackendConnection, resultCode: int) -> None:  # type: ignore[override]
         name = connection.backend.name if connection.backend else "?"
@@ -219,7 +355,7 @@ class SharedPool:
             link.failed(connection, clientID, tag, resultCode, reason)
 
     def connectionWritable(self, connection: object) -> None:
-        if self._pausedClients and all(c.writable for c in self.ready["shared"] + self.ready["bind"]):
+        if self._pausedClients and all(c.writable for kind in KINDS for c in self.ready[kind]):
             paused, self._pausedClients = self._pausedClients, []
             for transport in paused:
                 transport.resumeProducing()
@@ -229,3 +365,15 @@ class SharedPool:
 
     def rawReceived(self, connection: object, data: bytes) -> None:
         """Not called: shared connections carry no opaque sessions."""
+
+
+def sharedPoolFor(runtime: Runtime, poolName: str, reactor: IReactorTime) -> SharedPool:
+    """The runtime's L{SharedPool} for one of its pools (made on first use)."""
+    poolState = runtime.backends.pools[poolName]
+    shared = runtime.sharedPools.get(poolName)
+    if shared is None or shared.poolState is not poolState:
+        metrics = runtime.observer.metrics
+        shared = runtime.sharedPools[poolName] = SharedPool(
+            poolState, reactor, runtime.endpointFactory, lambda outcome: metrics.tlsHandshake("backend", outcome)
+        )
+    return shared

@@ -23,6 +23,9 @@ without OpenLDAP fails loudly instead of passing an empty suite.
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from typing import Any, Callable, Iterator
 
 import pytest
@@ -83,12 +86,16 @@ def slapdFactory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlapdFact
 @pytest.fixture(scope="module")
 def ds389() -> Iterator[DS389]:
     """A started 389 DS for the module (plain LDAP on C{ds389.url}); removed at the end."""
-    instance = DS389()
+    # under /tmp: the dirsrv user cannot reach pytest's own temporary directories
+    scratch = tempfile.mkdtemp(prefix="ldaproute-389-", dir="/tmp")
+    os.chmod(scratch, 0o755)
+    instance = DS389(scratch)
     try:
         instance.start()
         yield instance
     finally:
-        instance.clean()
+        instance.stop()
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 @pytest.fixture
