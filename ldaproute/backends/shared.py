@@ -59,6 +59,7 @@ from ldaproute.wire.pdu import (
     controlsAfter,
     extendedNameAt,
     messageIDElement,
+    messageSpans,
     opSpan,
     proxiedAuthorization,
     reframeAt,
@@ -132,7 +133,7 @@ class SharedLink:
     def send(self, pdu: bytes) -> None:
         if self.state == "closed":
             return
-        messageID, idEnd, opEnd = opSpan(pdu)
+        messageID, idStart, idEnd, opEnd = messageSpans(pdu)
         tag = pdu[idEnd]
         if tag == ber.ABANDON_REQUEST:
             self._abandon(abandonedIDAt(pdu, idEnd))
@@ -159,7 +160,7 @@ class SharedLink:
                     completed = withUserIdentity(pdu, idEnd, opEnd, self._backendName(identity.name))
                     if completed is not None:
                         pdu = completed
-                        messageID, idEnd, opEnd = opSpan(pdu)
+                        messageID, idStart, idEnd, opEnd = messageSpans(pdu)
         if tag == ber.SEARCH_REQUEST and controls and sequences.mayBeStateful(controls):
             try:
                 stateful = sequences.classify(controls)
@@ -169,7 +170,9 @@ class SharedLink:
             if stateful is not None:
                 self._sendInSequence(messageID, pdu, idEnd, opEnd, *stateful)
                 return
-        control = self._identityControl()
+        cached, control = self._control  # L{_identityControl}'s cache, inline
+        if cached is not self._owner.session.identity:
+            control = self._identityControl()
         connection = self._shared.pick(self._kind)
         if connection is not None:
             # the common case, inline (L{_submitTo}): a ready connection
@@ -182,7 +185,8 @@ class SharedLink:
                 if timing[0] == messageID:
                     timeout = timing[1]
             data = reframeAt(pdu, idEnd, opEnd, upstreamID, control, self._controlsElement)
-            connection.submit(upstreamID, (self, messageID, tag, messageIDElement(messageID), data), data, timeout)
+            # the answers carry back the client's own messageID element
+            connection.submit(upstreamID, (self, messageID, tag, pdu[idStart:idEnd], data), data, timeout)
             if not connection.writable:
                 self._shared.pauseClient(self._owner.transport)
             return

@@ -114,13 +114,13 @@ class SharedPool:
         ready = self.ready[kind]
         pool = self.poolState.pool
         # L{wanted}, inline: this runs for every operation
-        perBackend = pool.sharedConnections
-        missing = perBackend * max(1, len(self.poolState.backends)) - len(self.connections[kind])
-        for _ in range(missing):
-            self._open(kind)
-        if not ready:
-            return None
+        missing = pool.sharedConnections * (len(self.poolState.backends) or 1) - len(self.connections[kind])
+        if missing > 0:
+            for _ in range(missing):
+                self._open(kind)
         n = len(ready)
+        if not n:
+            return None
         turn = self._turn[kind]
         if pool.strategy == "least-outstanding" and n > 1:
             self._turn[kind] = turn + 1

@@ -116,13 +116,24 @@ def withMessageID(pdu: bytes, messageID: int) -> bytes:
 
 def opSpan(pdu: bytes) -> tuple[int, int, int]:
     """
-    C{(messageID, opStart, opEnd)} of a framed LDAPMessage (shared mode
-    reads this of every request).
+    C{(messageID, opStart, opEnd)} of a framed LDAPMessage.
+
+    @raise FramingError: as L{messageSpans}.
+    """
+    messageID, _, opStart, opEnd = messageSpans(pdu)
+    return messageID, opStart, opEnd
+
+
+def messageSpans(pdu: bytes) -> tuple[int, int, int, int]:
+    """
+    C{(messageID, idStart, opStart, opEnd)} of a framed LDAPMessage (shared
+    mode reads this of every request: C{pdu[idStart:opStart]} is the
+    messageID INTEGER element its answers carry back).
 
     @raise FramingError: as L{messageIDSpan}, or a protocolOp that is
         truncated or longer than its message.
     """
-    messageID, _, opStart = messageIDSpan(pdu)
+    messageID, idStart, opStart = messageIDSpan(pdu)
     end = len(pdu)
     if opStart + 1 >= end:
         raise FramingError("malformed", "truncated protocolOp")
@@ -136,7 +147,7 @@ def opSpan(pdu: bytes) -> tuple[int, int, int]:
         opEnd = header[1] + header[0]
     if opEnd > end:
         raise FramingError("malformed", "protocolOp longer than its LDAPMessage")
-    return messageID, opStart, opEnd
+    return messageID, idStart, opStart, opEnd
 
 
 def splitMessage(pdu: bytes) -> tuple[bytes, int, bytes, bytes]:
