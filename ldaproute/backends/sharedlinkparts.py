@@ -1,0 +1,401 @@
+# -*- test-case-name: tests.test_shared -*-
+"""
+One client's shared-mode link, in layers (L{ldaproute.backends.shared}'s
+L{SharedLink} is the top one): L{LinkState} is what it holds and how it
+asserts the client's identity; L{Waits} sends a request on a pool
+connection, or makes it wait for one within its operation timeout and
+retry budget, and settles what a lost connection leaves behind (sent
+again by the replay rule, L{ldaproute.core.replay}, or answered);
+L{Claims} holds a connection for a stateful sequence (paged results,
+sort, VLV: L{ldaproute.backends.sequences}) or for one bind.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, cast
+
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+
+from ldaproute.backends import sequences, slowreaders
+from ldaproute.backends.connection import BackendConnection
+from ldaproute.backends.interfaces import IBackendLink, ILinkOwner
+from ldaproute.backends.pool import BackendState
+from ldaproute.backends.sharedpool import SharedPool
+from ldaproute.core.replay import ANSWERING, MAX_REPLAYS, mayReplay
+from ldaproute.wire import ber
+from ldaproute.wire.pdu import (
+    PROXIED_AUTHZ_OID,
+    controlOIDs,
+    controlsAfter,
+    messageIDElement,
+    opSpan,
+    proxiedAuthorization,
+    reframeAt,
+)
+
+
+class LinkState:
+    """What one client's shared link holds (see L{ldaproute.backends.shared.SharedLink})."""
+
+    @property
+    def _asLink(self) -> IBackendLink:
+        """This link as its owner knows it (the top class provides L{IBackendLink})."""
+        return cast(IBackendLink, self)
+
+    def __init__(
+        self, owner: ILinkOwner, shared: SharedPool, reactor: IReactorTime, backendName: Callable[[bytes], bytes] = bytes
+    ) -> None:
+        """
+        @param backendName: the client's bind DN as the pool's backends know
+            it (through the suffix rewrite of a route to the pool), for the
+            Proxied Authorization control.
+        """
+        self._backendName = backendName
+        #: search result entries relayed, by client messageID
+        self.entries: dict[int, int] = {}
+        self.backend: BackendState | None = None
+        self._owner = owner
+        self._shared = shared
+        self._reactor = reactor
+        self.pool = shared.poolState
+        self.state = "ready"
+        self.boundVersion = 0
+        self.responseTransformer: Callable[[bytes], bytes] | None = None
+        self._ops: dict[int, tuple[BackendConnection | None, int]] = {}
+        #: C{(messageID, timeout)} of the operation about to be sent, when it has one
+        self._timing: tuple[int, float] | None = None
+        #: timers of operations waiting for a ready connection
+        self._waitTimers: dict[int, IDelayedCall] = {}
+        #: the retry budget of the operation about to be sent (L{operationStarted})
+        self._budget = 0.0
+        #: how many times operations were sent again after their connection died
+        self._replays: dict[int, int] = {}
+        #: operations waiting for a ready connection: their pool callback
+        self._waiters: dict[int, tuple[str, Callable[[BackendConnection | None, str], None]]] = {}
+        self._control: tuple[Any, bytes] = (None, b"")
+        self._controlsElement = b""
+        #: what waits for a client that is not reading (L{slowreaders})
+        self._buffer = slowreaders.ClientBuffer(self.pool.pool.clientBufferMax)
+        #: the connections the current identity's operations go out on
+        self._kind = "shared"
+        #: binds in flight: client messageID -> the bind connection it holds
+        self._binds: dict[int, BackendConnection] = {}
+        self._sequences = sequences.SequenceBook(shared.release, reactor, shared.poolState.pool.pagedIdleTimeout)
+
+    def _identityControl(self) -> bytes:
+        """The control asserting the client's identity (cached per identity,
+        with the C{[0]} controls element holding only it)."""
+        identity = self._owner.session.identity
+        cached, control = self._control
+        if cached is identity:
+            return control
+        if identity.kind == "anonymous" or not identity.name:
+            # anonymous: on connections bound anonymously, never with the
+            # service identity's rights (L{SharedPool.kindFor})
+            control = b""
+            self._kind = self._shared.kindFor(True)
+        else:
+            control = proxiedAuthorization(b"dn:" + self._backendName(identity.name))
+            self._kind = "shared"
+        self._control = (identity, control)
+        self._controlsElement = ber.tlv(ber.CONTROLS_TAG, control) if control else b""
+        return control
+
+    def _answer(self, messageID: int, requestTag: int, resultCode: int, message: str) -> None:
+        """The proxy's own final answer to a request, through the usual path."""
+        responseTag = ber.RESPONSE_FOR[requestTag]
+        self.backend = None
+        self._owner.linkReceived(self._asLink, ber.result(messageID, responseTag, resultCode, message), [(messageID, responseTag, resultCode)]
+        )
+
+
+class Waits(LinkState):
+    """Requests on the pool's connections: at once, waiting for one, or again after a loss."""
+
+    def _timeoutFor(self, messageID: int) -> float | None:
+        """The operation_timeout the owner gave for C{messageID} (L{operationStarted}), once."""
+        timing = self._timing
+        if timing is None:
+            return None
+        self._timing = None
+        return timing[1] if timing[0] == messageID else None
+
+    def _submitTo(
+        self,
+        connection: BackendConnection,
+        messageID: int,
+        tag: int,
+        pdu: bytes,
+        control: bytes,
+        idEnd: int,
+        opEnd: int,
+        controlsElement: bytes | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        """Send a request on C{connection} under an upstream messageID of its choosing."""
+        upstreamID = connection.allocateID()
+        if controlsElement is None:
+            controlsElement = ber.tlv(ber.CONTROLS_TAG, control) if control else b""
+        data = reframeAt(pdu, idEnd, opEnd, upstreamID, control, controlsElement)
+        self._ops[messageID] = (connection, upstreamID)
+        if timeout is None:
+            timeout = self._timeoutFor(messageID)
+        connection.submit(upstreamID, (self, messageID, tag, messageIDElement(messageID), data), data, timeout)
+        if not connection.writable:
+            self._shared.pauseClient(self._owner.transport)
+
+    def _submit(self, kind: str, messageID: int, tag: int, pdu: bytes, control: bytes) -> None:
+        shared = self._shared
+        connection = shared.pick(kind)
+        if connection is not None:
+            _, idEnd, opEnd = opSpan(pdu)
+            self._submitTo(connection, messageID, tag, pdu, control, idEnd, opEnd)
+            return
+        self._ops[messageID] = (None, 0)
+        timeout = self._timeoutFor(messageID)
+        budget = self._budget
+        reactor = self._reactor
+        since = reactor.seconds()
+        if budget and (timeout is None or budget < timeout):
+            # the budget counts inside operation_timeout
+            self._waitTimers[messageID] = reactor.callLater(budget, self._budgetSpent, messageID, budget)
+        elif timeout is not None:
+            self._waitTimers[messageID] = reactor.callLater(timeout, self._waitedOut, messageID, timeout)
+
+        def ready(connection: BackendConnection | None, reason: str) -> None:
+            if self._waiters.get(messageID, (None, None))[1] is ready:
+                del self._waiters[messageID]
+            if self._ops.get(messageID) != (None, 0):
+                return  # abandoned or closed meanwhile
+            now = reactor.seconds()
+            remaining = None if timeout is None else max(0.0, timeout - (now - since))
+            timer = self._waitTimers.pop(messageID, None)
+            if timer is not None and timer.active():
+                timer.cancel()
+            if connection is not None and connection.lastRounds:
+                self.pool.faults.wait(now - since)  # it waited for a backend to come back
+            if connection is None:
+                del self._ops[messageID]
+                self._answerFailed(None, messageID, tag, ber.UNAVAILABLE, reason)
+                return
+            _, idEnd, opEnd = opSpan(pdu)
+            self._submitTo(connection, messageID, tag, pdu, control, idEnd, opEnd, timeout=remaining)
+
+        self._waiters[messageID] = (kind, ready)
+        shared.whenReady(kind, ready)
+
+    def failed(
+        self,
+        connection: BackendConnection,
+        clientID: int,
+        requestTag: int,
+        resultCode: int,
+        reason: str,
+        sent: bytes = b"",
+        progress: int = ANSWERING,
+    ) -> None:
+        """
+        The connection carrying C{clientID} died: send the request again
+        (C{sent}, as it went upstream, the identity it asserted included)
+        when the replay rule allows (L{ldaproute.core.replay}: nothing of
+        its answer relayed yet), else answer it C{resultCode}.
+        """
+        self._ops.pop(clientID, None)
+        self._binds.pop(clientID, None)
+        self._sequences.endFor(clientID)
+        if sent and self.state != "closed" and clientID not in self.entries:
+            replays = self._replays.get(clientID, 0)
+            if replays < MAX_REPLAYS and mayReplay(sent, progress):
+                self._replays[clientID] = replays + 1
+                self.pool.faults.replay(requestTag)
+                # on the next reactor turn: a backend that dies takes all its
+                # connections at once, and the others' losses come first
+                self._ops[clientID] = (None, 0)
+                self._reactor.callLater(0, self._replay, clientID, requestTag, sent)
+                return
+        self._answerFailed(connection, clientID, requestTag, resultCode, reason)
+
+    def _replay(self, clientID: int, requestTag: int, sent: bytes) -> None:
+        if self.state == "closed" or self._ops.get(clientID) != (None, 0):
+            return  # abandoned or closed meanwhile
+        del self._ops[clientID]
+        # on connections of the kind it went out on: with the identity it
+        # asserted, or anonymous ones for an anonymous client's request
+        _, opStart, _ = opSpan(sent)
+        asserted = PROXIED_AUTHZ_OID in controlOIDs(controlsAfter(sent, opStart))
+        self._submit("shared" if asserted else self._shared.kindFor(True), clientID, requestTag, sent, b"")
+
+    def _answerFailed(
+        self, connection: BackendConnection | None, clientID: int, requestTag: int, resultCode: int, reason: str
+    ) -> None:
+        if self.state == "closed" or requestTag not in ber.RESPONSE_FOR:
+            return
+        responseTag = ber.RESPONSE_FOR[requestTag]
+        self.backend = connection.backend if connection is not None else None
+        self._owner.linkReceived(self._asLink, ber.result(clientID, responseTag, resultCode, reason), [(clientID, responseTag, resultCode)], reason
+        )
+        self.backend = None
+
+    def timedOut(self, connection: BackendConnection, clientID: int, timeout: float) -> None:
+        """The operation exceeded its time limit; its connection abandoned it upstream."""
+        self._ops.pop(clientID, None)
+        bindConnection = self._binds.pop(clientID, None)
+        if bindConnection is not None:
+            # a bind cannot be abandoned: its connection carries nothing more
+            self._shared.retire(bindConnection)
+        self._sequences.endFor(clientID)
+        if self.state == "closed":
+            return
+        self.backend = connection.backend
+        name = self.backend.name if self.backend is not None else "?"
+        self._owner.linkOperationTimedOut(self._asLink,
+            clientID,
+            f"no answer from backend {name} of pool {self.pool.name!r} within the operation_timeout of {timeout:g}s; "
+            "the operation was abandoned",
+        )
+        self.backend = None
+
+    def _budgetSpent(self, clientID: int, budget: float) -> None:
+        """No connection of the pool was ready within the operation's retry budget."""
+        self._waitTimers.pop(clientID, None)
+        self._stopWaiting(clientID)
+        if self._ops.pop(clientID, None) is None or self.state == "closed":
+            return
+        faults = self.pool.faults
+        faults.budgetSpent += 1
+        faults.wait(budget)
+        tried = ", ".join(state.name for state in self.pool.backends) or "none configured"
+        self._owner.linkWaitedOut(self._asLink,
+            clientID,
+            f"no backend of pool {self.pool.name!r} is reachable (tried: {tried}); "
+            f"gave up after the retry_budget of {budget:g}s",
+            ber.UNAVAILABLE,
+        )
+
+    def _waitedOut(self, clientID: int, timeout: float) -> None:
+        self._waitTimers.pop(clientID, None)
+        self._stopWaiting(clientID)
+        if self._ops.pop(clientID, None) is None or self.state == "closed":
+            return
+        self._owner.linkOperationTimedOut(self._asLink,
+            clientID,
+            f"no connection to pool {self.pool.name!r} was ready within the operation_timeout of {timeout:g}s; "
+            "the operation was abandoned",
+        )
+
+    def _cancelWait(self, messageID: int) -> None:
+        timer = self._waitTimers.pop(messageID, None)
+        if timer is not None and timer.active():
+            timer.cancel()
+        self._stopWaiting(messageID)
+
+    def _stopWaiting(self, messageID: int) -> None:
+        """The operation no longer waits for a connection: the pool stops counting it."""
+        waiter = self._waiters.pop(messageID, None)
+        if waiter is not None:
+            self._shared.stopWaiting(*waiter)
+
+
+class Claims(Waits):
+    """Connections held for a stateful sequence or one bind."""
+
+    def _sendInSequence(self, messageID: int, pdu: bytes, idEnd: int, opEnd: int, kind: str, size: int, cookie: bytes) -> None:
+        """
+        A search that starts or continues a stateful sequence: on the
+        connection the sequence holds, or on one claimed for it.
+        """
+        book = self._sequences
+        sequence = book.continued(kind, cookie)
+        if sequence is None and kind == sequences.PAGED and cookie:
+            self._unknownCookie(messageID, size)
+            return
+        if sequence is not None:
+            connection = sequence.connection
+            if connection is None or connection.state != "ready":
+                book.end(sequence)
+                self._answer(messageID, ber.SEARCH_REQUEST, ber.UNWILLING_TO_PERFORM, sequences.LOST)
+                return
+            book.sent(sequence, messageID)
+            self._submitTo(connection, messageID, ber.SEARCH_REQUEST, pdu, self._identityControl(), idEnd, opEnd)
+            return
+        def send(connection: BackendConnection, timeout: float | None) -> None:
+            book.sent(book.start(kind, connection), messageID)
+            self._submitTo(
+                connection, messageID, ber.SEARCH_REQUEST, pdu, self._identityControl(), idEnd, opEnd, timeout=timeout
+            )
+
+        self._identityControl()  # the connection kind of the identity
+        connection = self._shared.claim(self._kind)
+        if connection is not None:
+            send(connection, None)
+            return
+        # without an operation_timeout: long enough for an idle sequence to give its connection back
+        self._whenClaimed(self._kind, messageID, ber.SEARCH_REQUEST, send, self._busy, 2 * book.idleTimeout)
+
+    def _bind(self, messageID: int, pdu: bytes, idEnd: int, opEnd: int) -> None:
+        """A simple bind, alone on a bind connection (L{SharedPool.claim}) until its result."""
+        connection = self._shared.claim("bind")
+        if connection is not None:
+            self._binds[messageID] = connection
+            self._submitTo(connection, messageID, ber.BIND_REQUEST, pdu, b"", idEnd, opEnd)
+            return
+
+        def send(connection: BackendConnection, timeout: float | None) -> None:
+            self._binds[messageID] = connection
+            self._submitTo(connection, messageID, ber.BIND_REQUEST, pdu, b"", idEnd, opEnd, timeout=timeout)
+
+        self._whenClaimed("bind", messageID, ber.BIND_REQUEST, send, self._waitedOut, None)
+
+    def _whenClaimed(
+        self,
+        kind: str,
+        messageID: int,
+        tag: int,
+        send: Callable[[BackendConnection, float | None], None],
+        waitedOut: Callable[[int, float], None],
+        defaultWait: float | None,
+    ) -> None:
+        """
+        Wait for a connection of C{kind} to hold (L{SharedPool.whenFree}),
+        within the operation's timeout (else C{defaultWait}, if any; then
+        C{waitedOut}), and C{send} the request on it.
+        """
+        self._ops[messageID] = (None, 0)
+        opTimeout = self._timeoutFor(messageID)
+        wait = opTimeout if opTimeout is not None else defaultWait
+        if wait is not None:
+            self._waitTimers[messageID] = self._reactor.callLater(wait, waitedOut, messageID, wait)
+
+        def claimed(connection: BackendConnection | None, reason: str) -> bool:
+            if self.state == "closed" or self._ops.get(messageID) != (None, 0):
+                return False  # abandoned, answered or closed meanwhile
+            remaining = None
+            timer = self._waitTimers.pop(messageID, None)
+            if timer is not None:
+                if opTimeout is not None:
+                    remaining = max(0.0, timer.getTime() - self._reactor.seconds())
+                timer.cancel()
+            del self._ops[messageID]
+            if connection is None:
+                self._answerFailed(None, messageID, tag, ber.UNAVAILABLE, reason)
+                return False
+            send(connection, remaining)
+            return True
+
+        self._shared.whenFree(kind, claimed)
+
+    def _unknownCookie(self, messageID: int, size: int) -> None:
+        """A page of a sequence this link does not hold (ended, or idle too long)."""
+        if size == 0:  # giving up a sequence that is over already
+            self.backend = None
+            self._owner.linkReceived(self._asLink, sequences.endedSequenceDone(messageID), [(messageID, ber.SEARCH_RESULT_DONE, 0)])
+            return
+        self._answer(messageID, ber.SEARCH_REQUEST, ber.UNWILLING_TO_PERFORM, sequences.unknownCookie(self._sequences.idleTimeout))
+
+    def _busy(self, messageID: int, timeout: float) -> None:
+        """No connection became free for a new sequence in time."""
+        self._waitTimers.pop(messageID, None)
+        if self._ops.pop(messageID, None) is None or self.state == "closed":
+            return
+        self._answer(messageID, ber.SEARCH_REQUEST, ber.BUSY, sequences.busy(self.pool.name, timeout))
