@@ -18,7 +18,7 @@ import os
 import re
 import shlex
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.testing import MemoryReactor
@@ -60,24 +60,34 @@ def positiveInt(value: str) -> int:
 _BYTE_UNITS = (("kib", 1024), ("mib", 1024**2), ("gib", 1024**3), ("k", 1024), ("m", 1024**2), ("g", 1024**3))
 
 
+_DURATION_UNITS = (("ms", 0.001), ("s", 1.0), ("m", 60.0))
+
+_N = TypeVar("_N", int, float)
+
+
+def _positiveWithUnit(value: str, text: str, units: tuple[tuple[str, _N], ...], number: Callable[[str], _N], example: str) -> _N:
+    """C{text} (the cleaned C{value}) as a number above zero times its suffix's factor, if it has one."""
+    scale = number("1")
+    for suffix, factor in units:
+        if text.endswith(suffix):
+            text, scale = text[: -len(suffix)].strip(), factor
+            break
+    try:
+        result = number(text) * scale
+    except ValueError:
+        raise InvalidValue(f"expected {example}, not {value!r}") from None
+    if result <= 0:
+        what = "a size" if number is int else "a duration"
+        raise InvalidValue(f"expected {what} above zero, not {value!r}")
+    return result
+
+
 def byteSize(value: str) -> int:
     """
     A size in bytes above zero: a whole number, or with a C{KiB}, C{MiB}
     or C{GiB} suffix (C{K}, C{M}, C{G} too; powers of 1024).
     """
-    text = value.strip().lower().replace("_", "")
-    scale = 1
-    for suffix, factor in _BYTE_UNITS:
-        if text.endswith(suffix):
-            text, scale = text[: -len(suffix)].strip(), factor
-            break
-    try:
-        size = int(text) * scale
-    except ValueError:
-        raise InvalidValue(f"expected a size such as 4MiB, 512KiB or 65536, not {value!r}") from None
-    if size <= 0:
-        raise InvalidValue(f"expected a size above zero, not {value!r}")
-    return size
+    return _positiveWithUnit(value, value.strip().lower().replace("_", ""), _BYTE_UNITS, int, "a size such as 4MiB, 512KiB or 65536")
 
 
 def nonNegativeInt(value: str) -> int:
@@ -115,19 +125,7 @@ def hostPort(value: str) -> tuple[str, int]:
 
 def duration(value: str) -> float:
     """Seconds, or with a C{ms}, C{s} or C{m} suffix; above zero, since a zero timeout would refuse everything."""
-    text = value.strip().lower()
-    scale = 1.0
-    for suffix, factor in (("ms", 0.001), ("s", 1.0), ("m", 60.0)):
-        if text.endswith(suffix):
-            text, scale = text[: -len(suffix)], factor
-            break
-    try:
-        seconds = float(text) * scale
-    except ValueError:
-        raise InvalidValue(f"expected a duration such as 5s or 250ms, not {value!r}") from None
-    if seconds <= 0:
-        raise InvalidValue(f"expected a duration above zero, not {value!r}")
-    return seconds
+    return _positiveWithUnit(value, value.strip().lower(), _DURATION_UNITS, float, "a duration such as 5s or 250ms")
 
 
 def choice(*choices: str) -> Callable[[str], str]:
