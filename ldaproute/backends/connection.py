@@ -149,8 +149,8 @@ class BackendConnection(Connector):
     def submit(self, upstreamID: int, entry: Any, data: bytes, timeout: float | None = None, budget: float = 0.0) -> None:
         """
         Send a request of a demultiplexed connection under C{upstreamID}
-        (fresh from L{allocateID}): L{operationStarted}, inline, as this is
-        shared mode's per-operation path, then L{_send}.
+        (fresh from L{allocateID}): L{operationStarted} and L{_send}, inline,
+        as this is shared mode's per-operation path.
         """
         self.ops[upstreamID] = entry
         if self.counted:
@@ -165,7 +165,13 @@ class BackendConnection(Connector):
                 serial.append((upstreamID, data))
                 return
             self.serialInFlight = upstreamID
-        self._send(data)
+        pending = self._pending  # L{_send}, inline
+        if pending is None:
+            self._write(data)
+        else:
+            pending.append(data)
+            if len(pending) == 1:
+                self.reactor.callLater(0, self._flush)
 
     def _send(self, data: bytes) -> None:
         """

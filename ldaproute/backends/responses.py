@@ -239,7 +239,6 @@ class Demux(Receiver):
                     if upstreamID == serialID:
                         serialEnded = True
                     code = ber.resultCodeAt(buf, idEnd, pduEnd)
-                    link.ended(clientID)
                     linkFinals = finals.get(link)
                     if linkFinals is None:
                         finals[link] = [(clientID, tag, code)]

@@ -189,17 +189,13 @@ class SharedLink(Claims):
         """Search result entries relayed for C{messageID} (for the access log)."""
         return self.entries.pop(messageID, 0)
 
-    def ended(self, clientID: int) -> None:
-        """A final response for C{clientID} arrived (called before L{deliver})."""
-        self._ops.pop(clientID, None)
-        if self._replays:
-            self._replays.pop(clientID, None)
-        if self._binds:
-            connection = self._binds.pop(clientID, None)
-            if connection is not None:
-                self._shared.release(connection)
-
     def deliver(self, connection: BackendConnection, data: bytes, finals: list[tuple[int, int, int]]) -> None:
+        """Whole responses for this client from C{connection}, and the operations they end."""
+        ops = self._ops
+        for final in finals:
+            ops.pop(final[0], None)
+            if self._replays or self._binds:
+                self._ended(final[0])
         if self.state == "closed":
             return
         if self.responseTransformer is not None:
@@ -215,6 +211,13 @@ class SharedLink(Claims):
         buffer = self._buffer
         if buffer.paused and buffer.delivered(len(data)):
             self._shed()
+
+    def _ended(self, clientID: int) -> None:
+        """An operation that was sent again, or a bind, got its final response."""
+        self._replays.pop(clientID, None)
+        connection = self._binds.pop(clientID, None)
+        if connection is not None:
+            self._shared.release(connection)  # the next bind may have it
 
     def _shed(self) -> None:
         """
