@@ -201,7 +201,8 @@ def reframeAt(pdu: bytes, opStart: int, opEnd: int, messageID: int, control: byt
     else:
         controls = pdu[opEnd:]
     # the header and messageID in one piece, as withMessageID: per request
-    content = encodeInteger(messageID)
+    # (L{encodeInteger}, inline: messageIDs are never negative)
+    content = messageID.to_bytes((messageID.bit_length() + 8) // 8, "big")
     bodyLength = 2 + len(content) + (opEnd - opStart) + len(controls)
     if bodyLength < 0x80:
         header = bytes((SEQUENCE, bodyLength, INTEGER, len(content))) + content
