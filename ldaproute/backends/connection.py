@@ -105,6 +105,8 @@ class BackendConnection(Connector):
         self.counted = False
         #: after L{fail}: the upstream messageIDs of operations that never went out
         self.unsent: frozenset[int] = frozenset()
+        #: whether it was ever ready (it carried operations, not only tried)
+        self.carried = False
 
     # --- after connecting (L{Connector}) -----------------------------------
 
@@ -130,6 +132,7 @@ class BackendConnection(Connector):
         if self.waiting or self.reconnecting.rounds:
             self.reconnecting.served(self.backend.name if self.backend else "?")
         self.state = "ready"
+        self.carried = True
         queued, self._queue = self._queue, []
         if queued:
             self._send(b"".join(queued))

@@ -269,11 +269,18 @@ class SharedPool:
             self.connectionWritable(connection)
         waiting = self._waiting[kind]
         if waiting and not self.connections[kind]:
-            # every attempt of this kind failed: the waiting requests too
-            failed = list(waiting)
-            waiting.clear()
-            for callback in failed:
-                callback(None, reason)
+            if connection.carried and self.poolState.pool.retryBudget > 0:
+                # the last of its kind died after carrying operations while
+                # requests wait within their retry budget: a new one
+                # reconnects for them (a connection that never got ready,
+                # its service identity refused say, fails them at once)
+                self._open(kind)
+            else:
+                # every attempt of this kind failed: the waiting requests too
+                failed = list(waiting)
+                waiting.clear()
+                for callback in failed:
+                    callback(None, reason)
         claimKind = CLAIMED_AS[kind]
         waitingClaims = self._claimants[claimKind]
         if waitingClaims and reason and not any(self.connections[k] for k in KINDS if CLAIMED_AS[k] == claimKind):
