@@ -153,9 +153,12 @@ def test_digestWithLayerRefusedBeforeItIsInForce() -> None:
     assert b"qop=auth-conf" in answer.value.errorMessage and b"mode = session" in answer.value.errorMessage
     assert bindConnection.sent() == b""  # the step never went upstream
     assert client.protocol.session.identity.kind == "anonymous"
-    # the connection is free for the next bind (an exchange in progress ends with it)
+    # the next bind goes on a new connection (slapd would take it as the exchange's next step)
     client.send(pdus.bind("uid=u1,dc=example,dc=com", "pw", messageID=3))
-    assert upstream(bindConnection)[1] == ber.BIND_REQUEST
+    replacement = backends.connections[-1]
+    assert replacement is not bindConnection
+    ready(replacement, service=False)
+    assert upstream(replacement)[1] == ber.BIND_REQUEST
 
 
 @pytest.mark.parametrize("mechanism", [b"EXTERNAL", b"GSSAPI", b"SCRAM-SHA-256-PLUS", b"X-UNKNOWN"])
@@ -207,3 +210,44 @@ def test_boundDN() -> None:
     assert sharedsasl.boundDN(b"") == (b"", "")
     dn, why = sharedsasl.boundDN(b"u:alice")
     assert dn is None and "u:alice" in why
+
+
+def test_unfinishedExchangeClosesItsConnection() -> None:
+    """
+    A SASL exchange refused (or left) midway leaves the backend expecting
+    its next step: the connection is closed, and a bind waiting for it gets
+    a new one.
+    """
+    factory, backends, _ = proxy(CONFIG.replace("bind_connections = 1\n", "bind_connections = 1\nmax_bind_connections = 1\n"))
+    client = Client(factory)
+    client.send(saslBind(1, b"DIGEST-MD5"))
+    [bindConnection] = backends.connections
+    ready(bindConnection, service=False)
+    first, _, _ = upstream(bindConnection)
+    bindConnection.respond(saslResponse(first, ber.SASL_BIND_IN_PROGRESS, b'nonce="n",qop="auth-conf"'))
+    client.received()
+    waiting = Client(factory)
+    waiting.send(pdus.bind("uid=u1,dc=example,dc=com", "pw", messageID=1))  # bind_connections = 1: it waits
+    assert bindConnection.sent() == b"" and len(backends.connections) == 1
+    client.send(saslBind(2, b"DIGEST-MD5", b'username="sasluser",qop=auth-conf'))
+    assert decodeOne(client.received()).value.resultCode == ber.AUTH_METHOD_NOT_SUPPORTED
+    assert bindConnection.transport is not None and bindConnection.transport.disconnecting
+    replacement = backends.connections[-1]
+    assert replacement is not bindConnection
+    ready(replacement, service=False)
+    messageID, tag, _ = upstream(replacement)
+    assert tag == ber.BIND_REQUEST
+    replacement.respond(pdus.bindResponse(messageID, 0))
+    assert decodeOne(waiting.received()).value.resultCode == 0
+
+
+def test_clientLeavingMidExchangeClosesItsConnection() -> None:
+    factory, backends, _ = proxy(CONFIG)
+    client = Client(factory)
+    client.send(saslBind(1, b"SCRAM-SHA-256", b"n,,n=sasluser,r=abc"))
+    [bindConnection] = backends.connections
+    ready(bindConnection, service=False)
+    first, _, _ = upstream(bindConnection)
+    bindConnection.respond(saslResponse(first, ber.SASL_BIND_IN_PROGRESS, b"r=abcdef"))
+    client.protocol.connectionLost(None)  # type: ignore[arg-type]
+    assert bindConnection.transport is not None and bindConnection.transport.disconnecting

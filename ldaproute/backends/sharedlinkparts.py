@@ -359,7 +359,7 @@ class Claims(Waits):
                 return
             refused = sharedsasl.stepRefusal(mechanism, credentials)
             if refused is not None:
-                self._unpin()  # the backend's half-done exchange ends with the connection's next bind
+                self._unpin()
                 self._answer(messageID, ber.BIND_REQUEST, ber.AUTH_METHOD_NOT_SUPPORTED, refused)
                 return
             self._saslBinds.add(messageID)
@@ -440,10 +440,14 @@ class Claims(Waits):
     # --- SASL binds (L{ldaproute.backends.sharedsasl}) -------------------------
 
     def _unpin(self) -> None:
-        """The SASL exchange in progress, if any, is over: its connection goes back."""
+        """
+        The SASL exchange in progress, if any, ends unfinished: its
+        connection is closed, not given back (slapd takes a later bind
+        with the same mechanism there as the exchange's next step).
+        """
         connection, self._saslPin = self._saslPin, None
         if connection is not None:
-            self._shared.release(connection)
+            self._shared.retire(connection)
 
     def _saslAnswered(self, connection: BackendConnection, data: bytes, finals: list[tuple[int, int, int]]) -> bool:
         """
@@ -457,7 +461,10 @@ class Claims(Waits):
                 continue
             self._saslBinds.discard(clientID)
             if self.state == "closed":
-                self._shared.release(connection)
+                if code == ber.SASL_BIND_IN_PROGRESS:
+                    self._shared.retire(connection)  # (L{_unpin})
+                else:
+                    self._shared.release(connection)
                 return False
             if code == ber.SASL_BIND_IN_PROGRESS:
                 self._saslPin = connection
