@@ -251,3 +251,20 @@ def test_clientLeavingMidExchangeClosesItsConnection() -> None:
     bindConnection.respond(saslResponse(first, ber.SASL_BIND_IN_PROGRESS, b"r=abcdef"))
     client.protocol.connectionLost(None)  # type: ignore[arg-type]
     assert bindConnection.transport is not None and bindConnection.transport.disconnecting
+
+
+def test_exchangeLeftIdleClosesItsConnection() -> None:
+    factory, backends, reactor = proxy(CONFIG)
+    client = Client(factory)
+    client.send(saslBind(1, b"SCRAM-SHA-256", b"n,,n=sasluser,r=abc"))
+    [bindConnection] = backends.connections
+    ready(bindConnection, service=False)
+    first, _, _ = upstream(bindConnection)
+    bindConnection.respond(saslResponse(first, ber.SASL_BIND_IN_PROGRESS, b"r=abcdef"))
+    reactor.advance(sharedsasl.STEP_TIMEOUT - 1)
+    assert bindConnection.transport is not None and not bindConnection.transport.disconnecting
+    reactor.advance(1)
+    assert bindConnection.transport.disconnecting
+    # the late step goes on a new connection (where the backend will refuse it)
+    client.send(saslBind(2, b"SCRAM-SHA-256", b"c=biws,r=abcdef,p=proof"))
+    assert backends.connections[-1] is not bindConnection

@@ -87,6 +87,7 @@ class LinkState:
         self._saslBinds: set[int] = set()
         #: the bind connection a SASL exchange in progress (14) holds for its next step
         self._saslPin: BackendConnection | None = None
+        self._saslPinTimer: IDelayedCall | None = None
         self._sequences = sequences.SequenceBook(shared.release, reactor, shared.poolState.pool.pagedIdleTimeout)
 
     def _identityControl(self) -> bytes:
@@ -107,6 +108,14 @@ class LinkState:
         self._control = (identity, control)
         self._controlsElement = ber.tlv(ber.CONTROLS_TAG, control) if control else b""
         return control
+
+    def _takePin(self) -> BackendConnection | None:
+        """The connection a SASL exchange in progress holds (no longer held by it), if any."""
+        connection, self._saslPin = self._saslPin, None
+        timer, self._saslPinTimer = self._saslPinTimer, None
+        if timer is not None and timer.active():
+            timer.cancel()
+        return connection
 
     def _answer(self, messageID: int, requestTag: int, resultCode: int, message: str) -> None:
         """The proxy's own final answer to a request, through the usual path."""
@@ -211,7 +220,7 @@ class Waits(LinkState):
         self._binds.pop(clientID, None)
         self._saslBinds.discard(clientID)
         if self._saslPin is connection:
-            self._saslPin = None
+            self._takePin()
         self._sequences.endFor(clientID)
         if sent and self.state != "closed" and clientID not in self.entries:
             replays = self._replays.get(clientID, 0)
@@ -363,10 +372,9 @@ class Claims(Waits):
                 self._answer(messageID, ber.BIND_REQUEST, ber.AUTH_METHOD_NOT_SUPPORTED, refused)
                 return
             self._saslBinds.add(messageID)
-        connection = self._saslPin
+        connection = self._takePin()
         if connection is not None:
             # the next step (or a new bind, which ends the exchange: RFC 4511 4.2.1)
-            self._saslPin = None
             if connection.state == "ready":
                 self._binds[messageID] = connection
                 self._submitTo(connection, messageID, ber.BIND_REQUEST, pdu, b"", idEnd, opEnd)
@@ -445,7 +453,7 @@ class Claims(Waits):
         connection is closed, not given back (slapd takes a later bind
         with the same mechanism there as the exchange's next step).
         """
-        connection, self._saslPin = self._saslPin, None
+        connection = self._takePin()
         if connection is not None:
             self._shared.retire(connection)
 
@@ -467,7 +475,9 @@ class Claims(Waits):
                     self._shared.release(connection)
                 return False
             if code == ber.SASL_BIND_IN_PROGRESS:
+                # held for the next step, which a client sends at once: not for ever
                 self._saslPin = connection
+                self._saslPinTimer = self._reactor.callLater(sharedsasl.STEP_TIMEOUT, self._unpin)
             elif code == ber.SUCCESS:
                 probe = _WhoAmI(self, clientID, data)
                 upstreamID = connection.allocateID()

@@ -37,6 +37,11 @@ from ldaproute.wire.pdu import messageIDSpan
 
 WHOAMI_OID: Final = b"1.3.6.1.4.1.4203.1.11.3"
 
+#: seconds a bind connection waits for a SASL exchange's next step (clients
+#: answer a challenge at once): then it is closed, so that clients that
+#: start an exchange and stop cannot hold every bind connection
+STEP_TIMEOUT: Final = 30.0
+
 #: mechanisms that never negotiate a security layer
 _LAYERLESS: Final = frozenset(
     {
