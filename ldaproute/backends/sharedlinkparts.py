@@ -518,6 +518,8 @@ class Claims(Waits):
             self._answer(clientID, ber.BIND_REQUEST, ber.UNWILLING_TO_PERFORM, why)
             return
         self._owner.session.bindIdentityLearned(clientID, Identity("sasl", dn) if dn else ANONYMOUS)
+        if self.responseTransformer is not None:  # as L{SharedLink.deliver} does
+            bindResponse = self.responseTransformer(bindResponse)
         self.backend = connection.backend if connection is not None else None
         self._owner.linkReceived(self._asLink, bindResponse, [(clientID, ber.BIND_RESPONSE, ber.SUCCESS)])
         self.backend = None
