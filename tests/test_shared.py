@@ -118,10 +118,10 @@ def test_failedBindLeavesClientAnonymous() -> None:
     assert client.protocol.session.identity.kind == "anonymous"
 
 
-def test_saslBindRefused() -> None:
+def test_saslExternalRefused() -> None:
     factory, backends, _ = proxy(CONFIG)
     client = Client(factory)
-    client.send(pdus.message(pureldap.LDAPBindRequest(dn="", auth=("DIGEST-MD5", None), sasl=True), 4))
+    client.send(pdus.message(pureldap.LDAPBindRequest(dn="", auth=("EXTERNAL", None), sasl=True), 4))
     answer = decodeOne(client.received())
     assert (answer.id, answer.value.resultCode) == (4, ber.AUTH_METHOD_NOT_SUPPORTED)
     assert b"mode = session" in answer.value.errorMessage

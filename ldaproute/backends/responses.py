@@ -239,6 +239,7 @@ class Demux(Receiver):
                     if upstreamID == serialID:
                         serialEnded = True
                     code = ber.resultCodeAt(buf, idEnd, pduEnd)
+                    link.ended(clientID)
                     linkFinals = finals.get(link)
                     if linkFinals is None:
                         finals[link] = [(clientID, tag, code)]

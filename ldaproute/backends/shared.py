@@ -18,9 +18,12 @@ identity); every other operation carries the client's identity to the
 backend in a critical Proxied Authorization control (RFC 4370) that is
 appended to the request's controls.  The shared connections are bound as
 the pool's service identity (C{service_bind_dn}), which the backend must
-allow to proxy (docs/shared-mode.rst).  SASL binds, StartTLS and extended
-operations that change connection state are refused: they cannot share a
-connection.  Stateful sequences (paged results, sort, virtual list view:
+allow to proxy (docs/shared-mode.rst).  SASL binds run on a bind
+connection too, their steps pinned to it, and on success the proxy learns
+the identity to assert with Who Am I there (L{ldaproute.backends.sharedsasl}:
+mechanisms that would put a security layer in force are refused).
+StartTLS and extended operations that change connection state are
+refused: they cannot share a connection.  Stateful sequences (paged results, sort, virtual list view:
 L{ldaproute.backends.sequences}) each hold a connection of their own for
 as long as they last.  The link's state, its waits and failures and its
 claims on connections are the layers below L{SharedLink}, in
@@ -189,13 +192,19 @@ class SharedLink(Claims):
         """Search result entries relayed for C{messageID} (for the access log)."""
         return self.entries.pop(messageID, 0)
 
+    def ended(self, clientID: int) -> None:
+        """A final response for C{clientID} arrived (called before L{deliver})."""
+        self._ops.pop(clientID, None)
+        if self._replays:
+            self._replays.pop(clientID, None)
+        if self._binds:
+            connection = self._binds.pop(clientID, None)
+            if connection is not None and clientID not in self._saslBinds:
+                self._shared.release(connection)  # (a SASL bind's: L{deliver} decides)
+
     def deliver(self, connection: BackendConnection, data: bytes, finals: list[tuple[int, int, int]]) -> None:
-        """Whole responses for this client from C{connection}, and the operations they end."""
-        ops = self._ops
-        for final in finals:
-            ops.pop(final[0], None)
-            if self._replays or self._binds:
-                self._ended(final[0])
+        if self._saslBinds and not self._saslAnswered(connection, data, finals):
+            return
         if self.state == "closed":
             return
         if self.responseTransformer is not None:
@@ -211,13 +220,6 @@ class SharedLink(Claims):
         buffer = self._buffer
         if buffer.paused and buffer.delivered(len(data)):
             self._shed()
-
-    def _ended(self, clientID: int) -> None:
-        """An operation that was sent again, or a bind, got its final response."""
-        self._replays.pop(clientID, None)
-        connection = self._binds.pop(clientID, None)
-        if connection is not None:
-            self._shared.release(connection)  # the next bind may have it
 
     def _shed(self) -> None:
         """
@@ -278,7 +280,7 @@ class SharedLink(Claims):
         """The client's transport is empty again (L{pauseReading})."""
         self._buffer.resume()
 
-    def goOpaque(self) -> None:  # pragma: no cover - SASL layers are refused
+    def goOpaque(self) -> None:  # pragma: no cover - SASL layers are refused (L{sharedsasl})
         raise RuntimeError("shared links carry no opaque sessions")
 
     def writeRaw(self, data: bytes) -> None:  # pragma: no cover
@@ -302,6 +304,7 @@ class SharedLink(Claims):
             if connection is not None and clientID not in binds:
                 connection.abandon(upstreamID)
         self._sequences.endAll()
+        self._unpin()
 
 
 def linkFor(owner: ILinkOwner, runtime: Runtime, poolName: str, reactor: IReactorTime) -> SharedLink:

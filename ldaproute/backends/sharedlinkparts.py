@@ -17,11 +17,13 @@ from typing import Any, cast
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
-from ldaproute.backends import sequences, slowreaders
+from ldaproute.backends import sequences, sharedsasl, slowreaders
 from ldaproute.backends.connection import BackendConnection
 from ldaproute.backends.interfaces import IBackendLink, ILinkOwner
 from ldaproute.backends.pool import BackendState
 from ldaproute.backends.sharedpool import SharedPool
+from ldaproute.backends.sharedrules import bindAuthenticationTag
+from ldaproute.core.decisions import ANONYMOUS, Identity
 from ldaproute.core.replay import ANSWERING, MAX_REPLAYS, mayReplay
 from ldaproute.wire import ber
 from ldaproute.wire.pdu import (
@@ -81,6 +83,11 @@ class LinkState:
         self._kind = "shared"
         #: binds in flight: client messageID -> the bind connection it holds
         self._binds: dict[int, BackendConnection] = {}
+        #: SASL binds in flight (their connection decides on their answer: L{Claims._saslAnswered})
+        self._saslBinds: set[int] = set()
+        #: the bind connection a SASL exchange in progress (14) holds for its next step
+        self._saslPin: BackendConnection | None = None
+        self._saslPinTimer: IDelayedCall | None = None
         self._sequences = sequences.SequenceBook(shared.release, reactor, shared.poolState.pool.pagedIdleTimeout)
 
     def _identityControl(self) -> bytes:
@@ -101,6 +108,14 @@ class LinkState:
         self._control = (identity, control)
         self._controlsElement = ber.tlv(ber.CONTROLS_TAG, control) if control else b""
         return control
+
+    def _takePin(self) -> BackendConnection | None:
+        """The connection a SASL exchange in progress holds (no longer held by it), if any."""
+        connection, self._saslPin = self._saslPin, None
+        timer, self._saslPinTimer = self._saslPinTimer, None
+        if timer is not None and timer.active():
+            timer.cancel()
+        return connection
 
     def _answer(self, messageID: int, requestTag: int, resultCode: int, message: str) -> None:
         """The proxy's own final answer to a request, through the usual path."""
@@ -203,6 +218,9 @@ class Waits(LinkState):
         """
         self._ops.pop(clientID, None)
         self._binds.pop(clientID, None)
+        self._saslBinds.discard(clientID)
+        if self._saslPin is connection:
+            self._takePin()
         self._sequences.endFor(clientID)
         if sent and self.state != "closed" and clientID not in self.entries:
             replays = self._replays.get(clientID, 0)
@@ -241,6 +259,7 @@ class Waits(LinkState):
         """The operation exceeded its time limit; its connection abandoned it upstream."""
         self._ops.pop(clientID, None)
         bindConnection = self._binds.pop(clientID, None)
+        self._saslBinds.discard(clientID)
         if bindConnection is not None:
             # a bind cannot be abandoned: its connection carries nothing more
             self._shared.retire(bindConnection)
@@ -334,7 +353,33 @@ class Claims(Waits):
         self._whenClaimed(self._kind, messageID, ber.SEARCH_REQUEST, send, self._busy, 2 * book.idleTimeout)
 
     def _bind(self, messageID: int, pdu: bytes, idEnd: int, opEnd: int) -> None:
-        """A simple bind, alone on a bind connection (L{SharedPool.claim}) until its result."""
+        """
+        A bind, alone on a bind connection (L{SharedPool.claim}) until its
+        result; a SASL bind's steps on the connection its exchange holds
+        (L{_saslPin}), each judged before it goes upstream
+        (L{sharedsasl.stepRefusal}).
+        """
+        if bindAuthenticationTag(pdu, idEnd) == ber.SASL_AUTH_TAG:
+            try:
+                mechanism, credentials = sharedsasl.saslCredentials(pdu, idEnd)
+            except ber.FramingError as e:
+                self._unpin()
+                self._answer(messageID, ber.BIND_REQUEST, ber.PROTOCOL_ERROR, f"malformed SASL bind: {e}")
+                return
+            refused = sharedsasl.stepRefusal(mechanism, credentials)
+            if refused is not None:
+                self._unpin()
+                self._answer(messageID, ber.BIND_REQUEST, ber.AUTH_METHOD_NOT_SUPPORTED, refused)
+                return
+            self._saslBinds.add(messageID)
+        connection = self._takePin()
+        if connection is not None:
+            # the next step (or a new bind, which ends the exchange: RFC 4511 4.2.1)
+            if connection.state == "ready":
+                self._binds[messageID] = connection
+                self._submitTo(connection, messageID, ber.BIND_REQUEST, pdu, b"", idEnd, opEnd)
+                return
+            self._shared.release(connection)
         connection = self._shared.claim("bind")
         if connection is not None:
             self._binds[messageID] = connection
@@ -399,3 +444,114 @@ class Claims(Waits):
         if self._ops.pop(messageID, None) is None or self.state == "closed":
             return
         self._answer(messageID, ber.SEARCH_REQUEST, ber.BUSY, sequences.busy(self.pool.name, timeout))
+
+    # --- SASL binds (L{ldaproute.backends.sharedsasl}) -------------------------
+
+    def _unpin(self) -> None:
+        """
+        The SASL exchange in progress, if any, ends unfinished: its
+        connection is closed, not given back (slapd takes a later bind
+        with the same mechanism there as the exchange's next step).
+        """
+        connection = self._takePin()
+        if connection is not None:
+            self._shared.retire(connection)
+
+    def _saslAnswered(self, connection: BackendConnection, data: bytes, finals: list[tuple[int, int, int]]) -> bool:
+        """
+        A response on a SASL bind's connection (which carries nothing else):
+        a step (14) keeps the connection for the next; success is held
+        until Who Am I names the identity (L{_WhoAmI}); anything else gives
+        the connection back.  Whether C{data} goes to the client now.
+        """
+        for clientID, _, code in finals:
+            if clientID not in self._saslBinds:
+                continue
+            self._saslBinds.discard(clientID)
+            if self.state == "closed":
+                if code == ber.SASL_BIND_IN_PROGRESS:
+                    self._shared.retire(connection)  # (L{_unpin})
+                else:
+                    self._shared.release(connection)
+                return False
+            if code == ber.SASL_BIND_IN_PROGRESS:
+                # held for the next step, which a client sends at once: not for ever
+                self._saslPin = connection
+                self._saslPinTimer = self._reactor.callLater(sharedsasl.STEP_TIMEOUT, self._unpin)
+            elif code == ber.SUCCESS:
+                probe = _WhoAmI(self, clientID, data)
+                upstreamID = connection.allocateID()
+                request = sharedsasl.whoAmIRequest(upstreamID)
+                connection.submit(
+                    upstreamID, (probe, clientID, ber.EXTENDED_REQUEST, messageIDElement(clientID), b""), request,
+                    self.pool.pool.operationTimeout,
+                )
+                return False
+            else:
+                self._shared.release(connection)
+        return True
+
+    def _saslLearned(self, connection: BackendConnection | None, clientID: int, bindResponse: bytes, answer: bytes) -> None:
+        """
+        Who Am I answered (C{answer}; empty: it failed) after a SASL bind's
+        success: the session takes the DN it names and the client gets the
+        bind's success, or the bind is answered with why the identity
+        cannot be asserted.
+        """
+        if connection is not None:
+            self._shared.release(connection)
+        if self.state == "closed":
+            return
+        try:
+            code, authzId = sharedsasl.whoAmIAnswer(answer) if answer else (-1, b"")
+        except ber.FramingError:
+            code, authzId = -1, b""
+        if code != ber.SUCCESS:
+            self._answer(
+                clientID, ber.BIND_REQUEST, ber.UNAVAILABLE,
+                "the backend accepted the SASL bind but did not answer Who Am I on its connection: "
+                "shared mode cannot learn the identity to assert; bind again",
+            )
+            return
+        dn, why = sharedsasl.boundDN(authzId)
+        if dn is None:
+            self._answer(clientID, ber.BIND_REQUEST, ber.UNWILLING_TO_PERFORM, why)
+            return
+        self._owner.session.bindIdentityLearned(clientID, Identity("sasl", dn) if dn else ANONYMOUS)
+        if self.responseTransformer is not None:  # as L{SharedLink.deliver} does
+            bindResponse = self.responseTransformer(bindResponse)
+        self.backend = connection.backend if connection is not None else None
+        self._owner.linkReceived(self._asLink, bindResponse, [(clientID, ber.BIND_RESPONSE, ber.SUCCESS)])
+        self.backend = None
+
+
+class _WhoAmI:
+    """
+    The proxy's own Who Am I on a SASL bind's connection, in the place of
+    a link for the connection's demultiplexer: its answer goes to the link
+    that holds the bind (L{Claims._saslLearned}), never to the client.
+    """
+
+    def __init__(self, link: Claims, clientID: int, bindResponse: bytes) -> None:
+        self.entries: dict[int, int] = {}
+        self._link = link
+        self._clientID = clientID
+        self._bindResponse = bindResponse
+
+    def ended(self, clientID: int) -> None:
+        """Its answer arrived (L{deliver} follows)."""
+
+    def deliver(self, connection: BackendConnection, data: bytes, finals: list[tuple[int, int, int]]) -> None:
+        self._link._saslLearned(connection, self._clientID, self._bindResponse, data)
+
+    def failed(
+        self, connection: BackendConnection, clientID: int, requestTag: int, resultCode: int, reason: str,
+        sent: bytes = b"", progress: int = ANSWERING,
+    ) -> None:
+        """The connection died before answering: the bind is answered unavailable."""
+        self._link._saslLearned(None, self._clientID, self._bindResponse, b"")
+
+    def timedOut(self, connection: BackendConnection, clientID: int, timeout: float) -> None:
+        """No answer in time: the connection carries nothing more."""
+        self._link._shared.retire(connection)
+        self._link._saslLearned(None, self._clientID, self._bindResponse, b"")

@@ -217,10 +217,15 @@ class SharedPool:
     def retire(self, connection: BackendConnection) -> None:
         """
         Close a connection that must carry nothing more (a bind on it timed
-        out: it cannot be abandoned, and the next bind must not run beside it).
+        out: it cannot be abandoned, and the next bind must not run beside it;
+        a SASL exchange on it ended unfinished).  Binds waiting for one get a
+        new connection in its place.
         """
+        kind = self._kinds.get(connection)
         self._forget(connection, "")
         connection.close(abort=True)
+        if kind == "bind" and self._claimants["bind"] and len(self.connections["bind"]) < self.wanted("bind"):
+            self._open("bind")
 
     def _grant(self, connection: BackendConnection) -> bool:
         """Hold C{connection} for the first claimant of its kind that takes it."""

@@ -5,7 +5,8 @@ before anything goes upstream.
 
 A shared connection carries many clients' operations under the pool's
 service identity, so a request that would change the connection's state
-(a SASL bind, StartTLS, most extended operations) or undo the identity the
+(StartTLS, most extended operations; SASL binds are judged step by step in
+L{ldaproute.backends.sharedsasl}) or undo the identity the
 proxy asserts for the client (its own Proxied Authorization control) is
 answered by the proxy with a message naming C{mode = session}.
 
@@ -49,17 +50,12 @@ def bindAuthenticationTag(pdu: bytes, opStart: int) -> int:
 def refusal(pdu: bytes, tag: int, opStart: int, controls: bytes) -> tuple[int, str] | None:
     """
     C{(resultCode, diagnosticMessage)} for a request that cannot share a
-    connection (SASL binds, extended operations that change the
+    connection (extended operations that change the
     connection's state, StartTLS among them), or that would undo the
     identity the proxy asserts (its own Proxied Authorization); else None.
     """
     if tag == ber.BIND_REQUEST:
-        if bindAuthenticationTag(pdu, opStart) != ber.SIMPLE_AUTH_TAG:
-            return (
-                ber.AUTH_METHOD_NOT_SUPPORTED,
-                "SASL binds are not supported in shared mode: use mode = session for SASL clients",
-            )
-        return None
+        return None  # SASL binds: step by step (L{ldaproute.backends.sharedsasl})
     if controls and PROXIED_AUTHZ_OID in controls:
         return (
             ber.UNWILLING_TO_PERFORM,

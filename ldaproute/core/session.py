@@ -383,6 +383,16 @@ class Session(LostLinks[L]):
         self.mustRebind = False
         return True
 
+    def bindIdentityLearned(self, messageID: int, identity: Identity) -> None:
+        """
+        Shared mode learned the identity a SASL bind in flight authorizes
+        (Who Am I, before the bind's success is delivered): the session
+        takes that identity, not the bind's name, on success.
+        """
+        operation = self.outstanding.get(messageID)
+        if operation is not None and operation.opTag == ber.BIND_REQUEST:
+            operation.pending = identity
+
     def tlsStarted(self) -> None:
         """
         TLS was established on the connection (StartTLS): as slapd does,
