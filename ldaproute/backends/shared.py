@@ -40,7 +40,7 @@ from zope.interface import implementer
 from ldaproute.backends.connection import BackendConnection
 from ldaproute.backends.interfaces import IBackendLink, ILinkOwner
 from ldaproute.backends import sequences, slowreaders
-from ldaproute.backends.sharedlinkparts import Claims
+from ldaproute.backends.sharedclaims import Claims
 from ldaproute.backends.sharedpool import sharedPoolFor
 from ldaproute.backends.sharedrules import (
     NO_SUCH_OPERATION,
