@@ -18,7 +18,7 @@ identity); every other operation carries the client's identity to the
 backend in a critical Proxied Authorization control (RFC 4370) that is
 appended to the request's controls.  The shared connections are bound as
 the pool's service identity (C{service_bind_dn}), which the backend must
-allow to proxy (docs/shared-mode.rst).  SASL binds run on a bind
+allow to proxy (README.rst, "Shared mode").  SASL binds run on a bind
 connection too, their steps pinned to it, and on success the proxy learns
 the identity to assert with Who Am I there (L{ldaproute.backends.sharedsasl}:
 mechanisms that would put a security layer in force are refused).
