@@ -243,6 +243,16 @@ def test_lostLinkKeepsReadsToReplay() -> None:
     assert trace.session.identity.kind == "simple"  # the identity stays: the link replays it
 
 
+def test_outstandingBindKeepsItsPasswordOutOfItsRepr() -> None:
+    """An operation kept for replay holds the PDU as sent: a bind's password must not reach a log through it."""
+    trace = Trace()
+    main = FakeLink("main")
+    trace.forward(bind(1, password="s3cret-pw"), main)
+    operation = trace.session.outstanding[1]
+    assert b"s3cret-pw" in operation.sent
+    assert "s3cret-pw" not in repr(operation) and "s3cret-pw" not in str(operation)
+
+
 def test_lostLinkAnswersPartlyAnsweredSearch() -> None:
     """search 2 got entries before main was lost -> 52 (no duplicate entries); search 3 kept."""
     trace = Trace()

@@ -100,7 +100,8 @@ class Outstanding(Generic[L]):
     #: the route (a L{ldaproute.config.Route}) and the PDU as sent (after
     #: its rewrite), to send it again if its link is lost (L{ldaproute.core.replay})
     rule: Route | None = None
-    sent: bytes = b""
+    #: (never in a repr: a bind's PDU carries its password)
+    sent: bytes = attrs.field(default=b"", repr=False)
     replays: int = 0
 
 
