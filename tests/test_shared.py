@@ -255,6 +255,36 @@ def test_lostConnectionFailsOnlyItsOperations() -> None:
     assert decodeOne(second.sent() + backends.connections[2].sent()).value.baseObject == b"dc=example,dc=com"
 
 
+def test_oneDyingBackendCountsAsOneLoss() -> None:
+    """
+    A backend that dies loses its connections one by one: a read replayed
+    onto another connection of that death, ready before it, is not charged
+    for that connection's loss too; each later death is charged, and past
+    the second the read is answered 52.
+    """
+    factory, backends, clock = proxy(CONFIG)
+    client = Client(factory)
+    client.send(pdus.search(messageID=1))
+    first, second = twoReady(backends)
+    assert first.sent() and second.sent() == b""
+    first.drop()
+    clock.advance(0)
+    assert second.sent()  # replayed on the other connection
+    second.drop()  # the same death: the replay goes out again, on a new connection
+    clock.advance(0)
+    assert client.received() == b""
+    for death in (1, 2):
+        connection = backends.connections[-1]
+        ready(connection)
+        assert connection.sent()
+        connection.drop()  # a backend that came back and died again
+        clock.advance(0)
+        if death == 1:
+            assert client.received() == b""
+    [answer] = pdus.decode(client.received())
+    assert (answer.id, answer.value.resultCode) == (1, ber.UNAVAILABLE)
+
+
 def test_lostConnectionAnswersItsWrites() -> None:
     """A write the lost connection carried is answered 52: it may have been applied."""
     factory, backends, _ = proxy(CONFIG)

@@ -107,6 +107,8 @@ class BackendConnection(Connector):
         self.unsent: frozenset[int] = frozenset()
         #: whether it was ever ready (it carried operations, not only tried)
         self.carried = False
+        #: its backend's L{BackendState.losses} when it became ready
+        self.readyAfterLosses = 0
 
     # --- after connecting (L{Connector}) -----------------------------------
 
@@ -133,6 +135,8 @@ class BackendConnection(Connector):
             self.reconnecting.served(self.backend.name if self.backend else "?")
         self.state = "ready"
         self.carried = True
+        if self.backend is not None:
+            self.readyAfterLosses = self.backend.losses
         queued, self._queue = self._queue, []
         if queued:
             self._send(b"".join(queued))
@@ -343,6 +347,8 @@ class BackendConnection(Connector):
         if self.state == "closed":
             return
         self.state = "closed"
+        if self.backend is not None:
+            self.backend.losses += 1
         unsent = {messageIDOf(pdu) for pdu in self._queue}
         if self._serial:
             unsent.update(upstreamID for upstreamID, _ in self._serial)

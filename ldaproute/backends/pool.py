@@ -61,6 +61,10 @@ class BackendState:
         self.connectsFailed = 0
         #: connections the backend closed under a client's operations
         self.connectionsDropped = 0
+        #: its connections that failed under the proxy (lost, reset, a notice,
+        #: garbage): one dying backend's losses arrive one by one, and a
+        #: connection ready before a loss is likely lost in the same death
+        self.losses = 0
         self._tls: tuple[Backend, IOpenSSLClientConnectionCreator] | None = None
         self._prober: Callable[[], None] | None = None
 

@@ -69,8 +69,9 @@ class LinkState:
         self._waitTimers: dict[int, IDelayedCall] = {}
         #: the retry budget of the operation about to be sent (L{operationStarted})
         self._budget = 0.0
-        #: how many times operations were sent again after their connection died
-        self._replays: dict[int, int] = {}
+        #: operations sent again after their connection died: how many times,
+        #: and the backend and its L{BackendState.losses} after the last loss
+        self._replays: dict[int, tuple[int, BackendState | None, int]] = {}
         #: operations waiting for a ready connection: their pool callback
         self._waiters: dict[int, tuple[str, Callable[[BackendConnection | None, str], None]]] = {}
         self._control: tuple[Any, bytes] = (None, b"")
@@ -221,9 +222,12 @@ class Waits(LinkState):
             self._takePin()
         self._sequences.endFor(clientID)
         if sent and self.state != "closed" and clientID not in self.entries:
-            replays = self._replays.get(clientID, 0)
-            if replays < MAX_REPLAYS and mayReplay(sent, progress):
-                self._replays[clientID] = replays + 1
+            replays, backend, losses = self._replays.get(clientID, (0, None, 0))
+            if backend is None or connection.backend is not backend or connection.readyAfterLosses >= losses:
+                replays += 1  # (else lost in the death that lost it last time: not its doing)
+            if replays <= MAX_REPLAYS and mayReplay(sent, progress):
+                state = connection.backend
+                self._replays[clientID] = (replays, state, state.losses if state is not None else 0)
                 self.pool.faults.replay(requestTag)
                 # on the next reactor turn: a backend that dies takes all its
                 # connections at once, and the others' losses come first
