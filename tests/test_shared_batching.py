@@ -35,10 +35,16 @@ def writes(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, bytes]]:
     return recorded
 
 
-def readyBatched(connection: FakeConnection, reactor: Any) -> None:
-    """An anonymous client's connection: ready once connected, its first writes wait for the end of the turn."""
+def readyBatched(connection: FakeConnection, reactor: Any) -> bytes:
+    """
+    An anonymous client's connection: ready once connected; the one request
+    that waited for it goes out at once (a connection with nothing else in
+    flight has nothing to batch it with).  Returns what it sent.
+    """
     connection.accept()
-    assert connection.sent() == b""
+    sent = connection.sent()
+    assert len(pdus.decode(sent)) == 1
+    return sent
 
 
 def test_oneWritePerTurn(writes: list[tuple[Any, bytes]]) -> None:
@@ -46,7 +52,7 @@ def test_oneWritePerTurn(writes: list[tuple[Any, bytes]]) -> None:
     clients = [Client(factory) for _ in range(3)]
     clients[0].send(pdus.search("ou=a,dc=example,dc=com", messageID=5))
     (connection,) = backends.connections
-    readyBatched(connection, reactor)
+    first = readyBatched(connection, reactor)
     del writes[:]
     clients[1].send(pdus.search("ou=b,dc=example,dc=com", messageID=5))
     clients[2].send(pdus.search("ou=c,dc=example,dc=com", messageID=300))
@@ -54,8 +60,8 @@ def test_oneWritePerTurn(writes: list[tuple[Any, bytes]]) -> None:
     assert writes == [] and connection.sent() == b""
     reactor.advance(0)
     assert len(writes) == 1
-    sent = pdus.decode(connection.sent())
-    # the first client's waiting search, then this turn's two searches and the abandon, in order
+    sent = pdus.decode(first + connection.sent())
+    # the first client's waiting search, then this turn's two searches and the abandon in one write, in order
     assert [type(m.value).__name__ for m in sent] == [
         "LDAPSearchRequest",
         "LDAPSearchRequest",
@@ -73,16 +79,45 @@ def test_oneWritePerTurn(writes: list[tuple[Any, bytes]]) -> None:
         assert entry.value.objectName == f"ou={ou},dc=example,dc=com".encode()
 
 
+def test_idleConnectionWritesAtOnce(writes: list[tuple[Any, bytes]]) -> None:
+    """
+    Nothing in flight, nothing to batch with: the request goes out at once
+    (no wait for the end of the turn, which costs a timed call and its
+    reactor work for every lone request); a request behind one in flight
+    waits for the turn's write.
+    """
+    factory, backends, reactor = proxy(CONFIG.replace("shared_connections = 2", "shared_connections = 1"))
+    client = Client(factory)
+    client.send(pdus.search("ou=a,dc=example,dc=com", messageID=1))
+    (connection,) = backends.connections
+    (first,) = pdus.decode(readyBatched(connection, reactor))
+    connection.respond(pdus.searchDone(first.id))
+    client.received()
+    del writes[:]
+    client.send(pdus.search("ou=b,dc=example,dc=com", messageID=2))
+    assert len(writes) == 1  # idle: at once
+    client.send(pdus.search("ou=c,dc=example,dc=com", messageID=3))
+    client.send(pdus.search("ou=d,dc=example,dc=com", messageID=4))
+    assert len(writes) == 1
+    reactor.advance(0)
+    assert len(writes) == 2  # the two behind it, together
+    assert [m.value.baseObject for m in pdus.decode(connection.sent())] == [
+        b"ou=b,dc=example,dc=com",
+        b"ou=c,dc=example,dc=com",
+        b"ou=d,dc=example,dc=com",
+    ]
+
+
 def test_closeFlushesPendingRequests(writes: list[tuple[Any, bytes]]) -> None:
     factory, backends, reactor = proxy(CONFIG.replace("shared_connections = 2", "shared_connections = 1"))
     client = Client(factory)
     client.send(pdus.search("ou=a,dc=example,dc=com", messageID=1))
     (connection,) = backends.connections
-    readyBatched(connection, reactor)
+    first = readyBatched(connection, reactor)
     client.send(pdus.search("ou=b,dc=example,dc=com", messageID=2))
     connection.protocol.connection.close(unbind=True)
     assert connection.transport is not None and connection.transport.disconnecting
-    sent = pdus.decode(connection.sent())
+    sent = pdus.decode(first + connection.sent())
     assert [type(m.value).__name__ for m in sent] == ["LDAPSearchRequest", "LDAPSearchRequest", "LDAPUnbindRequest"]
     reactor.advance(0)  # the scheduled flush finds nothing left
     assert connection.sent() == b""

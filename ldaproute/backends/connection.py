@@ -157,7 +157,10 @@ class BackendConnection(Connector):
         """
         Send a request of a demultiplexed connection under C{upstreamID}
         (fresh from L{allocateID}): L{operationStarted} and L{_send}, inline,
-        as this is shared mode's per-operation path.
+        as this is shared mode's per-operation path.  A request alone on the
+        connection (nothing else in flight or waiting for the turn's write)
+        goes out at once: it has nothing to share a write with, and waiting
+        for the end of the turn costs a timed call per lone request.
         """
         self.ops[upstreamID] = entry
         if self.counted:
@@ -173,7 +176,7 @@ class BackendConnection(Connector):
                 return
             self.serialInFlight = upstreamID
         pending = self._pending  # L{_send}, inline
-        if pending is None:
+        if pending is None or (not pending and len(self.ops) == 1):
             self._write(data)
         else:
             pending.append(data)
@@ -209,7 +212,10 @@ class BackendConnection(Connector):
             upstreamID, data = serial.popleft()
             if upstreamID in self.ops:  # not given up meanwhile
                 self.serialInFlight = upstreamID
-                self._send(data)
+                if self._pending:
+                    self._send(data)  # behind what waits for the end of the turn
+                else:
+                    self._write(data)  # nothing else can go with it
                 return
 
     def goOpaque(self) -> None:
