@@ -229,7 +229,7 @@ class TestFourOctetLengths:
 
 
 class TestElementReader:
-    """readTLV and elements: the one element reader, and its one set of reasons."""
+    """readTLV, readExpected and elements: the one element reader, and its one set of reasons."""
 
     def test_shortAndLongForms(self) -> None:
         for size in (0, 5, 127, 128, 255, 256, 70000):
@@ -266,3 +266,19 @@ class TestElementReader:
         data = ber.tlv(ber.OCTET_STRING, b"abcd")
         with pytest.raises(ber.FramingError):
             ber.readTLV(data, 0, 4)
+
+    def test_readExpected(self) -> None:
+        data = ber.tlv(ber.OCTET_STRING, b"abcd") + b"trailing"
+        assert ber.readExpected(data, 0, None, ber.OCTET_STRING, "no string") == (2, 6)
+        assert ber.readExpected(data, 0, 6, ber.OCTET_STRING, "no string") == (2, 6)
+
+    def test_readExpectedRefusesAnotherTag(self) -> None:
+        data = ber.tlv(ber.INTEGER, b"\x01")
+        with pytest.raises(ber.FramingError) as caught:
+            ber.readExpected(data, 0, None, ber.OCTET_STRING, "field without a name")
+        assert (caught.value.reason, caught.value.detail) == ("malformed", "field without a name")
+
+    def test_readExpectedKeepsReadTLVErrors(self) -> None:
+        with pytest.raises(ber.FramingError) as caught:
+            ber.readExpected(b"\x04\x05abc", 0, None, ber.INTEGER, "field without a name")
+        assert (caught.value.reason, caught.value.detail) == ("malformed", "truncated element: its length runs past what holds it")

@@ -94,12 +94,8 @@ def withUserIdentity(pdu: bytes, opStart: int, opEnd: int, dn: bytes) -> bytes |
     _, _, nameEnd = ber.readTLV(pdu, start, end)
     fields = b""
     if nameEnd < end:
-        tag, valueStart, valueEnd = ber.readTLV(pdu, nameEnd, end)
-        if tag != ber.EXTENDED_VALUE_TAG:
-            raise ber.FramingError("malformed", "extended request value with a wrong tag")
-        seqTag, fieldsStart, fieldsEnd = ber.readTLV(pdu, valueStart, valueEnd)
-        if seqTag != ber.SEQUENCE:
-            raise ber.FramingError("malformed", "password modify value is not a SEQUENCE")
+        valueStart, valueEnd = ber.readExpected(pdu, nameEnd, end, ber.EXTENDED_VALUE_TAG, "extended request value with a wrong tag")
+        fieldsStart, fieldsEnd = ber.readExpected(pdu, valueStart, valueEnd, ber.SEQUENCE, "password modify value is not a SEQUENCE")
         if fieldsStart < fieldsEnd and pdu[fieldsStart] == _USER_IDENTITY_TAG:
             return None
         fields = pdu[fieldsStart:fieldsEnd]

@@ -78,18 +78,12 @@ def saslCredentials(pdu: bytes, opStart: int) -> tuple[bytes, bytes | None]:
     _, start, end = ber.readTLV(pdu, opStart)
     _, _, versionEnd = ber.readTLV(pdu, start, end)
     _, _, nameEnd = ber.readTLV(pdu, versionEnd, end)
-    tag, saslStart, saslEnd = ber.readTLV(pdu, nameEnd, end)
-    if tag != ber.SASL_AUTH_TAG:
-        raise ber.FramingError("malformed", "not a SASL bind")
-    tag, mechStart, mechEnd = ber.readTLV(pdu, saslStart, saslEnd)
-    if tag != ber.OCTET_STRING:
-        raise ber.FramingError("malformed", "SASL bind without a mechanism")
+    saslStart, saslEnd = ber.readExpected(pdu, nameEnd, end, ber.SASL_AUTH_TAG, "not a SASL bind")
+    mechStart, mechEnd = ber.readExpected(pdu, saslStart, saslEnd, ber.OCTET_STRING, "SASL bind without a mechanism")
     mechanism = pdu[mechStart:mechEnd]
     if mechEnd >= saslEnd:
         return mechanism, None
-    tag, credStart, credEnd = ber.readTLV(pdu, mechEnd, saslEnd)
-    if tag != ber.OCTET_STRING:
-        raise ber.FramingError("malformed", "SASL credentials are not an OCTET STRING")
+    credStart, credEnd = ber.readExpected(pdu, mechEnd, saslEnd, ber.OCTET_STRING, "SASL credentials are not an OCTET STRING")
     return mechanism, pdu[credStart:credEnd]
 
 
@@ -206,9 +200,7 @@ def whoAmIAnswer(pdu: bytes) -> tuple[int, bytes]:
     @raise ber.FramingError: not a well-formed extended response.
     """
     opStart = messageIDSpan(pdu)[2]
-    tag, start, end = ber.readTLV(pdu, opStart)
-    if tag != ber.EXTENDED_RESPONSE:
-        raise ber.FramingError("malformed", "not an extended response")
+    start, end = ber.readExpected(pdu, opStart, None, ber.EXTENDED_RESPONSE, "not an extended response")
     fields = ber.elements(pdu, start, end)
     if not fields or fields[0][0] != ber.ENUMERATED:
         raise ber.FramingError("malformed", "extended response without a resultCode")

@@ -55,7 +55,7 @@ from ldaproute.configload.values import parseUDPEndpoint
 from ldaproute.core.routing import noRouteResult
 from ldaproute.listeners.rootdse import RootDSECache
 from ldaproute.wire import ber
-from ldaproute.wire.ber import ENUMERATED, OCTET_STRING, SEQUENCE, readTLV
+from ldaproute.wire.ber import ENUMERATED, OCTET_STRING, SEQUENCE, readExpected, readTLV
 from ldaproute.wire.pdu import messageIDOf, opTagOf, withMessageID
 from ldaproute.wire.results import searchResultEntry
 
@@ -101,15 +101,14 @@ def readSearchRequest(pdu: bytes, envelope: ber.Envelope) -> SearchRequest:
         tag, start, stop = readTLV(pdu, pos, end)
         fields.append((tag, start, stop))
         pos = stop
-    tag, start, stop = readTLV(pdu, pos, end)
-    if tag != SEQUENCE or stop != end:
-        raise ber.FramingError("malformed", "search request without an attribute list")
+    noList = "search request without an attribute list"
+    start, stop = readExpected(pdu, pos, end, SEQUENCE, noList)
+    if stop != end:
+        raise ber.FramingError("malformed", noList)
     attributes = []
     pos = start
     while pos < stop:
-        tag, aStart, aStop = readTLV(pdu, pos, stop)
-        if tag != OCTET_STRING:
-            raise ber.FramingError("malformed", "attribute list item is not a string")
+        aStart, aStop = readExpected(pdu, pos, stop, OCTET_STRING, "attribute list item is not a string")
         attributes.append(pdu[aStart:aStop])
         pos = aStop
     (baseTag, bStart, bStop), (scopeTag, sStart, sStop) = fields[0], fields[1]

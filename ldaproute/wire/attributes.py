@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from typing import Final
 
 from ldaproute.wire import ber
-from ldaproute.wire.ber import FramingError, readTLV
+from ldaproute.wire.ber import FramingError, readExpected, readTLV
 
 _SEQUENCE: Final = 0x30
 _SET: Final = 0x31
@@ -27,28 +27,19 @@ _ENUMERATED: Final = 0x0A
 
 def _valuesPresent(pdu: bytes, pos: int, end: int) -> bool:
     """Whether the C{SET OF value} at C{pos} holds at least one value."""
-    tag, start, stop = readTLV(pdu, pos, end)
-    if tag != _SET:
-        raise FramingError("malformed", "attribute without a value set")
+    start, stop = readExpected(pdu, pos, end, _SET, "attribute without a value set")
     return stop > start
 
 
 def _attribute(pdu: bytes, pos: int, end: int) -> tuple[bytes, bool]:
     """C{(type, has values)} of the C{SEQUENCE {type, vals}} at C{pos}."""
-    tag, start, stop = readTLV(pdu, pos, end)
-    if tag != _SEQUENCE:
-        raise FramingError("malformed", "attribute is not a SEQUENCE")
-    typeTag, typeStart, typeEnd = readTLV(pdu, start, stop)
-    if typeTag != _OCTET_STRING:
-        raise FramingError("malformed", "attribute without a type")
+    start, stop = readExpected(pdu, pos, end, _SEQUENCE, "attribute is not a SEQUENCE")
+    typeStart, typeEnd = readExpected(pdu, start, stop, _OCTET_STRING, "attribute without a type")
     return pdu[typeStart:typeEnd], _valuesPresent(pdu, typeEnd, stop)
 
 
 def _afterDN(pdu: bytes, envelope: ber.Envelope) -> int:
-    tag, _, dnEnd = readTLV(pdu, envelope.contentStart, envelope.contentEnd)
-    if tag != _OCTET_STRING:
-        raise FramingError("malformed", "operation without a DN")
-    return dnEnd
+    return readExpected(pdu, envelope.contentStart, envelope.contentEnd, _OCTET_STRING, "operation without a DN")[1]
 
 
 def valuedAttributes(pdu: bytes, envelope: ber.Envelope) -> Iterator[bytes]:
@@ -66,36 +57,24 @@ def valuedAttributes(pdu: bytes, envelope: ber.Envelope) -> Iterator[bytes]:
     tag = envelope.opTag
     end = envelope.contentEnd
     if tag == ber.ADD_REQUEST:
-        listTag, pos, listEnd = readTLV(pdu, _afterDN(pdu, envelope), end)
-        if listTag != _SEQUENCE:
-            raise FramingError("malformed", "add request without an attribute list")
+        pos, listEnd = readExpected(pdu, _afterDN(pdu, envelope), end, _SEQUENCE, "add request without an attribute list")
         while pos < listEnd:
             name, valued = _attribute(pdu, pos, listEnd)
             if valued:
                 yield name
             pos = readTLV(pdu, pos, listEnd)[2]
     elif tag == ber.MODIFY_REQUEST:
-        listTag, pos, listEnd = readTLV(pdu, _afterDN(pdu, envelope), end)
-        if listTag != _SEQUENCE:
-            raise FramingError("malformed", "modify request without a change list")
+        pos, listEnd = readExpected(pdu, _afterDN(pdu, envelope), end, _SEQUENCE, "modify request without a change list")
         while pos < listEnd:
-            changeTag, changeStart, changeEnd = readTLV(pdu, pos, listEnd)
-            if changeTag != _SEQUENCE:
-                raise FramingError("malformed", "modify change is not a SEQUENCE")
-            opTag, _, opEnd = readTLV(pdu, changeStart, changeEnd)
-            if opTag != _ENUMERATED:
-                raise FramingError("malformed", "modify change without an operation")
+            changeStart, changeEnd = readExpected(pdu, pos, listEnd, _SEQUENCE, "modify change is not a SEQUENCE")
+            _, opEnd = readExpected(pdu, changeStart, changeEnd, _ENUMERATED, "modify change without an operation")
             name, valued = _attribute(pdu, opEnd, changeEnd)
             if valued:
                 yield name
             pos = changeEnd
     elif tag == ber.COMPARE_REQUEST:
-        avaTag, avaStart, avaEnd = readTLV(pdu, _afterDN(pdu, envelope), end)
-        if avaTag != _SEQUENCE:
-            raise FramingError("malformed", "compare request without an assertion")
-        typeTag, typeStart, typeEnd = readTLV(pdu, avaStart, avaEnd)
-        if typeTag != _OCTET_STRING:
-            raise FramingError("malformed", "compare assertion without a type")
+        avaStart, avaEnd = readExpected(pdu, _afterDN(pdu, envelope), end, _SEQUENCE, "compare request without an assertion")
+        typeStart, typeEnd = readExpected(pdu, avaStart, avaEnd, _OCTET_STRING, "compare assertion without a type")
         yield pdu[typeStart:typeEnd]
 
 
@@ -134,17 +113,13 @@ def withoutValues(pdu: bytes, attribute: bytes, drop: Callable[[bytes], bool]) -
     @raise FramingError: the entry is malformed.
     """
     end = len(pdu)
-    tag, msgStart, msgEnd = readTLV(pdu, 0, end)
-    if tag != _SEQUENCE:
-        raise FramingError("malformed", "not an LDAPMessage")
+    msgStart, msgEnd = readExpected(pdu, 0, end, _SEQUENCE, "not an LDAPMessage")
     _, _, idEnd = readTLV(pdu, msgStart, msgEnd)
     opTag, opStart, opEnd = readTLV(pdu, idEnd, msgEnd)
     if opTag != ber.SEARCH_RESULT_ENTRY:
         return pdu
     _, _, nameEnd = readTLV(pdu, opStart, opEnd)
-    listTag, listStart, listEnd = readTLV(pdu, nameEnd, opEnd)
-    if listTag != _SEQUENCE:
-        raise FramingError("malformed", "entry without an attribute list")
+    listStart, listEnd = readExpected(pdu, nameEnd, opEnd, _SEQUENCE, "entry without an attribute list")
     wanted = attribute.lower()
     pieces: list[bytes] = []
     changed = False
@@ -173,6 +148,6 @@ def withoutValues(pdu: bytes, attribute: bytes, drop: Callable[[bytes], bool]) -
     if not changed:
         return pdu
     attributes = b"".join(pieces)
-    op = pdu[opStart:nameEnd] + bytes((listTag,)) + ber.encodeLength(len(attributes)) + attributes + pdu[listEnd:opEnd]
+    op = pdu[opStart:nameEnd] + bytes((_SEQUENCE,)) + ber.encodeLength(len(attributes)) + attributes + pdu[listEnd:opEnd]
     body = pdu[msgStart:idEnd] + bytes((opTag,)) + ber.encodeLength(len(op)) + op + pdu[opEnd:msgEnd]
     return bytes((_SEQUENCE,)) + ber.encodeLength(len(body)) + body

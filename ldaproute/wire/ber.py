@@ -3,9 +3,9 @@
 Byte-level BER for the hot path: framing LDAPMessages out of a byte stream,
 reading their envelope (messageID, operation, first field), the element
 readers every other module walks a PDU with (L{readLength}, L{readTLV},
-L{elements}), and writing the few small PDUs the proxy says itself
-(results, Notice of Disconnection).  Edits of a whole PDU (another
-messageID, an added control) are in L{ldaproute.wire.pdu}.
+L{readExpected}, L{elements}), and writing the few small PDUs the proxy
+says itself (results, Notice of Disconnection).  Edits of a whole PDU
+(another messageID, an added control) are in L{ldaproute.wire.pdu}.
 
 Every reader raises L{FramingError} with one of its four reason words; no
 other module defines BER errors of its own.
@@ -88,6 +88,7 @@ from ldaproute.wire.framing import (
     FramingError,
     readLength,
     readTLV,
+    readExpected,
     elements,
     readInteger,
     Framer,
@@ -171,6 +172,7 @@ __all__ = [
     "FramingError",
     "readLength",
     "readTLV",
+    "readExpected",
     "elements",
     "readInteger",
     "Framer",

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from ldaproute.wire.ber import CONTROLS_TAG, INTEGER, OCTET_STRING, SEQUENCE, FramingError, encodeInteger, readTLV, tlv
+from ldaproute.wire.ber import CONTROLS_TAG, INTEGER, OCTET_STRING, SEQUENCE, encodeInteger, readExpected, readTLV, tlv
 from ldaproute.wire.pdu import PAGED_RESULTS_OID, control, opSpan
 
 __all__ = [
@@ -66,15 +66,9 @@ def pagedValue(value: bytes) -> tuple[int, bytes]:
 
     @raise FramingError: not a SEQUENCE of an INTEGER and an OCTET STRING.
     """
-    tag, start, end = readTLV(value, 0)
-    if tag != SEQUENCE:
-        raise FramingError("malformed", "paged results value is not a SEQUENCE")
-    tag, sizeStart, sizeEnd = readTLV(value, start, end)
-    if tag != INTEGER:
-        raise FramingError("malformed", "paged results value without a size")
-    tag, cookieStart, cookieEnd = readTLV(value, sizeEnd, end)
-    if tag != OCTET_STRING:
-        raise FramingError("malformed", "paged results value without a cookie")
+    start, end = readExpected(value, 0, None, SEQUENCE, "paged results value is not a SEQUENCE")
+    sizeStart, sizeEnd = readExpected(value, start, end, INTEGER, "paged results value without a size")
+    cookieStart, cookieEnd = readExpected(value, sizeEnd, end, OCTET_STRING, "paged results value without a cookie")
     return int.from_bytes(value[sizeStart:sizeEnd], "big", signed=True), value[cookieStart:cookieEnd]
 
 

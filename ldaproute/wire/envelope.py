@@ -115,6 +115,22 @@ class Envelope:
             raise FramingError("malformed", "operation field overruns its operation")
         return pdu[start : start + length], start + length
 
+    def _bindName(self, pdu: bytes) -> tuple[bytes, int]:
+        """
+        The name of a bind request and the offset just past it, stepping
+        over its version (L{targetDN} and L{bindAuthentication} both start
+        with this walk).
+
+        @raise FramingError: no version, no name, or a malformed name.
+        """
+        pos = self.contentStart
+        if pos + 2 > self.contentEnd or pdu[pos] != INTEGER:
+            raise FramingError("malformed", "bind request without a version")
+        pos += 2 + pdu[pos + 1]
+        if pos >= self.contentEnd or pdu[pos] != OCTET_STRING:
+            raise FramingError("malformed", "bind request without a name")
+        return self._firstString(pdu, pos)
+
     def targetDN(self, pdu: bytes) -> bytes | None:
         """
         The DN the operation acts on (the bind name for a bind, the base for
@@ -127,14 +143,7 @@ class Envelope:
         if tag == DEL_REQUEST:
             return pdu[self.contentStart : self.contentEnd]
         if tag == BIND_REQUEST:
-            # version INTEGER, then name
-            pos = self.contentStart
-            if pos + 2 > self.contentEnd or pdu[pos] != INTEGER:
-                raise FramingError("malformed", "bind request without a version")
-            pos += 2 + pdu[pos + 1]
-            if pos >= self.contentEnd or pdu[pos] != OCTET_STRING:
-                raise FramingError("malformed", "bind request without a name")
-            return self._firstString(pdu, pos)[0]
+            return self._bindName(pdu)[0]
         if tag in (SEARCH_REQUEST, MODIFY_REQUEST, ADD_REQUEST, MODDN_REQUEST, COMPARE_REQUEST):
             pos = self.contentStart
             if pos >= self.contentEnd or pdu[pos] != OCTET_STRING:
@@ -150,13 +159,7 @@ class Envelope:
 
         @raise FramingError: not a well-formed bind request.
         """
-        pos = self.contentStart
-        if pos + 2 > self.contentEnd or pdu[pos] != INTEGER:
-            raise FramingError("malformed", "bind request without a version")
-        pos += 2 + pdu[pos + 1]
-        if pos >= self.contentEnd or pdu[pos] != OCTET_STRING:
-            raise FramingError("malformed", "bind request without a name")
-        _, pos = self._firstString(pdu, pos)
+        _, pos = self._bindName(pdu)
         if pos >= self.contentEnd:
             raise FramingError("malformed", "bind request without authentication")
         choice = pdu[pos]

@@ -2,7 +2,7 @@
 """
 Cutting a client's byte stream into whole LDAPMessages (L{Framer}) and
 the element readers every other module walks a PDU with (L{readLength},
-L{readTLV}, L{elements}, L{readInteger}).
+L{readTLV}, L{readExpected}, L{elements}, L{readInteger}).
 
 Every reader here raises L{FramingError} with one of its four reason
 words; no other module defines BER errors of its own.  The loops are
@@ -60,8 +60,9 @@ def readTLV(buf: bytes, pos: int, end: int | None = None) -> tuple[int, int, int
     must lie wholly before C{end} (the end of C{buf} by default).
 
     The one element reader of the package: every module that takes a PDU
-    apart below its envelope walks it with this (and L{elements}), so a
-    truncated or forged element gets the same answer everywhere.
+    apart below its envelope walks it with this (and L{readExpected},
+    L{elements}), so a truncated or forged element gets the same answer
+    everywhere.
 
     @raise FramingError: C{"malformed"} for a truncated element, a
         multi-octet tag (LDAP has none) or content that overruns C{end};
@@ -87,6 +88,29 @@ def readTLV(buf: bytes, pos: int, end: int | None = None) -> tuple[int, int, int
     if stop > end:
         raise FramingError("malformed", "truncated element: its length runs past what holds it")
     return tag, start, stop
+
+
+def readExpected(buf: bytes, pos: int, end: int | None, tag: int, what: str) -> tuple[int, int]:
+    """
+    C{(contentStart, contentEnd)} of the BER element at C{pos}, which must
+    have tag C{tag} and lie wholly before C{end} (the end of C{buf} when
+    L{None}).
+
+    Most fields of an LDAP PDU have one tag they must carry, so nearly every
+    walk reads an element and refuses it when its tag is another.  This is
+    that step written once, beside L{readTLV}: one element reader and one
+    set of error words for the package, so a module that walks a PDU says
+    only what it expected (C{what}), not how to read it or how to fail.
+
+    @param what: the detail of the L{FramingError} raised when the tag
+        differs (tests and logs read it: keep it stable).
+    @raise FramingError: C{"malformed"} with C{what} when the element's tag
+        is not C{tag}; otherwise as L{readTLV}.
+    """
+    found, start, stop = readTLV(buf, pos, end)
+    if found != tag:
+        raise FramingError("malformed", what)
+    return start, stop
 
 
 def elements(buf: bytes, start: int, end: int) -> list[tuple[int, bytes, int, int]]:

@@ -40,6 +40,7 @@ from ldaproute.wire.ber import (
     elements,
     encodeInteger,
     encodeLength,
+    readExpected,
     readLength,
     readTLV,
     tlv,
@@ -260,9 +261,7 @@ def _opFields(pdu: bytes) -> tuple[bytes, list[tuple[int, bytes, int, int]]]:
 def extendedNameAt(pdu: bytes, opStart: int) -> bytes:
     """The requestName of the extended request whose tag is at C{opStart}."""
     _, start, end = readTLV(pdu, opStart)
-    tag, nameStart, nameEnd = readTLV(pdu, start, end)
-    if tag != EXTENDED_NAME_TAG:
-        raise FramingError("malformed", "extended request without a name")
+    nameStart, nameEnd = readExpected(pdu, start, end, EXTENDED_NAME_TAG, "extended request without a name")
     return pdu[nameStart:nameEnd]
 
 
