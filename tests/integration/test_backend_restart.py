@@ -42,29 +42,33 @@ ENTRIES = 50
 CLIENTS = 8
 
 
+class _CountingFramer:
+    """A framer that counts the search result entries it frames (for L{CountingClient})."""
+
+    def __init__(self, framer: ber.Framer) -> None:
+        self._framer = framer
+        self.entries = 0
+
+    def feed(self, data: bytes) -> list[bytes]:
+        out = self._framer.feed(data)
+        self.entries += sum(1 for pdu in out if readResponse(pdu)[1] == ber.SEARCH_RESULT_ENTRY)
+        return out
+
+
 class CountingClient(RawClient):
     """A L{RawClient} that also counts the entries each search returns."""
 
     def __init__(self, host: str, port: int) -> None:
         super().__init__(host, port)
-        self.entries = 0
+        self.framer = self._counting = _CountingFramer(self.framer)  # type: ignore[assignment]
+
+    @property
+    def entries(self) -> int:
+        return self._counting.entries
 
     def call(self, makePDU, *args) -> tuple[int, str]:  # type: ignore[no-untyped-def]
-        self.entries = 0
-        framer = self.framer
-
-        feed = framer.feed
-
-        def counting(data: bytes) -> list[bytes]:
-            out = feed(data)
-            self.entries += sum(1 for pdu in out if readResponse(pdu)[1] == ber.SEARCH_RESULT_ENTRY)
-            return out
-
-        framer.feed = counting  # type: ignore[method-assign]
-        try:
-            return super().call(makePDU, *args)
-        finally:
-            framer.feed = feed  # type: ignore[method-assign]
+        self._counting.entries = 0
+        return super().call(makePDU, *args)
 
 
 def compareRequest(messageID: int, dn: str, attribute: str, value: str) -> bytes:
