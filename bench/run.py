@@ -147,6 +147,22 @@ def ensure_matplotlib(install):
 
 # --- processes ----------------------------------------------------------------
 
+def build_compiled(tmp):
+    """A copy of this checkout with the wire layer compiled by mypyc (setup.py,
+    LDAPROUTE_MYPYC=1); returns (its path, None) or (None, why not)."""
+    dest = os.path.join(tmp, "compiled")
+    ignore = shutil.ignore_patterns(".git", "build", "results", ".tools", "*.so", "__pycache__")
+    shutil.copytree(REPO, dest, ignore=ignore)
+    env = dict(os.environ, LDAPROUTE_MYPYC="1")
+    t0 = time.monotonic()
+    r = subprocess.run([sys.executable, "setup.py", "--quiet", "build_ext", "--inplace"], cwd=dest, env=env,
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        return None, "the mypyc build failed (is mypy installed?): " + (r.stderr or r.stdout)[-400:]
+    log("compiled the wire layer with mypyc in %.0fs: %s" % (time.monotonic() - t0, dest))
+    return dest, None
+
+
 def group_cpu_ticks(pgid):
     """utime+stime (clock ticks) of every live process in process group pgid."""
     total = 0
@@ -181,8 +197,10 @@ def kill_group(proc, timeout=5.0):
 class Target:
     """A proxy (or nothing, for direct) in front of slapd."""
 
-    def __init__(self, name, tmp, slapd, tools, ldaproute_mode=None):
+    def __init__(self, name, tmp, slapd, tools, ldaproute_mode=None, repo=REPO):
         self.name = name
+        #: the checkout the ldaproute targets run from (a compiled copy for -mypyc)
+        self.repo = repo
         self.tmp = tmp
         self.slapd = slapd
         self.tools = tools
@@ -242,10 +260,10 @@ class Target:
         if cmd is None:
             return False
         env = dict(os.environ)
-        env["PYTHONPATH"] = REPO + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        env["PYTHONPATH"] = self.repo + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         logf = open(self.logpath, "wb")
         try:
-            self.proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdin=subprocess.DEVNULL,
+            self.proc = subprocess.Popen(cmd, cwd=self.repo, env=env, stdin=subprocess.DEVNULL,
                                          stdout=logf, stderr=subprocess.STDOUT,
                                          start_new_session=True)
         finally:
@@ -494,14 +512,15 @@ def plot(rows, targets, workloads, path):
 
 def run(targets=None, workloads=None, reps=3, duration=4.0, entries=10000,
         ldaproute_modes=("session",), install=True, outdir=None, write=True,
-        memory_connections=None):
+        memory_connections=None, compiled=False):
     """Run the bench; returns {"meta", "records", "rows", "skipped"}."""
     targets = list(targets or ALL_TARGETS)
     workloads = list(workloads or ALL_WORKLOADS)
     if "ldaproute" in targets:
         i = targets.index("ldaproute")
-        targets[i:i + 1] = ["ldaproute" if m == "session" else "ldaproute-" + m
-                            for m in ldaproute_modes]
+        targets[i:i + 1] = [("ldaproute" if m == "session" else "ldaproute-" + m) + suffix
+                            for m in ldaproute_modes
+                            for suffix in (("", "-mypyc") if compiled else ("",))]
     if "direct" not in targets:
         targets.insert(0, "direct")
     tools = {}
@@ -521,6 +540,14 @@ def run(targets=None, workloads=None, reps=3, duration=4.0, entries=10000,
             "ldclt": tools.get("ldclt"), "haproxy": tools.get("haproxy"),
             "python": sys.version.split()[0]}
     tmp = tempfile.mkdtemp(prefix="ldaproute-bench-")
+    compiledRepo = None
+    if any(name.endswith("-mypyc") for name in targets):
+        compiledRepo, msg = build_compiled(tmp)
+        if compiledRepo is None:
+            log("WARNING:", msg)
+            for name in [n for n in targets if n.endswith("-mypyc")]:
+                skipped[name] = msg
+                targets.remove(name)
     slapd = Slapd(entries=entries, workdir=os.path.join(tmp, "slapd"))
     live = []
     records = []
@@ -531,11 +558,15 @@ def run(targets=None, workloads=None, reps=3, duration=4.0, entries=10000,
                                                               time.monotonic() - t0))
         for name in targets:
             mode = None
+            repo = REPO
             if name.startswith("ldaproute"):
-                mode = name.split("-", 1)[1] if "-" in name else "session"
+                base = name.removesuffix("-mypyc")
+                mode = base.split("-", 1)[1] if "-" in base else "session"
                 if mode == "defaults":
                     mode = "session"
-            t = Target(name, tmp, slapd, tools, ldaproute_mode=mode)
+                if name.endswith("-mypyc"):
+                    repo = compiledRepo
+            t = Target(name, tmp, slapd, tools, ldaproute_mode=mode, repo=repo)
             if t.start():
                 live.append(t)
                 log("target %-16s port %d%s" % (name, t.port, " pid %d" % t.proc.pid if t.proc else ""))
@@ -609,6 +640,9 @@ def main(argv=None):
     p.add_argument("--workloads", help="comma list of %s (default all)" % ",".join(ALL_WORKLOADS))
     p.add_argument("--ldaproute-mode", action="append", choices=["session", "shared"],
                    help="ldaproute variant(s) to run; repeat for several (default: session)")
+    p.add_argument("--compiled", action="store_true",
+                   help="also run each ldaproute variant from a copy built with LDAPROUTE_MYPYC=1 "
+                        "(the wire layer compiled by mypyc; targets named ...-mypyc)")
     p.add_argument("--entries", type=int, default=10000)
     p.add_argument("--memory", action="store_true",
                    help="also measure memory (bench/memory.py): idle client connections "
@@ -651,7 +685,7 @@ def main(argv=None):
     random.seed(1)
     run(targets, workloads, reps, duration, a.entries, tuple(a.ldaproute_mode or ["session"]),
         install=not a.no_install, outdir=a.out,
-        memory_connections=a.memory_connections if a.memory else None)
+        memory_connections=a.memory_connections if a.memory else None, compiled=a.compiled)
 
 
 if __name__ == "__main__":

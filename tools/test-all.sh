@@ -43,4 +43,7 @@ python3 -m pip install --quiet --disable-pip-version-check '.[test]'
 # the type checker over ldaproute/ (setup.cfg [mypy], with mypy-zope for the
 # zope interfaces at the seams); a type error fails the run before the tests
 python3 -m mypy
+
+# the optional compiled build (LDAPROUTE_MYPYC=1), unit suite against it
+bash tools/test-compiled.sh
 exec python3 -m pytest "$@"
