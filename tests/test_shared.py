@@ -332,6 +332,48 @@ def test_unreachableBackendBudgetSpent() -> None:
     assert len(backends.connections) == attempts
 
 
+def test_unreachableBackendBindWaitsThenServes() -> None:
+    """
+    A bind while every connection is refused waits within its retry budget
+    while its bind connection reconnects (a backend restart), as other
+    operations do, and goes out once the backend takes the connection.
+    """
+    factory, backends, clock = proxy(CONFIG)
+    client = Client(factory)
+    client.send(pdus.bind("uid=alice,dc=example,dc=com", "secret", messageID=1))
+    for _ in range(5):
+        refusePending(backends)
+        clock.advance(0.05)
+    assert client.received() == b""
+    fresh = [c for c in backends.connections if not c.deferred.called]
+    assert fresh, "the bind connection stopped reconnecting"
+    for connection in fresh:
+        ready(connection, service=False)
+    carrying = [(c, m) for c in fresh for m in pdus.decode(c.sent()) if isinstance(m.value, pureldap.LDAPBindRequest)]
+    assert len(carrying) == 1  # the client's bind, on the bind connection that came up
+    connection, bind = carrying[0]
+    connection.respond(pdus.bindResponse(bind.id))
+    (answer,) = pdus.decode(client.received())
+    assert (answer.id, answer.value.resultCode) == (1, ber.SUCCESS)
+
+
+def test_unreachableBackendBindBudgetSpent() -> None:
+    """Refused for the whole budget: the bind is answered as any operation, and the pool stops reconnecting."""
+    factory, backends, clock = proxy(CONFIG.replace("backends = a\n", "backends = a\nretry_budget = 300ms\n"))
+    client = Client(factory)
+    client.send(pdus.bind("uid=alice,dc=example,dc=com", "secret", messageID=1))
+    for _ in range(40):
+        refusePending(backends)
+        clock.advance(0.02)
+    (notice,) = pdus.decode(client.received())
+    assert notice.value.resultCode == ber.UNAVAILABLE
+    assert b"retry_budget of 0.3s" in notice.value.errorMessage
+    attempts = len(backends.connections)
+    refusePending(backends)
+    clock.advance(5)
+    assert len(backends.connections) == attempts
+
+
 def test_unreachableBackendAnswers52() -> None:
     """C{retry_budget = off}: answered 52 at once."""
     factory, backends, _ = proxy(CONFIG.replace("backends = a\n", "backends = a\nretry_budget = off\n"))

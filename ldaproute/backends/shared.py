@@ -295,7 +295,7 @@ class SharedLink(Claims):
             if timer.active():
                 timer.cancel()
         self._waitTimers.clear()
-        for messageID in list(self._waiters):
+        for messageID in [*self._waiters, *self._claiming]:
             self._stopWaiting(messageID)
         ops, self._ops = self._ops, {}
         binds = self._binds

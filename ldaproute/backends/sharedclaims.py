@@ -114,17 +114,23 @@ class Claims(Waits):
         self._ops[messageID] = (None, 0)
         opTimeout = self._timeoutFor(messageID)
         wait = opTimeout if opTimeout is not None else defaultWait
-        if wait is not None:
+        budget = self._budget
+        since = self._reactor.seconds()
+        if budget and (wait is None or budget < wait) and not self._shared.canConnect(kind):
+            # no connection of the kind is up: it waits for one to be made,
+            # within its retry budget, as any request (L{Waits._submit})
+            self._waitTimers[messageID] = self._reactor.callLater(budget, self._budgetSpent, messageID, budget)
+        elif wait is not None:
             self._waitTimers[messageID] = self._reactor.callLater(wait, waitedOut, messageID, wait)
 
         def claimed(connection: BackendConnection | None, reason: str) -> bool:
+            if self._claiming.get(messageID, (None, None))[1] is claimed:
+                del self._claiming[messageID]
             if self.state == "closed" or self._ops.get(messageID) != (None, 0):
                 return False  # abandoned, answered or closed meanwhile
-            remaining = None
+            remaining = None if opTimeout is None else max(0.0, opTimeout - (self._reactor.seconds() - since))
             timer = self._waitTimers.pop(messageID, None)
-            if timer is not None:
-                if opTimeout is not None:
-                    remaining = max(0.0, timer.getTime() - self._reactor.seconds())
+            if timer is not None and timer.active():
                 timer.cancel()
             del self._ops[messageID]
             if connection is None:
@@ -133,6 +139,7 @@ class Claims(Waits):
             send(connection, remaining)
             return True
 
+        self._claiming[messageID] = (kind, claimed)
         self._shared.whenFree(kind, claimed)
 
     def _unknownCookie(self, messageID: int, size: int) -> None:

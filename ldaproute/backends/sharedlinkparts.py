@@ -21,7 +21,7 @@ from ldaproute.backends import sequences, slowreaders
 from ldaproute.backends.connection import BackendConnection
 from ldaproute.backends.interfaces import IBackendLink, ILinkOwner
 from ldaproute.backends.pool import BackendState
-from ldaproute.backends.sharedpool import SharedPool
+from ldaproute.backends.sharedpool import Claimant, SharedPool
 from ldaproute.core.replay import ANSWERING, MAX_REPLAYS, mayReplay
 from ldaproute.wire import ber
 from ldaproute.wire.pdu import (
@@ -74,6 +74,8 @@ class LinkState:
         self._replays: dict[int, tuple[int, BackendState | None, int]] = {}
         #: operations waiting for a ready connection: their pool callback
         self._waiters: dict[int, tuple[str, Callable[[BackendConnection | None, str], None]]] = {}
+        #: requests waiting to hold a connection (L{SharedPool.whenFree}): their claim
+        self._claiming: dict[int, tuple[str, Claimant]] = {}
         self._control: tuple[Any, bytes] = (None, b"")
         self._controlsElement = b""
         #: what waits for a client that is not reading (L{slowreaders})
@@ -316,3 +318,7 @@ class Waits(LinkState):
         waiter = self._waiters.pop(messageID, None)
         if waiter is not None:
             self._shared.stopWaiting(*waiter)
+        if self._claiming:
+            claim = self._claiming.pop(messageID, None)
+            if claim is not None:
+                self._shared.stopClaiming(*claim)

@@ -198,6 +198,17 @@ class SharedPool:
             return
         self._open(opens)
 
+    def stopClaiming(self, kind: str, claimant: Claimant) -> None:
+        """A claim given up (its budget spent, answered, closed) no longer waits for a connection."""
+        try:
+            self._claimants[kind].remove(claimant)
+        except ValueError:
+            pass
+
+    def canConnect(self, kind: str) -> bool:
+        """Whether a connection that serves claims of C{kind} is ready (held or not)."""
+        return any(self.ready[k] for k in KINDS if CLAIMED_AS[k] == kind)
+
     def maxBindConnections(self) -> int:
         pool = self.poolState.pool
         return max(pool.bindConnections, pool.maxBindConnections) * max(1, len(self.poolState.backends))
@@ -252,9 +263,11 @@ class SharedPool:
             batch=operations,  # a bind connection carries one bind at a time: nothing to batch
             oneAtATime=not operations,
             produces=True,
-            # while requests wait for a connection of this kind, within their
-            # retry budget (L{ldaproute.backends.shared.SharedLink}), keep trying
-            retryWhile=lambda: bool(self._waiting[kind]) and self.poolState.pool.retryBudget > 0,
+            # while requests wait for a connection of this kind (or claim
+            # one), within their retry budget (L{ldaproute.backends.shared.SharedLink}),
+            # keep trying
+            retryWhile=lambda: bool(self._waiting[kind] or self._claimants[CLAIMED_AS[kind]])
+            and self.poolState.pool.retryBudget > 0,
         )
         self.connections[kind].append(connection)
         self._kinds[connection] = kind

@@ -290,3 +290,46 @@ def test_killOneOfTwoUnderReadsAndWrites(slapdFactory: SlapdFactory, proxyFactor
     # a write fails only when it was in flight on the killed backend: at most one per client, and
     # at least those the killed slapd had started (it may also have died before reading some)
     assert inFlight <= len(stats["writeErrors"]) <= CLIENTS
+
+
+@pytest.mark.parametrize("mode", ["session", "shared"])
+def test_bindDuringRestartWaits(slapdFactory: SlapdFactory, proxyFactory: Any, mode: str) -> None:
+    """
+    A client that connects and binds while its slapd is down (the restart
+    window) is not refused: its bind and its search wait within the retry
+    budget and are served once slapd is back (shared mode: on a bind
+    connection that reconnects for it).
+    """
+    backend = slapdFactory(entries=ENTRIES)
+    sections, keys = proxyConfig({"slapd": backend}, mode, freePort())
+    # (the rootdn may assert any identity of its database: the bound client's search)
+    sections = sections.replace(f"service_bind_dn = {backend.saslUserDN}", f"service_bind_dn = {backend.rootDN}")
+    sections = sections.replace(f"service_bind_password = {backend.saslPassword}", f"service_bind_password = {backend.rootPW}")
+    proxy = proxyFactory(sections, keys)
+    warm = CountingClient("127.0.0.1", proxy.port)
+    assert warm.bind(backend.userDN(1), backend.userPassword(1))[0] == 0
+    backend.kill()
+    answers: list[tuple[int, str]] = []
+    failures: list[BaseException] = []
+
+    def client() -> None:
+        try:
+            c = CountingClient("127.0.0.1", proxy.port)
+            answers.append(c.bind(backend.userDN(3), backend.userPassword(3)))
+            answers.append(c.call(searchRequest, PEOPLE, "uid", "user3"))
+            answers.append((c.entries, ""))
+            c.close()
+        except BaseException as e:  # noqa: B036 - reported below
+            failures.append(e)
+
+    thread = threading.Thread(target=client)
+    started = time.monotonic()
+    thread.start()
+    time.sleep(0.6)  # the bind is out of the client and waits in the proxy
+    assert answers == [], answers
+    backend.start()
+    thread.join(30)
+    assert not failures, failures
+    assert [code for code, _ in answers] == [0, 0, 1], answers  # bind, search, its one entry
+    assert time.monotonic() - started < 5.0
+    warm.close()
