@@ -148,8 +148,8 @@ def ensure_matplotlib(install):
 # --- processes ----------------------------------------------------------------
 
 def build_compiled(tmp):
-    """A copy of this checkout with the wire layer compiled by mypyc (setup.py,
-    LDAPROUTE_MYPYC=1); returns (its path, None) or (None, why not)."""
+    """A copy of this checkout with setup.py's COMPILED modules built by mypyc
+    (LDAPROUTE_MYPYC=1); returns (its path, None) or (None, why not)."""
     dest = os.path.join(tmp, "compiled")
     ignore = shutil.ignore_patterns(".git", "build", "results", ".tools", "*.so", "__pycache__")
     shutil.copytree(REPO, dest, ignore=ignore)
@@ -159,7 +159,7 @@ def build_compiled(tmp):
                        capture_output=True, text=True)
     if r.returncode != 0:
         return None, "the mypyc build failed (is mypy installed?): " + (r.stderr or r.stdout)[-400:]
-    log("compiled the wire layer with mypyc in %.0fs: %s" % (time.monotonic() - t0, dest))
+    log("built the mypyc-compiled copy in %.0fs: %s" % (time.monotonic() - t0, dest))
     return dest, None
 
 
@@ -642,7 +642,7 @@ def main(argv=None):
                    help="ldaproute variant(s) to run; repeat for several (default: session)")
     p.add_argument("--compiled", action="store_true",
                    help="also run each ldaproute variant from a copy built with LDAPROUTE_MYPYC=1 "
-                        "(the wire layer compiled by mypyc; targets named ...-mypyc)")
+                        "(setup.py's COMPILED modules built by mypyc; targets named ...-mypyc)")
     p.add_argument("--entries", type=int, default=10000)
     p.add_argument("--memory", action="store_true",
                    help="also measure memory (bench/memory.py): idle client connections "

@@ -13,8 +13,9 @@ cd "$(dirname "$0")/.."
 # a bench target), Redis (the shared bind-throttle store of the fleet tests),
 # the libraries of the bench's load generator ldclt, and headless Chromium
 # with its WebDriver (the status page test, via Selenium), and 389 Directory
-# Server with lib389's dscreate (shared mode in front of 389: tests/integration/ds389.py).
-packages="slapd ldap-utils libsasl2-modules openssl haproxy redis-server libnss3 libnspr4 chromium chromium-driver
+# Server with lib389's dscreate (shared mode in front of 389: tests/integration/ds389.py),
+# and a C compiler with Python's headers (the optional mypyc build, tools/test-compiled.sh).
+packages="gcc python3-dev slapd ldap-utils libsasl2-modules openssl haproxy redis-server libnss3 libnspr4 chromium chromium-driver
 389-ds-base python3-lib389 samba samba-ad-dc samba-ad-provision samba-dsdb-modules samba-vfs-modules winbind smbclient krb5-user ldb-tools"
 missing=""
 for package in $packages; do

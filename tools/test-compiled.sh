@@ -27,5 +27,5 @@ for path in compiled:
         sys.exit(f"{name} is not compiled: {module.__file__}")
 print("compiled:", len(compiled), "modules")
 PY
-echo "unit suite against the compiled wire layer"
+echo "unit suite against the compiled build"
 python3 -m pytest -q -p no:cacheprovider --ignore=tests/integration "$@"

@@ -83,14 +83,21 @@ def modifyRequest(messageID: int, dn: str, value: str) -> bytes:
     )
 
 
-def proxyConfig(backends: dict[str, Slapd], mode: str, metricsPort: int) -> tuple[str, str]:
-    """(the config sections, the [ldaproute] keys) of a pool over C{backends}."""
+def proxyConfig(
+    backends: dict[str, Slapd], mode: str, metricsPort: int, service: tuple[str, str] | None = None
+) -> tuple[str, str]:
+    """
+    (the config sections, the [ldaproute] keys) of a pool over C{backends};
+    in shared mode bound as C{service} (DN, password), by default the
+    first backend's SASL user.
+    """
     sections = "".join(f"[backend:{name}]\nurl = {server.url}\n" for name, server in backends.items())
     sections += f"[pool:p]\nbackends = {', '.join(backends)}\nhealth_interval = 500ms\nhealth_timeout = 500ms\n"
     if mode == "shared":
         server = next(iter(backends.values()))
+        serviceDN, servicePassword = service or (server.saslUserDN, server.saslPassword)
         sections += (
-            f"service_bind_dn = {server.saslUserDN}\nservice_bind_password = {server.saslPassword}\n"
+            f"service_bind_dn = {serviceDN}\nservice_bind_password = {servicePassword}\n"
             "shared_connections = 2\n"
         )
     sections += "[route:all]\npool = p\n"
@@ -301,10 +308,8 @@ def test_bindDuringRestartWaits(slapdFactory: SlapdFactory, proxyFactory: Any, m
     connection that reconnects for it).
     """
     backend = slapdFactory(entries=ENTRIES)
-    sections, keys = proxyConfig({"slapd": backend}, mode, freePort())
     # (the rootdn may assert any identity of its database: the bound client's search)
-    sections = sections.replace(f"service_bind_dn = {backend.saslUserDN}", f"service_bind_dn = {backend.rootDN}")
-    sections = sections.replace(f"service_bind_password = {backend.saslPassword}", f"service_bind_password = {backend.rootPW}")
+    sections, keys = proxyConfig({"slapd": backend}, mode, freePort(), (backend.rootDN, backend.rootPW))
     proxy = proxyFactory(sections, keys)
     warm = CountingClient("127.0.0.1", proxy.port)
     assert warm.bind(backend.userDN(1), backend.userPassword(1))[0] == 0
