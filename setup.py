@@ -23,6 +23,7 @@ from setuptools import setup
 COMPILED = sorted(glob.glob(os.path.join("ldaproute", "wire", "*.py"))) + [
     os.path.join("ldaproute", "backends", "responses.py"),
     os.path.join("ldaproute", "core", "admission.py"),
+    os.path.join("ldaproute", "core", "identities.py"),
     os.path.join("ldaproute", "core", "lostlinks.py"),
     os.path.join("ldaproute", "core", "routing.py"),
     os.path.join("ldaproute", "core", "session.py"),

@@ -21,7 +21,8 @@ from ldaproute.backends import sequences, slowreaders
 from ldaproute.backends.connection import BackendConnection
 from ldaproute.backends.interfaces import IBackendLink, ILinkOwner
 from ldaproute.backends.pool import BackendState
-from ldaproute.backends.sharedpool import Claimant, SharedPool
+from ldaproute.backends.sharedholds import Claimant
+from ldaproute.backends.sharedpool import SharedPool
 from ldaproute.core.replay import ANSWERING, MAX_REPLAYS, mayReplay
 from ldaproute.wire import ber
 from ldaproute.wire.pdu import (

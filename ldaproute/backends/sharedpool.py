@@ -21,6 +21,8 @@ out on it.  When every shared connection holds one, the pool opens another
 for the sequence (kind C{"sequence"}: it carries only that sequence and is
 closed when it ends), unless every backend is at its C{max_connections};
 then the sequence waits for one to be released (L{SharedPool.whenFree}).
+Who holds which connection, and who waits for one, is kept in
+L{ldaproute.backends.sharedholds}.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from zope.interface import implementer
 from ldaproute.backends.connection import DEMUX, BackendConnection, EndpointFactory
 from ldaproute.backends.interfaces import IConnectionOwner
 from ldaproute.backends.pool import PoolState
+from ldaproute.backends.sharedholds import CLAIMED_AS, KINDS, SINGLE_USE, Holds
 from ldaproute.core.replay import SENT, UNSENT
 from ldaproute.wire import ber
 
@@ -44,24 +47,11 @@ if TYPE_CHECKING:
 
 _log = Logger()
 
-KINDS = ("shared", "anonymous", "bind", "sequence", "anonsequence")
-
-#: the kind a request claims (L{SharedPool.claim}) that a connection serves
-CLAIMED_AS = {"shared": "shared", "sequence": "shared", "anonymous": "anonymous", "anonsequence": "anonymous", "bind": "bind"}
-#: the kind opened for a claim while every connection of its kind is held
-OVERFLOW = {"shared": "sequence", "anonymous": "anonsequence", "bind": "bind"}
-#: connections of one sequence, closed when it ends
-_SINGLE_USE = frozenset({"sequence", "anonsequence"})
 #: connections bound as the pool's service identity
 _SERVICE_BOUND = frozenset({"shared", "sequence"})
 
-#: C{claim} callbacks: C{(connection, "")} when one is free, or C{(None,
-#: reason)}; each says whether it took the connection.
-Claimant = Callable[[BackendConnection | None, str], bool]
-
-
 @implementer(IConnectionOwner)
-class SharedPool:
+class SharedPool(Holds):
     """The shared and bind connections of one pool, and who waits for them."""
 
     def __init__(
@@ -86,9 +76,7 @@ class SharedPool:
         self._waiting: dict[str, deque[Callable[[BackendConnection | None, str], None]]] = {
             kind: deque() for kind in KINDS
         }
-        #: connections held by a stateful sequence or a bind (L{claim})
-        self.held: set[BackendConnection] = set()
-        self._claimants: dict[str, deque[Claimant]] = {kind: deque() for kind in OVERFLOW}
+        super().__init__()
         self._pausedClients: list[Any] = []
 
     def kindFor(self, anonymous: bool) -> str:
@@ -99,11 +87,6 @@ class SharedPool:
         shared ones carry the pool's service identity.
         """
         return "anonymous" if anonymous and self.serviceIdentity is not None else "shared"
-
-    def wanted(self, kind: str) -> int:
-        pool = self.poolState.pool
-        perBackend = pool.bindConnections if kind == "bind" else pool.sharedConnections
-        return perBackend * max(1, len(self.poolState.backends))
 
     def pick(self, kind: str) -> BackendConnection | None:
         """
@@ -148,108 +131,6 @@ class SharedPool:
             self._waiting[kind].remove(callback)
         except ValueError:
             pass
-
-    # --- exclusive use: stateful sequences, binds ----------------------------
-
-    def claim(self, kind: str) -> BackendConnection | None:
-        """
-        A ready connection of C{kind} that nobody holds (the least busy),
-        held from now on until L{release}; L{None} if there is none (then
-        L{whenFree}).  C{"shared"}: for a stateful sequence, which other
-        clients' stateless operations may still share; C{"bind"}: for one
-        bind, alone on its connection.
-        """
-        if len(self.connections[kind]) < self.wanted(kind):
-            for _ in range(self.wanted(kind) - len(self.connections[kind])):
-                self._open(kind)
-        held = self.held
-        best = None
-        for connection in self.ready[kind]:
-            if connection not in held and (best is None or len(connection.ops) < len(best.ops)):
-                best = connection
-                if not connection.ops:
-                    break  # idle: as good as it gets (every bind connection is, when free)
-        if best is not None:
-            held.add(best)
-        return best
-
-    def whenFree(self, kind: str, claimant: Claimant) -> None:
-        """
-        Call C{claimant} with a connection of C{kind} held for it when one
-        is free (released, or newly open), or with C{(None, reason)} when
-        no connection of the pool can be opened.  Opens another unless
-        enough are on their way: for sequences a connection of their own
-        (kind C{"sequence"}, closed when the sequence ends); for binds one
-        more bind connection, up to C{max_bind_connections} per backend;
-        never past the backends' C{max_connections}.
-        """
-        claimants = self._claimants[kind]
-        claimants.append(claimant)
-        opens = OVERFLOW[kind]
-        opening = sum(
-            1
-            for k in {kind, opens}
-            for connection in self.connections[k]
-            if connection not in self.ready[k] and connection not in self.held
-        )
-        if len(claimants) <= opening or self.poolState.allAtCapacity():
-            return
-        if kind == "bind" and len(self.connections["bind"]) >= self.maxBindConnections():
-            return
-        self._open(opens)
-
-    def stopClaiming(self, kind: str, claimant: Claimant) -> None:
-        """A claim given up (its budget spent, answered, closed) no longer waits for a connection."""
-        try:
-            self._claimants[kind].remove(claimant)
-        except ValueError:
-            pass
-
-    def canConnect(self, kind: str) -> bool:
-        """Whether a connection that serves claims of C{kind} is ready (held or not)."""
-        return any(self.ready[k] for k in KINDS if CLAIMED_AS[k] == kind)
-
-    def maxBindConnections(self) -> int:
-        pool = self.poolState.pool
-        return max(pool.bindConnections, pool.maxBindConnections) * max(1, len(self.poolState.backends))
-
-    def release(self, connection: BackendConnection) -> None:
-        """Its sequence or bind ended: the next one waiting gets the connection."""
-        if connection not in self.held:
-            return
-        self.held.discard(connection)
-        if connection.state == "ready" and self._grant(connection):
-            return
-        if self._kinds.get(connection) in _SINGLE_USE:
-            # a connection of its own for one sequence: not kept
-            self._forget(connection, "")
-            connection.close(unbind=True)
-
-    def retire(self, connection: BackendConnection) -> None:
-        """
-        Close a connection that must carry nothing more (a bind on it timed
-        out: it cannot be abandoned, and the next bind must not run beside it;
-        a SASL exchange on it ended unfinished).  Binds waiting for one get a
-        new connection in its place.
-        """
-        kind = self._kinds.get(connection)
-        self._forget(connection, "")
-        connection.close(abort=True)
-        if kind == "bind" and self._claimants["bind"] and len(self.connections["bind"]) < self.wanted("bind"):
-            self._open("bind")
-
-    def _grant(self, connection: BackendConnection) -> bool:
-        """Hold C{connection} for the first claimant of its kind that takes it."""
-        kind = self._kinds.get(connection)
-        if kind is None:
-            return False
-        claimants = self._claimants[CLAIMED_AS[kind]]
-        while claimants:
-            self.held.add(connection)
-            if claimants.popleft()(connection, ""):
-                return True
-            self.held.discard(connection)
-        return False
 
     def _open(self, kind: str) -> None:
         operations = kind != "bind"
@@ -337,7 +218,7 @@ class SharedPool:
         while waiting and connection.state == "ready":
             waiting.popleft()(connection, "")
         if connection.state == "ready" and connection not in self.held:
-            if not self._grant(connection) and kind in _SINGLE_USE:
+            if not self._grant(connection) and kind in SINGLE_USE:
                 self._forget(connection, "")
                 connection.close(unbind=True)
 

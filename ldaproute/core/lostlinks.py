@@ -5,36 +5,29 @@ or kept to send again (L{ldaproute.core.replay}), an operation past its
 time limit or retry budget, a bind replay the backend refused.
 
 L{LostLinks} is a mixin of L{ldaproute.core.session.Session}, whose state
-(outstanding operations, TLS phase, identity) it works on; like the rest of
+(outstanding operations, TLS phase, identity: L{ldaproute.core.identities})
+it works on; like the rest of
 the core it returns the answers the client is owed and never writes.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Generic
 
-from ldaproute.core.decisions import Identity, L, Outstanding
+from ldaproute.core.decisions import L, Outstanding
+from ldaproute.core.identities import Identities
 from ldaproute.core.replay import MAX_REPLAYS, mayReplay
 from ldaproute.core.tlsphase import TLSState
 from ldaproute.wire import ber
 
 
-class LostLinks(Generic[L]):
+class LostLinks(Identities[L]):
     """How a session settles what a failing link leaves behind (a mixin; see the module docstring)."""
 
     # what the session provides
-    outstanding: dict[int, Outstanding[L]]
     tls: TLSState[L]
-    identity: Identity
     cleartextRootDSE: set[int]
     _completed: Callable[[Outstanding[L], int, L, str], None]
-
-    def bindCompleted(self, pending: Identity | None, resultCode: int) -> bool:
-        raise NotImplementedError
-
-    def identityLost(self) -> None:
-        raise NotImplementedError
 
     def linkLost(
         self, link: L, resultCode: int, reason: str, progressOf: Callable[[int], int] | None = None

@@ -18,7 +18,7 @@ The identity changes only through binds (and StartTLS, which leaves it
 anonymous); each change bumps C{identityVersion}, and a link remembers the
 version it carries (C{boundVersion}), so a link opened or reused later
 replays the simple bind first, or, for a SASL identity, the client must
-bind again.  The TLS phase and SASL-layer watch are a L{TLSState}
+bind again (L{ldaproute.core.identities}).  The TLS phase and SASL-layer watch are a L{TLSState}
 (L{ldaproute.core.tlsphase}); searches across routes and rewritten
 operations are kept in L{ldaproute.core.slowpath}.  No Twisted imports:
 C{tests/test_session.py} drives it with envelopes and bytes, as traces.
@@ -128,10 +128,8 @@ class Session(LostLinks[L]):
         self._admission: Admission[L] = Admission(listener, policy, clock)
         self._completed = completed
         self.address = address
-        self.identity: Identity = ANONYMOUS
-        self.identityVersion = 0
+        super().__init__()
         self.outstanding: dict[int, Outstanding[L]] = {}
-        self.mustRebind = False
         self.tls: TLSState[L] = TLSState(listener.starttls, secure, canTerminateTLS)
         self.fanouts: FanOuts[L] = FanOuts(rewriterFor)
         self.rewriting = Rewriting(rewriterFor)
@@ -224,23 +222,6 @@ class Session(LostLinks[L]):
         if passStartTLS:
             return PassStartTLS(route)
         return route
-
-    def replayFor(self, boundVersion: int | None, isBind: bool) -> tuple[bytes, bytes] | Answer | None:
-        """
-        How a link that carries identity version C{boundVersion} (L{None}:
-        a link about to be opened) can serve the next operation: L{None}
-        as it is, the C{(bindDN, password)} to replay first, or
-        L{IDENTITY_LOST} when the identity cannot be carried.
-        """
-        identity = self.identity
-        if boundVersion is not None and (isBind or boundVersion == self.identityVersion):
-            return None
-        if not isBind and not identity.replayable:
-            self.identityLost()
-            return IDENTITY_LOST
-        if isBind or (boundVersion is None and identity.kind == "anonymous"):
-            return None
-        return (identity.name, identity.password)
 
     def forwarded(
         self,
@@ -365,51 +346,3 @@ class Session(LostLinks[L]):
         """The connection is gone: nothing is outstanding any more."""
         self.outstanding.clear()
         self.fanouts.clear()
-
-    # --- identity ------------------------------------------------------
-
-    def bindCompleted(self, pending: Identity | None, resultCode: int) -> bool:
-        """
-        The backend answered a bind; returns whether the identity changed
-        (a new version).  A SASL step (14) changes nothing yet.
-        """
-        if resultCode == ber.SASL_BIND_IN_PROGRESS:
-            return False
-        if resultCode == ber.SUCCESS and pending is not None:
-            self.identity = pending
-        else:
-            self.identity = ANONYMOUS
-        self.identityVersion += 1
-        self.mustRebind = False
-        return True
-
-    def bindIdentityLearned(self, messageID: int, identity: Identity) -> None:
-        """
-        Shared mode learned the identity a SASL bind in flight authorizes
-        (Who Am I, before the bind's success is delivered): the session
-        takes that identity, not the bind's name, on success.
-        """
-        operation = self.outstanding.get(messageID)
-        if operation is not None and operation.opTag == ber.BIND_REQUEST:
-            operation.pending = identity
-
-    def tlsStarted(self) -> None:
-        """
-        TLS was established on the connection (StartTLS): as slapd does,
-        the session goes on anonymous, so an identity bound in cleartext is
-        not carried into TLS (README, "StartTLS and TLS").  Links bound as
-        the old identity are rebound anonymously before their next use.
-        """
-        if self.identity is not ANONYMOUS:
-            self.identity = ANONYMOUS
-            self.identityVersion += 1
-        self.mustRebind = False
-
-    def identityLost(self) -> None:
-        """
-        The identity could not be carried to a new upstream connection; the
-        client has to bind again before anything else.
-        """
-        self.identity = ANONYMOUS
-        self.identityVersion += 1
-        self.mustRebind = True
