@@ -137,6 +137,7 @@ def test_responsesRenumberedForEveryIDLength(clientID: int, upstreamFirst: int) 
     connection.respond(pdus.searchDone(first.id))
     client.received()
     connection.protocol.connection._nextID = upstreamFirst
+    connection.protocol.connection.receiver.keepsIDs = False  # renumbered (the client's own ID is kept when free)
     client.send(pdus.search("ou=a,dc=example,dc=com", messageID=clientID))
     reactor.advance(0)
     (request,) = pdus.decode(connection.sent())
@@ -165,3 +166,131 @@ def test_bindConnectionsWriteAtOnce(writes: list[tuple[Any, bytes]]) -> None:
     connection.respond(pdus.bindResponse(bind.id))
     (answer,) = pdus.decode(client.received())
     assert (answer.id, answer.value.resultCode) == (2, 0)
+
+
+def oneConnection(reactor: Any, backends: Any, client: Client, messageID: int) -> FakeConnection:
+    """The pool's one anonymous connection, ready, with C{client}'s first search answered."""
+    client.send(pdus.search("ou=a,dc=example,dc=com", messageID=messageID))
+    (connection,) = backends.connections
+    connection.accept()
+    (first,) = pdus.decode(connection.sent())
+    connection.respond(pdus.searchDone(first.id))
+    client.received()
+    return connection
+
+
+def test_clientMessageIDKeptWhenFree() -> None:
+    """
+    A request whose messageID is free on its connection keeps it upstream,
+    and its answers come back exactly as the backend sent them; a second
+    client's request under the same messageID meanwhile is renumbered.
+    """
+    factory, backends, reactor = proxy(CONFIG.replace("shared_connections = 2", "shared_connections = 1"))
+    first, second = Client(factory), Client(factory)
+    connection = oneConnection(reactor, backends, first, 6)
+    request = pdus.search("ou=b,dc=example,dc=com", messageID=7)
+    first.send(request)
+    assert connection.sent() == request  # as it came
+    second.send(pdus.search("ou=c,dc=example,dc=com", messageID=7))
+    reactor.advance(0)
+    (renumbered,) = pdus.decode(connection.sent())
+    assert renumbered.id != 7 and renumbered.value.baseObject == b"ou=c,dc=example,dc=com"
+    answer = pdus.searchEntry("ou=b,dc=example,dc=com", 7) + pdus.searchDone(7)
+    connection.respond(answer + pdus.searchDone(renumbered.id))
+    assert first.received() == answer
+    (done,) = pdus.decode(second.received())
+    assert done.id == 7
+
+
+def test_abandonedMessageIDNotTakenAgain() -> None:
+    """
+    An abandoned operation's late responses may still come: its messageID
+    is not kept by the next request that has it, and what still comes
+    under it reaches nobody.
+    """
+    factory, backends, reactor = proxy(CONFIG.replace("shared_connections = 2", "shared_connections = 1"))
+    first, second = Client(factory), Client(factory)
+    connection = oneConnection(reactor, backends, first, 8)
+    first.send(pdus.search("ou=b,dc=example,dc=com", messageID=9))
+    assert pdus.decode(connection.sent())[0].id == 9
+    first.send(pdus.message(pureldap.LDAPAbandonRequest(id=9), 10))
+    reactor.advance(0)
+    (abandon,) = pdus.decode(connection.sent())
+    assert abandon.value.value == 9
+    second.send(pdus.search("ou=c,dc=example,dc=com", messageID=9))
+    reactor.advance(0)
+    (request,) = pdus.decode(connection.sent())
+    assert request.id not in (9, abandon.id)
+    connection.respond(pdus.searchEntry("ou=b,dc=example,dc=com", 9) + pdus.searchDone(9))
+    assert second.received() == b"" and first.received() == b""
+    connection.respond(pdus.searchDone(request.id))
+    (done,) = pdus.decode(second.received())
+    assert done.id == 9
+
+
+def test_manyAbandonedRenumberBeyondThem() -> None:
+    """
+    Past MAX_KEPT_DROPPED abandoned operations a connection stops keeping
+    clients' messageIDs and allocates beyond every one it kept out of use.
+    """
+    from ldaproute.backends.responses import MAX_KEPT_DROPPED
+
+    factory, backends, reactor = proxy(CONFIG.replace("shared_connections = 2", "shared_connections = 1"))
+    client = Client(factory)
+    connection = oneConnection(reactor, backends, client, 1)
+    backend = connection.protocol.connection
+    highest = 5000 + MAX_KEPT_DROPPED
+    for messageID in range(5000, highest + 1):
+        client.send(pdus.search("ou=b,dc=example,dc=com", messageID=messageID))
+        client.send(pdus.message(pureldap.LDAPAbandonRequest(id=messageID), 2))
+    reactor.advance(0)
+    assert not backend.receiver.keepsIDs and not backend.receiver.dropped
+    connection.sent()
+    client.send(pdus.search("ou=c,dc=example,dc=com", messageID=3))
+    reactor.advance(0)
+    (request,) = pdus.decode(connection.sent())
+    assert request.id > highest
+    connection.respond(pdus.searchDone(request.id))
+    (done,) = pdus.decode(client.received())
+    assert done.id == 3
+
+
+def test_bindKeepsItsMessageID() -> None:
+    """A bind connection carries one bind at a time: the bind and its answer go as they are."""
+    factory, backends, _ = proxy(CONFIG)
+    client = Client(factory)
+    bind = pdus.bind("uid=a,dc=example,dc=com", "secret", messageID=2)
+    client.send(bind)
+    (connection,) = backends.connections
+    connection.accept()
+    assert connection.sent() == bind
+    connection.respond(pdus.bindResponse(2))
+    assert client.received() == pdus.bindResponse(2)
+
+
+def test_replayRenumberedBackToTheClientsID() -> None:
+    """
+    A read renumbered on a connection that died is sent again on another
+    under the messageID that connection keys it by (the client's own, free
+    there), and its answer reaches the client.
+    """
+    factory, backends, reactor = proxy(CONFIG)
+    first, second = Client(factory), Client(factory)
+    first.send(pdus.search("ou=a,dc=example,dc=com", messageID=4))
+    one, other = backends.connections
+    one.accept()
+    (kept,) = pdus.decode(one.sent())
+    assert kept.id == 4
+    one.protocol.connection.receiver.keepsIDs = False
+    second.send(pdus.search("ou=b,dc=example,dc=com", messageID=4))  # only one is ready
+    (renumbered,) = pdus.decode(one.sent())
+    assert renumbered.id != 4
+    other.accept()
+    one.respond(pdus.searchDone(4))
+    first.received()
+    one.drop()
+    reactor.advance(0)
+    (replay,) = pdus.decode(other.sent())
+    assert (replay.id, replay.value.baseObject) == (4, b"ou=b,dc=example,dc=com")
+    other.respond(pdus.searchDone(4))
+    assert [(m.id, m.value.resultCode) for m in pdus.decode(second.received())] == [(4, 0)]

@@ -31,6 +31,10 @@ MAX_BACKEND_PDU_BYTES = 64 * 1024 * 1024
 #: its entry (slapd sends none), and the client may abandon many.
 MAX_DROPPED = 64
 
+#: Abandoned operations whose messageIDs a demultiplexed connection keeps
+#: out of use while clients' requests keep their own messageIDs.
+MAX_KEPT_DROPPED = 1024
+
 
 class Receiver:
     """
@@ -43,6 +47,9 @@ class Receiver:
         self._connection = connection
         self.entries: dict[int, int] = {}
         self.dropped: set[int] = set()
+        #: whether clients' requests may keep their own messageIDs upstream
+        #: (L{ldaproute.backends.securing.Securing.upstreamIDFor})
+        self.keepsIDs = True
 
     def feed(self, data: bytes) -> None:
         raise NotImplementedError
@@ -53,6 +60,7 @@ class Receiver:
     def reset(self) -> None:
         """A new transport (or none): forget partial input."""
         self.dropped.clear()
+        self.keepsIDs = True
 
 
 class Relay(Receiver):
@@ -142,8 +150,10 @@ class Demux(Receiver):
     Shared mode: the connection's C{ops} map an upstream messageID to
     C{(link, client messageID, request tag, the client's messageID INTEGER
     element)}; each response goes to its link under the client's messageID,
-    rewritten at byte level (the INTEGER and the outer length), never
-    decoded.
+    never decoded: as it came when the request kept the client's messageID
+    upstream (L{ldaproute.backends.securing.Securing.upstreamIDFor}; a
+    read's PDUs for one link then go in one slice, most often the read
+    itself), else rewritten at byte level (the INTEGER and the outer length).
     """
 
     def __init__(self, connection: BackendConnection) -> None:
@@ -153,6 +163,20 @@ class Demux(Receiver):
     def reset(self) -> None:
         super().reset()
         self._buffer = b""
+
+    def drop(self, messageID: int) -> None:
+        """
+        An abandoned operation's late responses may still come under
+        C{messageID}: no new operation takes it on this connection.  Past
+        L{MAX_KEPT_DROPPED} of them, every upstream messageID is allocated
+        from beyond all of them instead (they are forgotten).
+        """
+        dropped = self.dropped
+        dropped.add(messageID)
+        if len(dropped) > MAX_KEPT_DROPPED:
+            self.keepsIDs = False
+            self._connection.allocateFrom(max(dropped) + 1)
+            dropped.clear()
 
     def feed(self, data: bytes) -> None:
         connection = self._connection
@@ -167,6 +191,9 @@ class Demux(Receiver):
         timers = connection.timers
         counted = connection.counted
         backend = connection.backend
+        #: PDUs relayed as they are to C{runLink}: C{buf[runStart:runEnd]}
+        runLink: Any = None
+        runStart = runEnd = 0
         try:
             while end - pos >= 2:
                 if buf[pos] != 0x30:
@@ -200,6 +227,8 @@ class Demux(Receiver):
                 if entry is None:
                     if upstreamID == 0:
                         self._buffer = b""
+                        if runLink is not None:
+                            self._keep(out, runLink, buf[runStart:runEnd])
                         self._deliver(out, finals)
                         connection.noticeReceived(buf[pos:pduEnd])
                         return
@@ -210,21 +239,35 @@ class Demux(Receiver):
                     pos = pduEnd
                     continue  # abandoned: dropped
                 link, clientID, _, idElement, _ = entry
-                pieces = out.get(link)
-                if pieces is None:
-                    pieces = out[link] = []
-                if len(idElement) == idEnd - bodyStart:
-                    # same length: only the INTEGER changes, lengths stay
-                    pieces.append(buf[pos:bodyStart])
-                    pieces.append(idElement)
+                if clientID == upstreamID:
+                    # the client's own messageID: relayed as it is, in one
+                    # slice with the PDUs before it that went to the same
+                    # link as they were
+                    if runLink is not link or runEnd != pos:
+                        if runLink is not None:
+                            self._keep(out, runLink, buf[runStart:runEnd])
+                        runLink = link
+                        runStart = pos
+                    runEnd = pduEnd
                 else:
-                    bodyLength = pduEnd - idEnd + len(idElement)
-                    if bodyLength < 0x80:
-                        pieces.append(bytes((0x30, bodyLength)))
+                    if runLink is not None:
+                        self._keep(out, runLink, buf[runStart:runEnd])
+                        runLink = None
+                    pieces = out.get(link)
+                    if pieces is None:
+                        pieces = out[link] = []
+                    if len(idElement) == idEnd - bodyStart:
+                        # same length: only the INTEGER changes, lengths stay
+                        pieces.append(buf[pos:bodyStart])
+                        pieces.append(idElement)
                     else:
-                        pieces.append(b"\x30" + ber.encodeLength(bodyLength))
-                    pieces.append(idElement)
-                pieces.append(buf[idEnd:pduEnd])
+                        bodyLength = pduEnd - idEnd + len(idElement)
+                        if bodyLength < 0x80:
+                            pieces.append(bytes((0x30, bodyLength)))
+                        else:
+                            pieces.append(b"\x30" + ber.encodeLength(bodyLength))
+                        pieces.append(idElement)
+                    pieces.append(buf[idEnd:pduEnd])
                 if tag == ber.SEARCH_RESULT_ENTRY:
                     link.entries[clientID] = link.entries.get(clientID, 0) + 1
                 elif tag == ber.SEARCH_RESULT_REFERENCE or tag == ber.INTERMEDIATE_RESPONSE:
@@ -248,13 +291,25 @@ class Demux(Receiver):
                 pos = pduEnd
         except ber.FramingError as e:
             self._buffer = b""
+            if runLink is not None:
+                self._keep(out, runLink, buf[runStart:runEnd])
             self._deliver(out, finals)
             connection.protocolFailed(f"backend sent a malformed response: {e}")
             return
         self._buffer = buf[pos:] if pos < end else b""
+        if runLink is not None:
+            self._keep(out, runLink, buf[runStart:runEnd])
         if serialEnded and connection.state == "ready":
             connection.serialEnded()
         self._deliver(out, finals)
+
+    @staticmethod
+    def _keep(out: dict[Any, list[bytes]], link: Any, data: bytes) -> None:
+        pieces = out.get(link)
+        if pieces is None:
+            out[link] = [data]
+        else:
+            pieces.append(data)
 
     def _deliver(self, out: dict[Any, list[bytes]], finals: dict[Any, list[tuple[int, int, int]]]) -> None:
         connection = self._connection

@@ -24,6 +24,7 @@ from ldaproute.wire.pdu import startTLSRequest
 
 if TYPE_CHECKING:
     from ldaproute.backends.connecting import BackendProtocol
+    from ldaproute.backends.responses import Receiver
 
 #: messageIDs of the proxy's own requests on a relayed connection (StartTLS,
 #: bind replay): clients count up from 1, so the top of the range does not
@@ -51,6 +52,7 @@ class Securing:
     _queue: list[bytes]
     ops: dict[int, Any]
     internal: dict[int, Callable[[int], None]]
+    receiver: Receiver
     _candidates: Iterator[BackendState]
 
     def _secured(self) -> None:
@@ -116,14 +118,43 @@ class Securing:
     # --- the proxy's own requests ---------------------------------------------
 
     def allocateID(self) -> int:
-        """A free upstream messageID (demultiplexed connections)."""
+        """
+        A free upstream messageID (demultiplexed connections): none in
+        flight, and none an abandoned operation's late responses may still
+        come under.
+        """
         ops = self.ops
         internal = self.internal
+        dropped = self.receiver.dropped
         messageID = self._nextID
-        while messageID in ops or messageID in internal:
+        while messageID in ops or messageID in internal or messageID in dropped:
             messageID = messageID + 1 if messageID < _MAX_ID else 1
         self._nextID = messageID + 1 if messageID < _MAX_ID else 1
         return messageID
+
+    def allocateFrom(self, messageID: int) -> None:
+        """L{allocateID} goes on from C{messageID} at least (L{responses.Demux.drop})."""
+        if messageID > self._nextID:
+            self._nextID = messageID if messageID <= _MAX_ID else 1
+
+    def upstreamIDFor(self, clientID: int) -> int:
+        """
+        The upstream messageID for a client's request on this demultiplexed
+        connection: the client's own when it is free here (as L{allocateID}
+        judges), so the request and its answers keep their messageIDs and
+        need no rewriting (most often: a bind connection carries one request
+        at a time; clients' messageIDs rarely meet on one connection); else
+        one L{allocateID} chooses.
+        """
+        receiver = self.receiver
+        if (
+            clientID in self.ops
+            or clientID in self.internal
+            or clientID in receiver.dropped
+            or not receiver.keepsIDs
+        ):
+            return self.allocateID()
+        return clientID
 
     def _internalID(self) -> int:
         if self._demux:

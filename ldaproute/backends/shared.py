@@ -136,7 +136,7 @@ class SharedLink(Claims):
         connection = self._shared.pick(self._kind)
         if connection is not None:
             # the common case, inline (L{_submitTo}): a ready connection
-            upstreamID = connection.allocateID()
+            upstreamID = connection.upstreamIDFor(messageID)
             self._ops[messageID] = (connection, upstreamID)
             timing = self._timing
             timeout = None
@@ -144,7 +144,10 @@ class SharedLink(Claims):
                 self._timing = None
                 if timing[0] == messageID:
                     timeout = timing[1]
-            data = reframeAt(pdu, idEnd, opEnd, upstreamID, control, self._controlsElement)
+            if control or upstreamID != messageID:
+                data = reframeAt(pdu, idEnd, opEnd, upstreamID, control, self._controlsElement)
+            else:
+                data = pdu  # its own messageID and nothing to add: as it came
             # the answers carry back the client's own messageID element
             connection.submit(upstreamID, (self, messageID, tag, pdu[idStart:idEnd], data), data, timeout)
             if not connection.writable:

@@ -33,6 +33,7 @@ from ldaproute.wire.pdu import (
     opSpan,
     proxiedAuthorization,
     reframeAt,
+    withMessageID,
 )
 
 
@@ -150,15 +151,25 @@ class Waits(LinkState):
         controlsElement: bytes | None = None,
         timeout: float | None = None,
     ) -> None:
-        """Send a request on C{connection} under an upstream messageID of its choosing."""
-        upstreamID = connection.allocateID()
-        if controlsElement is None:
-            controlsElement = ber.tlv(ber.CONTROLS_TAG, control) if control else b""
-        data = reframeAt(pdu, idEnd, opEnd, upstreamID, control, controlsElement)
+        """
+        Send a request C{pdu} of the client's (under the client's messageID,
+        C{messageID}) on C{connection}, under an upstream messageID of its
+        choosing (L{BackendConnection.upstreamIDFor}: when it is the
+        client's and nothing is added, C{pdu} goes as it is).
+        """
+        upstreamID = connection.upstreamIDFor(messageID)
+        if control or upstreamID != messageID:
+            if controlsElement is None:
+                controlsElement = ber.tlv(ber.CONTROLS_TAG, control) if control else b""
+            data = reframeAt(pdu, idEnd, opEnd, upstreamID, control, controlsElement)
+        else:
+            data = pdu  # its own messageID and nothing to add: as it came
+        # the answers carry the client's messageID element (when rewritten)
+        idElement = messageIDElement(messageID) if upstreamID != messageID else b""
         self._ops[messageID] = (connection, upstreamID)
         if timeout is None:
             timeout = self._timeoutFor(messageID)
-        connection.submit(upstreamID, (self, messageID, tag, messageIDElement(messageID), data), data, timeout)
+        connection.submit(upstreamID, (self, messageID, tag, idElement, data), data, timeout)
         if not connection.writable:
             self._shared.pauseClient(self._owner.transport)
 
@@ -245,8 +256,10 @@ class Waits(LinkState):
         del self._ops[clientID]
         # on connections of the kind it went out on: with the identity it
         # asserted, or anonymous ones for an anonymous client's request
-        _, opStart, _ = opSpan(sent)
+        upstreamID, opStart, _ = opSpan(sent)
         asserted = PROXIED_AUTHZ_OID in controlOIDs(controlsAfter(sent, opStart))
+        if upstreamID != clientID:
+            sent = withMessageID(sent, clientID)  # what L{_submitTo} takes: the client's messageID
         self._submit("shared" if asserted else self._shared.kindFor(True), clientID, requestTag, sent, b"")
 
     def _answerFailed(
