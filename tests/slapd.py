@@ -61,6 +61,27 @@ _SASL_PASSWORD = "saslpass"
 _DEBIAN_PACKAGES = "slapd ldap-utils libsasl2-modules"
 
 
+
+def _waitStopped(pid: int, timeout: float = 5.0) -> None:
+    """
+    Until every thread of C{pid} is stopped: C{kill} returns before a busy
+    thread takes its SIGSTOP, and a test that sends next must find slapd
+    hung, not still reading (bounded: a process that never stops is left).
+    """
+    deadline = time.monotonic() + timeout
+    tasks = f"/proc/{pid}/task"
+    while time.monotonic() < deadline:
+        try:
+            states = []
+            for task in os.listdir(tasks):
+                with open(f"{tasks}/{task}/stat") as f:
+                    states.append(f.read().rsplit(")", 1)[1].split()[0])
+        except OSError:
+            return  # gone
+        if all(state in ("T", "t") for state in states):
+            return
+        time.sleep(0.005)
+
 class SlapdError(RuntimeError):
     """
     slapd could not be prepared, started or stopped; the message says why and
@@ -631,6 +652,7 @@ class Slapd:
         """
         if self.pid is not None:
             os.kill(self.pid, signal.SIGSTOP)
+            _waitStopped(self.pid)
 
     def resume(self) -> None:
         """SIGCONT a paused slapd."""
