@@ -61,7 +61,6 @@ _SASL_PASSWORD = "saslpass"
 _DEBIAN_PACKAGES = "slapd ldap-utils libsasl2-modules"
 
 
-
 def _waitStopped(pid: int, timeout: float = 5.0) -> None:
     """
     Until every thread of C{pid} is stopped: C{kill} returns before a busy
@@ -81,6 +80,7 @@ def _waitStopped(pid: int, timeout: float = 5.0) -> None:
         if all(state in ("T", "t") for state in states):
             return
         time.sleep(0.005)
+
 
 class SlapdError(RuntimeError):
     """
