@@ -357,6 +357,38 @@ def test_unreachableBackendBindWaitsThenServes() -> None:
     assert (answer.id, answer.value.resultCode) == (1, ber.SUCCESS)
 
 
+def test_bindWaitingBehindHeldConnectionsOutlivesItsBudget() -> None:
+    """
+    The retry budget is for a backend that cannot be reached: once a bind
+    connection is up, a bind queued behind the one it carries waits its
+    turn past the budget instead of being answered unavailable.
+    """
+    factory, backends, clock = proxy(
+        CONFIG.replace("backends = a\n", "backends = a\nretry_budget = 300ms\nmax_bind_connections = 1\n")
+    )
+    first, second = Client(factory), Client(factory)
+    first.send(pdus.bind("uid=alice,dc=example,dc=com", "secret", messageID=1))
+    second.send(pdus.bind("uid=bob,dc=example,dc=com", "secret", messageID=1))
+    refusePending(backends)
+    clock.advance(0.05)
+    fresh = [c for c in backends.connections if not c.deferred.called]
+    for connection in fresh:
+        ready(connection, service=False)
+    carrying = [(c, m) for c in fresh for m in pdus.decode(c.sent()) if isinstance(m.value, pureldap.LDAPBindRequest)]
+    assert len(carrying) == 1
+    connection, bind = carrying[0]
+    clock.advance(1)  # past the budget: the second bind still waits for the connection
+    assert first.received() == b"" and second.received() == b""
+    connection.respond(pdus.bindResponse(bind.id))
+    (answer,) = pdus.decode(first.received())
+    assert answer.value.resultCode == ber.SUCCESS
+    (next,) = pdus.decode(connection.sent())
+    assert next.value.dn == b"uid=bob,dc=example,dc=com"
+    connection.respond(pdus.bindResponse(next.id))
+    (answer,) = pdus.decode(second.received())
+    assert answer.value.resultCode == ber.SUCCESS
+
+
 def test_unreachableBackendBindBudgetSpent() -> None:
     """Refused for the whole budget: the bind is answered as any operation, and the pool stops reconnecting."""
     factory, backends, clock = proxy(CONFIG.replace("backends = a\n", "backends = a\nretry_budget = 300ms\n"))

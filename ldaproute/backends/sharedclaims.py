@@ -119,7 +119,19 @@ class Claims(Waits):
         if budget and (wait is None or budget < wait) and not self._shared.canConnect(kind):
             # no connection of the kind is up: it waits for one to be made,
             # within its retry budget, as any request (L{Waits._submit})
-            self._waitTimers[messageID] = self._reactor.callLater(budget, self._budgetSpent, messageID, budget)
+
+            def budgetSpent() -> None:
+                if not self._shared.canConnect(kind):
+                    self._budgetSpent(messageID, budget)
+                    return
+                # the backend came back, and its connections are held by
+                # others: the claim waits its turn, as one made then would
+                self._waitTimers.pop(messageID, None)
+                if wait is not None:
+                    left = max(0.0, wait - (self._reactor.seconds() - since))
+                    self._waitTimers[messageID] = self._reactor.callLater(left, waitedOut, messageID, wait)
+
+            self._waitTimers[messageID] = self._reactor.callLater(budget, budgetSpent)
         elif wait is not None:
             self._waitTimers[messageID] = self._reactor.callLater(wait, waitedOut, messageID, wait)
 
