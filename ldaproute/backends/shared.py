@@ -99,13 +99,14 @@ class SharedLink(Claims):
             self._abandon(abandonedIDAt(pdu, idEnd))
             return
         controls = pdu[opEnd:]
-        if tag == ber.BIND_REQUEST or tag == ber.EXTENDED_REQUEST or (controls and PROXIED_AUTHZ_OID in controls):
+        if tag == ber.BIND_REQUEST:
+            # (no L{refusal}: a bind's controls go as they are, SASL steps are judged one by one)
+            self._bind(messageID, pdu, idEnd, opEnd)
+            return
+        if tag == ber.EXTENDED_REQUEST or (controls and PROXIED_AUTHZ_OID in controls):
             refused = refusal(pdu, tag, idEnd, controls)
             if refused is not None:
                 self._answer(messageID, tag, *refused)
-                return
-            if tag == ber.BIND_REQUEST:
-                self._bind(messageID, pdu, idEnd, opEnd)
                 return
             oid = extendedNameAt(pdu, idEnd)
             if oid == CANCEL_OID:

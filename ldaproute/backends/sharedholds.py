@@ -72,9 +72,8 @@ class Holds:
         clients' stateless operations may still share; C{"bind"}: for one
         bind, alone on its connection.
         """
-        if len(self.connections[kind]) < self.wanted(kind):
-            for _ in range(self.wanted(kind) - len(self.connections[kind])):
-                self._open(kind)
+        for _ in range(self.wanted(kind) - len(self.connections[kind])):
+            self._open(kind)
         held = self.held
         best = None
         for connection in self.ready[kind]:
