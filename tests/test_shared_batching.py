@@ -221,11 +221,17 @@ def test_abandonedMessageIDNotTakenAgain() -> None:
     reactor.advance(0)
     (request,) = pdus.decode(connection.sent())
     assert request.id not in (9, abandon.id)
-    connection.respond(pdus.searchEntry("ou=b,dc=example,dc=com", 9) + pdus.searchDone(9))
+    connection.respond(pdus.searchEntry("ou=b,dc=example,dc=com", 9))
     assert second.received() == b"" and first.received() == b""
     connection.respond(pdus.searchDone(request.id))
     (done,) = pdus.decode(second.received())
     assert done.id == 9
+    connection.respond(pdus.searchDone(9))  # the abandoned search's last word: 9 is free again
+    assert first.received() == b"" and second.received() == b""
+    first.send(pdus.search("ou=d,dc=example,dc=com", messageID=9))
+    reactor.advance(0)
+    (again,) = pdus.decode(connection.sent())
+    assert again.id == 9
 
 
 def test_manyAbandonedRenumberBeyondThem() -> None:

@@ -236,6 +236,8 @@ class Demux(Receiver):
                     if answered is not None and tag in ber.FINAL_RESPONSES:
                         del connection.internal[upstreamID]
                         answered(ber.resultCodeAt(buf, idEnd, pduEnd))
+                    elif tag in ber.FINAL_RESPONSES and self.dropped:
+                        self.dropped.discard(upstreamID)  # nothing more can come under it
                     pos = pduEnd
                     continue  # abandoned: dropped
                 link, clientID, _, idElement, _ = entry
