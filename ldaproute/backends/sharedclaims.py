@@ -77,7 +77,7 @@ class Claims(Waits):
                 self._answer(messageID, ber.BIND_REQUEST, ber.AUTH_METHOD_NOT_SUPPORTED, refused)
                 return
             self._saslBinds.add(messageID)
-        connection = self._takePin()
+        connection = self._takePin() if self._saslPin is not None else None
         if connection is not None:
             # the next step (or a new bind, which ends the exchange: RFC 4511 4.2.1)
             if connection.state == "ready":

@@ -130,7 +130,8 @@ class Holds:
         if connection not in self.held:
             return
         self.held.discard(connection)
-        if connection.state == "ready" and self._grant(connection):
+        waiting = self._claimants[CLAIMED_AS[self._kinds.get(connection, "shared")]]
+        if waiting and connection.state == "ready" and self._grant(connection):
             return
         if self._kinds.get(connection) in SINGLE_USE:
             # a connection of its own for one sequence: not kept

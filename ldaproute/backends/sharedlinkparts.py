@@ -167,7 +167,7 @@ class Waits(LinkState):
         # the answers carry the client's messageID element (when rewritten)
         idElement = messageIDElement(messageID) if upstreamID != messageID else b""
         self._ops[messageID] = (connection, upstreamID)
-        if timeout is None:
+        if timeout is None and self._timing is not None:
             timeout = self._timeoutFor(messageID)
         connection.submit(upstreamID, (self, messageID, tag, idElement, data), data, timeout)
         if not connection.writable:
