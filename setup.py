@@ -5,8 +5,8 @@ The default install is pure Python.  With C{LDAPROUTE_MYPYC=1} (and mypy
 installed: C{pip install --no-build-isolation .}), the wire layer
 (C{ldaproute/wire/}: the BER framing, envelope and PDU edits every
 operation goes through) and a few hot modules above it (L{COMPILED}) are
-compiled with mypyc; the code is the same, and the compiled form costs a
-sixth to a quarter fewer instructions per operation
+compiled with mypyc; the code is the same, and the compiled form costs an
+eighth to a quarter fewer instructions per operation
 (README.rst, "Performance").  tools/test-all.sh runs the unit suite
 against both.
 """

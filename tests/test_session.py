@@ -15,7 +15,7 @@ import attrs
 from ldaptor.protocols import pureldap
 
 from ldaproute.config import Config, Route
-from ldaproute.core import decisions, replay, session as core, slowpath, tlsphase
+from ldaproute.core import decisions, identities, lostlinks, replay, session as core, slowpath, tlsphase
 from ldaproute.core.policy import ListenerPolicy
 from ldaproute.core.routing import Router
 from ldaproute.core.session import Session, TLSPhase
@@ -503,7 +503,7 @@ def test_searchAcrossRoutesIsSpanned() -> None:
 
 def test_noTwistedImports() -> None:
     """The session core stays pure: no module of it imports Twisted."""
-    for module in (core, decisions, tlsphase, slowpath):
+    for module in (core, decisions, identities, lostlinks, tlsphase, slowpath):
         # (from the file: a compiled build's module has no source to inspect)
         source = pathlib.Path(__file__).resolve().parent.parent / (module.__name__.replace(".", "/") + ".py")
         tree = ast.parse(source.read_text())

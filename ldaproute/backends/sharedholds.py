@@ -130,10 +130,12 @@ class Holds:
         if connection not in self.held:
             return
         self.held.discard(connection)
-        waiting = self._claimants[CLAIMED_AS[self._kinds.get(connection, "shared")]]
-        if waiting and connection.state == "ready" and self._grant(connection):
+        kind = self._kinds.get(connection)
+        if kind is None:
+            return  # forgotten meanwhile
+        if connection.state == "ready" and self._claimants[CLAIMED_AS[kind]] and self._grant(connection):
             return
-        if self._kinds.get(connection) in SINGLE_USE:
+        if kind in SINGLE_USE:
             # a connection of its own for one sequence: not kept
             self._forget(connection, "")
             connection.close(unbind=True)
